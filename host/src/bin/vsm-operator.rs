@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("vsm-operator: not yet wired");
+}
