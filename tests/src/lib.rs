@@ -1,0 +1,1 @@
+//! Test environment: see README in this crate.

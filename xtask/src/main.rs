@@ -1,0 +1,59 @@
+//! `cargo xtask <task>`: the project's build and test tasks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod plugins;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "vsphere-migration project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the phase components (and the test components) for wasm32-wasip2.
+    Plugins,
+    /// Everything the tests need, then every test: `cargo xtask test`.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Plugins => plugins::build_all().map(|_| ()),
+        Task::Test { cargo_args } => test(&cargo_args),
+    }
+}
+
+/// The workspace root (this crate's parent).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Run a command from the workspace root, failing with its command line if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.current_dir(root()).status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    plugins::build_all()?;
+    run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(cargo_args))
+}
