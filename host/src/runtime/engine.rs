@@ -268,7 +268,7 @@ impl LoadedPlugin {
     fn classify(&self, guest: &Guest, error: wasmtime::Error, stderr: String) -> RuntimeError {
         let state = guest.store.data();
         if let Some(requested) = state.limiter.refused {
-            return RuntimeError::MemoryLimit { plugin: self.component.clone(), limit_mib: self.limits.memory_mib, requested_mib: (requested >> 20) as u64 };
+            return RuntimeError::MemoryLimit { plugin: self.component.clone(), limit_mib: self.limits.memory_mib, requested_mib: requested.div_ceil(1 << 20) as u64 };
         }
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return RuntimeError::CpuBudget { plugin: self.component.clone(), budget: self.limits.cpu_budget() };
