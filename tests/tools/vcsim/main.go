@@ -7,6 +7,9 @@
 //   - `-l 127.0.0.1:0` picks a free port; the real URL is printed on stdout.
 //   - `-rename /DC0=src-dc` renames inventory objects after creation, so the source and
 //     target vCenters have different inventories.
+//   - `-add-datastore /DC0=src-ds` adds a local datastore to every host of a datacenter
+//     (before renames). vcsim cannot rename datastores (no Rename_Task), and its generated
+//     VMs live on LocalDS_0, so a differently named datastore is added instead.
 //   - a control listener (`-control`) to rotate the accepted credentials, count login
 //     attempts and terminate every session server-side.
 package main
@@ -33,6 +36,7 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -88,8 +92,14 @@ func main() {
 	trace := flag.Bool("trace", false, "dump SOAP traffic to stderr")
 	var rn renames
 	flag.Var(&rn, "rename", "inventoryPath=newName, applied after creation (repeatable)")
+	var addDS renames
+	flag.Var(&addDS, "add-datastore", "datacenterPath=name: add a local datastore to its hosts (repeatable)")
 	flag.Parse()
 
+	opts := options{
+		addr: *addr, control: *control, user: *user, pass: *pass, cert: *cert, key: *key,
+		renames: rn, addDatastores: addDS,
+	}
 	simulator.Trace = *trace
 	m := simulator.VPX()
 	m.ServiceContent.About.ApiVersion = *apiVersion
@@ -97,43 +107,67 @@ func main() {
 	m.ServiceContent.About.FullName = "VMware vCenter Server " + *version
 	m.Datacenter, m.Cluster, m.ClusterHost, m.Host = *dc, *cl, *host, *sh
 	m.Machine, m.Datastore, m.Folder, m.Portgroup = *vm, *ds, *folder, *pg
-	if err := m.Create(); err != nil {
-		log.Fatal(err)
+	if err := run(m, opts); err != nil {
+		log.Print(err)
+		os.Exit(1)
 	}
-	creds := &credentials{user: *user, password: *pass}
-	m.Service.RegisterEndpoints = true
-	m.Service.Listen = &url.URL{Host: *addr, User: url.UserPassword(*user, *pass)}
-	m.Map().SessionManager().ValidLogin = creds.valid
+}
 
+type options struct {
+	addr, control, user, pass, cert, key string
+	renames, addDatastores               renames
+}
+
+// run serves until SIGINT/SIGTERM; every exit path removes the simulator's temporary files.
+func run(m *simulator.Model, o options) error {
 	cfg := &tls.Config{}
-	if *cert != "" {
-		c, err := tls.LoadX509KeyPair(*cert, *key)
+	if o.cert != "" {
+		c, err := tls.LoadX509KeyPair(o.cert, o.key)
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		cfg.Certificates = []tls.Certificate{c}
 	}
+	if err := m.Create(); err != nil {
+		return err
+	}
+	defer m.Remove()
+	creds := &credentials{user: o.user, password: o.pass}
+	m.Service.RegisterEndpoints = true
+	m.Service.Listen = &url.URL{Host: o.addr, User: url.UserPassword(o.user, o.pass)}
+	m.Map().SessionManager().ValidLogin = creds.valid
 	m.Service.TLS = cfg
 	s := m.Service.NewServer()
+	defer s.Close()
 
 	ctx := context.Background()
-	admin, err := adminClient(ctx, s.URL, *user, *pass)
+	admin, err := adminClient(ctx, s.URL, o.user, o.pass)
 	if err != nil {
-		log.Fatalf("self login: %v", err)
+		return fmt.Errorf("self login: %w", err)
 	}
-	if err := applyRenames(ctx, admin, rn); err != nil {
-		log.Fatal(err)
+	dsDirs, err := addDatastores(ctx, admin, o.addDatastores)
+	defer func() {
+		for _, d := range dsDirs {
+			os.RemoveAll(d)
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	if err := applyRenames(ctx, admin, o.renames); err != nil {
+		return err
 	}
 	// Logins made by the launcher itself are not the tests' business.
 	creds.mu.Lock()
 	creds.attempts, creds.failures = 0, 0
 	creds.mu.Unlock()
 
-	if *control != "" {
-		ln, err := net.Listen("tcp", *control)
+	if o.control != "" {
+		ln, err := net.Listen("tcp", o.control)
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
+		defer ln.Close()
 		go http.Serve(ln, controlAPI(admin, creds))
 		fmt.Printf("VCSIM_CONTROL=http://%s\n", ln.Addr())
 	}
@@ -147,8 +181,7 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
-	s.Close()
-	m.Remove()
+	return nil
 }
 
 func thumbprint(der []byte) string {
@@ -166,6 +199,49 @@ func adminClient(ctx context.Context, sdk *url.URL, user, pass string) (*govmomi
 	u := *sdk
 	u.User = url.UserPassword(user, pass)
 	return govmomi.NewClient(ctx, &u, true)
+}
+
+// addDatastores creates each requested datastore on every host of its datacenter, backed
+// by a fresh temporary directory; it returns the directories for removal at exit.
+func addDatastores(ctx context.Context, c *govmomi.Client, specs renames) ([]string, error) {
+	var dirs []string
+	finder := find.NewFinder(c.Client, false)
+	for _, spec := range specs {
+		dcPath, name, ok := strings.Cut(spec, "=")
+		if !ok {
+			return dirs, fmt.Errorf("-add-datastore %q: want datacenterPath=name", spec)
+		}
+		dc, err := finder.Datacenter(ctx, dcPath)
+		if err != nil {
+			return dirs, fmt.Errorf("-add-datastore %q: %w", spec, err)
+		}
+		v, err := view.NewManager(c.Client).CreateContainerView(ctx, dc.Reference(), []string{"HostSystem"}, true)
+		if err != nil {
+			return dirs, err
+		}
+		var hosts []mo.HostSystem
+		err = v.Retrieve(ctx, []string{"HostSystem"}, []string{"name"}, &hosts)
+		_ = v.Destroy(ctx)
+		if err != nil {
+			return dirs, err
+		}
+		dir, err := os.MkdirTemp("", "vsm-vcsim-ds-")
+		if err != nil {
+			return dirs, err
+		}
+		dirs = append(dirs, dir)
+		for _, h := range hosts {
+			host := object.NewHostSystem(c.Client, h.Reference())
+			dss, err := host.ConfigManager().DatastoreSystem(ctx)
+			if err != nil {
+				return dirs, err
+			}
+			if _, err := dss.CreateLocalDatastore(ctx, name, dir); err != nil {
+				return dirs, fmt.Errorf("-add-datastore %q on %s: %w", spec, h.Name, err)
+			}
+		}
+	}
+	return dirs, nil
 }
 
 func applyRenames(ctx context.Context, c *govmomi.Client, rn renames) error {

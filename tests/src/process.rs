@@ -1,0 +1,236 @@
+//! Child processes that cannot outlive their owner: stopped on drop (SIGTERM, then SIGKILL
+//! after a grace period) and killed by the kernel if the test process dies.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// How long a child gets to exit after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process.
+/// Tests run on short-lived threads (and an environment may be shared through a static), so
+/// every child is forked from one thread that lives as long as the process.
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("vsm-testenv-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawning the process-spawner thread");
+        Mutex::new(tx)
+    })
+}
+
+/// A running child process with its combined output in `log`.
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`; stderr (and stdout unless `pipe_stdout`) go to `log`.
+    /// With `pipe_stdout` the caller reads stdout via [`Process::take_stdout`].
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+        pipe_stdout: bool,
+    ) -> Result<Process> {
+        let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stderr(log_file.try_clone()?)
+            .stdout(if pipe_stdout { Stdio::piped() } else { log_file.into() });
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        spawner().lock().unwrap().send((cmd, tx)).context("spawner thread gone")?;
+        let child = rx
+            .recv()
+            .context("spawner thread gone")?
+            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        Ok(Process { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    /// Fails with the log tail if the process has already exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            anyhow::bail!("{} exited early with {status}; log tail:\n{}", self.name, self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// The last lines of the log, for error messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, 4000)
+    }
+
+    /// Sends SIGTERM without waiting; [`Process::wait_until`] finishes the job.
+    pub fn terminate(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            // SAFETY: plain kill(2) on our own, not yet reaped child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+
+    /// Waits for exit until `deadline`, then SIGKILLs; always reaps the child.
+    pub fn wait_until(&mut self, deadline: Instant) {
+        let Some(mut child) = self.child.take() else { return };
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGTERM, grace period, SIGKILL.
+    pub fn stop(&mut self) {
+        self.terminate();
+        self.wait_until(Instant::now() + STOP_GRACE);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Stops several processes together: one shared grace period instead of one each.
+pub fn stop_all(procs: &mut [&mut Process]) {
+    for p in procs.iter_mut() {
+        p.terminate();
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for p in procs.iter_mut() {
+        p.wait_until(deadline);
+    }
+}
+
+pub fn log_tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    s
+}
+
+/// Reads `KEY=VALUE` lines from a child's stdout until `done_line`, copying every line to
+/// `log` and then draining the rest in the background so the child never blocks on a full pipe.
+pub fn read_announcements(
+    stdout: std::process::ChildStdout,
+    done_line: &str,
+    log: &Path,
+) -> Result<Vec<(String, String)>> {
+    use std::io::Write;
+    let mut reader = BufReader::new(stdout);
+    let mut log = std::fs::OpenOptions::new().append(true).open(log)?;
+    let mut found = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            anyhow::bail!("process closed stdout before {done_line}");
+        }
+        let _ = log.write_all(line.as_bytes());
+        let line = line.trim_end();
+        if line == done_line {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            found.push((k.to_string(), v.to_string()));
+        }
+    }
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut reader, &mut log);
+    });
+    Ok(found)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago. Ports handed out earlier in this process
+/// are never handed out again, so parallel environments here cannot collide; a collision with
+/// another process is possible and callers retry the start.
+pub fn free_port() -> Result<u16> {
+    static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let used = USED.get_or_init(Default::default);
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if used.lock().unwrap().insert(port) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port found")
+}
+
+/// Polls `check` until it returns `Ok(true)`, failing after `limit`. The limit only keeps a
+/// broken environment from hanging forever; it is not a performance expectation.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > limit {
+            let detail = last_err.map(|e| format!(": last error: {e:#}")).unwrap_or_default();
+            anyhow::bail!("timed out after {limit:?} waiting for {what}{detail}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
