@@ -1,1 +1,54 @@
-//! vCenter client.
+//! vCenter client for the operator: SOAP (`/sdk`) for inventory, folders and VMs, REST
+//! (`/rest/com/vmware/cis/...`) for sessions and tags.
+//!
+//! - TLS is verified by default (system roots plus an optional CA bundle), or pinned to
+//!   one SHA-256 leaf; `insecure` only when asked, and reported.
+//! - One session per (server, user) in a [`SessionPool`]; keep-alive; transparent
+//!   re-login when vCenter drops a session; logout on shutdown.
+//! - Retries with backoff on transient faults only; rejected credentials are never sent
+//!   again until they change, so directory accounts are not locked out.
+//! - Every SOAP method and REST call is a tracing span; bodies at debug level, redacted.
+
+pub mod error;
+pub mod folders;
+pub mod inventory;
+pub mod redact;
+pub mod retry;
+pub mod session;
+pub mod soap;
+pub mod tags;
+pub mod tls;
+pub mod vm;
+
+pub use error::VsphereError;
+pub use inventory::{ManagedObject, ObjectKind};
+pub use retry::RetryPolicy;
+pub use session::{Client, ClientOptions, Credentials, PoolStats, Secret, ServerSpec, SessionPool};
+pub use soap::MoRef;
+pub use tags::{Cardinality, CategorySpec, TagInfo};
+pub use tls::{TlsPolicy, fetch_thumbprint, fetch_thumbprint_with_timeout};
+pub use vm::{PowerState, VmSummary};
+
+/// The vCenter's `about` block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct About {
+    pub name: String,
+    pub full_name: String,
+    /// License product name (`VMware VirtualCenter Server`), or `name` if absent.
+    pub product: String,
+    pub version: String,
+    pub build: String,
+    pub api_version: String,
+    /// `VirtualCenter` for a vCenter, `HostAgent` for a bare ESXi.
+    pub api_type: String,
+    /// Unique per vCenter: how the operator tells two vCenters apart.
+    pub instance_uuid: String,
+}
+
+impl Client {
+    /// Product, version and instance UUID, as read at login (they do not change while
+    /// a session lives).
+    pub async fn about(&self) -> Result<About, VsphereError> {
+        Ok(self.sc.about.clone())
+    }
+}

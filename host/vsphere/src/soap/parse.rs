@@ -1,0 +1,327 @@
+//! Responses: a small element tree built with quick-xml (namespace prefixes dropped,
+//! entities resolved), and readers for the vim25 shapes the client uses.
+
+use quick_xml::events::Event;
+use quick_xml::reader::Reader;
+
+use crate::error::VsphereError;
+
+/// A managed object reference, e.g. `Folder:group-v3`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MoRef {
+    /// The managed object type (`VirtualMachine`, `Folder`, ...).
+    pub type_name: String,
+    /// The server-side id (`vm-42`, `group-v3`, ...).
+    pub value: String,
+}
+
+impl MoRef {
+    pub fn new(type_name: impl Into<String>, value: impl Into<String>) -> Self {
+        MoRef { type_name: type_name.into(), value: value.into() }
+    }
+}
+
+impl std::fmt::Display for MoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.type_name, self.value)
+    }
+}
+
+/// An element: local name, attributes (qualified names as written), text, children.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub text: String,
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    pub fn attr(&self, qname: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == qname).map(|(_, v)| v.as_str())
+    }
+
+    /// The `xsi:type` (any prefix), without its namespace prefix.
+    pub fn xsi_type(&self) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.ends_with(":type"))
+            .map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
+    }
+
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    pub fn child_text(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+
+    /// Depth-first search for the first element with this local name.
+    pub fn find(&self, name: &str) -> Option<&Node> {
+        if self.name == name {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(name))
+    }
+
+    /// This element read as a ManagedObjectReference (`type` attribute + text).
+    pub fn moref(&self) -> Option<MoRef> {
+        let t = self.attr("type")?;
+        Some(MoRef::new(t, self.text.trim()))
+    }
+}
+
+/// Parse a whole document into its root element.
+pub fn parse(xml: &str) -> Result<Node, VsphereError> {
+    let mut reader = Reader::from_str(xml);
+    let mut stack: Vec<Node> = vec![Node::default()];
+    let bad = |e: &dyn std::fmt::Display| VsphereError::protocol(format!("malformed XML: {e}"));
+    loop {
+        match reader.read_event().map_err(|e| bad(&e))? {
+            Event::Start(e) => stack.push(element(&e).map_err(|e| bad(&e))?),
+            Event::Empty(e) => {
+                let n = element(&e).map_err(|e| bad(&e))?;
+                stack.last_mut().expect("root sentinel").children.push(n);
+            }
+            Event::End(_) => {
+                let n = stack.pop().expect("balanced by the reader");
+                let parent = stack.last_mut().ok_or_else(|| bad(&"unbalanced end tag"))?;
+                parent.children.push(n);
+            }
+            Event::Text(t) => {
+                let top = stack.last_mut().expect("root sentinel");
+                top.text.push_str(&t.xml10_content());
+            }
+            Event::CData(t) => {
+                let top = stack.last_mut().expect("root sentinel");
+                top.text.push_str(&t.into_inner());
+            }
+            Event::GeneralRef(r) => {
+                let top = stack.last_mut().expect("root sentinel");
+                if let Some(c) = r.resolve_char_ref().map_err(|e| bad(&e))? {
+                    top.text.push(c);
+                } else {
+                    let name = r.xml10_content();
+                    let v = quick_xml::escape::resolve_predefined_entity(&name)
+                        .ok_or_else(|| bad(&format!("unknown entity &{name};")))?;
+                    top.text.push_str(v);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if stack.len() != 1 {
+        return Err(bad(&"unexpected end of document"));
+    }
+    let mut root = stack.pop().expect("sentinel");
+    match root.children.len() {
+        1 => Ok(root.children.pop().expect("one child")),
+        0 => Err(bad(&"empty document")),
+        _ => Err(bad(&"more than one root element")),
+    }
+}
+
+fn element(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, quick_xml::Error> {
+    let qname = e.name();
+    let full: String = String::from(qname.as_ref());
+    let name = full.rsplit(':').next().unwrap_or(&full).to_string();
+    let mut attrs = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(quick_xml::Error::from)?;
+        let k = String::from(a.key.as_ref());
+        let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0)?.into_owned();
+        attrs.push((k, v));
+    }
+    Ok(Node { name, attrs, text: String::new(), children: Vec::new() })
+}
+
+/// The first element inside `<Body>`: the `...Response` or the `Fault`.
+pub fn body_payload(root: &Node) -> Result<&Node, VsphereError> {
+    let body = root.child("Body").ok_or_else(|| VsphereError::protocol("SOAP envelope without Body"))?;
+    body.children.first().ok_or_else(|| VsphereError::protocol("empty SOAP Body"))
+}
+
+/// The parts of the ServiceContent the client uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceContent {
+    pub root_folder: MoRef,
+    pub property_collector: MoRef,
+    pub session_manager: MoRef,
+    pub search_index: Option<MoRef>,
+    pub about: crate::About,
+}
+
+pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
+    let rv = resp.child("returnval").ok_or_else(|| VsphereError::protocol("RetrieveServiceContent: no returnval"))?;
+    let mref = |n: &str| {
+        rv.child(n)
+            .and_then(Node::moref)
+            .ok_or_else(|| VsphereError::protocol(format!("ServiceContent without {n}")))
+    };
+    let about = rv.child("about").ok_or_else(|| VsphereError::protocol("ServiceContent without about"))?;
+    let t = |n: &str| about.child_text(n).unwrap_or_default().to_string();
+    Ok(ServiceContent {
+        root_folder: mref("rootFolder")?,
+        property_collector: mref("propertyCollector")?,
+        session_manager: mref("sessionManager")?,
+        search_index: rv.child("searchIndex").and_then(Node::moref),
+        about: crate::About {
+            name: t("name"),
+            full_name: t("fullName"),
+            product: t("licenseProductName").is_empty().then(|| t("name")).unwrap_or_else(|| t("licenseProductName")),
+            version: t("version"),
+            build: t("build"),
+            api_version: t("apiVersion"),
+            api_type: t("apiType"),
+            instance_uuid: t("instanceUuid"),
+        },
+    })
+}
+
+/// One object of a RetrievePropertiesEx result with its properties (raw `val` nodes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectContent {
+    pub obj: MoRef,
+    pub props: Vec<(String, Node)>,
+}
+
+impl ObjectContent {
+    pub fn prop(&self, name: &str) -> Option<&Node> {
+        self.props.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub fn prop_text(&self, name: &str) -> Option<&str> {
+        self.prop(name).map(|v| v.text.as_str())
+    }
+
+    pub fn prop_moref(&self, name: &str) -> Option<MoRef> {
+        self.prop(name).and_then(Node::moref)
+    }
+}
+
+/// Objects and the continuation token of a RetrievePropertiesEx / Continue... answer.
+pub fn retrieve_result(resp: &Node) -> Result<(Vec<ObjectContent>, Option<String>), VsphereError> {
+    // No returnval at all means "nothing matched".
+    let Some(rv) = resp.child("returnval") else { return Ok((Vec::new(), None)) };
+    let token = rv.child_text("token").map(str::to_string).filter(|t| !t.is_empty());
+    let mut out = Vec::new();
+    for o in rv.children_named("objects") {
+        let obj = o
+            .child("obj")
+            .and_then(Node::moref)
+            .ok_or_else(|| VsphereError::protocol("ObjectContent without obj"))?;
+        let mut props = Vec::new();
+        for p in o.children_named("propSet") {
+            let name = p.child_text("name").unwrap_or_default().to_string();
+            if let Some(v) = p.child("val") {
+                props.push((name, v.clone()));
+            }
+        }
+        out.push(ObjectContent { obj, props });
+    }
+    Ok((out, token))
+}
+
+/// Task state as reported by `Task.info`.
+#[derive(Debug, Clone)]
+pub enum TaskState {
+    Running,
+    Success(Option<Node>),
+    Error(VsphereError),
+}
+
+/// Read a `TaskInfo` value node.
+pub fn task_info(info: &Node) -> Result<TaskState, VsphereError> {
+    match info.child_text("state").unwrap_or_default() {
+        "queued" | "running" => Ok(TaskState::Running),
+        "success" => Ok(TaskState::Success(info.child("result").cloned())),
+        "error" => {
+            let err = info.child("error");
+            let fault = err.and_then(|e| e.child("fault"));
+            let message = err.and_then(|e| e.child_text("localizedMessage")).unwrap_or_default().to_string();
+            Ok(TaskState::Error(match fault {
+                Some(f) => super::fault::from_detail(f, &message),
+                None => VsphereError::Fault { fault: "unknown".into(), message },
+            }))
+        }
+        other => Err(VsphereError::protocol(format!("task in unknown state {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RPX: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval><token>1</token>
+<objects><obj type="Datacenter">datacenter-2</obj><propSet><name>name</name><val xsi:type="xsd:string">DC&amp;0 &#x263A;</val></propSet><propSet><name>parent</name><val type="Folder" xsi:type="ManagedObjectReference">group-d1</val></propSet></objects>
+<objects><obj type="Folder">group-d1</obj><propSet><name>name</name><val xsi:type="xsd:string">Datacenters</val></propSet></objects>
+</returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>"#;
+
+    #[test]
+    fn retrieve_result_with_morefs_entities_and_token() {
+        let root = parse(RPX).unwrap();
+        let (objs, token) = retrieve_result(body_payload(&root).unwrap()).unwrap();
+        assert_eq!(token.as_deref(), Some("1"));
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[0].obj, MoRef::new("Datacenter", "datacenter-2"));
+        assert_eq!(objs[0].prop_text("name"), Some("DC&0 \u{263A}"));
+        assert_eq!(objs[0].prop("name").unwrap().xsi_type(), Some("string"));
+        assert_eq!(objs[0].prop_moref("parent"), Some(MoRef::new("Folder", "group-d1")));
+        assert_eq!(objs[1].prop_moref("parent"), None);
+    }
+
+    #[test]
+    fn empty_result() {
+        let root = parse(r#"<Envelope><Body><RetrievePropertiesExResponse xmlns="urn:vim25"/></Body></Envelope>"#).unwrap();
+        let (objs, token) = retrieve_result(body_payload(&root).unwrap()).unwrap();
+        assert!(objs.is_empty() && token.is_none());
+    }
+
+    #[test]
+    fn service_content_fields() {
+        let xml = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><RetrieveServiceContentResponse xmlns="urn:vim25"><returnval>
+<rootFolder type="Folder">group-d1</rootFolder><propertyCollector type="PropertyCollector">propertyCollector</propertyCollector>
+<about><name>VMware vCenter Server</name><fullName>VMware vCenter Server 8.0.3</fullName><version>8.0.3</version><build>1</build><apiType>VirtualCenter</apiType><apiVersion>8.0.3.0</apiVersion><instanceUuid>dbed6e0c-bd88-4ef6-b594-21283e1c677f</instanceUuid><licenseProductName>VMware VirtualCenter Server</licenseProductName></about>
+<sessionManager type="SessionManager">SessionManager</sessionManager><searchIndex type="SearchIndex">SearchIndex</searchIndex></returnval></RetrieveServiceContentResponse></soapenv:Body></soapenv:Envelope>"#;
+        let root = parse(xml).unwrap();
+        let sc = service_content(body_payload(&root).unwrap()).unwrap();
+        assert_eq!(sc.root_folder, MoRef::new("Folder", "group-d1"));
+        assert_eq!(sc.session_manager.value, "SessionManager");
+        assert_eq!(sc.about.api_version, "8.0.3.0");
+        assert_eq!(sc.about.instance_uuid, "dbed6e0c-bd88-4ef6-b594-21283e1c677f");
+        assert_eq!(sc.about.product, "VMware VirtualCenter Server");
+    }
+
+    #[test]
+    fn task_infos() {
+        let ok = parse(r#"<val xmlns:xsi="x" xsi:type="TaskInfo"><key>task-1</key><state>success</state><result type="VirtualMachine" xsi:type="ManagedObjectReference">vm-9</result></val>"#).unwrap();
+        match task_info(&ok).unwrap() {
+            TaskState::Success(Some(r)) => assert_eq!(r.moref().unwrap(), MoRef::new("VirtualMachine", "vm-9")),
+            other => panic!("{other:?}"),
+        }
+        let run = parse(r#"<val><state>running</state></val>"#).unwrap();
+        assert!(matches!(task_info(&run).unwrap(), TaskState::Running));
+        let err = parse(r#"<val xmlns:xsi="x"><state>error</state><error><fault xsi:type="DuplicateName"><name>f1</name><object type="Folder">group-v4</object></fault><localizedMessage>The name 'f1' already exists.</localizedMessage></error></val>"#).unwrap();
+        match task_info(&err).unwrap() {
+            TaskState::Error(VsphereError::AlreadyExists { name }) => assert_eq!(name, "f1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(task_info(&parse("<val><state>odd</state></val>").unwrap()).is_err());
+    }
+
+    #[test]
+    fn malformed_documents() {
+        assert!(parse("<a><b></a>").is_err());
+        assert!(parse("").is_err());
+        assert!(parse("<a>&bogus;</a>").is_err());
+        assert!(body_payload(&parse("<Envelope/>").unwrap()).is_err());
+    }
+}
