@@ -43,7 +43,12 @@ pub fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     None
 }
 
-async fn soap(http: &reqwest::Client, url: &str, cookie: Option<&str>, body: &str) -> Result<(u16, String, Option<String>)> {
+async fn soap(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> Result<(u16, String, Option<String>)> {
     let mut req = http
         .post(url)
         .header("Content-Type", "text/xml; charset=utf-8")
@@ -106,7 +111,12 @@ pub async fn soap_login(http: &reqwest::Client, sdk_url: &str, user: &str, passw
 
 /// `SearchIndex.FindByInventoryPath` in a logged-in session: the managed object reference
 /// (`type:value`) at `path`, or `None` when nothing is there.
-pub async fn find_by_inventory_path(http: &reqwest::Client, sdk_url: &str, cookie: &str, path: &str) -> Result<Option<String>> {
+pub async fn find_by_inventory_path(
+    http: &reqwest::Client,
+    sdk_url: &str,
+    cookie: &str,
+    path: &str,
+) -> Result<Option<String>> {
     let body = format!(
         r#"<vim25:FindByInventoryPath><vim25:_this type="SearchIndex">SearchIndex</vim25:_this><vim25:inventoryPath>{}</vim25:inventoryPath></vim25:FindByInventoryPath>"#,
         xml_escape(path)
@@ -128,7 +138,12 @@ pub fn base_url(sdk_url: &str) -> &str {
 
 /// `POST /rest/com/vmware/cis/session` with basic auth; returns the session id, or the HTTP
 /// status when the server refuses.
-pub async fn rest_login(http: &reqwest::Client, sdk_url: &str, user: &str, password: &str) -> Result<Result<String, u16>> {
+pub async fn rest_login(
+    http: &reqwest::Client,
+    sdk_url: &str,
+    user: &str,
+    password: &str,
+) -> Result<Result<String, u16>> {
     let resp = http
         .post(format!("{}/rest/com/vmware/cis/session", base_url(sdk_url)))
         .basic_auth(user, Some(password))

@@ -41,7 +41,9 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
 /// A running child process with its combined output in `log`.
 pub struct Process {
     name: String,
-    child: Option<Child>,
+    pid: u32,
+    // A mutex so a shared (`&'static`) environment can still be stopped at exit.
+    child: Mutex<Option<Child>>,
     log: PathBuf,
 }
 
@@ -83,20 +85,24 @@ impl Process {
             .recv()
             .context("spawner thread gone")?
             .with_context(|| format!("starting {name} ({})", program.display()))?;
-        Ok(Process { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+        Ok(Process { name: name.to_string(), pid: child.id(), child: Mutex::new(Some(child)), log: log.to_path_buf() })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.pid
     }
 
-    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.as_mut().and_then(|c| c.stdout.take())
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn take_stdout(&self) -> Option<std::process::ChildStdout> {
+        self.child().as_mut().and_then(|c| c.stdout.take())
     }
 
     /// Fails with the log tail if the process has already exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        if let Some(child) = self.child.as_mut()
+    pub fn check_running(&self) -> Result<()> {
+        if let Some(child) = self.child().as_mut()
             && let Some(status) = child.try_wait()?
         {
             anyhow::bail!("{} exited early with {status}; log tail:\n{}", self.name, self.log_tail());
@@ -110,8 +116,8 @@ impl Process {
     }
 
     /// Sends SIGTERM without waiting; [`Process::wait_until`] finishes the job.
-    pub fn terminate(&mut self) {
-        if let Some(child) = self.child.as_mut()
+    pub fn terminate(&self) {
+        if let Some(child) = self.child().as_mut()
             && matches!(child.try_wait(), Ok(None))
         {
             // SAFETY: plain kill(2) on our own, not yet reaped child.
@@ -120,8 +126,8 @@ impl Process {
     }
 
     /// Waits for exit until `deadline`, then SIGKILLs; always reaps the child.
-    pub fn wait_until(&mut self, deadline: Instant) {
-        let Some(mut child) = self.child.take() else { return };
+    pub fn wait_until(&self, deadline: Instant) {
+        let Some(mut child) = self.child().take() else { return };
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => return,
@@ -134,7 +140,7 @@ impl Process {
     }
 
     /// SIGTERM, grace period, SIGKILL.
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         self.terminate();
         self.wait_until(Instant::now() + STOP_GRACE);
     }
@@ -147,12 +153,12 @@ impl Drop for Process {
 }
 
 /// Stops several processes together: one shared grace period instead of one each.
-pub fn stop_all(procs: &mut [&mut Process]) {
-    for p in procs.iter_mut() {
+pub fn stop_all(procs: &[&Process]) {
+    for p in procs {
         p.terminate();
     }
     let deadline = Instant::now() + STOP_GRACE;
-    for p in procs.iter_mut() {
+    for p in procs {
         p.wait_until(deadline);
     }
 }
@@ -197,19 +203,42 @@ pub fn read_announcements(
     Ok(found)
 }
 
+fn used_ports() -> &'static Mutex<HashSet<(std::net::IpAddr, u16)>> {
+    static USED: OnceLock<Mutex<HashSet<(std::net::IpAddr, u16)>>> = OnceLock::new();
+    USED.get_or_init(Default::default)
+}
+
 /// A port on 127.0.0.1 that was free a moment ago. Ports handed out earlier in this process
 /// are never handed out again, so parallel environments here cannot collide; a collision with
 /// another process is possible and callers retry the start.
 pub fn free_port() -> Result<u16> {
-    static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let used = USED.get_or_init(Default::default);
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if used.lock().unwrap().insert(port) {
+        let port = TcpListener::bind((ip, 0))?.local_addr()?.port();
+        if used_ports().lock().unwrap().insert((ip, port)) {
             return Ok(port);
         }
     }
     anyhow::bail!("no free port found")
+}
+
+/// A free port on `ip` in 20000..=32767: below Linux's ephemeral range (so the kernel never
+/// hands it to someone else's outgoing connection) and within the 1..=32767 that OpenShift's
+/// Infrastructure `vcenters[].port` accepts.
+pub fn free_low_port(ip: std::net::IpAddr) -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        // RandomState is randomly keyed per instance: a cheap source of random numbers.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20000 + (h.finish() % (32768 - 20000)) as u16;
+        if used_ports().lock().unwrap().contains(&(ip, port)) || TcpListener::bind((ip, port)).is_err() {
+            continue;
+        }
+        used_ports().lock().unwrap().insert((ip, port));
+        return Ok(port);
+    }
+    anyhow::bail!("no free port in 20000..=32767 on {ip}")
 }
 
 /// Polls `check` until it returns `Ok(true)`, failing after `limit`. The limit only keeps a

@@ -63,7 +63,9 @@ pub fn tools_source_dir() -> PathBuf {
 pub fn cache_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?).join(".cache"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set")?).join(".cache")
+        }
     };
     Ok(base.join("vsphere-migration").join("tools"))
 }
@@ -212,7 +214,8 @@ fn remove_stale(cache: &Path, name: &str, keep: &Path) {
     let prefix = format!("{name}-");
     for e in entries.flatten() {
         let file_name = e.file_name().to_string_lossy().into_owned();
-        let hex_suffix = file_name.strip_prefix(&prefix).is_some_and(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        let hex_suffix =
+            file_name.strip_prefix(&prefix).is_some_and(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()));
         if hex_suffix && e.path() != keep {
             let _ = fs::remove_dir_all(e.path());
         }

@@ -1,7 +1,7 @@
 //! One simulated vCenter: the project's vcsim launcher (tests/tools/vcsim) on a free
 //! 127.0.0.1 port, with its own credentials, inventory names and CA-signed certificate.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +9,14 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::pki::TestCa;
-use crate::process::{Process, read_announcements};
+use crate::process::{Process, free_low_port, read_announcements};
 use crate::tools;
 
 /// Inventory of the `source` preset (the vCenter the cluster runs in before migrating).
 pub mod source {
     pub const NAME: &str = "source";
+    /// The address it listens on, and the `server` to use in OpenShift objects.
+    pub const HOST: &str = "127.0.0.1";
     pub const USERNAME: &str = "administrator@src.vsphere.local";
     pub const PASSWORD: &str = "src-Secret-1!";
     pub const DATACENTER: &str = "src-dc";
@@ -37,6 +39,9 @@ pub mod source {
 /// Inventory of the `target` preset (the vCenter the cluster moves to).
 pub mod target {
     pub const NAME: &str = "target";
+    /// A second loopback address: the Infrastructure CRD wants `server` to be a bare IP or
+    /// host name (no port) and unique per vCenter, so the two vCenters differ by address.
+    pub const HOST: &str = "127.0.0.2";
     pub const USERNAME: &str = "administrator@dst.vsphere.local";
     pub const PASSWORD: &str = "dst-Secret-2!";
     pub const DATACENTER: &str = "dst-dc";
@@ -73,13 +78,16 @@ pub struct VcsimOptions {
     pub folders: u32,
     /// Signs the serving certificate; `None` uses vcsim's built-in (untrusted) certificate.
     pub ca: Option<Arc<TestCa>>,
+    /// The loopback address to listen on (the port is picked in 20000..=32767, which
+    /// OpenShift's `vcenters[].port` accepts).
+    pub listen_ip: IpAddr,
     /// More launcher flags, e.g. `-trace`. The presets put their `-add-datastore` here:
     /// push to this list rather than replacing it.
     pub extra_args: Vec<String>,
 }
 
 impl VcsimOptions {
-    fn preset(name: &str, user: &str, pass: &str, dc: &str, cluster: &str, ds: &str) -> Self {
+    fn preset(name: &str, host: &str, user: &str, pass: &str, dc: &str, cluster: &str, ds: &str) -> Self {
         // Children first: renaming the datacenter last keeps the earlier paths valid.
         let renames = [("/DC0/host/DC0_C0", cluster), ("/DC0", dc)];
         VcsimOptions {
@@ -93,6 +101,7 @@ impl VcsimOptions {
             vms_per_pool: 2,
             folders: 0,
             ca: None,
+            listen_ip: host.parse().expect("preset address"),
             // vcsim cannot rename datastores, so the launcher adds one with our name.
             extra_args: vec!["-add-datastore".into(), format!("/DC0={ds}")],
         }
@@ -104,7 +113,7 @@ impl VcsimOptions {
         Self {
             hosts_per_cluster: s::HOSTS_PER_CLUSTER,
             vms_per_pool: s::VMS_PER_POOL,
-            ..Self::preset(s::NAME, s::USERNAME, s::PASSWORD, s::DATACENTER, s::CLUSTER, s::DATASTORE)
+            ..Self::preset(s::NAME, s::HOST, s::USERNAME, s::PASSWORD, s::DATACENTER, s::CLUSTER, s::DATASTORE)
         }
     }
 
@@ -114,7 +123,7 @@ impl VcsimOptions {
         Self {
             hosts_per_cluster: t::HOSTS_PER_CLUSTER,
             vms_per_pool: t::VMS_PER_POOL,
-            ..Self::preset(t::NAME, t::USERNAME, t::PASSWORD, t::DATACENTER, t::CLUSTER, t::DATASTORE)
+            ..Self::preset(t::NAME, t::HOST, t::USERNAME, t::PASSWORD, t::DATACENTER, t::CLUSTER, t::DATASTORE)
         }
     }
 }
@@ -159,14 +168,18 @@ pub struct VcsimStats {
 
 /// The longest a launcher may take to print its URLs; only a guard against hanging.
 const START_LIMIT: Duration = Duration::from_secs(120);
+const START_ATTEMPTS: usize = 3;
 
 impl Vcsim {
     pub async fn start(opts: VcsimOptions) -> Result<Vcsim> {
+        Self::start_in(opts, &std::env::temp_dir()).await
+    }
+
+    /// Like [`Vcsim::start`], with the launcher's files in a new directory under `parent`.
+    pub async fn start_in(opts: VcsimOptions, parent: &std::path::Path) -> Result<Vcsim> {
         let bin = tools::ensure_built_async().await?.vcsim;
-        let dir = tempfile::Builder::new().prefix(&format!("vsm-vcsim-{}-", opts.name)).tempdir()?;
+        let dir = tempfile::Builder::new().prefix(&format!("vsm-vcsim-{}-", opts.name)).tempdir_in(parent)?;
         let mut args: Vec<String> = vec![
-            "-l".into(),
-            "127.0.0.1:0".into(),
             "-control".into(),
             "127.0.0.1:0".into(),
             "-username".into(),
@@ -185,8 +198,11 @@ impl Vcsim {
         }
         let ca_pem = match &opts.ca {
             Some(ca) => {
-                let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-                let (cert, key) = ca.issue_server(&["localhost"], &[localhost])?;
+                let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+                if !ips.contains(&opts.listen_ip) {
+                    ips.push(opts.listen_ip);
+                }
+                let (cert, key) = ca.issue_server(&["localhost"], &ips)?;
                 let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
                 std::fs::write(&cert_path, cert)?;
                 std::fs::write(&key_path, key)?;
@@ -196,53 +212,72 @@ impl Vcsim {
             None => None,
         };
         args.extend(opts.extra_args.iter().cloned());
-
-        let log = dir.path().join("vcsim.log");
         // TMPDIR inside our temp dir: vcsim's datastore directories go away with it even if
         // the launcher had to be SIGKILLed.
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp)?;
-        let env = [("TMPDIR", tmp.as_os_str())];
-        let mut process = Process::spawn(&format!("vcsim {}", opts.name), &bin, &args, &env, &log, true)?;
-        let stdout = process.take_stdout().context("vcsim stdout")?;
-        let log2 = log.clone();
-        let reading = tokio::task::spawn_blocking(move || read_announcements(stdout, "VCSIM_READY", &log2));
-        let lines = match tokio::time::timeout(START_LIMIT, reading).await {
-            Ok(Ok(Ok(lines))) => lines,
-            Ok(Ok(Err(e))) => anyhow::bail!("vcsim {}: {e:#}; log tail:\n{}", opts.name, process.log_tail()),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => anyhow::bail!("vcsim {} did not start in {START_LIMIT:?}; log tail:\n{}", opts.name, process.log_tail()),
-        };
-        let get = |k: &str| {
-            lines.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).with_context(|| format!("vcsim printed no {k}"))
-        };
-        let url = get("VCSIM_URL")?;
-        let control_url = get("VCSIM_CONTROL")?;
-        let thumbprint_sha256 = get("VCSIM_THUMBPRINT_SHA256")?;
-        let host_port = url
-            .strip_prefix("https://")
-            .and_then(|rest| rest.split('/').next())
-            .with_context(|| format!("unexpected VCSIM_URL {url}"))?
-            .to_string();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-        Ok(Vcsim {
-            name: opts.name,
-            url,
-            host_port,
-            username: opts.username,
-            password: opts.password,
-            ca_pem,
-            thumbprint_sha256,
-            control_url,
-            process,
-            http,
-            _dir: dir,
-        })
+
+        // The port is picked here (not by the kernel) to stay within 20000..=32767; another
+        // process may grab it first, so a failed start is retried on a new port.
+        let mut last_err = None;
+        for attempt in 0..START_ATTEMPTS {
+            let port = free_low_port(opts.listen_ip)?;
+            let mut run_args = vec!["-l".to_string(), SocketAddr::new(opts.listen_ip, port).to_string()];
+            run_args.extend(args.iter().cloned());
+            let log = dir.path().join(format!("vcsim-{attempt}.log"));
+            match launch(&opts.name, &bin, &run_args, &tmp, &log).await {
+                Ok((process, lines)) => {
+                    let get = |k: &str| {
+                        lines
+                            .iter()
+                            .find(|(key, _)| key == k)
+                            .map(|(_, v)| v.clone())
+                            .with_context(|| format!("vcsim printed no {k}"))
+                    };
+                    let url = get("VCSIM_URL")?;
+                    let host_port = url
+                        .strip_prefix("https://")
+                        .and_then(|rest| rest.split('/').next())
+                        .with_context(|| format!("unexpected VCSIM_URL {url}"))?
+                        .to_string();
+                    return Ok(Vcsim {
+                        name: opts.name,
+                        host_port,
+                        username: opts.username,
+                        password: opts.password,
+                        ca_pem,
+                        thumbprint_sha256: get("VCSIM_THUMBPRINT_SHA256")?,
+                        control_url: get("VCSIM_CONTROL")?,
+                        url,
+                        process,
+                        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+                        _dir: dir,
+                    });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
     }
 
-    /// `127.0.0.1:PORT`: the server name used in failure domains and credential keys.
+    /// `HOST:PORT`, e.g. `127.0.0.1:24567`: where clients connect.
+    ///
+    /// Not valid as an OpenShift `server` value: the Infrastructure CRD accepts only an IP or
+    /// host name there (no port), and Secret keys such as `<server>.username` refuse `:`.
+    /// Use [`Vcsim::host`] and [`Vcsim::port`] for OpenShift objects.
     pub fn server(&self) -> String {
         self.host_port.clone()
+    }
+
+    /// The address alone (`127.0.0.1` for the source preset, `127.0.0.2` for the target):
+    /// what OpenShift stores as the vCenter `server` and uses in credential keys.
+    pub fn host(&self) -> String {
+        self.host_port.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default()
+    }
+
+    /// The HTTPS port, within 1..=32767 as the Infrastructure CRD's `vcenters[].port` requires.
+    pub fn port(&self) -> u16 {
+        self.host_port.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
     }
 
     pub fn pid(&self) -> u32 {
@@ -276,10 +311,33 @@ impl Vcsim {
     }
 
     /// Stops the simulator now (SIGTERM, then SIGKILL after a grace period).
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         self.process.stop();
     }
 
+    pub(crate) fn process(&self) -> &Process {
+        &self.process
+    }
+}
+
+/// Starts the launcher and waits for its `VCSIM_READY` line.
+async fn launch(
+    name: &str,
+    bin: &std::path::Path,
+    args: &[String],
+    tmp: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<(Process, Vec<(String, String)>)> {
+    let process = Process::spawn(&format!("vcsim {name}"), bin, args, &[("TMPDIR", tmp.as_os_str())], log, true)?;
+    let stdout = process.take_stdout().context("vcsim stdout")?;
+    let log2 = log.to_path_buf();
+    let reading = tokio::task::spawn_blocking(move || read_announcements(stdout, "VCSIM_READY", &log2));
+    match tokio::time::timeout(START_LIMIT, reading).await {
+        Ok(Ok(Ok(lines))) => Ok((process, lines)),
+        Ok(Ok(Err(e))) => anyhow::bail!("vcsim {name}: {e:#}; log tail:\n{}", process.log_tail()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => anyhow::bail!("vcsim {name} did not start in {START_LIMIT:?}; log tail:\n{}", process.log_tail()),
+    }
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {

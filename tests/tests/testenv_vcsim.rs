@@ -26,10 +26,13 @@ async fn presets_have_distinct_inventories_and_ca_signed_certificates() {
     )
     .unwrap();
 
-    assert_ne!(src.server(), dst.server());
+    // Distinct addresses, so each can be an OpenShift `server` of its own, and ports that fit
+    // the Infrastructure CRD's `vcenters[].port` (1..=32767).
+    assert_eq!((src.host().as_str(), dst.host().as_str()), (source::HOST, target::HOST));
     for vc in [&src, &dst] {
         assert_eq!(vc.url, format!("https://{}/sdk", vc.server()));
-        assert!(vc.server().starts_with("127.0.0.1:"), "{}", vc.server());
+        assert_eq!(vc.server(), format!("{}:{}", vc.host(), vc.port()));
+        assert!((20000..=32767).contains(&vc.port()), "{}", vc.server());
         assert_eq!(vc.ca_pem.as_deref(), Some(ca.cert_pem.as_str()));
     }
 
@@ -50,8 +53,32 @@ async fn presets_have_distinct_inventories_and_ca_signed_certificates() {
 
     // Each vCenter has its own inventory names and only its own.
     let cases = [
-        (&src, source::USERNAME, source::PASSWORD, [source::CLUSTER_PATH, source::DATASTORE_PATH, source::NETWORK_PATH, source::RESOURCE_POOL_PATH, source::VM_FOLDER_PATH], target::CLUSTER_PATH),
-        (&dst, target::USERNAME, target::PASSWORD, [target::CLUSTER_PATH, target::DATASTORE_PATH, target::NETWORK_PATH, target::RESOURCE_POOL_PATH, target::VM_FOLDER_PATH], source::CLUSTER_PATH),
+        (
+            &src,
+            source::USERNAME,
+            source::PASSWORD,
+            [
+                source::CLUSTER_PATH,
+                source::DATASTORE_PATH,
+                source::NETWORK_PATH,
+                source::RESOURCE_POOL_PATH,
+                source::VM_FOLDER_PATH,
+            ],
+            target::CLUSTER_PATH,
+        ),
+        (
+            &dst,
+            target::USERNAME,
+            target::PASSWORD,
+            [
+                target::CLUSTER_PATH,
+                target::DATASTORE_PATH,
+                target::NETWORK_PATH,
+                target::RESOURCE_POOL_PATH,
+                target::VM_FOLDER_PATH,
+            ],
+            source::CLUSTER_PATH,
+        ),
     ];
     for (vc, user, pass, present, absent) in cases {
         let http = probe::https_client(vc.ca_pem.as_deref()).unwrap();

@@ -1,0 +1,280 @@
+//! The whole environment: etcd, kube-apiserver, CRDs, namespaces and the two vCenters.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::apiserver::{self, ApiServer, KubeconfigUser};
+use crate::crds::{self, OpenShiftCrds};
+use crate::etcd::Etcd;
+use crate::pki::TestCa;
+use crate::process::stop_all;
+use crate::tools;
+use crate::vcsim::{Vcsim, VcsimOptions};
+
+#[derive(Clone, Debug)]
+pub struct TestEnvOptions {
+    /// The source vCenter; its `ca` is replaced by the environment's CA when `None`.
+    pub source: VcsimOptions,
+    /// The target vCenter; its `ca` is replaced by the environment's CA when `None`.
+    pub target: VcsimOptions,
+    pub openshift_crds: OpenShiftCrds,
+    /// Install the project's CRDs from `crds/`.
+    pub project_crds: bool,
+    /// Create [`crds::NAMESPACES`].
+    pub namespaces: bool,
+}
+
+impl Default for TestEnvOptions {
+    fn default() -> Self {
+        TestEnvOptions {
+            source: VcsimOptions::source(),
+            target: VcsimOptions::target(),
+            openshift_crds: OpenShiftCrds::Auto,
+            project_crds: true,
+            namespaces: true,
+        }
+    }
+}
+
+/// A running environment. Everything stops and every temporary file is removed on drop,
+/// also when the test panics; the kernel kills the processes if the test process dies.
+pub struct TestEnv {
+    ca: Arc<TestCa>,
+    client: kube::Client,
+    operator_client: kube::Client,
+    kubeconfig: PathBuf,
+    operator_kubeconfig: PathBuf,
+    installed_crds: Vec<String>,
+    openshift_crds_dir: Option<PathBuf>,
+    // Drop order matters: processes before the directory that holds their files.
+    source: Vcsim,
+    target: Vcsim,
+    apiserver: ApiServer,
+    etcd: Etcd,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnv")
+            .field("apiserver", &self.apiserver.url)
+            .field("kubeconfig", &self.kubeconfig)
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestEnv {
+    /// Starts everything with the default options.
+    pub async fn start_default() -> Result<TestEnv> {
+        Self::start(TestEnvOptions::default()).await
+    }
+
+    pub async fn start(opts: TestEnvOptions) -> Result<TestEnv> {
+        // kube and reqwest pull in rustls with more than one crypto backend; without a process
+        // default, rustls refuses to pick. Either answer is fine, so ignore "already set".
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bins = tools::ensure_built_async().await?;
+        let dir = tempfile::Builder::new().prefix("vsm-testenv-").tempdir()?;
+        let ca = Arc::new(TestCa::new("vsm-testenv-ca")?);
+        let ca_path = dir.path().join("ca.crt");
+        std::fs::write(&ca_path, &ca.cert_pem)?;
+
+        let mut source_opts = opts.source.clone();
+        let mut target_opts = opts.target.clone();
+        source_opts.ca.get_or_insert_with(|| ca.clone());
+        target_opts.ca.get_or_insert_with(|| ca.clone());
+
+        // The vCenters start while etcd and the apiserver come up.
+        let vcenters = async {
+            tokio::try_join!(Vcsim::start_in(source_opts, dir.path()), Vcsim::start_in(target_opts, dir.path()))
+        };
+        let kube_side = async {
+            let kube_dir = dir.path().join("kube");
+            std::fs::create_dir(&kube_dir)?;
+            let etcd = Etcd::start(&bins.etcd, &kube_dir).await?;
+            let apiserver = ApiServer::start(&bins.kube_apiserver, &kube_dir, &ca, &etcd.client_url).await?;
+            anyhow::Ok((etcd, apiserver))
+        };
+        let (vcenters, kube_side) = tokio::join!(vcenters, kube_side);
+        // On error the started halves are dropped here, which stops them.
+        let (source, target) = vcenters?;
+        let (etcd, apiserver) = kube_side?;
+
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            apiserver::kubeconfig_yaml(
+                &apiserver.url,
+                &ca_path,
+                KubeconfigUser::ClientCert { cert: &apiserver.admin_cert_path, key: &apiserver.admin_key_path },
+            ),
+        )?;
+        let operator_kubeconfig = dir.path().join("kubeconfig-operator");
+        std::fs::write(
+            &operator_kubeconfig,
+            apiserver::kubeconfig_yaml(&apiserver.url, &ca_path, KubeconfigUser::Token(&apiserver.operator_token)),
+        )?;
+        let client = apiserver::client_from_kubeconfig(&kubeconfig).await?;
+        let operator_client = apiserver::client_from_kubeconfig(&operator_kubeconfig).await?;
+
+        let mut env = TestEnv {
+            ca,
+            client,
+            operator_client,
+            kubeconfig,
+            operator_kubeconfig,
+            installed_crds: Vec::new(),
+            openshift_crds_dir: opts.openshift_crds.resolve(),
+            source,
+            target,
+            apiserver,
+            etcd,
+            dir,
+        };
+        let mut to_install = Vec::new();
+        if opts.project_crds {
+            to_install.extend(crds::load_dir(&crds::project_dir())?);
+        }
+        if let Some(d) = &env.openshift_crds_dir {
+            let found = crds::load_dir(d)?;
+            anyhow::ensure!(!found.is_empty(), "no CRDs in {}", d.display());
+            to_install.extend(found);
+        }
+        env.installed_crds = crds::install(&env.client, to_install).await.context("installing CRDs")?;
+        if opts.namespaces {
+            crds::create_namespaces(&env.client, crds::NAMESPACES).await?;
+        }
+        Ok(env)
+    }
+
+    /// Admin client (client certificate, group `system:masters`).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Client authenticating as [`apiserver::OPERATOR_USER`] with a static token. RBAC denies
+    /// it everything until a test grants it roles.
+    pub fn operator_client(&self) -> kube::Client {
+        self.operator_client.clone()
+    }
+
+    /// Admin kubeconfig file (for kubectl or `KUBECONFIG`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Kubeconfig of the non-admin operator identity.
+    pub fn operator_kubeconfig_path(&self) -> &Path {
+        &self.operator_kubeconfig
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn apiserver_url(&self) -> &str {
+        &self.apiserver.url
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.apiserver.admin_token
+    }
+
+    pub fn operator_token(&self) -> &str {
+        &self.apiserver.operator_token
+    }
+
+    /// The environment's CA: it signed the apiserver's and both vCenters' certificates.
+    pub fn ca(&self) -> &Arc<TestCa> {
+        &self.ca
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    /// The CA certificate as a file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub fn source(&self) -> &Vcsim {
+        &self.source
+    }
+
+    pub fn target(&self) -> &Vcsim {
+        &self.target
+    }
+
+    /// Names of the CRDs installed.
+    pub fn installed_crds(&self) -> &[String] {
+        &self.installed_crds
+    }
+
+    /// Where the OpenShift CRDs came from (fixtures or fallback), if any were installed.
+    pub fn openshift_crds_dir(&self) -> Option<&Path> {
+        self.openshift_crds_dir.as_deref()
+    }
+
+    /// The environment's temporary directory (logs, certificates, kubeconfigs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Process ids of etcd, kube-apiserver, source and target vcsim.
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.etcd.process.pid(), self.apiserver.process.pid(), self.source.pid(), self.target.pid()]
+    }
+
+    /// Stops every process now (they are also stopped on drop).
+    pub fn stop(&self) {
+        // The apiserver and the vCenters first; etcd after, so the apiserver shuts down cleanly.
+        stop_all(&[&self.apiserver.process, self.source.process(), self.target.process()]);
+        stop_all(&[&self.etcd.process]);
+    }
+
+    /// One environment per test binary, started on first use and stopped (files removed)
+    /// when the process exits. Tests sharing it must use their own object names.
+    ///
+    /// It runs on a runtime of its own, so it works from any test runtime: kube clients keep
+    /// their connection tasks on the runtime that created them, and a `#[tokio::test]`
+    /// runtime ends with its test.
+    pub async fn shared() -> Result<&'static TestEnv> {
+        static SHARED: tokio::sync::OnceCell<TestEnv> = tokio::sync::OnceCell::const_new();
+        SHARED
+            .get_or_try_init(|| async {
+                let env = shared_runtime().spawn(TestEnv::start_default()).await??;
+                // SAFETY: registering a plain extern "C" fn.
+                unsafe { libc::atexit(stop_shared_at_exit) };
+                Ok::<_, anyhow::Error>(env)
+            })
+            .await?;
+        extern "C" fn stop_shared_at_exit() {
+            if let Some(env) = SHARED.get() {
+                env.stop();
+                let _ = std::fs::remove_dir_all(env.dir());
+            }
+        }
+        Ok(SHARED.get().expect("initialised above"))
+    }
+}
+
+/// The runtime behind [`TestEnv::shared`]; it lives as long as the process.
+pub fn shared_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vsm-testenv-shared")
+            .enable_all()
+            .build()
+            .expect("building the shared test environment runtime")
+    })
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
