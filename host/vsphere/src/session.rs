@@ -475,6 +475,16 @@ impl Client {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).creds.username.clone()
     }
 
+    /// The live SOAP cookie and REST session id, for tests that check they never leak
+    /// into logs. Not for production use.
+    #[doc(hidden)]
+    pub fn session_ids_for_tests(&self) -> (Option<String>, Option<String>) {
+        (
+            self.soap_cookie.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            self.rest_token.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        )
+    }
+
     /// The TLS policy this session was built with.
     pub fn tls_policy(&self) -> &TlsPolicy {
         &self.tls

@@ -87,6 +87,14 @@ fn decode<T: for<'de> Deserialize<'de>>(v: Option<serde_json::Value>, what: &str
     serde_json::from_value(v).map_err(|e| VsphereError::protocol(format!("{what}: {e}")))
 }
 
+/// A list answer; vcsim omits `value` entirely when a list is empty.
+fn decode_list<T: for<'de> Deserialize<'de>>(v: Option<serde_json::Value>, what: &str) -> Result<Vec<T>, VsphereError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        v => decode(v, what),
+    }
+}
+
 /// The associable types a category must be updated to, or None if it already allows
 /// all wanted types. vCenter only allows appending to the list.
 pub(crate) fn widened_types(existing: &[String], wanted: &[String]) -> Option<Vec<String>> {
@@ -115,7 +123,7 @@ impl Client {
     }
 
     async fn find_category(&self, name: &str) -> Result<Option<CategoryModel>, VsphereError> {
-        let ids: Vec<String> = decode(self.rest(Method::GET, CATEGORY, None, None).await?, "category list")?;
+        let ids: Vec<String> = decode_list(self.rest(Method::GET, CATEGORY, None, None).await?, "category list")?;
         let found: Vec<CategoryModel> = stream::iter(ids)
             .map(|id| async move {
                 match self.get_category(&id).await {
@@ -171,7 +179,7 @@ impl Client {
     }
 
     async fn find_tag(&self, category_id: &str, name: &str) -> Result<Option<TagModel>, VsphereError> {
-        let ids: Vec<String> = decode(
+        let ids: Vec<String> = decode_list(
             self.rest(Method::POST, &with_id(TAG, category_id), Some("~action=list-tags-for-category"), None).await?,
             "tag list",
         )?;
@@ -196,6 +204,9 @@ impl Client {
                 if let Some(t) = self.find_tag(category_id, name).await? {
                     return Ok((t.id, false));
                 }
+                // Only on the create path: an unknown category lists no tags rather than
+                // failing on some servers (vcsim), and must not get an orphan tag.
+                self.get_category(category_id).await?;
                 let body = json!({ "create_spec": {
                     "name": name, "description": description, "category_id": category_id,
                 }});
@@ -262,7 +273,7 @@ impl Client {
     pub async fn list_attached_tags(&self, obj: &ManagedObject) -> Result<Vec<TagInfo>, VsphereError> {
         self.op("list_attached_tags", async {
             let body = Self::object_id(obj);
-            let ids: Vec<String> = decode(
+            let ids: Vec<String> = decode_list(
                 self.rest(Method::POST, ASSOCIATION, Some("~action=list-attached-tags"), Some(&body)).await?,
                 "attached tags",
             )?;
@@ -311,10 +322,7 @@ impl Client {
             let v = self
                 .rest(Method::POST, &with_id(ASSOCIATION, tag_id), Some("~action=list-attached-objects"), Some(&body))
                 .await?;
-            let objs: Vec<ObjectId> = match v {
-                None | Some(serde_json::Value::Null) => Vec::new(),
-                v => decode(v, "attached objects")?,
-            };
+            let objs: Vec<ObjectId> = decode_list(v, "attached objects")?;
             let mut out: Vec<_> = objs.into_iter().map(|o| (o.type_name, o.id)).collect();
             out.sort();
             Ok(out)
