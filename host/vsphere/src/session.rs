@@ -368,6 +368,9 @@ pub struct Client {
     rest_gen: AtomicU64,
     login_lock: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// Set once both logins succeeded and the session counts as open; until then a
+    /// dropped client has nothing to log out or uncount (connect cleans up itself).
+    registered: AtomicBool,
     keepalive: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -436,6 +439,7 @@ impl Client {
                 rest_gen: AtomicU64::new(0),
                 login_lock: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
+                registered: AtomicBool::new(false),
                 keepalive: Mutex::new(None),
             };
             let si = MoRef::new("ServiceInstance", "ServiceInstance");
@@ -455,6 +459,7 @@ impl Client {
                 }
             }
             c.counters.open_sessions.fetch_add(1, Ordering::SeqCst);
+            c.registered.store(true, Ordering::SeqCst);
             let c = Arc::new(c);
             c.start_keepalive();
             tracing::info!(api_version = %c.sc.about.api_version, "vCenter session established");
@@ -1028,7 +1033,7 @@ impl Client {
 
     /// Log out of SOAP and REST and stop the keep-alive. Idempotent.
     pub async fn shutdown(&self) {
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if self.closed.swap(true, Ordering::SeqCst) || !self.registered.load(Ordering::SeqCst) {
             return;
         }
         if let Some(h) = self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -1094,7 +1099,7 @@ impl Drop for Client {
         if let Some(h) = self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if self.closed.swap(true, Ordering::SeqCst) || !self.registered.load(Ordering::SeqCst) {
             return;
         }
         // Dropped without shutdown (pool dropped): log out in the background if a

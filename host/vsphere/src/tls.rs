@@ -222,24 +222,16 @@ pub(crate) fn client_config(verifier: Arc<Verifier>) -> Result<rustls::ClientCon
 /// Find a rejected-certificate report anywhere in an error chain. `io::Error` hides its
 /// payload from `source()`, so it is unwrapped by hand.
 pub(crate) fn find_tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<(Option<String>, String)> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = tls_error_of(e) {
+    if let Some(found) = tls_error_of(err) {
+        return Some(found);
+    }
+    // io::Error hides its payload from source() (and may wrap another io::Error).
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(found) = find_tls_failure(inner) {
             return Some(found);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = tls_error_of(inner) {
-                    return Some(found);
-                }
-                if let Some(found) = inner.source().and_then(find_tls_failure) {
-                    return Some(found);
-                }
-            }
-        }
-        cur = e.source();
     }
-    None
+    err.source().and_then(find_tls_failure)
 }
 
 fn tls_error_of(e: &(dyn std::error::Error + 'static)) -> Option<(Option<String>, String)> {
@@ -344,8 +336,9 @@ mod tests {
         let (thumb, reason) = find_tls_failure(&err).unwrap();
         assert_eq!(thumb.unwrap(), thumbprint_sha256(leaf.cert.der()));
         assert!(!reason.is_empty());
-        // Wrapped in io::Error as tokio-rustls does: still found.
+        // Wrapped in io::Error as tokio-rustls does, and again by a connector: still found.
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, err);
+        let io = std::io::Error::other(io);
         assert!(find_tls_failure(&io).unwrap().0.is_some());
     }
 
