@@ -694,7 +694,13 @@ impl Client {
         loop {
             let generation = self.soap_gen.load(Ordering::SeqCst);
             let cookie = self.soap_cookie.read().unwrap_or_else(|e| e.into_inner()).clone();
-            match self.soap_with_retries(method, this, args, cookie.as_deref()).await {
+            let result = match self.soap_with_retries(method, this, args, cookie.as_deref()).await {
+                Ok(r) if method.contains("RetrieveProperties") && parse::missing_for_lack_of_session(&r.payload) => {
+                    Err(VsphereError::NotAuthenticated { server: self.server.clone() })
+                }
+                r => r,
+            };
+            match result {
                 Err(VsphereError::NotAuthenticated { .. }) if !relogged => {
                     relogged = true;
                     self.relogin_soap(generation).await?;

@@ -228,6 +228,16 @@ pub fn retrieve_result(resp: &Node) -> Result<(Vec<ObjectContent>, Option<String
     Ok((out, token))
 }
 
+/// True when a property-collector answer withheld properties because the session is
+/// gone (vcsim answers that way instead of failing the whole call).
+pub fn missing_for_lack_of_session(resp: &Node) -> bool {
+    let Some(rv) = resp.child("returnval") else { return false };
+    rv.children_named("objects").any(|o| {
+        o.children_named("missingSet")
+            .any(|m| m.child("fault").and_then(|f| f.child("fault")).and_then(Node::xsi_type) == Some("NotAuthenticated"))
+    })
+}
+
 /// Task state as reported by `Task.info`.
 #[derive(Debug, Clone)]
 pub enum TaskState {
@@ -276,6 +286,16 @@ mod tests {
         assert_eq!(objs[0].prop("name").unwrap().xsi_type(), Some("string"));
         assert_eq!(objs[0].prop_moref("parent"), Some(MoRef::new("Folder", "group-d1")));
         assert_eq!(objs[1].prop_moref("parent"), None);
+    }
+
+    #[test]
+    fn missing_properties_without_session() {
+        let xml = r#"<Envelope xmlns:xsi="x"><Body><RetrievePropertiesExResponse><returnval><objects><obj type="Folder">group-d1</obj>
+<missingSet><path>name</path><fault><fault xsi:type="NotAuthenticated"><privilegeId>System.View</privilegeId></fault><localizedMessage></localizedMessage></fault></missingSet></objects></returnval></RetrievePropertiesExResponse></Body></Envelope>"#;
+        let root = parse(xml).unwrap();
+        assert!(missing_for_lack_of_session(body_payload(&root).unwrap()));
+        let root = parse(RPX).unwrap();
+        assert!(!missing_for_lack_of_session(body_payload(&root).unwrap()));
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! Session behaviour against vcsim: no lock-out on a wrong password, re-login after the
+//! server killed the session, keep-alive, logout, and redacted traces.
+
+mod vsphere_support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vsm_vsphere::{ClientOptions, Credentials, ObjectKind, SessionPool, VsphereError};
+
+use vsphere_support::{fast_options, start};
+
+#[tokio::test]
+async fn wrong_password_is_tried_once_until_it_changes() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    let pool = SessionPool::new(fast_options());
+    let mut spec = sim.spec();
+    spec.credentials.password = "not-the-password".into();
+
+    match pool.client(&spec).await {
+        Err(VsphereError::AuthFailed { cached: false, username, .. }) => assert_eq!(username, sim.vc.username),
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..5 {
+        match pool.client(&spec).await {
+            Err(VsphereError::AuthFailed { cached: true, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let st = sim.vc.stats().await?;
+    assert_eq!(st.login_attempts, 1, "the rejected password reached the server once");
+    assert_eq!(st.login_failures, 1);
+    assert_eq!(pool.stats().login_failures, 1);
+    assert_eq!(pool.stats().logins_suppressed, 5);
+    assert_eq!(pool.stats().open_sessions, 0);
+
+    // The account's password is rotated; the operator gets the new one.
+    sim.vc.set_credentials(&sim.vc.username, "rotated-Secret-3!").await?;
+    spec.credentials.password = "rotated-Secret-3!".into();
+    let c = pool.client(&spec).await?;
+    c.find(ObjectKind::Datacenter, "/dst-dc").await?;
+    assert_eq!(pool.stats().open_sessions, 1);
+    assert_eq!(sim.vc.stats().await?.sessions.len(), 1);
+    // The same client is shared afterwards.
+    assert!(Arc::ptr_eq(&c, &pool.client(&spec).await?));
+
+    pool.shutdown().await;
+    assert_eq!(pool.stats().open_sessions, 0);
+    assert!(sim.vc.stats().await?.sessions.is_empty(), "logged out on shutdown");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotated_password_after_session_loss_is_not_retried() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    let pool = SessionPool::new(fast_options());
+    let spec = sim.spec();
+    let c = pool.client(&spec).await?;
+
+    // The password changes on the server and the session dies: the re-login fails once,
+    // then the client stops sending those credentials.
+    sim.vc.set_credentials(&sim.vc.username, "rotated-elsewhere").await?;
+    sim.vc.terminate_sessions().await?;
+    let before = sim.vc.stats().await?.login_attempts;
+    let err = c.create_folder("/dst-dc/vm/after-rotation").await.unwrap_err();
+    assert!(matches!(err, VsphereError::AuthFailed { cached: false, .. }), "{err:?}");
+    for _ in 0..3 {
+        let err = c.create_folder("/dst-dc/vm/after-rotation").await.unwrap_err();
+        assert!(matches!(err, VsphereError::AuthFailed { cached: true, .. }), "{err:?}");
+    }
+    assert!(matches!(pool.client(&spec).await, Err(VsphereError::AuthFailed { cached: true, .. })));
+    assert_eq!(sim.vc.stats().await?.login_attempts - before, 1);
+
+    // New credentials reach the same client, which logs in again.
+    let mut spec = spec;
+    spec.credentials = Credentials::new(sim.vc.username.clone(), "rotated-elsewhere");
+    let c2 = pool.client(&spec).await?;
+    assert!(Arc::ptr_eq(&c, &c2));
+    let (f, created) = c2.create_folder("/dst-dc/vm/after-rotation").await?;
+    assert!(created, "{f:?}");
+    pool.shutdown().await;
+    assert!(sim.vc.stats().await?.sessions.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn killed_session_is_replaced_transparently() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    let pool = SessionPool::new(fast_options());
+    let c = pool.client(&sim.spec()).await?;
+    let first = sim.vc.stats().await?.sessions;
+    assert_eq!(first.len(), 1);
+
+    assert_eq!(sim.vc.terminate_sessions().await?, 1);
+    assert!(sim.vc.stats().await?.sessions.is_empty());
+
+    // CreateFolder needs a session: NotAuthenticated, one re-login, success.
+    let (_, created) = c.create_folder("/dst-dc/vm/relogin").await?;
+    assert!(created);
+    let now = sim.vc.stats().await?.sessions;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, first);
+    assert_eq!(pool.stats().relogins, 1);
+    assert_eq!(pool.stats().open_sessions, 1);
+
+    pool.shutdown().await;
+    assert!(sim.vc.stats().await?.sessions.is_empty());
+    assert_eq!(pool.stats().open_sessions, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn keepalive_notices_a_dead_session() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    let opts = ClientOptions { keepalive_interval: Duration::from_millis(100), ..fast_options() };
+    let pool = SessionPool::new(opts);
+    let _c = pool.client(&sim.spec()).await?;
+    sim.vc.terminate_sessions().await?;
+    // No call is made: the keep-alive alone must bring a session back.
+    let mut back = false;
+    for _ in 0..300 {
+        if sim.vc.stats().await?.sessions.len() == 1 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "keep-alive did not log in again");
+    assert!(pool.stats().relogins >= 1);
+    pool.shutdown().await;
+    assert!(sim.vc.stats().await?.sessions.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropped_pool_logs_out_in_background() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    {
+        let pool = SessionPool::new(fast_options());
+        pool.client(&sim.spec()).await?;
+        assert_eq!(sim.vc.stats().await?.sessions.len(), 1);
+    }
+    let mut gone = false;
+    for _ in 0..200 {
+        if sim.vc.stats().await?.sessions.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a dropped pool must not leave its session behind");
+    Ok(())
+}
+
+/// A `MakeWriter` that appends everything to one buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn traces_never_show_password_or_session_ids() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .finish();
+    // Thread-local default on a current-thread runtime: every task of this test logs here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let pool = SessionPool::new(fast_options());
+    let c = pool.client(&sim.spec()).await?;
+    let (soap_cookie, rest_id) = c.session_ids_for_tests();
+    let soap_key = sim.vc.stats().await?.sessions[0].clone();
+    c.find(ObjectKind::ComputeCluster, "/dst-dc/host/dst-cluster").await?;
+    c.create_folder("/dst-dc/vm/traced").await?;
+    c.ensure_category(&vsm_vsphere::CategorySpec {
+        name: "traced".into(),
+        description: String::new(),
+        cardinality: vsm_vsphere::Cardinality::Multiple,
+        associable_types: vec![],
+    })
+    .await?;
+    // A re-login puts a fresh password and session on the wire.
+    sim.vc.terminate_sessions().await?;
+    c.create_folder("/dst-dc/vm/traced2").await?;
+    let (soap_cookie2, _) = c.session_ids_for_tests();
+    // And a failing login, with another password.
+    let mut bad = sim.spec();
+    bad.credentials.password = "Wr0ng-Passw0rd".into();
+    let other = SessionPool::new(fast_options());
+    assert!(other.client(&bad).await.is_err());
+    pool.shutdown().await;
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone())?;
+    // The capture really holds the traffic, so the checks below are meaningful.
+    assert!(log.contains("RetrievePropertiesEx"), "no SOAP traffic traced");
+    assert!(log.contains("<password><redacted></password>"), "login body not traced");
+    assert!(log.contains("vsphere.rest"), "no REST span");
+    assert!(log.contains("tagging/category"), "no REST path");
+    for secret in [
+        sim.vc.password.clone(),
+        "Wr0ng-Passw0rd".to_string(),
+        soap_key,
+        soap_cookie.unwrap().trim_matches('"').to_string(),
+        soap_cookie2.unwrap().trim_matches('"').to_string(),
+        rest_id.unwrap(),
+    ] {
+        assert!(!secret.is_empty());
+        assert!(!log.contains(&secret), "secret {secret:?} leaked into the trace");
+    }
+    Ok(())
+}
