@@ -227,10 +227,13 @@ struct Slot {
     rejected: Option<[u8; 32]>,
 }
 
+/// `(host:port, username)`.
+type SlotKey = (String, String);
+
 struct PoolInner {
     opts: ClientOptions,
     counters: Arc<Counters>,
-    slots: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<SlotKey, Arc<tokio::sync::Mutex<Slot>>>>,
     insecure: Mutex<BTreeSet<String>>,
 }
 
@@ -803,12 +806,11 @@ impl Client {
             url.set_query(query);
             let secrets = self.secrets();
             let s: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            if let Some(b) = body {
-                if tracing::enabled!(Level::DEBUG) {
+            if let Some(b) = body
+                && tracing::enabled!(Level::DEBUG) {
                     let j = redact::redact_json(&b.to_string());
                     tracing::debug!(body = %redact::redact_values(&j, &s), "REST request");
                 }
-            }
             let mut req = self.http.request(method.clone(), url).timeout(self.opts.request_timeout);
             match auth {
                 RestAuth::Basic(c) => req = req.basic_auth(&c.username, Some(c.password.expose())),

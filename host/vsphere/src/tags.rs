@@ -146,14 +146,13 @@ impl Client {
         self.op("ensure_category", async {
             for _ in 0..2 {
                 if let Some(c) = self.find_category(&spec.name).await? {
-                    if let Some(card) = c.cardinality {
-                        if card != spec.cardinality {
+                    if let Some(card) = c.cardinality
+                        && card != spec.cardinality {
                             return Err(VsphereError::invalid(format!(
                                 "category {} exists with cardinality {card:?}, wanted {:?}",
                                 spec.name, spec.cardinality
                             )));
                         }
-                    }
                     if let Some(types) = widened_types(&c.associable_types, &spec.associable_types) {
                         let body = json!({ "update_spec": { "associable_types": types } });
                         self.rest(Method::PATCH, &with_id(CATEGORY, &c.id), None, Some(&body)).await?;

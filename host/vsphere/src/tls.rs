@@ -226,21 +226,19 @@ pub(crate) fn find_tls_failure(err: &(dyn std::error::Error + 'static)) -> Optio
         return Some(found);
     }
     // io::Error hides its payload from source() (and may wrap another io::Error).
-    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-        if let Some(found) = find_tls_failure(inner) {
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+        && let Some(found) = find_tls_failure(inner) {
             return Some(found);
         }
-    }
     err.source().and_then(find_tls_failure)
 }
 
 fn tls_error_of(e: &(dyn std::error::Error + 'static)) -> Option<(Option<String>, String)> {
     let tls = e.downcast_ref::<TlsError>()?;
-    if let TlsError::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls {
-        if let Some(r) = inner.downcast_ref::<Rejected>() {
+    if let TlsError::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls
+        && let Some(r) = inner.downcast_ref::<Rejected>() {
             return Some((Some(r.thumbprint.clone()), r.reason.clone()));
         }
-    }
     Some((None, tls.to_string()))
 }
 

@@ -174,7 +174,7 @@ pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
         about: crate::About {
             name: t("name"),
             full_name: t("fullName"),
-            product: t("licenseProductName").is_empty().then(|| t("name")).unwrap_or_else(|| t("licenseProductName")),
+            product: if t("licenseProductName").is_empty() { t("name") } else { t("licenseProductName") },
             version: t("version"),
             build: t("build"),
             api_version: t("apiVersion"),
