@@ -173,9 +173,13 @@ pub enum KubeconfigUser<'a> {
     Token(&'a str),
 }
 
+/// A kube client configuration from a kubeconfig file.
+pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config> {
+    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+}
+
 /// A kube client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Client::try_from(config_from_kubeconfig(path).await?)?)
 }

@@ -42,8 +42,10 @@ impl Default for TestEnvOptions {
 /// also when the test panics; the kernel kills the processes if the test process dies.
 pub struct TestEnv {
     ca: Arc<TestCa>,
-    client: kube::Client,
-    operator_client: kube::Client,
+    // Configs, not clients: a kube client's connections run on the runtime that first used
+    // them, and a test's runtime ends with the test, so each caller gets a fresh client.
+    admin_config: kube::Config,
+    operator_config: kube::Config,
     kubeconfig: PathBuf,
     operator_kubeconfig: PathBuf,
     installed_crds: Vec<String>,
@@ -118,13 +120,13 @@ impl TestEnv {
             &operator_kubeconfig,
             apiserver::kubeconfig_yaml(&apiserver.url, &ca_path, KubeconfigUser::Token(&apiserver.operator_token)),
         )?;
-        let client = apiserver::client_from_kubeconfig(&kubeconfig).await?;
-        let operator_client = apiserver::client_from_kubeconfig(&operator_kubeconfig).await?;
+        let admin_config = apiserver::config_from_kubeconfig(&kubeconfig).await?;
+        let operator_config = apiserver::config_from_kubeconfig(&operator_kubeconfig).await?;
 
         let mut env = TestEnv {
             ca,
-            client,
-            operator_client,
+            admin_config,
+            operator_config,
             kubeconfig,
             operator_kubeconfig,
             installed_crds: Vec::new(),
@@ -144,22 +146,28 @@ impl TestEnv {
             anyhow::ensure!(!found.is_empty(), "no CRDs in {}", d.display());
             to_install.extend(found);
         }
-        env.installed_crds = crds::install(&env.client, to_install).await.context("installing CRDs")?;
+        env.installed_crds = crds::install(&env.client(), to_install).await.context("installing CRDs")?;
         if opts.namespaces {
-            crds::create_namespaces(&env.client, crds::NAMESPACES).await?;
+            crds::create_namespaces(&env.client(), crds::NAMESPACES).await?;
         }
         Ok(env)
     }
 
-    /// Admin client (client certificate, group `system:masters`).
+    /// A new admin client (client certificate, group `system:masters`), bound to the calling
+    /// runtime (or the shared runtime when called outside one).
     pub fn client(&self) -> kube::Client {
-        self.client.clone()
+        new_client(&self.admin_config)
     }
 
     /// Client authenticating as [`apiserver::OPERATOR_USER`] with a static token. RBAC denies
     /// it everything until a test grants it roles.
     pub fn operator_client(&self) -> kube::Client {
-        self.operator_client.clone()
+        new_client(&self.operator_config)
+    }
+
+    /// The admin client's configuration.
+    pub fn admin_config(&self) -> &kube::Config {
+        &self.admin_config
     }
 
     /// Admin kubeconfig file (for kubectl or `KUBECONFIG`).
@@ -242,21 +250,52 @@ impl TestEnv {
     /// runtime ends with its test.
     pub async fn shared() -> Result<&'static TestEnv> {
         static SHARED: tokio::sync::OnceCell<TestEnv> = tokio::sync::OnceCell::const_new();
-        SHARED
-            .get_or_try_init(|| async {
-                let env = shared_runtime().spawn(TestEnv::start_default()).await??;
-                // SAFETY: registering a plain extern "C" fn.
-                unsafe { libc::atexit(stop_shared_at_exit) };
-                Ok::<_, anyhow::Error>(env)
-            })
-            .await?;
-        extern "C" fn stop_shared_at_exit() {
-            if let Some(env) = SHARED.get() {
-                env.stop();
-                let _ = std::fs::remove_dir_all(env.dir());
-            }
+        Self::shared_in(&SHARED, TestEnvOptions::default).await
+    }
+
+    /// Like [`TestEnv::shared`] for an environment with other options, kept in `cell`.
+    pub async fn shared_in(
+        cell: &'static tokio::sync::OnceCell<TestEnv>,
+        opts: impl FnOnce() -> TestEnvOptions,
+    ) -> Result<&'static TestEnv> {
+        cell.get_or_try_init(|| async {
+            let env = shared_runtime().spawn(TestEnv::start(opts())).await??;
+            Ok::<_, anyhow::Error>(env)
+        })
+        .await?;
+        let env = cell.get().expect("initialised above");
+        stop_at_exit(env);
+        Ok(env)
+    }
+}
+
+fn new_client(config: &kube::Config) -> kube::Client {
+    // Building a client spawns its request-buffer task, which needs a runtime.
+    let _guard = tokio::runtime::Handle::try_current().is_err().then(|| shared_runtime().enter());
+    kube::Client::try_from(config.clone()).expect("a kube client from a config that worked at start")
+}
+
+/// Statics are never dropped, so shared environments are stopped by an exit hook.
+fn stop_at_exit(env: &'static TestEnv) {
+    static ENVS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn stop_all_shared() {
+        let envs = std::mem::take(&mut *ENVS.lock().unwrap_or_else(|e| e.into_inner()));
+        for addr in envs {
+            // SAFETY: only `&'static TestEnv` addresses are registered.
+            let env = unsafe { &*(addr as *const TestEnv) };
+            env.stop();
+            let _ = std::fs::remove_dir_all(env.dir());
         }
-        Ok(SHARED.get().expect("initialised above"))
+    }
+    HOOK.call_once(|| {
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe { libc::atexit(stop_all_shared) };
+    });
+    let mut envs = ENVS.lock().unwrap_or_else(|e| e.into_inner());
+    let addr = env as *const TestEnv as usize;
+    if !envs.contains(&addr) {
+        envs.push(addr);
     }
 }
 

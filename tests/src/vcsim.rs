@@ -250,7 +250,12 @@ impl Vcsim {
                         control_url: get("VCSIM_CONTROL")?,
                         url,
                         process,
-                        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+                        // No pooled connections: a pooled connection belongs to the runtime that opened
+                        // it, and a shared Vcsim is called from many short-lived test runtimes.
+                        http: reqwest::Client::builder()
+                            .timeout(Duration::from_secs(60))
+                            .pool_max_idle_per_host(0)
+                            .build()?,
                         _dir: dir,
                     });
                 }

@@ -4,10 +4,13 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
+use support::api_error;
 use vsm_testenv::TestEnv;
+
+mod testenv_support;
+use testenv_support as support;
 use vsm_testenv::apiserver::{OPERATOR_NAMESPACE, OPERATOR_USER};
 
 async fn env() -> &'static TestEnv {
@@ -15,15 +18,7 @@ async fn env() -> &'static TestEnv {
 }
 
 fn infrastructure_api(client: kube::Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("config.openshift.io", "v1", "Infrastructure");
-    Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "infrastructures"))
-}
-
-fn api_error(e: kube::Error) -> Box<kube::core::Status> {
-    match e {
-        kube::Error::Api(s) => s,
-        other => panic!("expected an API error, got {other:?}"),
-    }
+    Api::all_with(client, &support::infrastructure())
 }
 
 #[tokio::test]
@@ -49,71 +44,32 @@ async fn openshift_crds_come_from_the_fixtures_when_present() {
 
 #[tokio::test]
 async fn status_is_written_only_through_the_status_subresource() {
-    let api = infrastructure_api(env().await.client());
-    let mut obj = DynamicObject::new("status-test", &infra_resource());
-    obj.data = json!({
-        "spec": {"platformSpec": {"type": "VSphere"}},
-        "status": {"infrastructureName": "ignored-on-create"},
-    });
-    let created = api.create(&PostParams::default(), &obj).await.unwrap();
-    assert!(created.data["status"].get("infrastructureName").is_none(), "{:?}", created.data);
-    let generation = created.metadata.generation;
-
-    let patch = json!({"status": {"infrastructureName": "test-abc12", "platform": "VSphere"}});
-    let patched = api.patch_status("status-test", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    assert_eq!(patched.data["status"]["infrastructureName"], "test-abc12");
-    assert_eq!(patched.metadata.generation, generation, "a status write must not bump generation");
-
-    // Through the main resource, status changes are dropped and spec changes kept.
-    let patch = json!({"spec": {"cloudConfig": {"name": "cloud-provider-config", "key": "config"}},
-                           "status": {"infrastructureName": "overwritten"}});
-    let patched = api.patch("status-test", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    assert_eq!(patched.data["status"]["infrastructureName"], "test-abc12");
-    assert_eq!(patched.data["spec"]["cloudConfig"]["name"], "cloud-provider-config");
-    assert!(patched.metadata.generation > generation);
-}
-
-fn infra_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("config.openshift.io", "v1", "Infrastructure"),
-        "infrastructures",
-    )
-}
-
-fn vcenter(server: &str, dc: &str) -> serde_json::Value {
-    json!({"server": server, "datacenters": [dc]})
+    support::infrastructure_status_subresource(env().await).await;
 }
 
 #[tokio::test]
-async fn cel_rules_of_the_infrastructure_crd_are_enforced() {
-    let env = env().await;
-    let api = infrastructure_api(env.client());
-    // Servers as OpenShift stores them: host names or IPs, the port separately.
-    let (src, dst) = ("vcenter-src.example.com", "vcenter-dst.example.com");
+async fn cel_rules_of_the_infrastructure_crd_reject_bad_vcenter_edits() {
+    support::infrastructure_cel_rules(env().await).await;
+}
 
-    // Rule on the list: unique servers.
-    let mut dup = DynamicObject::new("cel-dup", &infra_resource());
-    dup.data = json!({"spec": {"platformSpec": {"type": "VSphere", "vsphere": {
-            "vcenters": [vcenter(src, "src-dc"), vcenter(src, "dst-dc")]}}}});
-    let err = api_error(api.create(&PostParams::default(), &dup).await.unwrap_err());
-    assert_eq!(err.code, 422, "{err:?}");
-    assert!(err.message.contains("vcenters must have unique server values"), "{}", err.message);
+#[tokio::test]
+async fn infrastructure_accepts_the_environment_vcenters_as_openshift_stores_them() {
+    support::infrastructure_accepts_the_environment_vcenters(env().await).await;
+}
 
-    // Transition rule (oldSelf): a vSphere section added after install may hold one vCenter only.
-    let mut obj = DynamicObject::new("cel-transition", &infra_resource());
-    obj.data = json!({"spec": {"platformSpec": {"type": "VSphere"}}});
-    api.create(&PostParams::default(), &obj).await.unwrap();
-    let two =
-        json!({"spec": {"platformSpec": {"vsphere": {"vcenters": [vcenter(src, "src-dc"), vcenter(dst, "dst-dc")]}}}});
-    let err = api_error(api.patch("cel-transition", &PatchParams::default(), &Patch::Merge(&two)).await.unwrap_err());
-    assert_eq!(err.code, 422, "{err:?}");
-    assert!(err.message.contains("vcenters can have at most 1 item when configured post-install"), "{}", err.message);
+#[tokio::test]
+async fn control_plane_machine_set_rules_and_subresources() {
+    support::cpms_rules(env().await).await;
+}
 
-    // The same edit in two steps is allowed: one vCenter first, then the second.
-    let one = json!({"spec": {"platformSpec": {"vsphere": {"vcenters": [vcenter(src, "src-dc")]}}}});
-    api.patch("cel-transition", &PatchParams::default(), &Patch::Merge(&one)).await.unwrap();
-    let stored = api.patch("cel-transition", &PatchParams::default(), &Patch::Merge(&two)).await.unwrap();
-    assert_eq!(stored.data["spec"]["platformSpec"]["vsphere"]["vcenters"].as_array().unwrap().len(), 2);
+#[tokio::test]
+async fn machineset_scale_subresource_and_provider_spec() {
+    support::machineset_scale_and_provider_spec(env().await).await;
+}
+
+#[tokio::test]
+async fn cluster_operator_status_conditions() {
+    support::cluster_operator_status(env().await).await;
 }
 
 #[tokio::test]
