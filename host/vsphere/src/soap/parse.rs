@@ -17,7 +17,10 @@ pub struct MoRef {
 
 impl MoRef {
     pub fn new(type_name: impl Into<String>, value: impl Into<String>) -> Self {
-        MoRef { type_name: type_name.into(), value: value.into() }
+        MoRef {
+            type_name: type_name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -38,7 +41,10 @@ pub struct Node {
 
 impl Node {
     pub fn attr(&self, qname: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == qname).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == qname)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The `xsi:type` (any prefix), without its namespace prefix.
@@ -135,16 +141,27 @@ fn element(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, quick_xml::Err
     for a in e.attributes() {
         let a = a.map_err(quick_xml::Error::from)?;
         let k = String::from(a.key.as_ref());
-        let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0)?.into_owned();
+        let v = a
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)?
+            .into_owned();
         attrs.push((k, v));
     }
-    Ok(Node { name, attrs, text: String::new(), children: Vec::new() })
+    Ok(Node {
+        name,
+        attrs,
+        text: String::new(),
+        children: Vec::new(),
+    })
 }
 
 /// The first element inside `<Body>`: the `...Response` or the `Fault`.
 pub fn body_payload(root: &Node) -> Result<&Node, VsphereError> {
-    let body = root.child("Body").ok_or_else(|| VsphereError::protocol("SOAP envelope without Body"))?;
-    body.children.first().ok_or_else(|| VsphereError::protocol("empty SOAP Body"))
+    let body = root
+        .child("Body")
+        .ok_or_else(|| VsphereError::protocol("SOAP envelope without Body"))?;
+    body.children
+        .first()
+        .ok_or_else(|| VsphereError::protocol("empty SOAP Body"))
 }
 
 /// The parts of the ServiceContent the client uses.
@@ -158,13 +175,17 @@ pub struct ServiceContent {
 }
 
 pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
-    let rv = resp.child("returnval").ok_or_else(|| VsphereError::protocol("RetrieveServiceContent: no returnval"))?;
+    let rv = resp
+        .child("returnval")
+        .ok_or_else(|| VsphereError::protocol("RetrieveServiceContent: no returnval"))?;
     let mref = |n: &str| {
         rv.child(n)
             .and_then(Node::moref)
             .ok_or_else(|| VsphereError::protocol(format!("ServiceContent without {n}")))
     };
-    let about = rv.child("about").ok_or_else(|| VsphereError::protocol("ServiceContent without about"))?;
+    let about = rv
+        .child("about")
+        .ok_or_else(|| VsphereError::protocol("ServiceContent without about"))?;
     let t = |n: &str| about.child_text(n).unwrap_or_default().to_string();
     Ok(ServiceContent {
         root_folder: mref("rootFolder")?,
@@ -174,7 +195,11 @@ pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
         about: crate::About {
             name: t("name"),
             full_name: t("fullName"),
-            product: if t("licenseProductName").is_empty() { t("name") } else { t("licenseProductName") },
+            product: if t("licenseProductName").is_empty() {
+                t("name")
+            } else {
+                t("licenseProductName")
+            },
             version: t("version"),
             build: t("build"),
             api_version: t("apiVersion"),
@@ -208,8 +233,13 @@ impl ObjectContent {
 /// Objects and the continuation token of a RetrievePropertiesEx / Continue... answer.
 pub fn retrieve_result(resp: &Node) -> Result<(Vec<ObjectContent>, Option<String>), VsphereError> {
     // No returnval at all means "nothing matched".
-    let Some(rv) = resp.child("returnval") else { return Ok((Vec::new(), None)) };
-    let token = rv.child_text("token").map(str::to_string).filter(|t| !t.is_empty());
+    let Some(rv) = resp.child("returnval") else {
+        return Ok((Vec::new(), None));
+    };
+    let token = rv
+        .child_text("token")
+        .map(str::to_string)
+        .filter(|t| !t.is_empty());
     let mut out = Vec::new();
     for o in rv.children_named("objects") {
         let obj = o
@@ -231,10 +261,16 @@ pub fn retrieve_result(resp: &Node) -> Result<(Vec<ObjectContent>, Option<String
 /// True when a property-collector answer withheld properties because the session is
 /// gone (vcsim answers that way instead of failing the whole call).
 pub fn missing_for_lack_of_session(resp: &Node) -> bool {
-    let Some(rv) = resp.child("returnval") else { return false };
+    let Some(rv) = resp.child("returnval") else {
+        return false;
+    };
     rv.children_named("objects").any(|o| {
-        o.children_named("missingSet")
-            .any(|m| m.child("fault").and_then(|f| f.child("fault")).and_then(Node::xsi_type) == Some("NotAuthenticated"))
+        o.children_named("missingSet").any(|m| {
+            m.child("fault")
+                .and_then(|f| f.child("fault"))
+                .and_then(Node::xsi_type)
+                == Some("NotAuthenticated")
+        })
     })
 }
 
@@ -254,13 +290,21 @@ pub fn task_info(info: &Node) -> Result<TaskState, VsphereError> {
         "error" => {
             let err = info.child("error");
             let fault = err.and_then(|e| e.child("fault"));
-            let message = err.and_then(|e| e.child_text("localizedMessage")).unwrap_or_default().to_string();
+            let message = err
+                .and_then(|e| e.child_text("localizedMessage"))
+                .unwrap_or_default()
+                .to_string();
             Ok(TaskState::Error(match fault {
                 Some(f) => super::fault::from_detail(f, &message),
-                None => VsphereError::Fault { fault: "unknown".into(), message },
+                None => VsphereError::Fault {
+                    fault: "unknown".into(),
+                    message,
+                },
             }))
         }
-        other => Err(VsphereError::protocol(format!("task in unknown state {other:?}"))),
+        other => Err(VsphereError::protocol(format!(
+            "task in unknown state {other:?}"
+        ))),
     }
 }
 
@@ -284,7 +328,10 @@ mod tests {
         assert_eq!(objs[0].obj, MoRef::new("Datacenter", "datacenter-2"));
         assert_eq!(objs[0].prop_text("name"), Some("DC&0 \u{263A}"));
         assert_eq!(objs[0].prop("name").unwrap().xsi_type(), Some("string"));
-        assert_eq!(objs[0].prop_moref("parent"), Some(MoRef::new("Folder", "group-d1")));
+        assert_eq!(
+            objs[0].prop_moref("parent"),
+            Some(MoRef::new("Folder", "group-d1"))
+        );
         assert_eq!(objs[1].prop_moref("parent"), None);
     }
 
@@ -316,7 +363,10 @@ mod tests {
         assert_eq!(sc.root_folder, MoRef::new("Folder", "group-d1"));
         assert_eq!(sc.session_manager.value, "SessionManager");
         assert_eq!(sc.about.api_version, "8.0.3.0");
-        assert_eq!(sc.about.instance_uuid, "dbed6e0c-bd88-4ef6-b594-21283e1c677f");
+        assert_eq!(
+            sc.about.instance_uuid,
+            "dbed6e0c-bd88-4ef6-b594-21283e1c677f"
+        );
         assert_eq!(sc.about.product, "VMware VirtualCenter Server");
     }
 
@@ -324,7 +374,9 @@ mod tests {
     fn task_infos() {
         let ok = parse(r#"<val xmlns:xsi="x" xsi:type="TaskInfo"><key>task-1</key><state>success</state><result type="VirtualMachine" xsi:type="ManagedObjectReference">vm-9</result></val>"#).unwrap();
         match task_info(&ok).unwrap() {
-            TaskState::Success(Some(r)) => assert_eq!(r.moref().unwrap(), MoRef::new("VirtualMachine", "vm-9")),
+            TaskState::Success(Some(r)) => {
+                assert_eq!(r.moref().unwrap(), MoRef::new("VirtualMachine", "vm-9"))
+            }
             other => panic!("{other:?}"),
         }
         let run = parse(r#"<val><state>running</state></val>"#).unwrap();
