@@ -50,7 +50,7 @@ pub fn fixtures_dir() -> Option<PathBuf> {
         Some(d) => PathBuf::from(d),
         None => workspace_root().join("../shared/fixtures/openshift-crds"),
     };
-    dir.is_dir().then_some(dir)
+    dir.canonicalize().ok().filter(|d| d.is_dir())
 }
 
 /// The project's fallback schemas for the OpenShift kinds it touches.

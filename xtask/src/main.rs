@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod plugins;
+mod testenv;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "vsphere-migration project tasks")]
@@ -19,6 +20,12 @@ struct Cli {
 enum Task {
     /// Build the phase components (and the test components) for wasm32-wasip2.
     Plugins,
+    /// Build the test tools and start the test environment (etcd, kube-apiserver, two
+    /// vCenters): a smoke check, then stop; with --keep, print how to reach it until Ctrl-C.
+    Testenv {
+        #[arg(long)]
+        keep: bool,
+    },
     /// Everything the tests need, then every test: `cargo xtask test`.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -30,6 +37,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Plugins => plugins::build_all().map(|_| ()),
+        Task::Testenv { keep } => testenv::run(keep),
         Task::Test { cargo_args } => test(&cargo_args),
     }
 }
@@ -55,5 +63,8 @@ pub fn cargo() -> Command {
 
 fn test(cargo_args: &[String]) -> Result<()> {
     plugins::build_all()?;
+    // The Go tools of the test environment (instant when cached); built here so the first
+    // test does not sit silently behind a multi-minute build.
+    vsm_testenv::tools::ensure_built()?;
     run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(cargo_args))
 }
