@@ -125,6 +125,9 @@ impl ApiServer {
             // No controller-manager creates service-account tokens here.
             "--disable-admission-plugins=ServiceAccount".into(),
             "--profiling=false".into(),
+            // The default reconciler keeps trying to publish 127.0.0.1 as the `kubernetes`
+            // service endpoint, which the API refuses (loopback), every 10 s.
+            "--endpoint-reconciler-type=none".into(),
         ];
         let log = dir.join(format!("kube-apiserver-{attempt}.log"));
         let process = Process::spawn("kube-apiserver", bin, &args, &[], &log, false)?;

@@ -144,6 +144,7 @@ fn progress(msg: &str) {
 
 fn build(tool: &Tool, src: &Path, args: &[String], dir: &Path, bin: &Path) -> Result<()> {
     let go = which_go()?;
+    check_go_version(&go)?;
     let tmp = dir.join(format!(".{}.tmp-{}", tool.name, std::process::id()));
     let log_path = dir.join("build.log");
     let log = fs::File::create(&log_path)?;
@@ -208,6 +209,33 @@ fn which_go() -> Result<PathBuf> {
     )
 }
 
+/// The wrapper modules say `go 1.26.0`; an older Go would try to download a newer toolchain
+/// (or fail obscurely), so say what is needed instead.
+fn check_go_version(go: &Path) -> Result<()> {
+    let out = Command::new(go).args(["env", "GOVERSION"]).output().context("running `go env GOVERSION`")?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match parse_go_version(&version) {
+        Some(v) if v >= MIN_GO => Ok(()),
+        _ => bail!(
+            "{} reports {version:?}: building the test tools needs Go {}.{} or newer (https://go.dev/dl/)",
+            go.display(),
+            MIN_GO.0,
+            MIN_GO.1
+        ),
+    }
+}
+
+const MIN_GO: (u32, u32) = (1, 26);
+
+/// `go1.26.8` -> (1, 26); also `go1.27rc1` -> (1, 27).
+fn parse_go_version(v: &str) -> Option<(u32, u32)> {
+    let rest = v.strip_prefix("go")?;
+    let mut parts = rest.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts.next()?.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((major, minor.parse().ok()?))
+}
+
 /// Deletes older builds of `name` (a kube-apiserver is ~100 MB).
 fn remove_stale(cache: &Path, name: &str, keep: &Path) {
     let Ok(entries) = fs::read_dir(cache) else { return };
@@ -264,6 +292,17 @@ mod tests {
         assert_ne!(k1, source_key(d.path(), &["-ldflags=-s".into()]).unwrap());
         fs::write(d.path().join("main.go"), "package main\n\nfunc main() {}\n").unwrap();
         assert_ne!(k1, source_key(d.path(), &[]).unwrap());
+    }
+
+    #[test]
+    fn go_versions_are_compared_by_major_and_minor() {
+        assert_eq!(parse_go_version("go1.26.8"), Some((1, 26)));
+        assert_eq!(parse_go_version("go1.27rc1"), Some((1, 27)));
+        assert_eq!(parse_go_version("go1.9"), Some((1, 9)));
+        assert_eq!(parse_go_version("devel +abc"), None);
+        assert!(parse_go_version("go1.25.3").unwrap() < MIN_GO);
+        assert!(parse_go_version("go1.9").unwrap() < MIN_GO);
+        assert!(parse_go_version("go2.0").unwrap() >= MIN_GO);
     }
 
     #[test]
