@@ -1,13 +1,34 @@
-//! Test environment: real etcd, kube-apiserver and two vcsim vCenters, started on
-//! 127.0.0.1 and stopped on drop.
+//! Test environment: real etcd, kube-apiserver and two vcsim vCenters, started on loopback
+//! addresses and stopped on drop.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! let env = vsm_testenv::TestEnv::start_default().await?;
-//! let client = env.client(); // admin kube::Client
-//! println!("{} {}", env.source().url, env.target().url);
+//! // One environment per test binary (stopped at exit); or `TestEnv::start_default()` for
+//! // one of your own (stopped on drop).
+//! let env = vsm_testenv::TestEnv::shared().await?;
+//! let client = env.client(); // admin kube::Client (group system:masters)
+//! let src = env.source(); // vCenter `source`: src.url, src.username, src.password, src.ca_pem
+//! // In OpenShift objects a vCenter is `src.host()` with `src.port()`; `src.server()` is host:port.
 //! # Ok(()) }
 //! ```
+//!
+//! What is there:
+//! - kube-apiserver (see [`tools::KUBERNETES_VERSION`]) with RBAC, a client-certificate admin,
+//!   an admin token and a non-admin token for [`apiserver::OPERATOR_USER`]; all certificates
+//!   from one [`TestCa`] per environment.
+//! - The project's CRDs from `crds/`, the OpenShift CRDs (real ones from
+//!   `../shared/fixtures/openshift-crds`, else `tests/crds-fallback/`), all Established, and
+//!   the namespaces in [`crds::NAMESPACES`].
+//! - Two vCenters ([`vcsim::source`] on 127.0.0.1, [`vcsim::target`] on 127.0.0.2) with their
+//!   own inventory names, credentials and CA-signed certificates.
+//!
+//! What is not: no kube-controller-manager or scheduler. Nothing garbage-collects owner
+//! references, deleted namespaces stay Terminating, no service-account tokens are minted,
+//! no pods run. The cluster simulator plays the controllers the migration needs.
+//!
+//! The Go tools are built on first use ([`tools::ensure_built`]; minutes once, then cached
+//! under `$XDG_CACHE_HOME/vsphere-migration/tools`). `cargo xtask testenv --keep` starts an
+//! environment for manual exploration.
 
 pub mod apiserver;
 pub mod crds;
