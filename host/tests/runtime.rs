@@ -26,7 +26,11 @@ async fn load(rt: &Runtime, name: &str, entry: &PluginEntry, limits: Limits) -> 
     rt.load(name, &bytes, entry, limits).await
 }
 
-async fn execute(plugin: &LoadedPlugin, services: Arc<Recorder>, spec: Value) -> Result<vsm_host::runtime::CallReport, RuntimeError> {
+async fn execute(
+    plugin: &LoadedPlugin,
+    services: Arc<Recorder>,
+    spec: Value,
+) -> Result<vsm_host::runtime::CallReport, RuntimeError> {
     plugin.call(services, context(spec), Direction::Execute, servers()).await
 }
 
@@ -68,13 +72,34 @@ async fn every_import_reaches_the_host() {
 
     let calls = rec.calls().join("\n");
     for expected in [
-        "kube.get configmaps", "kube.list configmaps", "kube.create configmaps", "kube.patch configmaps", "kube.update configmaps",
-        "kube.delete configmaps", "vsphere.about vcenter", "vsphere.findObject vcenter", "vsphere.listVms vcenter",
-        "vsphere.createFolder vcenter", "vsphere.deleteFolder vcenter", "vsphere.ensureCategory vcenter", "vsphere.ensureTag vcenter",
-        "vsphere.attachTag vcenter", "vsphere.listAttachedTags vcenter", "vsphere.detachTag vcenter", "vsphere.deleteTag vcenter",
-        "vsphere.deleteCategory vcenter", "state.set Scope::Phase", "state.get Scope::Phase", "state.delete Scope::Phase", "state.set Scope::Migration",
-        "state.get Scope::Migration", "backup.snapshot configmaps", "backup.restore_journal", "log.write Level::Info exercising",
-        "log.event Exercised", "log.progress 50",
+        "kube.get configmaps",
+        "kube.list configmaps",
+        "kube.create configmaps",
+        "kube.patch configmaps",
+        "kube.update configmaps",
+        "kube.delete configmaps",
+        "vsphere.about vcenter",
+        "vsphere.findObject vcenter",
+        "vsphere.listVms vcenter",
+        "vsphere.createFolder vcenter",
+        "vsphere.deleteFolder vcenter",
+        "vsphere.ensureCategory vcenter",
+        "vsphere.ensureTag vcenter",
+        "vsphere.attachTag vcenter",
+        "vsphere.listAttachedTags vcenter",
+        "vsphere.detachTag vcenter",
+        "vsphere.deleteTag vcenter",
+        "vsphere.deleteCategory vcenter",
+        "state.set Scope::Phase",
+        "state.get Scope::Phase",
+        "state.delete Scope::Phase",
+        "state.set Scope::Migration",
+        "state.get Scope::Migration",
+        "backup.snapshot configmaps",
+        "backup.restore_journal",
+        "log.write Level::Info exercising",
+        "log.event Exercised",
+        "log.progress 50",
     ] {
         assert!(calls.contains(expected), "{expected} missing from:\n{calls}");
     }
@@ -88,7 +113,12 @@ async fn calls_outside_the_grant_are_refused_with_forbidden_and_recorded() {
     // Granted: reading config maps and vSphere inventory; not writing, not tags.
     let entry = PluginEntry {
         grants: CapabilitySet {
-            kube: vec![KubeRule { group: String::new(), resource: "configmaps".into(), verbs: vec!["get".into(), "list".into()], namespace: None }],
+            kube: vec![KubeRule {
+                group: String::new(),
+                resource: "configmaps".into(),
+                verbs: vec!["get".into(), "list".into()],
+                namespace: None,
+            }],
             vsphere: vec![VsphereClass::ReadInventory],
         },
         ..Default::default()
@@ -101,11 +131,18 @@ async fn calls_outside_the_grant_are_refused_with_forbidden_and_recorded() {
     let report = execute(&p, rec.clone(), json!({"action": "all", "server": "vcenter"})).await.unwrap();
     let results: Value = serde_json::from_str(done_message(&report.outcome)).unwrap();
     let create_error = results["kube.create"]["error"].as_str().unwrap();
-    assert!(create_error.contains("Forbidden") && create_error.contains("may not create core/configmaps in namespace exerciser"), "{create_error}");
+    assert!(
+        create_error.contains("Forbidden")
+            && create_error.contains("may not create core/configmaps in namespace exerciser"),
+        "{create_error}"
+    );
     assert!(results["vsphere.create_folder"]["error"].as_str().unwrap().contains("manage-folders"));
     assert!(results["vsphere.about"].get("error").is_none(), "read-inventory was granted");
     let calls = rec.calls();
-    assert!(!calls.iter().any(|c| c.starts_with("kube.create") || c.starts_with("vsphere.createFolder")), "a denied call reached the host: {calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("kube.create") || c.starts_with("vsphere.createFolder")),
+        "a denied call reached the host: {calls:?}"
+    );
     assert!(report.denials.iter().any(|d| d.contains("create core/configmaps")), "{:?}", report.denials);
 }
 
@@ -144,11 +181,16 @@ async fn hostile_components_are_stopped_with_typed_errors_and_the_host_keeps_ser
     assert!(matches!(err, RuntimeError::Trap { .. }), "{err}");
 
     let err = execute(&hostile, rec.clone(), json!({"hostile": "panic"})).await.unwrap_err();
-    assert!(err.to_string().contains("hostile component panicked on purpose"), "panic message must reach the error: {err}");
+    assert!(
+        err.to_string().contains("hostile component panicked on purpose"),
+        "panic message must reach the error: {err}"
+    );
 
     let report = execute(&hostile, rec.clone(), json!({"hostile": "forbidden"})).await.unwrap();
     match &report.outcome {
-        Outcome::Failed(f) => assert!(f.message.contains("may not get core/secrets in namespace kube-system"), "{}", f.message),
+        Outcome::Failed(f) => {
+            assert!(f.message.contains("may not get core/secrets in namespace kube-system"), "{}", f.message)
+        }
         other => panic!("expected failed, got {other:?}"),
     }
     assert_eq!(report.denials.len(), 1);
@@ -257,7 +299,9 @@ async fn hot_reload_swaps_versions_without_failing_calls_and_keeps_the_old_one_o
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let plugin = registry.plugin_for("Exerciser", None, None).expect("a plugin is always serving");
-                let report = execute(&plugin, Recorder::new(), json!({"action": "noop"})).await.expect("no call fails during a reload");
+                let report = execute(&plugin, Recorder::new(), json!({"action": "noop"}))
+                    .await
+                    .expect("no call fails during a reload");
                 seen.push(done_message(&report.outcome).to_string());
             }
             seen
@@ -277,7 +321,11 @@ async fn hot_reload_swaps_versions_without_failing_calls_and_keeps_the_old_one_o
     }
     assert!(v2_seen, "the new version was never swapped in: {:?}", registry.status());
     let old_sha = vsm_host::runtime::sha256_hex(&std::fs::read(test_component("exerciser")).unwrap());
-    assert_eq!(registry.plugin_for("Exerciser", None, Some(&old_sha)).unwrap().info.version, "0.1.0", "a phase that pinned the old version keeps it");
+    assert_eq!(
+        registry.plugin_for("Exerciser", None, Some(&old_sha)).unwrap().info.version,
+        "0.1.0",
+        "a phase that pinned the old version keeps it"
+    );
 
     // A broken file is rejected and the working version keeps serving.
     let scans = registry.scans();

@@ -98,20 +98,15 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy")
-            .field("addr", &self.addr)
-            .field("upstream", &self.shared.upstream)
-            .finish()
+        f.debug_struct("FaultProxy").field("addr", &self.addr).field("upstream", &self.shared.upstream).finish()
     }
 }
 
 impl FaultProxy {
     /// Listen on a free 127.0.0.1 port and forward to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> Result<FaultProxy> {
-        let upstream: SocketAddr = tokio::net::lookup_host(upstream)
-            .await?
-            .next()
-            .with_context(|| format!("resolve {upstream}"))?;
+        let upstream: SocketAddr =
+            tokio::net::lookup_host(upstream).await?.next().with_context(|| format!("resolve {upstream}"))?;
         let listener = bind("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
         let (faults, _) = watch::channel(Faults::default());
@@ -125,11 +120,7 @@ impl FaultProxy {
             counters: Counters::default(),
         });
         let accept_task = tokio::spawn(accept_loop(listener, addr, shared.clone()));
-        Ok(FaultProxy {
-            addr,
-            shared,
-            accept_task,
-        })
+        Ok(FaultProxy { addr, shared, accept_task })
     }
 
     /// `127.0.0.1:PORT` to point the client at.
@@ -190,11 +181,7 @@ impl Drop for FaultProxy {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let s = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     // Rebinding the same port after a Refuse period must not hit TIME_WAIT.
     s.set_reuseaddr(true)?;
     s.bind(addr)?;
@@ -252,10 +239,7 @@ fn reset(s: &TcpStream) {
 async fn handle(mut client: TcpStream, shared: &Shared) {
     let mut kill = shared.kill_epoch.subscribe();
     kill.borrow_and_update();
-    let take = shared
-        .reset_next
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
+    let take = shared.reset_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     if take {
         shared.counters.resets.fetch_add(1, Ordering::SeqCst);
         reset(&client);
@@ -289,12 +273,7 @@ enum End {
     Reset,
 }
 
-async fn pipe(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
-    shared: &Shared,
-    kill: &mut watch::Receiver<u64>,
-) -> End {
+async fn pipe(client: &mut TcpStream, server: &mut TcpStream, shared: &Shared, kill: &mut watch::Receiver<u64>) -> End {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let mut up = vec![0u8; 16 * 1024];
@@ -329,24 +308,12 @@ async fn pipe(
         }
         carried += n as u64;
         let roll = faults.reset_probability > 0.0
-            && shared
-                .rng
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .next_f64()
-                < faults.reset_probability;
-        if roll
-            || faults
-                .reset_after_bytes
-                .is_some_and(|limit| carried > limit)
-        {
+            && shared.rng.lock().unwrap_or_else(|e| e.into_inner()).next_f64() < faults.reset_probability;
+        if roll || faults.reset_after_bytes.is_some_and(|limit| carried > limit) {
             shared.counters.resets.fetch_add(1, Ordering::SeqCst);
             return End::Reset;
         }
-        if faults
-            .stall_after_bytes
-            .is_some_and(|limit| carried > limit)
-        {
+        if faults.stall_after_bytes.is_some_and(|limit| carried > limit) {
             shared.counters.stalled.fetch_add(1, Ordering::SeqCst);
             // Hold the connection open and silent until killed or the proxy goes away.
             let _ = kill.changed().await;
@@ -437,17 +404,11 @@ mod tests {
     #[tokio::test]
     async fn reset_after_bytes() {
         let p = FaultProxy::start(&echo().await.to_string()).await.unwrap();
-        p.set_faults(Faults {
-            reset_after_bytes: Some(3),
-            ..Default::default()
-        });
+        p.set_faults(Faults { reset_after_bytes: Some(3), ..Default::default() });
         assert!(roundtrip(&p.addr(), b"0123456789").await.is_err());
         assert!(p.stats().resets_injected >= 1);
         p.heal();
-        assert_eq!(
-            roundtrip(&p.addr(), b"0123456789").await.unwrap(),
-            b"0123456789"
-        );
+        assert_eq!(roundtrip(&p.addr(), b"0123456789").await.unwrap(), b"0123456789");
     }
 
     #[tokio::test]
@@ -495,11 +456,7 @@ mod tests {
         let mut runs = Vec::new();
         for _ in 0..2 {
             let p = FaultProxy::start(&target).await.unwrap();
-            p.set_faults(Faults {
-                reset_probability: 0.5,
-                seed: 7,
-                ..Default::default()
-            });
+            p.set_faults(Faults { reset_probability: 0.5, seed: 7, ..Default::default() });
             let mut outcome = Vec::new();
             for _ in 0..8 {
                 outcome.push(roundtrip(&p.addr(), b"x").await.is_ok());
@@ -507,11 +464,7 @@ mod tests {
             runs.push(outcome);
         }
         assert_eq!(runs[0], runs[1]);
-        assert!(
-            runs[0].contains(&true) && runs[0].contains(&false),
-            "{:?}",
-            runs[0]
-        );
+        assert!(runs[0].contains(&true) && runs[0].contains(&false), "{:?}", runs[0]);
     }
 
     #[tokio::test]
@@ -523,9 +476,7 @@ mod tests {
         s.read_exact(&mut b).await.unwrap();
         p.reset_active();
         let mut buf = [0u8; 1];
-        let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap();
         assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     }
 }

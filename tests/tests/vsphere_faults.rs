@@ -16,13 +16,7 @@ const CLUSTER: &str = "/dst-dc/host/dst-cluster";
 async fn transient_faults_are_retried_through() -> anyhow::Result<()> {
     let sim = start(false).await?;
     let proxy = FaultProxy::start(&sim.vc.server()).await?;
-    let opts = ClientOptions {
-        retry: RetryPolicy {
-            max_attempts: 10,
-            ..fast_options().retry
-        },
-        ..fast_options()
-    };
+    let opts = ClientOptions { retry: RetryPolicy { max_attempts: 10, ..fast_options().retry }, ..fast_options() };
     let pool = SessionPool::new(opts);
     let baseline = pool.stats().open_sessions;
     let spec = sim.spec_at(&proxy.addr(), sim.tls());
@@ -41,28 +35,14 @@ async fn transient_faults_are_retried_through() -> anyhow::Result<()> {
     assert!(created);
 
     // Latency on every chunk.
-    proxy.set_faults(Faults {
-        latency: Duration::from_millis(30),
-        ..Default::default()
-    });
-    c.find(ObjectKind::Datastore, "/dst-dc/datastore/dst-ds")
-        .await?;
+    proxy.set_faults(Faults { latency: Duration::from_millis(30), ..Default::default() });
+    c.find(ObjectKind::Datastore, "/dst-dc/datastore/dst-ds").await?;
 
     // Seeded random resets mid-stream, on SOAP and REST alike.
-    proxy.set_faults(Faults {
-        reset_probability: 0.05,
-        seed: 42,
-        ..Default::default()
-    });
+    proxy.set_faults(Faults { reset_probability: 0.05, seed: 42, ..Default::default() });
     for i in 0..5 {
-        c.find(ObjectKind::Folder, "/dst-dc/vm/through-faults")
-            .await?;
-        c.ensure_tag(
-            &c.ensure_category(&category("faults")).await?.0,
-            &format!("t{i}"),
-            "",
-        )
-        .await?;
+        c.find(ObjectKind::Folder, "/dst-dc/vm/through-faults").await?;
+        c.ensure_tag(&c.ensure_category(&category("faults")).await?.0, &format!("t{i}"), "").await?;
     }
     let injected = proxy.stats().resets_injected;
     assert!(injected > 4, "the random faults fired ({injected})");
@@ -73,10 +53,7 @@ async fn transient_faults_are_retried_through() -> anyhow::Result<()> {
     // Clean shutdown through the healed proxy: back to the baseline, nothing left on the server.
     pool.shutdown().await;
     assert_eq!(pool.stats().open_sessions, baseline);
-    assert!(
-        sim.vc.stats().await?.sessions.is_empty(),
-        "session leaked on the server"
-    );
+    assert!(sim.vc.stats().await?.sessions.is_empty(), "session leaked on the server");
     Ok(())
 }
 
@@ -93,30 +70,19 @@ fn category(name: &str) -> vsm_vsphere::CategorySpec {
 async fn stalled_response_times_out_and_is_retried() -> anyhow::Result<()> {
     let sim = start(false).await?;
     let proxy = FaultProxy::start(&sim.vc.server()).await?;
-    let opts = ClientOptions {
-        request_timeout: Duration::from_secs(1),
-        ..fast_options()
-    };
+    let opts = ClientOptions { request_timeout: Duration::from_secs(1), ..fast_options() };
     let pool = SessionPool::new(opts);
     let c = pool.client(&sim.spec_at(&proxy.addr(), sim.tls())).await?;
 
     // Every connection goes silent after a few bytes: the request times out, and so do
     // the retries; the error says so and is classed as transient.
-    proxy.set_faults(Faults {
-        stall_after_bytes: Some(10),
-        ..Default::default()
-    });
+    proxy.set_faults(Faults { stall_after_bytes: Some(10), ..Default::default() });
     proxy.reset_active();
-    let err = c
-        .find(ObjectKind::ComputeCluster, CLUSTER)
-        .await
-        .unwrap_err();
+    let err = c.find(ObjectKind::ComputeCluster, CLUSTER).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(proxy.stats().stalled >= 1);
     match &err {
-        VsphereError::Transient {
-            attempts, reason, ..
-        } => {
+        VsphereError::Transient { attempts, reason, .. } => {
             assert_eq!(*attempts, fast_options().retry.max_attempts, "{reason}");
         }
         VsphereError::Timeout { .. } => {}
@@ -139,10 +105,7 @@ async fn permanent_faults_end_in_clear_errors() -> anyhow::Result<()> {
     let proxy = FaultProxy::start(&sim.vc.server()).await?;
     let opts = ClientOptions {
         request_timeout: Duration::from_secs(1),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            ..fast_options().retry
-        },
+        retry: RetryPolicy { max_attempts: 3, ..fast_options().retry },
         ..fast_options()
     };
     let pool = SessionPool::new(opts.clone());
@@ -152,16 +115,9 @@ async fn permanent_faults_end_in_clear_errors() -> anyhow::Result<()> {
 
     // A black hole: every attempt times out, then the error names the operation.
     proxy.set_mode(Mode::BlackHole);
-    let err = c
-        .find(ObjectKind::ComputeCluster, CLUSTER)
-        .await
-        .unwrap_err();
+    let err = c.find(ObjectKind::ComputeCluster, CLUSTER).await.unwrap_err();
     match &err {
-        VsphereError::Transient {
-            operation,
-            attempts,
-            reason,
-        } => {
+        VsphereError::Transient { operation, attempts, reason } => {
             assert_eq!(operation, "RetrievePropertiesEx");
             assert_eq!(*attempts, 3);
             assert!(reason.contains("timed out"), "{reason}");
@@ -174,9 +130,7 @@ async fn permanent_faults_end_in_clear_errors() -> anyhow::Result<()> {
     proxy.set_mode(Mode::Refuse);
     let err = c.create_folder("/dst-dc/vm/never").await.unwrap_err();
     match &err {
-        VsphereError::Transient {
-            attempts, reason, ..
-        } => {
+        VsphereError::Transient { attempts, reason, .. } => {
             assert_eq!(*attempts, 3);
             assert!(reason.contains("connect"), "{reason}");
         }
@@ -187,11 +141,7 @@ async fn permanent_faults_end_in_clear_errors() -> anyhow::Result<()> {
     let other = SessionPool::new(opts);
     assert!(other.client(&spec).await.unwrap_err().is_transient());
     assert_eq!(other.stats().open_sessions, 0);
-    assert_eq!(
-        other.stats().login_failures,
-        0,
-        "a dead server is not a wrong password"
-    );
+    assert_eq!(other.stats().login_failures, 0, "a dead server is not a wrong password");
 
     // Once healed, the session still works and shuts down cleanly.
     proxy.heal();
@@ -207,10 +157,7 @@ async fn permanent_faults_end_in_clear_errors() -> anyhow::Result<()> {
     pool.shutdown().await;
     other.shutdown().await;
     assert_eq!(pool.stats().open_sessions, 0);
-    assert!(
-        sim.vc.stats().await?.sessions.is_empty(),
-        "session leaked on the server"
-    );
+    assert!(sim.vc.stats().await?.sessions.is_empty(), "session leaked on the server");
     Ok(())
 }
 
@@ -218,10 +165,7 @@ async fn permanent_faults_end_in_clear_errors() -> anyhow::Result<()> {
 async fn shutdown_against_a_dead_server_still_releases_the_gauge() -> anyhow::Result<()> {
     let sim = start(false).await?;
     let proxy = FaultProxy::start(&sim.vc.server()).await?;
-    let opts = ClientOptions {
-        request_timeout: Duration::from_secs(1),
-        ..fast_options()
-    };
+    let opts = ClientOptions { request_timeout: Duration::from_secs(1), ..fast_options() };
     let pool = SessionPool::new(opts);
     pool.client(&sim.spec_at(&proxy.addr(), sim.tls())).await?;
     assert_eq!(pool.stats().open_sessions, 1);

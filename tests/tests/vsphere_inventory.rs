@@ -23,41 +23,13 @@ async fn find_every_kind_and_count_round_trips() -> anyhow::Result<()> {
     let vm_path = vms[0].path.clone();
 
     let cases = [
-        (
-            ObjectKind::Datacenter,
-            format!("/{}", source::DATACENTER),
-            "Datacenter",
-        ),
-        (
-            ObjectKind::ComputeCluster,
-            source::CLUSTER_PATH.to_string(),
-            "ClusterComputeResource",
-        ),
-        (
-            ObjectKind::ResourcePool,
-            source::RESOURCE_POOL_PATH.to_string(),
-            "ResourcePool",
-        ),
-        (
-            ObjectKind::Datastore,
-            source::DATASTORE_PATH.to_string(),
-            "Datastore",
-        ),
-        (
-            ObjectKind::Network,
-            source::NETWORK_PATH.to_string(),
-            "Network",
-        ),
-        (
-            ObjectKind::Folder,
-            source::VM_FOLDER_PATH.to_string(),
-            "Folder",
-        ),
-        (
-            ObjectKind::VirtualMachine,
-            vm_path.clone(),
-            "VirtualMachine",
-        ),
+        (ObjectKind::Datacenter, format!("/{}", source::DATACENTER), "Datacenter"),
+        (ObjectKind::ComputeCluster, source::CLUSTER_PATH.to_string(), "ClusterComputeResource"),
+        (ObjectKind::ResourcePool, source::RESOURCE_POOL_PATH.to_string(), "ResourcePool"),
+        (ObjectKind::Datastore, source::DATASTORE_PATH.to_string(), "Datastore"),
+        (ObjectKind::Network, source::NETWORK_PATH.to_string(), "Network"),
+        (ObjectKind::Folder, source::VM_FOLDER_PATH.to_string(), "Folder"),
+        (ObjectKind::VirtualMachine, vm_path.clone(), "VirtualMachine"),
     ];
     let mut counts = Vec::new();
     for (kind, path, type_name) in &cases {
@@ -76,27 +48,15 @@ async fn find_every_kind_and_count_round_trips() -> anyhow::Result<()> {
     let pg = c.find_network(&dc, "DC0_DVPG0").await?;
     assert_eq!(pg.moref.type_name, "DistributedVirtualPortgroup");
     assert_eq!(c.find(ObjectKind::Network, &pg.path).await?.moref, pg.moref);
-    assert_eq!(
-        c.find_network(&dc, source::NETWORK).await?.path,
-        source::NETWORK_PATH
-    );
+    assert_eq!(c.find_network(&dc, source::NETWORK).await?.path, source::NETWORK_PATH);
 
     // Wrong kind, missing path, bad path.
-    assert!(matches!(
-        c.find(ObjectKind::Folder, source::CLUSTER_PATH).await,
-        Err(VsphereError::NotFound { .. })
-    ));
-    match c
-        .find(ObjectKind::Datastore, "/src-dc/datastore/nope")
-        .await
-    {
+    assert!(matches!(c.find(ObjectKind::Folder, source::CLUSTER_PATH).await, Err(VsphereError::NotFound { .. })));
+    match c.find(ObjectKind::Datastore, "/src-dc/datastore/nope").await {
         Err(VsphereError::NotFound { path }) => assert_eq!(path, "/src-dc/datastore/nope"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        c.find(ObjectKind::Datacenter, "src-dc").await,
-        Err(VsphereError::Invalid { .. })
-    ));
+    assert!(matches!(c.find(ObjectKind::Datacenter, "src-dc").await, Err(VsphereError::Invalid { .. })));
 
     // VM summaries carry what the phases need.
     let vm = &vms[0];
@@ -105,10 +65,7 @@ async fn find_every_kind_and_count_round_trips() -> anyhow::Result<()> {
     assert_eq!(vm.path, format!("{}/{}", source::VM_FOLDER_PATH, vm.name));
     let before = pool.stats().soap_round_trips;
     c.list_vms(source::VM_FOLDER_PATH).await?;
-    println!(
-        "ROUND_TRIPS list_vms (SOAP): {}",
-        pool.stats().soap_round_trips - before
-    );
+    println!("ROUND_TRIPS list_vms (SOAP): {}", pool.stats().soap_round_trips - before);
 
     pool.shutdown().await;
     assert_eq!(pool.stats().open_sessions, 0);
@@ -125,27 +82,16 @@ async fn nested_folders_create_and_delete() -> anyhow::Result<()> {
 
     let before = pool.stats().soap_round_trips;
     let (folder, created) = c.create_folder(deep).await?;
-    println!(
-        "ROUND_TRIPS create_folder 3 new levels (SOAP): {}",
-        pool.stats().soap_round_trips - before
-    );
+    println!("ROUND_TRIPS create_folder 3 new levels (SOAP): {}", pool.stats().soap_round_trips - before);
     assert!(created);
     assert_eq!(folder.path, deep);
     assert_eq!(c.find(ObjectKind::Folder, deep).await?.moref, folder.moref);
-    assert_eq!(
-        c.find(ObjectKind::Folder, "/dst-dc/vm/ocp/infra-1")
-            .await?
-            .path,
-        "/dst-dc/vm/ocp/infra-1"
-    );
+    assert_eq!(c.find(ObjectKind::Folder, "/dst-dc/vm/ocp/infra-1").await?.path, "/dst-dc/vm/ocp/infra-1");
 
     // Again: nothing created, same folder.
     let before = pool.stats().soap_round_trips;
     let (again, created) = c.create_folder(&format!("{deep}/")).await?;
-    println!(
-        "ROUND_TRIPS create_folder existing (SOAP): {}",
-        pool.stats().soap_round_trips - before
-    );
+    println!("ROUND_TRIPS create_folder existing (SOAP): {}", pool.stats().soap_round_trips - before);
     assert!(!created);
     assert_eq!(again.moref, folder.moref);
 
@@ -163,10 +109,7 @@ async fn nested_folders_create_and_delete() -> anyhow::Result<()> {
     assert!(!c.delete_folder(deep).await?, "already gone");
     assert!(c.delete_folder("/dst-dc/vm/ocp/infra-1").await?);
     assert!(c.delete_folder(top).await?);
-    assert!(matches!(
-        c.find(ObjectKind::Folder, top).await,
-        Err(VsphereError::NotFound { .. })
-    ));
+    assert!(matches!(c.find(ObjectKind::Folder, top).await, Err(VsphereError::NotFound { .. })));
     pool.shutdown().await;
     Ok(())
 }
@@ -177,9 +120,7 @@ async fn tags_are_idempotent() -> anyhow::Result<()> {
     let pool = SessionPool::new(fast_options());
     let c = pool.client(&sim.spec()).await?;
     let dc = c.find(ObjectKind::Datacenter, "/dst-dc").await?;
-    let cluster = c
-        .find(ObjectKind::ComputeCluster, "/dst-dc/host/dst-cluster")
-        .await?;
+    let cluster = c.find(ObjectKind::ComputeCluster, "/dst-dc/host/dst-cluster").await?;
     let spec = CategorySpec {
         name: "openshift-region".into(),
         description: "OpenShift region for vSphere failure domains".into(),
@@ -190,84 +131,49 @@ async fn tags_are_idempotent() -> anyhow::Result<()> {
     let rest = |p: &SessionPool| p.stats().rest_round_trips;
     let b = rest(&pool);
     let (cat, created) = c.ensure_category(&spec).await?;
-    println!(
-        "ROUND_TRIPS ensure_category new, 0 existing categories (REST): {}",
-        rest(&pool) - b
-    );
+    println!("ROUND_TRIPS ensure_category new, 0 existing categories (REST): {}", rest(&pool) - b);
     assert!(created);
     // A second, unrelated category so the lookups have something to scan past.
-    let zone = CategorySpec {
-        name: "openshift-zone".into(),
-        ..spec.clone()
-    };
+    let zone = CategorySpec { name: "openshift-zone".into(), ..spec.clone() };
     let (zone_id, _) = c.ensure_category(&zone).await?;
     let b = rest(&pool);
     let (cat2, created) = c.ensure_category(&spec).await?;
-    println!(
-        "ROUND_TRIPS ensure_category existing, 2 categories (REST): {}",
-        rest(&pool) - b
-    );
+    println!("ROUND_TRIPS ensure_category existing, 2 categories (REST): {}", rest(&pool) - b);
     assert!(!created);
     assert_eq!(cat, cat2);
 
     // Same name, other cardinality: refused, not silently accepted.
-    let multi = CategorySpec {
-        cardinality: Cardinality::Multiple,
-        ..spec.clone()
-    };
-    assert!(matches!(
-        c.ensure_category(&multi).await,
-        Err(VsphereError::Invalid { .. })
-    ));
+    let multi = CategorySpec { cardinality: Cardinality::Multiple, ..spec.clone() };
+    assert!(matches!(c.ensure_category(&multi).await, Err(VsphereError::Invalid { .. })));
 
     let b = rest(&pool);
     let (tag, created) = c.ensure_tag(&cat, "us-east", "Region: us-east").await?;
-    println!(
-        "ROUND_TRIPS ensure_tag new, empty category (REST): {}",
-        rest(&pool) - b
-    );
+    println!("ROUND_TRIPS ensure_tag new, empty category (REST): {}", rest(&pool) - b);
     assert!(created);
     c.ensure_tag(&cat, "us-west", "Region: us-west").await?;
     let b = rest(&pool);
     let (tag2, created) = c.ensure_tag(&cat, "us-east", "Region: us-east").await?;
-    println!(
-        "ROUND_TRIPS ensure_tag existing, 2 tags in category (REST): {}",
-        rest(&pool) - b
-    );
+    println!("ROUND_TRIPS ensure_tag existing, 2 tags in category (REST): {}", rest(&pool) - b);
     assert!(!created);
     assert_eq!(tag, tag2);
-    assert!(matches!(
-        c.ensure_tag("urn:nope", "x", "").await,
-        Err(VsphereError::NotFound { .. })
-    ));
+    assert!(matches!(c.ensure_tag("urn:nope", "x", "").await, Err(VsphereError::NotFound { .. })));
 
     // Attach twice, list, detach twice.
     c.attach_tag(&tag, &dc).await?;
     c.attach_tag(&tag, &dc).await?;
-    let (zone_tag, _) = c
-        .ensure_tag(&zone_id, "us-east-1a", "Zone: us-east-1a")
-        .await?;
+    let (zone_tag, _) = c.ensure_tag(&zone_id, "us-east-1a", "Zone: us-east-1a").await?;
     c.attach_tag(&zone_tag, &cluster).await?;
 
     let b = rest(&pool);
     let attached = c.list_attached_tags(&dc).await?;
-    println!(
-        "ROUND_TRIPS list_attached_tags, 1 tag (REST): {}",
-        rest(&pool) - b
-    );
+    println!("ROUND_TRIPS list_attached_tags, 1 tag (REST): {}", rest(&pool) - b);
     assert_eq!(attached.len(), 1, "{attached:?}");
     assert_eq!(attached[0].id, tag);
     assert_eq!(attached[0].name, "us-east");
     assert_eq!(attached[0].category_name, "openshift-region");
     assert_eq!(attached[0].cardinality, Cardinality::Single);
-    assert_eq!(
-        c.list_attached_objects(&tag).await?,
-        vec![(dc.moref.type_name.clone(), dc.moref.value.clone())]
-    );
-    assert_eq!(
-        c.list_attached_tags(&cluster).await?[0].category_name,
-        "openshift-zone"
-    );
+    assert_eq!(c.list_attached_objects(&tag).await?, vec![(dc.moref.type_name.clone(), dc.moref.value.clone())]);
+    assert_eq!(c.list_attached_tags(&cluster).await?[0].category_name, "openshift-zone");
 
     c.detach_tag(&tag, &dc).await?;
     c.detach_tag(&tag, &dc).await?;
@@ -295,37 +201,20 @@ async fn clone_template_and_destroy_vms() -> anyhow::Result<()> {
     let (folder, _) = c.create_folder("/src-dc/vm/clones").await?;
 
     let clone = c
-        .clone_vm(
-            &src,
-            &folder.path,
-            "clone-0",
-            Some(source::RESOURCE_POOL_PATH),
-            Some(source::DATASTORE_PATH),
-            true,
-        )
+        .clone_vm(&src, &folder.path, "clone-0", Some(source::RESOURCE_POOL_PATH), Some(source::DATASTORE_PATH), true)
         .await?;
     assert_eq!(clone.path, "/src-dc/vm/clones/clone-0");
     assert_eq!(clone.power_state, PowerState::PoweredOn);
     assert_ne!(clone.uuid, vms[0].uuid);
     let listed = c.list_vms(&folder.path).await?;
-    assert_eq!(
-        listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
-        ["clone-0"]
-    );
+    assert_eq!(listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["clone-0"]);
 
     // A duplicate name in the same folder is an AlreadyExists error.
-    let dup = c
-        .clone_vm(&src, &folder.path, "clone-0", None, None, false)
-        .await;
-    assert!(
-        matches!(dup, Err(VsphereError::AlreadyExists { .. })),
-        "{dup:?}"
-    );
+    let dup = c.clone_vm(&src, &folder.path, "clone-0", None, None, false).await;
+    assert!(matches!(dup, Err(VsphereError::AlreadyExists { .. })), "{dup:?}");
 
     // A template: cloned powered off, then marked.
-    let t = c
-        .clone_vm(&src, &folder.path, "tmpl", None, None, false)
-        .await?;
+    let t = c.clone_vm(&src, &folder.path, "tmpl", None, None, false).await?;
     assert_eq!(t.power_state, PowerState::PoweredOff);
     c.mark_as_template(&t.path).await?;
     assert!(c.vm(&t.path).await?.template);

@@ -19,11 +19,7 @@ async fn wrong_password_is_tried_once_until_it_changes() -> anyhow::Result<()> {
     spec.credentials.password = "not-the-password".into();
 
     match pool.client(&spec).await {
-        Err(VsphereError::AuthFailed {
-            cached: false,
-            username,
-            ..
-        }) => assert_eq!(username, sim.vc.username),
+        Err(VsphereError::AuthFailed { cached: false, username, .. }) => assert_eq!(username, sim.vc.username),
         other => panic!("{other:?}"),
     }
     for _ in 0..5 {
@@ -33,19 +29,14 @@ async fn wrong_password_is_tried_once_until_it_changes() -> anyhow::Result<()> {
         }
     }
     let st = sim.vc.stats().await?;
-    assert_eq!(
-        st.login_attempts, 1,
-        "the rejected password reached the server once"
-    );
+    assert_eq!(st.login_attempts, 1, "the rejected password reached the server once");
     assert_eq!(st.login_failures, 1);
     assert_eq!(pool.stats().login_failures, 1);
     assert_eq!(pool.stats().logins_suppressed, 5);
     assert_eq!(pool.stats().open_sessions, 0);
 
     // The account's password is rotated; the operator gets the new one.
-    sim.vc
-        .set_credentials(&sim.vc.username, "rotated-Secret-3!")
-        .await?;
+    sim.vc.set_credentials(&sim.vc.username, "rotated-Secret-3!").await?;
     spec.credentials.password = "rotated-Secret-3!".into();
     let c = pool.client(&spec).await?;
     c.find(ObjectKind::Datacenter, "/dst-dc").await?;
@@ -56,10 +47,7 @@ async fn wrong_password_is_tried_once_until_it_changes() -> anyhow::Result<()> {
 
     pool.shutdown().await;
     assert_eq!(pool.stats().open_sessions, 0);
-    assert!(
-        sim.vc.stats().await?.sessions.is_empty(),
-        "logged out on shutdown"
-    );
+    assert!(sim.vc.stats().await?.sessions.is_empty(), "logged out on shutdown");
     Ok(())
 }
 
@@ -72,33 +60,16 @@ async fn rotated_password_after_session_loss_is_not_retried() -> anyhow::Result<
 
     // The password changes on the server and the session dies: the re-login fails once,
     // then the client stops sending those credentials.
-    sim.vc
-        .set_credentials(&sim.vc.username, "rotated-elsewhere")
-        .await?;
+    sim.vc.set_credentials(&sim.vc.username, "rotated-elsewhere").await?;
     sim.vc.terminate_sessions().await?;
     let before = sim.vc.stats().await?.login_attempts;
-    let err = c
-        .create_folder("/dst-dc/vm/after-rotation")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, VsphereError::AuthFailed { cached: false, .. }),
-        "{err:?}"
-    );
+    let err = c.create_folder("/dst-dc/vm/after-rotation").await.unwrap_err();
+    assert!(matches!(err, VsphereError::AuthFailed { cached: false, .. }), "{err:?}");
     for _ in 0..3 {
-        let err = c
-            .create_folder("/dst-dc/vm/after-rotation")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, VsphereError::AuthFailed { cached: true, .. }),
-            "{err:?}"
-        );
+        let err = c.create_folder("/dst-dc/vm/after-rotation").await.unwrap_err();
+        assert!(matches!(err, VsphereError::AuthFailed { cached: true, .. }), "{err:?}");
     }
-    assert!(matches!(
-        pool.client(&spec).await,
-        Err(VsphereError::AuthFailed { cached: true, .. })
-    ));
+    assert!(matches!(pool.client(&spec).await, Err(VsphereError::AuthFailed { cached: true, .. })));
     assert_eq!(sim.vc.stats().await?.login_attempts - before, 1);
 
     // New credentials reach the same client, which logs in again.
@@ -142,10 +113,7 @@ async fn killed_session_is_replaced_transparently() -> anyhow::Result<()> {
 #[tokio::test]
 async fn keepalive_notices_a_dead_session() -> anyhow::Result<()> {
     let sim = start(false).await?;
-    let opts = ClientOptions {
-        keepalive_interval: Duration::from_millis(100),
-        ..fast_options()
-    };
+    let opts = ClientOptions { keepalive_interval: Duration::from_millis(100), ..fast_options() };
     let pool = SessionPool::new(opts);
     let _c = pool.client(&sim.spec()).await?;
     sim.vc.terminate_sessions().await?;
@@ -223,8 +191,7 @@ async fn traces_never_show_password_or_session_ids() -> anyhow::Result<()> {
     let c = pool.client(&sim.spec()).await?;
     let (soap_cookie, rest_id) = c.session_ids_for_tests();
     let soap_key = sim.vc.stats().await?.sessions[0].clone();
-    c.find(ObjectKind::ComputeCluster, "/dst-dc/host/dst-cluster")
-        .await?;
+    c.find(ObjectKind::ComputeCluster, "/dst-dc/host/dst-cluster").await?;
     c.create_folder("/dst-dc/vm/traced").await?;
     c.ensure_category(&vsm_vsphere::CategorySpec {
         name: "traced".into(),
@@ -246,14 +213,8 @@ async fn traces_never_show_password_or_session_ids() -> anyhow::Result<()> {
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone())?;
     // The capture really holds the traffic, so the checks below are meaningful.
-    assert!(
-        log.contains("RetrievePropertiesEx"),
-        "no SOAP traffic traced"
-    );
-    assert!(
-        log.contains("<password><redacted></password>"),
-        "login body not traced"
-    );
+    assert!(log.contains("RetrievePropertiesEx"), "no SOAP traffic traced");
+    assert!(log.contains("<password><redacted></password>"), "login body not traced");
     assert!(log.contains("vsphere.rest"), "no REST span");
     assert!(log.contains("tagging/category"), "no REST path");
     for secret in [
@@ -265,10 +226,7 @@ async fn traces_never_show_password_or_session_ids() -> anyhow::Result<()> {
         rest_id.unwrap(),
     ] {
         assert!(!secret.is_empty());
-        assert!(
-            !log.contains(&secret),
-            "secret {secret:?} leaked into the trace"
-        );
+        assert!(!log.contains(&secret), "secret {secret:?} leaked into the trace");
     }
     Ok(())
 }

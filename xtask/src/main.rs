@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod plugins;
 mod testenv;
+mod wit_check;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "vsphere-migration project tasks")]
@@ -20,6 +21,8 @@ struct Cli {
 enum Task {
     /// Build the phase components (and the test components) for wasm32-wasip2.
     Plugins,
+    /// Check that wit/phase.wit is a compatible upgrade of the last release of its major.
+    WitCheck,
     /// Build the test tools and start the test environment (etcd, kube-apiserver, two
     /// vCenters): a smoke check, then stop; with --keep, print how to reach it until Ctrl-C.
     Testenv {
@@ -37,6 +40,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Plugins => plugins::build_all().map(|_| ()),
+        Task::WitCheck => wit_check::check(),
         Task::Testenv { keep } => testenv::run(keep),
         Task::Test { cargo_args } => test(&cargo_args),
     }

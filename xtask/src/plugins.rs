@@ -78,6 +78,12 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
         build(&[package.to_string()], features)?;
         installed.push(install(package, &test_dir, name)?);
     }
-    eprintln!("built {} phase components into {} and {} test components into {}", phases.len(), plugin_dir.display(), TEST_COMPONENTS.len(), test_dir.display());
+    eprintln!(
+        "built {} phase components into {} and {} test components into {}",
+        phases.len(),
+        plugin_dir.display(),
+        TEST_COMPONENTS.len(),
+        test_dir.display()
+    );
     Ok(installed)
 }

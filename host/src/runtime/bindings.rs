@@ -12,11 +12,7 @@ pub use vsm::phase::backup::{BackupError, RestoreReport, SnapshotInfo};
 pub use vsm::phase::kube::{KubeError, ObjectType, PatchType, Preconditions};
 pub use vsm::phase::log::{EventType, Level};
 pub use vsm::phase::state::{Scope, StateError};
-pub use vsm::phase::types::{
-    Capabilities, Failure, KubeCapability, Migration,
-    VsphereCapability, WaitInfo,
-};
+pub use vsm::phase::types::{Capabilities, Failure, KubeCapability, Migration, VsphereCapability, WaitInfo};
 pub use vsm::phase::vsphere::{
-    AboutInfo, Cardinality, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo,
-    VsphereError,
+    AboutInfo, Cardinality, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError,
 };

@@ -32,7 +32,8 @@ impl ComponentCache {
     /// A cache in `dir` (created if missing), or none: every load compiles.
     pub fn new(engine: &Engine, dir: Option<PathBuf>) -> Result<Self, RuntimeError> {
         if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| RuntimeError::Io { path: dir.display().to_string(), source })?;
         }
         // Precompiled code is only valid for the exact engine build and settings.
         let mut hasher = std::hash::DefaultHasher::new();
@@ -74,7 +75,8 @@ impl ComponentCache {
                 .map_err(|e| RuntimeError::Engine(format!("{e:#}")));
         }
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-        Component::new(engine, bytes).map_err(|e| RuntimeError::Compile { component: name.to_string(), message: format!("{e:#}") })
+        Component::new(engine, bytes)
+            .map_err(|e| RuntimeError::Compile { component: name.to_string(), message: format!("{e:#}") })
     }
 }
 

@@ -57,7 +57,12 @@ impl From<&Capabilities> for CapabilitySet {
 
 impl From<&KubeCapability> for KubeRule {
     fn from(c: &KubeCapability) -> Self {
-        KubeRule { group: c.group.clone(), resource: c.resource.clone(), verbs: c.verbs.clone(), namespace: c.namespace.clone() }
+        KubeRule {
+            group: c.group.clone(),
+            resource: c.resource.clone(),
+            verbs: c.verbs.clone(),
+            namespace: c.namespace.clone(),
+        }
     }
 }
 
@@ -103,7 +108,10 @@ impl CapabilitySet {
         }
         for class in &self.vsphere {
             if !grant.allows_vsphere(*class) {
-                missing.push(format!("vsphere {}", serde_json::to_value(class).unwrap_or_default().as_str().unwrap_or("?")));
+                missing.push(format!(
+                    "vsphere {}",
+                    serde_json::to_value(class).unwrap_or_default().as_str().unwrap_or("?")
+                ));
             }
         }
         missing
@@ -119,7 +127,8 @@ pub struct Effective {
 
 impl Effective {
     pub fn allows_kube(&self, group: &str, resource: &str, verb: &str, namespace: Option<&str>) -> bool {
-        self.declared.allows_kube(group, resource, verb, namespace) && self.granted.allows_kube(group, resource, verb, namespace)
+        self.declared.allows_kube(group, resource, verb, namespace)
+            && self.granted.allows_kube(group, resource, verb, namespace)
     }
 
     pub fn allows_vsphere(&self, class: VsphereClass) -> bool {
@@ -132,7 +141,12 @@ mod tests {
     use super::*;
 
     fn rule(group: &str, resource: &str, verbs: &[&str], ns: Option<&str>) -> KubeRule {
-        KubeRule { group: group.into(), resource: resource.into(), verbs: verbs.iter().map(|v| v.to_string()).collect(), namespace: ns.map(Into::into) }
+        KubeRule {
+            group: group.into(),
+            resource: resource.into(),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            namespace: ns.map(Into::into),
+        }
     }
 
     #[test]
@@ -154,8 +168,14 @@ mod tests {
 
     #[test]
     fn effective_needs_both_declaration_and_grant() {
-        let declared = CapabilitySet { kube: vec![rule("", "secrets", &["get", "update"], Some("kube-system"))], vsphere: vec![VsphereClass::ManageTags] };
-        let granted = CapabilitySet { kube: vec![rule("", "secrets", &["get"], None)], vsphere: vec![VsphereClass::ManageTags, VsphereClass::ManageFolders] };
+        let declared = CapabilitySet {
+            kube: vec![rule("", "secrets", &["get", "update"], Some("kube-system"))],
+            vsphere: vec![VsphereClass::ManageTags],
+        };
+        let granted = CapabilitySet {
+            kube: vec![rule("", "secrets", &["get"], None)],
+            vsphere: vec![VsphereClass::ManageTags, VsphereClass::ManageFolders],
+        };
         let e = Effective { declared: declared.clone(), granted: granted.clone() };
         assert!(e.allows_kube("", "secrets", "get", Some("kube-system")));
         assert!(!e.allows_kube("", "secrets", "update", Some("kube-system")), "declared but not granted");

@@ -107,8 +107,8 @@ impl PluginConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| RuntimeError::Config(format!("{}: {e}", path.display())))?;
         Self::from_yaml(&text)
     }
 
@@ -135,7 +135,10 @@ mod tests {
             "defaults: {cpuBudgetMs: 1000}\nplugins:\n  create-tags:\n    sha256: abc\n    grants:\n      vsphere: [manage-tags]\n    limits: {memoryMiB: 32}\n",
         )
         .unwrap();
-        assert_eq!(cfg.limits("create-tags"), Limits { cpu_budget_ms: 1000, memory_mib: 32, call_timeout_seconds: 300 });
+        assert_eq!(
+            cfg.limits("create-tags"),
+            Limits { cpu_budget_ms: 1000, memory_mib: 32, call_timeout_seconds: 300 }
+        );
         assert_eq!(cfg.limits("other"), Limits { cpu_budget_ms: 1000, memory_mib: 64, call_timeout_seconds: 300 });
         assert_eq!(cfg.entry("create-tags").grants.vsphere, vec![VsphereClass::ManageTags]);
         assert_eq!(cfg.entry("other"), PluginEntry::default(), "unknown components are granted nothing");
@@ -149,7 +152,8 @@ mod tests {
 
     #[test]
     fn unknown_capabilities_are_errors_not_silence() {
-        let err = PluginConfig::from_yaml("plugins:\n  x:\n    grants:\n      vsphere: [delete-everything]\n").unwrap_err();
+        let err =
+            PluginConfig::from_yaml("plugins:\n  x:\n    grants:\n      vsphere: [delete-everything]\n").unwrap_err();
         assert!(err.to_string().contains("delete-everything"), "{err}");
     }
 }

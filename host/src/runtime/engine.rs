@@ -3,8 +3,8 @@
 //! by epoch interruption, a memory cap, a wall-clock timeout, and no WASI capabilities.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use super::bindings::{CallContext, Outcome, Phase, PhasePre, PhaseInfo};
+use super::bindings::{CallContext, Outcome, Phase, PhaseInfo, PhasePre};
 use super::cache::{ComponentCache, sha256_hex};
 use super::capability::{CapabilitySet, Effective};
 use super::config::{Limits, PluginEntry};
@@ -124,18 +124,32 @@ impl Runtime {
 
     /// Compile (or load from cache), link, and validate a component: it must instantiate
     /// against this host's contract and answer describe() sensibly; a sha256 pin must match.
-    pub async fn load(&self, component: &str, bytes: &[u8], entry: &PluginEntry, limits: Limits) -> Result<LoadedPlugin, RuntimeError> {
+    pub async fn load(
+        &self,
+        component: &str,
+        bytes: &[u8],
+        entry: &PluginEntry,
+        limits: Limits,
+    ) -> Result<LoadedPlugin, RuntimeError> {
         let sha256 = sha256_hex(bytes);
         if let Some(pin) = &entry.sha256 {
             if !pin.eq_ignore_ascii_case(&sha256) {
-                return Err(RuntimeError::PinMismatch { component: component.into(), expected: pin.clone(), actual: sha256 });
+                return Err(RuntimeError::PinMismatch {
+                    component: component.into(),
+                    expected: pin.clone(),
+                    actual: sha256,
+                });
             }
         }
         if limits.memory_mib > self.config.max_memory_mib {
-            return Err(RuntimeError::Config(format!("{component}: memoryMiB {} exceeds the runtime's maximum of {}", limits.memory_mib, self.config.max_memory_mib)));
+            return Err(RuntimeError::Config(format!(
+                "{component}: memoryMiB {} exceeds the runtime's maximum of {}",
+                limits.memory_mib, self.config.max_memory_mib
+            )));
         }
         let compiled = self.cache.load(&self.engine, component, bytes, &sha256)?;
-        let incompatible = |e: wasmtime::Error| RuntimeError::Incompatible { component: component.into(), message: format!("{e:#}") };
+        let incompatible =
+            |e: wasmtime::Error| RuntimeError::Incompatible { component: component.into(), message: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&compiled).map_err(incompatible)?;
         let pre = PhasePre::new(instance_pre).map_err(incompatible)?;
 
@@ -232,7 +246,12 @@ impl LoadedPlugin {
     fn new_store(&self, env: Option<Arc<CallEnv>>) -> Guest {
         let stdout = GuestOutput::new(GUEST_OUTPUT_BYTES);
         let stderr = GuestOutput::new(GUEST_OUTPUT_BYTES);
-        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).allow_tcp(false).allow_udp(false).build();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
         let limiter = MemoryLimiter { limit: self.limits.memory_bytes(), refused: None };
         let budget_ticks = (self.limits.cpu_budget().as_nanos() / self.epoch_tick.as_nanos().max(1)).max(1) as u64;
         let mut store = Store::new(self.pre.engine(), HostState::new(wasi, limiter, budget_ticks, env));
@@ -268,7 +287,11 @@ impl LoadedPlugin {
     fn classify(&self, guest: &Guest, error: wasmtime::Error, stderr: String) -> RuntimeError {
         let state = guest.store.data();
         if let Some(requested) = state.limiter.refused {
-            return RuntimeError::MemoryLimit { plugin: self.component.clone(), limit_mib: self.limits.memory_mib, requested_mib: requested.div_ceil(1 << 20) as u64 };
+            return RuntimeError::MemoryLimit {
+                plugin: self.component.clone(),
+                limit_mib: self.limits.memory_mib,
+                requested_mib: requested.div_ceil(1 << 20) as u64,
+            };
         }
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return RuntimeError::CpuBudget { plugin: self.component.clone(), budget: self.limits.cpu_budget() };
@@ -294,7 +317,13 @@ impl LoadedPlugin {
     }
 
     /// One execute or rollback call against `services`.
-    pub async fn call(&self, services: Arc<dyn PhaseServices>, ctx: CallContext, direction: Direction, servers: Vec<String>) -> Result<CallReport, RuntimeError> {
+    pub async fn call(
+        &self,
+        services: Arc<dyn PhaseServices>,
+        ctx: CallContext,
+        direction: Direction,
+        servers: Vec<String>,
+    ) -> Result<CallReport, RuntimeError> {
         let scope = CallScope {
             plugin: self.component.clone(),
             phase: self.info.name.clone(),
@@ -327,10 +356,19 @@ impl LoadedPlugin {
             Outcome::Failed(f) => f.message.len(),
         };
         if size > MAX_OUTCOME_MESSAGE {
-            return Err(RuntimeError::OutputTooLarge { plugin: self.component.clone(), what: "an outcome message", size, limit: MAX_OUTCOME_MESSAGE });
+            return Err(RuntimeError::OutputTooLarge {
+                plugin: self.component.clone(),
+                what: "an outcome message",
+                size,
+                limit: MAX_OUTCOME_MESSAGE,
+            });
         }
         let state = guest.store.data();
-        Ok(CallReport { outcome, imports: state.imports_made, denials: state.denials.clone(), cpu_ticks: state.cpu_ticks })
+        Ok(CallReport {
+            outcome,
+            imports: state.imports_made,
+            denials: state.denials.clone(),
+            cpu_ticks: state.cpu_ticks,
+        })
     }
 }
-

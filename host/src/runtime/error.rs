@@ -36,7 +36,9 @@ pub enum RuntimeError {
     #[error("plugin {plugin} did not return within {timeout:?} and was stopped")]
     CallTimeout { plugin: String, timeout: Duration },
 
-    #[error("plugin {plugin} exceeded its memory limit of {limit_mib} MiB (it asked for {requested_mib} MiB) and was stopped")]
+    #[error(
+        "plugin {plugin} exceeded its memory limit of {limit_mib} MiB (it asked for {requested_mib} MiB) and was stopped"
+    )]
     MemoryLimit { plugin: String, limit_mib: u64, requested_mib: u64 },
 
     #[error("plugin {plugin} crashed: {message}{}", stderr_suffix(.stderr))]

@@ -9,9 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::vsm::phase::{backup, clock, kube, log, state, types, vsphere};
 use super::bindings::{
-    AboutInfo, BackupError, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind,
-    ObjectRef, ObjectType, PatchType, Preconditions, RestoreReport, Scope, SnapshotInfo,
-    StateError, TagInfo, VmInfo, VsphereError,
+    AboutInfo, BackupError, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType,
+    PatchType, Preconditions, RestoreReport, Scope, SnapshotInfo, StateError, TagInfo, VmInfo, VsphereError,
 };
 use super::capability::{Effective, VsphereClass};
 use super::services::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
@@ -69,7 +68,16 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(wasi: WasiCtx, limiter: MemoryLimiter, cpu_budget_ticks: u64, env: Option<Arc<CallEnv>>) -> Self {
-        HostState { wasi, table: ResourceTable::new(), limiter, cpu_ticks: 0, cpu_budget_ticks, env, imports_made: 0, denials: Vec::new() }
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            cpu_ticks: 0,
+            cpu_budget_ticks,
+            env,
+            imports_made: 0,
+            denials: Vec::new(),
+        }
     }
 
     fn env(&mut self) -> Result<Arc<CallEnv>, String> {
@@ -87,7 +95,10 @@ impl HostState {
     async fn kube(&mut self, ty: ObjectType, op: KubeOp) -> Result<String, KubeError> {
         let env = self.env().map_err(KubeError::Forbidden)?;
         if op.payload_len() > MAX_OBJECT_BYTES {
-            return Err(KubeError::Invalid(format!("payload of {} bytes exceeds the limit of {MAX_OBJECT_BYTES}", op.payload_len())));
+            return Err(KubeError::Invalid(format!(
+                "payload of {} bytes exceeds the limit of {MAX_OBJECT_BYTES}",
+                op.payload_len()
+            )));
         }
         let resolved = env.services.resolve(&ty).await?;
         if let Some(problem) = scope_problem(&resolved, &op) {
@@ -96,8 +107,11 @@ impl HostState {
         for verb in op.verbs() {
             if !env.caps.allows_kube(&resolved.group, &resolved.resource, verb, op.namespace()) {
                 let group = if resolved.group.is_empty() { "core" } else { &resolved.group };
-                let place = op.namespace().map(|n| format!(" in namespace {n}")).unwrap_or_else(|| " cluster-wide".into());
-                return Err(KubeError::Forbidden(self.deny(&env, format!("{verb} {group}/{}{place}", resolved.resource))));
+                let place =
+                    op.namespace().map(|n| format!(" in namespace {n}")).unwrap_or_else(|| " cluster-wide".into());
+                return Err(KubeError::Forbidden(
+                    self.deny(&env, format!("{verb} {group}/{}{place}", resolved.resource)),
+                ));
             }
         }
         env.services.kube(&env.scope, &resolved, op).await
@@ -106,11 +120,14 @@ impl HostState {
     async fn vsphere(&mut self, server: String, op: VsphereOp) -> Result<VsphereReply, VsphereError> {
         let env = self.env().map_err(VsphereError::Forbidden)?;
         if !env.servers.iter().any(|s| *s == server) {
-            return Err(VsphereError::Forbidden(self.deny(&env, format!("use vCenter {server}, which is not part of the migration"))));
+            return Err(VsphereError::Forbidden(
+                self.deny(&env, format!("use vCenter {server}, which is not part of the migration")),
+            ));
         }
         let class = VsphereClass::from(op.capability());
         if !env.caps.allows_vsphere(class) {
-            let name = serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let name =
+                serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             return Err(VsphereError::Forbidden(self.deny(&env, format!("{name} on vCenter {server}"))));
         }
         env.services.vsphere(&env.scope, &server, op).await
@@ -152,25 +169,66 @@ impl WasiView for HostState {
 impl types::Host for HostState {}
 
 impl kube::Host for HostState {
-    async fn get(&mut self, ty: ObjectType, namespace: Option<String>, name: String) -> WasmResult<Result<String, KubeError>> {
+    async fn get(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+    ) -> WasmResult<Result<String, KubeError>> {
         Ok(self.kube(ty, KubeOp::Get { namespace, name }).await)
     }
-    async fn list(&mut self, ty: ObjectType, namespace: Option<String>, label_selector: Option<String>) -> WasmResult<Result<String, KubeError>> {
+    async fn list(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        label_selector: Option<String>,
+    ) -> WasmResult<Result<String, KubeError>> {
         Ok(self.kube(ty, KubeOp::List { namespace, label_selector }).await)
     }
-    async fn create(&mut self, ty: ObjectType, namespace: Option<String>, object: String) -> WasmResult<Result<String, KubeError>> {
+    async fn create(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        object: String,
+    ) -> WasmResult<Result<String, KubeError>> {
         Ok(self.kube(ty, KubeOp::Create { namespace, object }).await)
     }
-    async fn apply(&mut self, ty: ObjectType, namespace: Option<String>, name: String, object: String, force: bool) -> WasmResult<Result<String, KubeError>> {
+    async fn apply(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+        object: String,
+        force: bool,
+    ) -> WasmResult<Result<String, KubeError>> {
         Ok(self.kube(ty, KubeOp::Apply { namespace, name, object, force }).await)
     }
-    async fn patch(&mut self, ty: ObjectType, namespace: Option<String>, name: String, patch_type: PatchType, patch: String) -> WasmResult<Result<String, KubeError>> {
+    async fn patch(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+        patch_type: PatchType,
+        patch: String,
+    ) -> WasmResult<Result<String, KubeError>> {
         Ok(self.kube(ty, KubeOp::Patch { namespace, name, patch_type, patch }).await)
     }
-    async fn replace(&mut self, ty: ObjectType, namespace: Option<String>, name: String, object: String) -> WasmResult<Result<String, KubeError>> {
+    async fn replace(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+        object: String,
+    ) -> WasmResult<Result<String, KubeError>> {
         Ok(self.kube(ty, KubeOp::Replace { namespace, name, object }).await)
     }
-    async fn delete(&mut self, ty: ObjectType, namespace: Option<String>, name: String, preconditions: Option<Preconditions>) -> WasmResult<Result<(), KubeError>> {
+    async fn delete(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+        preconditions: Option<Preconditions>,
+    ) -> WasmResult<Result<(), KubeError>> {
         Ok(self.kube(ty, KubeOp::Delete { namespace, name, preconditions }).await.map(|_| ()))
     }
 }
@@ -183,7 +241,12 @@ impl vsphere::Host for HostState {
             Err(e) => Err(e),
         })
     }
-    async fn find_object(&mut self, server: String, kind: ObjectKind, path: String) -> WasmResult<Result<ObjectRef, VsphereError>> {
+    async fn find_object(
+        &mut self,
+        server: String,
+        kind: ObjectKind,
+        path: String,
+    ) -> WasmResult<Result<ObjectRef, VsphereError>> {
         Ok(match self.vsphere(server, VsphereOp::FindObject { kind, path }).await {
             Ok(VsphereReply::Object(o)) => Ok(o),
             Ok(other) => Err(unexpected(other)),
@@ -203,10 +266,20 @@ impl vsphere::Host for HostState {
     async fn delete_folder(&mut self, server: String, path: String) -> WasmResult<Result<bool, VsphereError>> {
         Ok(flag(self.vsphere(server, VsphereOp::DeleteFolder { path }).await))
     }
-    async fn ensure_category(&mut self, server: String, spec: CategorySpec) -> WasmResult<Result<Ensured, VsphereError>> {
+    async fn ensure_category(
+        &mut self,
+        server: String,
+        spec: CategorySpec,
+    ) -> WasmResult<Result<Ensured, VsphereError>> {
         Ok(ensured(self.vsphere(server, VsphereOp::EnsureCategory { spec }).await))
     }
-    async fn ensure_tag(&mut self, server: String, category_id: String, name: String, description: String) -> WasmResult<Result<Ensured, VsphereError>> {
+    async fn ensure_tag(
+        &mut self,
+        server: String,
+        category_id: String,
+        name: String,
+        description: String,
+    ) -> WasmResult<Result<Ensured, VsphereError>> {
         Ok(ensured(self.vsphere(server, VsphereOp::EnsureTag { category_id, name, description }).await))
     }
     async fn delete_tag(&mut self, server: String, tag_id: String) -> WasmResult<Result<bool, VsphereError>> {
@@ -215,13 +288,27 @@ impl vsphere::Host for HostState {
     async fn delete_category(&mut self, server: String, category_id: String) -> WasmResult<Result<bool, VsphereError>> {
         Ok(flag(self.vsphere(server, VsphereOp::DeleteCategory { category_id }).await))
     }
-    async fn attach_tag(&mut self, server: String, tag_id: String, target: ObjectRef) -> WasmResult<Result<(), VsphereError>> {
+    async fn attach_tag(
+        &mut self,
+        server: String,
+        tag_id: String,
+        target: ObjectRef,
+    ) -> WasmResult<Result<(), VsphereError>> {
         Ok(self.vsphere(server, VsphereOp::AttachTag { tag_id, target }).await.map(|_| ()))
     }
-    async fn detach_tag(&mut self, server: String, tag_id: String, target: ObjectRef) -> WasmResult<Result<(), VsphereError>> {
+    async fn detach_tag(
+        &mut self,
+        server: String,
+        tag_id: String,
+        target: ObjectRef,
+    ) -> WasmResult<Result<(), VsphereError>> {
         Ok(self.vsphere(server, VsphereOp::DetachTag { tag_id, target }).await.map(|_| ()))
     }
-    async fn list_attached_tags(&mut self, server: String, target: ObjectRef) -> WasmResult<Result<Vec<TagInfo>, VsphereError>> {
+    async fn list_attached_tags(
+        &mut self,
+        server: String,
+        target: ObjectRef,
+    ) -> WasmResult<Result<Vec<TagInfo>, VsphereError>> {
         Ok(match self.vsphere(server, VsphereOp::ListAttachedTags { target }).await {
             Ok(VsphereReply::Tags(t)) => Ok(t),
             Ok(other) => Err(unexpected(other)),
@@ -282,7 +369,12 @@ impl state::Host for HostState {
 }
 
 impl backup::Host for HostState {
-    async fn snapshot(&mut self, ty: ObjectType, namespace: Option<String>, name: String) -> WasmResult<Result<SnapshotInfo, BackupError>> {
+    async fn snapshot(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+    ) -> WasmResult<Result<SnapshotInfo, BackupError>> {
         let env = match self.env() {
             Ok(env) => env,
             Err(e) => return Ok(Err(BackupError::Forbidden(e))),
@@ -309,7 +401,11 @@ impl backup::Host for HostState {
 impl log::Host for HostState {
     async fn write(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> WasmResult<()> {
         if let Ok(env) = self.env() {
-            let fields: Vec<(String, String)> = fields.into_iter().take(32).map(|(k, v)| (truncate(&k, 64).to_string(), truncate(&v, 512).to_string())).collect();
+            let fields: Vec<(String, String)> = fields
+                .into_iter()
+                .take(32)
+                .map(|(k, v)| (truncate(&k, 64).to_string(), truncate(&v, 512).to_string()))
+                .collect();
             env.services.log(&env.scope, level, truncate(&message, MAX_LOG_BYTES), &fields);
         }
         Ok(())

@@ -83,7 +83,11 @@ pub struct Registry {
 impl Registry {
     /// Open a plugin directory and load what is in it. Components that fail are reported
     /// in the status, not as an error: the operator keeps running without them.
-    pub async fn open(runtime: Arc<Runtime>, dir: impl Into<PathBuf>, config: PluginConfig) -> Result<Arc<Self>, RuntimeError> {
+    pub async fn open(
+        runtime: Arc<Runtime>,
+        dir: impl Into<PathBuf>,
+        config: PluginConfig,
+    ) -> Result<Arc<Self>, RuntimeError> {
         let dir = dir.into();
         if !dir.is_dir() {
             return Err(RuntimeError::Config(format!("plugin directory {} does not exist", dir.display())));
@@ -147,7 +151,8 @@ impl Registry {
                 }
             };
             let sha = sha256_hex(&bytes);
-            let unchanged = self.inner.read().expect("registry lock").seen.get(component) == Some(&(sha.clone(), revision));
+            let unchanged =
+                self.inner.read().expect("registry lock").seen.get(component) == Some(&(sha.clone(), revision));
             if unchanged {
                 summary.unchanged += 1;
                 continue;
@@ -159,17 +164,20 @@ impl Registry {
                     let not_granted = plugin.caps.declared.not_covered_by(&plugin.caps.granted);
                     tracing::info!(component, phase = %plugin.info.name, version = %plugin.info.version, sha256 = %plugin.sha256, ?not_granted, "plugin loaded");
                     let mut inner = self.inner.write().expect("registry lock");
-                    inner.status.insert(component.clone(), ComponentStatus {
-                        component: component.clone(),
-                        state: LoadState::Loaded,
-                        file_sha256: sha.clone(),
-                        serving_sha256: Some(plugin.sha256.clone()),
-                        phase: Some(plugin.info.name.clone()),
-                        version: Some(plugin.info.version.clone()),
-                        error: None,
-                        not_granted,
-                        changed_at: Some(SystemTime::now()),
-                    });
+                    inner.status.insert(
+                        component.clone(),
+                        ComponentStatus {
+                            component: component.clone(),
+                            state: LoadState::Loaded,
+                            file_sha256: sha.clone(),
+                            serving_sha256: Some(plugin.sha256.clone()),
+                            phase: Some(plugin.info.name.clone()),
+                            version: Some(plugin.info.version.clone()),
+                            error: None,
+                            not_granted,
+                            changed_at: Some(SystemTime::now()),
+                        },
+                    );
                     if let Some(old) = inner.current.insert(component.clone(), Arc::new(plugin)) {
                         inner.retired.push_back(old);
                         while inner.retired.len() > RETIRED_KEPT {
@@ -207,17 +215,20 @@ impl Registry {
     fn reject(&self, component: &str, sha: String, error: String) {
         let mut inner = self.inner.write().expect("registry lock");
         let serving = inner.current.get(component).cloned();
-        inner.status.insert(component.to_string(), ComponentStatus {
-            component: component.to_string(),
-            state: LoadState::Rejected,
-            file_sha256: sha,
-            serving_sha256: serving.as_ref().map(|p| p.sha256.clone()),
-            phase: serving.as_ref().map(|p| p.info.name.clone()),
-            version: serving.as_ref().map(|p| p.info.version.clone()),
-            error: Some(error),
-            not_granted: Vec::new(),
-            changed_at: Some(SystemTime::now()),
-        });
+        inner.status.insert(
+            component.to_string(),
+            ComponentStatus {
+                component: component.to_string(),
+                state: LoadState::Rejected,
+                file_sha256: sha,
+                serving_sha256: serving.as_ref().map(|p| p.sha256.clone()),
+                phase: serving.as_ref().map(|p| p.info.name.clone()),
+                version: serving.as_ref().map(|p| p.info.version.clone()),
+                error: Some(error),
+                not_granted: Vec::new(),
+                changed_at: Some(SystemTime::now()),
+            },
+        );
     }
 
     /// The status of every component file, sorted by name.
@@ -233,10 +244,20 @@ impl Registry {
     /// The plugin for a phase. `component` selects among several implementations;
     /// `pinned_sha256` returns the exact version a running phase started with, as long as
     /// it is still loaded.
-    pub fn plugin_for(&self, phase: &str, component: Option<&str>, pinned_sha256: Option<&str>) -> Result<Arc<LoadedPlugin>, RuntimeError> {
+    pub fn plugin_for(
+        &self,
+        phase: &str,
+        component: Option<&str>,
+        pinned_sha256: Option<&str>,
+    ) -> Result<Arc<LoadedPlugin>, RuntimeError> {
         let inner = self.inner.read().expect("registry lock");
         if let Some(sha) = pinned_sha256 {
-            let pinned = inner.current.values().chain(inner.retired.iter()).rev().find(|p| p.sha256 == sha && p.info.name == phase);
+            let pinned = inner
+                .current
+                .values()
+                .chain(inner.retired.iter())
+                .rev()
+                .find(|p| p.sha256 == sha && p.info.name == phase);
             if let Some(p) = pinned {
                 return Ok(p.clone());
             }
@@ -246,12 +267,18 @@ impl Registry {
             .values()
             .filter(|p| p.info.name == phase)
             .filter(|p| component.is_none_or(|c| p.component == c));
-        let first = candidates.next().ok_or_else(|| RuntimeError::NoPlugin(match component {
-            Some(c) => format!("{phase} (component {c})"),
-            None => phase.to_string(),
-        }))?;
+        let first = candidates.next().ok_or_else(|| {
+            RuntimeError::NoPlugin(match component {
+                Some(c) => format!("{phase} (component {c})"),
+                None => phase.to_string(),
+            })
+        })?;
         if let Some(second) = candidates.next() {
-            return Err(RuntimeError::Ambiguous { phase: phase.into(), first: first.component.clone(), second: second.component.clone() });
+            return Err(RuntimeError::Ambiguous {
+                phase: phase.into(),
+                first: first.component.clone(),
+                second: second.component.clone(),
+            });
         }
         Ok(first.clone())
     }
@@ -259,12 +286,13 @@ impl Registry {
     /// Watch the directory and rescan (debounced) on every change until the handle drops.
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<WatchHandle, RuntimeError> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher: RecommendedWatcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
-            }
-        })
-        .map_err(|e| RuntimeError::Engine(format!("plugin directory watcher: {e}")))?;
+        let mut watcher: RecommendedWatcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("plugin directory watcher: {e}")))?;
         watcher
             .watch(&self.dir, RecursiveMode::NonRecursive)
             .map_err(|e| RuntimeError::Engine(format!("watching {}: {e}", self.dir.display())))?;

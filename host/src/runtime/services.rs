@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::bindings::{
-    AboutInfo, BackupError, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind,
-    ObjectRef, ObjectType, PatchType, Preconditions, RestoreReport, Scope, SnapshotInfo,
-    StateError, TagInfo, VmInfo, VsphereCapability, VsphereError,
+    AboutInfo, BackupError, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType,
+    PatchType, Preconditions, RestoreReport, Scope, SnapshotInfo, StateError, TagInfo, VmInfo, VsphereCapability,
+    VsphereError,
 };
 
 /// Who is calling: the plugin, the phase and the migration. Passed to every service call.
@@ -93,7 +93,9 @@ impl KubeOp {
     /// Size of the payload the guest sent.
     pub fn payload_len(&self) -> usize {
         match self {
-            KubeOp::Create { object, .. } | KubeOp::Apply { object, .. } | KubeOp::Replace { object, .. } => object.len(),
+            KubeOp::Create { object, .. } | KubeOp::Apply { object, .. } | KubeOp::Replace { object, .. } => {
+                object.len()
+            }
             KubeOp::Patch { patch, .. } => patch.len(),
             _ => 0,
         }
@@ -122,9 +124,10 @@ impl VsphereOp {
     /// The capability class the call needs.
     pub fn capability(&self) -> VsphereCapability {
         match self {
-            VsphereOp::About | VsphereOp::FindObject { .. } | VsphereOp::ListVms { .. } | VsphereOp::ListAttachedTags { .. } => {
-                VsphereCapability::ReadInventory
-            }
+            VsphereOp::About
+            | VsphereOp::FindObject { .. }
+            | VsphereOp::ListVms { .. }
+            | VsphereOp::ListAttachedTags { .. } => VsphereCapability::ReadInventory,
             VsphereOp::CreateFolder { .. } | VsphereOp::DeleteFolder { .. } => VsphereCapability::ManageFolders,
             VsphereOp::EnsureCategory { .. }
             | VsphereOp::EnsureTag { .. }
@@ -168,7 +171,13 @@ pub trait PhaseServices: Send + Sync {
     async fn state_set(&self, scope: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError>;
     async fn state_delete(&self, scope: &CallScope, which: Scope, key: &str) -> Result<(), StateError>;
 
-    async fn backup_snapshot(&self, scope: &CallScope, ty: &ResolvedType, namespace: Option<&str>, name: &str) -> Result<SnapshotInfo, BackupError>;
+    async fn backup_snapshot(
+        &self,
+        scope: &CallScope,
+        ty: &ResolvedType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<SnapshotInfo, BackupError>;
     async fn backup_restore_journal(&self, scope: &CallScope) -> Vec<RestoreReport>;
 
     fn log(&self, scope: &CallScope, level: Level, message: &str, fields: &[(String, String)]);
@@ -202,7 +211,13 @@ impl PhaseServices for NoServices {
     async fn state_delete(&self, _: &CallScope, _: Scope, _: &str) -> Result<(), StateError> {
         Err(StateError::Unavailable("no state store".into()))
     }
-    async fn backup_snapshot(&self, _: &CallScope, _: &ResolvedType, _: Option<&str>, _: &str) -> Result<SnapshotInfo, BackupError> {
+    async fn backup_snapshot(
+        &self,
+        _: &CallScope,
+        _: &ResolvedType,
+        _: Option<&str>,
+        _: &str,
+    ) -> Result<SnapshotInfo, BackupError> {
         Err(BackupError::Failed("no backup store".into()))
     }
     async fn backup_restore_journal(&self, _: &CallScope) -> Vec<RestoreReport> {

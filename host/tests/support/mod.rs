@@ -75,7 +75,13 @@ impl PhaseServices for Recorder {
             None => (String::new(), ty.api_version.clone()),
         };
         let namespaced = !matches!(ty.kind.as_str(), "Node" | "Infrastructure" | "ClusterOperator");
-        Ok(ResolvedType { group, version, kind: ty.kind.clone(), resource: format!("{}s", ty.kind.to_lowercase()), namespaced })
+        Ok(ResolvedType {
+            group,
+            version,
+            kind: ty.kind.clone(),
+            resource: format!("{}s", ty.kind.to_lowercase()),
+            namespaced,
+        })
     }
 
     async fn kube(&self, _: &CallScope, ty: &ResolvedType, op: KubeOp) -> Result<String, KubeError> {
@@ -83,13 +89,16 @@ impl PhaseServices for Recorder {
         self.record(format!("kube.{verb} {}", ty.resource));
         let mut objects = self.objects.lock().unwrap();
         match op {
-            KubeOp::Get { namespace, name } => objects
-                .get(&key(ty, &namespace, &name))
-                .map(|o| o.to_string())
-                .ok_or_else(|| KubeError::NotFound(name)),
+            KubeOp::Get { namespace, name } => {
+                objects.get(&key(ty, &namespace, &name)).map(|o| o.to_string()).ok_or_else(|| KubeError::NotFound(name))
+            }
             KubeOp::List { namespace, .. } => {
                 let ns = namespace.unwrap_or_default();
-                let items: Vec<&Value> = objects.iter().filter(|((r, n, _), _)| *r == ty.resource && (ns.is_empty() || *n == ns)).map(|(_, v)| v).collect();
+                let items: Vec<&Value> = objects
+                    .iter()
+                    .filter(|((r, n, _), _)| *r == ty.resource && (ns.is_empty() || *n == ns))
+                    .map(|(_, v)| v)
+                    .collect();
                 Ok(json!(items).to_string())
             }
             KubeOp::Create { namespace, object } => {
@@ -110,7 +119,8 @@ impl PhaseServices for Recorder {
             }
             KubeOp::Patch { namespace, name, patch, .. } => {
                 let p: Value = serde_json::from_str(&patch).map_err(|e| KubeError::Invalid(e.to_string()))?;
-                let entry = objects.get_mut(&key(ty, &namespace, &name)).ok_or_else(|| KubeError::NotFound(name.clone()))?;
+                let entry =
+                    objects.get_mut(&key(ty, &namespace, &name)).ok_or_else(|| KubeError::NotFound(name.clone()))?;
                 merge(entry, &p);
                 Ok(entry.to_string())
             }
@@ -124,13 +134,22 @@ impl PhaseServices for Recorder {
         let name = serde_json::to_value(&op).unwrap()["op"].as_str().unwrap().to_string();
         self.record(format!("vsphere.{name} {server}"));
         Ok(match op {
-            VsphereOp::About => VsphereReply::About(AboutInfo { product: "sim".into(), version: "8.0.3".into(), api_version: "8.0.3.0".into(), instance_uuid: "uuid".into() }),
-            VsphereOp::FindObject { kind, path } => VsphereReply::Object(ObjectRef { kind, moref: "datacenter-1".into(), path }),
+            VsphereOp::About => VsphereReply::About(AboutInfo {
+                product: "sim".into(),
+                version: "8.0.3".into(),
+                api_version: "8.0.3.0".into(),
+                instance_uuid: "uuid".into(),
+            }),
+            VsphereOp::FindObject { kind, path } => {
+                VsphereReply::Object(ObjectRef { kind, moref: "datacenter-1".into(), path })
+            }
             VsphereOp::ListVms { .. } => VsphereReply::Vms(vec![]),
             VsphereOp::CreateFolder { .. } | VsphereOp::EnsureCategory { .. } | VsphereOp::EnsureTag { .. } => {
                 VsphereReply::Ensured(Ensured { id: self.id("urn"), created: true })
             }
-            VsphereOp::DeleteFolder { .. } | VsphereOp::DeleteTag { .. } | VsphereOp::DeleteCategory { .. } => VsphereReply::Flag(true),
+            VsphereOp::DeleteFolder { .. } | VsphereOp::DeleteTag { .. } | VsphereOp::DeleteCategory { .. } => {
+                VsphereReply::Flag(true)
+            }
             VsphereOp::AttachTag { .. } | VsphereOp::DetachTag { .. } => VsphereReply::Unit,
             VsphereOp::ListAttachedTags { .. } => VsphereReply::Tags(vec![]),
         })
@@ -150,7 +169,13 @@ impl PhaseServices for Recorder {
         self.state.lock().unwrap().remove(&format!("{which:?}/{key}"));
         Ok(())
     }
-    async fn backup_snapshot(&self, _: &CallScope, ty: &ResolvedType, _: Option<&str>, name: &str) -> Result<SnapshotInfo, BackupError> {
+    async fn backup_snapshot(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        _: Option<&str>,
+        name: &str,
+    ) -> Result<SnapshotInfo, BackupError> {
         self.record(format!("backup.snapshot {}", ty.resource));
         Ok(SnapshotInfo { name: format!("snap-{name}"), sha256: "0".repeat(64), size: 1, created: true })
     }

@@ -27,11 +27,7 @@ pub enum VsphereError {
         "authentication failed for {username} on {server}{}",
         if *cached { " (credentials already rejected; not retried until they change)" } else { "" }
     )]
-    AuthFailed {
-        server: String,
-        username: String,
-        cached: bool,
-    },
+    AuthFailed { server: String, username: String, cached: bool },
 
     /// The session expired and a fresh login did not help.
     #[error("not authenticated on {server}")]
@@ -40,11 +36,7 @@ pub enum VsphereError {
     /// A fault that may go away by itself: connection reset or refused, request timeout,
     /// HTTP 5xx, a transient SOAP fault. `attempts` says how often it was tried.
     #[error("transient failure in {operation} after {attempts} attempt(s): {reason}")]
-    Transient {
-        operation: String,
-        attempts: u32,
-        reason: String,
-    },
+    Transient { operation: String, attempts: u32, reason: String },
 
     /// The whole operation (retries and task waits included) ran past its deadline.
     #[error("{operation} timed out after {after:?}")]
@@ -56,11 +48,7 @@ pub enum VsphereError {
         "TLS verification of {server} failed: {reason}{}",
         match thumbprint_sha256 { Some(t) => format!(" (presented certificate SHA-256 {t})"), None => String::new() }
     )]
-    Tls {
-        server: String,
-        thumbprint_sha256: Option<String>,
-        reason: String,
-    },
+    Tls { server: String, thumbprint_sha256: Option<String>, reason: String },
 
     /// The request is wrong for the current state (bad path, non-empty folder, wrong
     /// cardinality, InvalidArgument, InvalidState...). Retrying will not help.
@@ -79,22 +67,15 @@ pub enum VsphereError {
 impl VsphereError {
     /// True when waiting and trying again may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            VsphereError::Transient { .. } | VsphereError::Timeout { .. }
-        )
+        matches!(self, VsphereError::Transient { .. } | VsphereError::Timeout { .. })
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        VsphereError::Invalid {
-            message: message.into(),
-        }
+        VsphereError::Invalid { message: message.into() }
     }
 
     pub(crate) fn protocol(message: impl Into<String>) -> Self {
-        VsphereError::Protocol {
-            message: message.into(),
-        }
+        VsphereError::Protocol { message: message.into() }
     }
 
     pub(crate) fn not_found(path: impl Into<String>) -> Self {
@@ -108,36 +89,12 @@ mod tests {
 
     #[test]
     fn transient_classification() {
-        let t = VsphereError::Transient {
-            operation: "x".into(),
-            attempts: 1,
-            reason: "reset".into(),
-        };
+        let t = VsphereError::Transient { operation: "x".into(), attempts: 1, reason: "reset".into() };
         assert!(t.is_transient());
-        assert!(
-            VsphereError::Timeout {
-                operation: "x".into(),
-                after: Duration::from_secs(1)
-            }
-            .is_transient()
-        );
+        assert!(VsphereError::Timeout { operation: "x".into(), after: Duration::from_secs(1) }.is_transient());
         assert!(!VsphereError::not_found("/dc").is_transient());
-        assert!(
-            !VsphereError::AuthFailed {
-                server: "s".into(),
-                username: "u".into(),
-                cached: false
-            }
-            .is_transient()
-        );
-        assert!(
-            !VsphereError::Tls {
-                server: "s".into(),
-                thumbprint_sha256: None,
-                reason: "r".into()
-            }
-            .is_transient()
-        );
+        assert!(!VsphereError::AuthFailed { server: "s".into(), username: "u".into(), cached: false }.is_transient());
+        assert!(!VsphereError::Tls { server: "s".into(), thumbprint_sha256: None, reason: "r".into() }.is_transient());
     }
 
     #[test]
@@ -148,11 +105,7 @@ mod tests {
             reason: "unknown issuer".into(),
         };
         assert!(e.to_string().contains("AB:CD"), "{e}");
-        let e = VsphereError::AuthFailed {
-            server: "vc".into(),
-            username: "u".into(),
-            cached: true,
-        };
+        let e = VsphereError::AuthFailed { server: "vc".into(), username: "u".into(), cached: true };
         assert!(e.to_string().contains("not retried"), "{e}");
     }
 }

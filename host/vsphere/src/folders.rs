@@ -18,10 +18,8 @@ pub(crate) struct CreatePlan {
 pub(crate) fn plan_create(entities: &[Entity], path: &str) -> Result<CreatePlan, VsphereError> {
     let parts = split_path(path)?;
     let all = paths(entities);
-    let by_path: std::collections::HashMap<&str, &Entity> = entities
-        .iter()
-        .filter_map(|e| all.get(&e.moref).map(|p| (p.as_str(), e)))
-        .collect();
+    let by_path: std::collections::HashMap<&str, &Entity> =
+        entities.iter().filter_map(|e| all.get(&e.moref).map(|p| (p.as_str(), e))).collect();
     for depth in (1..=parts.len()).rev() {
         let prefix = format!("/{}", parts[..depth].join("/"));
         let Some(e) = by_path.get(prefix.as_str()) else {
@@ -31,9 +29,7 @@ pub(crate) fn plan_create(entities: &[Entity], path: &str) -> Result<CreatePlan,
             // A datacenter or anything else: folders are only created inside folders
             // that belong to a datacenter (vm, host, datastore, network and below).
             return Err(if depth == parts.len() {
-                VsphereError::AlreadyExists {
-                    name: format!("{prefix} (a {})", e.moref.type_name),
-                }
+                VsphereError::AlreadyExists { name: format!("{prefix} (a {})", e.moref.type_name) }
             } else {
                 VsphereError::invalid(format!(
                     "cannot create folder {path}: {prefix} is a {}, not a folder",
@@ -51,9 +47,7 @@ pub(crate) fn plan_create(entities: &[Entity], path: &str) -> Result<CreatePlan,
         });
     }
     let dc_folder = parts.iter().take(2).cloned().collect::<Vec<_>>().join("/");
-    Err(VsphereError::not_found(format!(
-        "/{dc_folder} (folders are created inside a datacenter's folders)"
-    )))
+    Err(VsphereError::not_found(format!("/{dc_folder} (folders are created inside a datacenter's folders)")))
 }
 
 fn below_datacenter(entities: &[Entity], start: &MoRef) -> bool {
@@ -80,11 +74,7 @@ impl Client {
             let entities = self.entities(ObjectKind::Folder).await?;
             let plan = plan_create(&entities, &want)?;
             if plan.missing.is_empty() {
-                let folder = ManagedObject {
-                    kind: ObjectKind::Folder,
-                    moref: plan.parent,
-                    path: want,
-                };
+                let folder = ManagedObject { kind: ObjectKind::Folder, moref: plan.parent, path: want };
                 return Ok((folder, false));
             }
             let mut parent = plan.parent;
@@ -99,9 +89,7 @@ impl Client {
                         created = true;
                         resp.child("returnval")
                             .and_then(|r| r.moref())
-                            .ok_or_else(|| {
-                                VsphereError::protocol("CreateFolder answered without a folder")
-                            })?
+                            .ok_or_else(|| VsphereError::protocol("CreateFolder answered without a folder"))?
                     }
                     // Someone else (or our own retried request) made it first: use theirs.
                     Err(VsphereError::AlreadyExists { .. }) => {
@@ -112,14 +100,7 @@ impl Client {
                 };
                 parent_path = child_path;
             }
-            Ok((
-                ManagedObject {
-                    kind: ObjectKind::Folder,
-                    moref: parent,
-                    path: want,
-                },
-                created,
-            ))
+            Ok((ManagedObject { kind: ObjectKind::Folder, moref: parent, path: want }, created))
         })
         .await
     }
@@ -146,11 +127,7 @@ impl Client {
                 })
                 .await?;
             if !children.is_empty() {
-                let names: Vec<_> = children
-                    .iter()
-                    .filter_map(|c| c.prop_text("name"))
-                    .take(5)
-                    .collect();
+                let names: Vec<_> = children.iter().filter_map(|c| c.prop_text("name")).take(5).collect();
                 return Err(VsphereError::invalid(format!(
                     "folder {} is not empty ({} object(s), e.g. {})",
                     folder.path,
@@ -197,32 +174,14 @@ mod tests {
     fn refused_plans() {
         let inv = inventory();
         // No such datacenter: nothing to create it in.
-        assert!(matches!(
-            plan_create(&inv, "/nodc/vm/x"),
-            Err(VsphereError::NotFound { .. })
-        ));
+        assert!(matches!(plan_create(&inv, "/nodc/vm/x"), Err(VsphereError::NotFound { .. })));
         // Directly under a datacenter or the root: not a VM folder.
-        assert!(matches!(
-            plan_create(&inv, "/DC0/x"),
-            Err(VsphereError::Invalid { .. })
-        ));
-        assert!(matches!(
-            plan_create(&inv, "/newfolder"),
-            Err(VsphereError::NotFound { .. })
-        ));
+        assert!(matches!(plan_create(&inv, "/DC0/x"), Err(VsphereError::Invalid { .. })));
+        assert!(matches!(plan_create(&inv, "/newfolder"), Err(VsphereError::NotFound { .. })));
         // Under a cluster: not a folder.
-        assert!(matches!(
-            plan_create(&inv, "/DC0/host/DC0_C0/x"),
-            Err(VsphereError::Invalid { .. })
-        ));
+        assert!(matches!(plan_create(&inv, "/DC0/host/DC0_C0/x"), Err(VsphereError::Invalid { .. })));
         // The path names an existing non-folder.
-        assert!(matches!(
-            plan_create(&inv, "/DC0/vm/DC0_C0_RP0_VM0"),
-            Err(VsphereError::AlreadyExists { .. })
-        ));
-        assert!(matches!(
-            plan_create(&inv, "DC0/vm"),
-            Err(VsphereError::Invalid { .. })
-        ));
+        assert!(matches!(plan_create(&inv, "/DC0/vm/DC0_C0_RP0_VM0"), Err(VsphereError::AlreadyExists { .. })));
+        assert!(matches!(plan_create(&inv, "DC0/vm"), Err(VsphereError::Invalid { .. })));
     }
 }

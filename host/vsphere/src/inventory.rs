@@ -37,17 +37,9 @@ impl ObjectKind {
     /// The kind of a managed object type, if it is one of ours.
     pub fn of_type(type_name: &str) -> Option<ObjectKind> {
         use ObjectKind::*;
-        [
-            Datacenter,
-            ComputeCluster,
-            Datastore,
-            Network,
-            ResourcePool,
-            Folder,
-            VirtualMachine,
-        ]
-        .into_iter()
-        .find(|k| k.type_names().contains(&type_name))
+        [Datacenter, ComputeCluster, Datastore, Network, ResourcePool, Folder, VirtualMachine]
+            .into_iter()
+            .find(|k| k.type_names().contains(&type_name))
     }
 
     /// The Datacenter child folder this kind lives under.
@@ -69,9 +61,7 @@ impl ObjectKind {
             ObjectKind::ComputeCluster => &["Folder", "Datacenter", "ClusterComputeResource"],
             ObjectKind::Datastore => &["Folder", "Datacenter", "Datastore"],
             ObjectKind::Network => &["Folder", "Datacenter", "Network"],
-            ObjectKind::ResourcePool => {
-                &["Folder", "Datacenter", "ComputeResource", "ResourcePool"]
-            }
+            ObjectKind::ResourcePool => &["Folder", "Datacenter", "ComputeResource", "ResourcePool"],
             ObjectKind::Folder => &["Folder", "Datacenter"],
             ObjectKind::VirtualMachine => &["Folder", "Datacenter", "VirtualMachine"],
         }
@@ -97,11 +87,7 @@ pub(crate) struct Entity {
 
 impl Entity {
     pub fn from_content(o: &ObjectContent) -> Option<Entity> {
-        Some(Entity {
-            moref: o.obj.clone(),
-            name: o.prop_text("name")?.to_string(),
-            parent: o.prop_moref("parent"),
-        })
+        Some(Entity { moref: o.obj.clone(), name: o.prop_text("name")?.to_string(), parent: o.prop_moref("parent") })
     }
 }
 
@@ -109,9 +95,7 @@ impl Entity {
 pub fn split_path(path: &str) -> Result<Vec<&str>, VsphereError> {
     let p = path.trim();
     let Some(rest) = p.strip_prefix('/') else {
-        return Err(VsphereError::invalid(format!(
-            "inventory path {path:?} must be absolute (start with /)"
-        )));
+        return Err(VsphereError::invalid(format!("inventory path {path:?} must be absolute (start with /)")));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() {
@@ -119,9 +103,7 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, VsphereError> {
     }
     let parts: Vec<&str> = rest.split('/').collect();
     if parts.iter().any(|s| s.is_empty()) {
-        return Err(VsphereError::invalid(format!(
-            "inventory path {path:?} has an empty component"
-        )));
+        return Err(VsphereError::invalid(format!("inventory path {path:?} has an empty component")));
     }
     Ok(parts)
 }
@@ -165,11 +147,7 @@ pub(crate) fn paths(entities: &[Entity]) -> HashMap<MoRef, String> {
 }
 
 /// Find the object of `kind` at `path` among collected entities.
-pub(crate) fn resolve(
-    entities: &[Entity],
-    kind: ObjectKind,
-    path: &str,
-) -> Result<ManagedObject, VsphereError> {
+pub(crate) fn resolve(entities: &[Entity], kind: ObjectKind, path: &str) -> Result<ManagedObject, VsphereError> {
     let want = normalize_path(path)?;
     let all = paths(entities);
     let mut hits: Vec<&MoRef> = entities
@@ -181,57 +159,34 @@ pub(crate) fn resolve(
     hits.sort();
     hits.dedup();
     match hits.as_slice() {
-        [one] => Ok(ManagedObject {
-            kind,
-            moref: (*one).clone(),
-            path: want,
-        }),
+        [one] => Ok(ManagedObject { kind, moref: (*one).clone(), path: want }),
         [] => Err(VsphereError::not_found(want)),
         many => Err(VsphereError::invalid(format!(
             "{want} is ambiguous: {} objects of kind {kind:?} ({})",
             many.len(),
-            many.iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
 
 /// Networks named `name` anywhere below the network folder of the datacenter at `dc`.
-pub(crate) fn resolve_network_name(
-    entities: &[Entity],
-    dc: &str,
-    name: &str,
-) -> Result<ManagedObject, VsphereError> {
+pub(crate) fn resolve_network_name(entities: &[Entity], dc: &str, name: &str) -> Result<ManagedObject, VsphereError> {
     let prefix = format!("{}/network/", normalize_path(dc)?);
     let all = paths(entities);
     let mut hits: Vec<(&MoRef, &String)> = entities
         .iter()
-        .filter(|e| {
-            e.name == name
-                && ObjectKind::Network
-                    .type_names()
-                    .contains(&e.moref.type_name.as_str())
-        })
+        .filter(|e| e.name == name && ObjectKind::Network.type_names().contains(&e.moref.type_name.as_str()))
         .filter_map(|e| all.get(&e.moref).map(|p| (&e.moref, p)))
         .filter(|(_, p)| p.starts_with(&prefix))
         .collect();
     hits.sort();
     hits.dedup();
     match hits.as_slice() {
-        [(m, p)] => Ok(ManagedObject {
-            kind: ObjectKind::Network,
-            moref: (*m).clone(),
-            path: (*p).clone(),
-        }),
+        [(m, p)] => Ok(ManagedObject { kind: ObjectKind::Network, moref: (*m).clone(), path: (*p).clone() }),
         [] => Err(VsphereError::not_found(format!("{prefix}{name}"))),
         many => Err(VsphereError::invalid(format!(
             "network name {name:?} is ambiguous in {dc}: {}",
-            many.iter()
-                .map(|(_, p)| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
@@ -242,33 +197,22 @@ pub(crate) fn filter_for(kind: ObjectKind, root: &MoRef) -> FilterSpec {
     let dc_specs: Vec<(&'static str, &'static str)> = match kind.dc_folder() {
         Some(f) => vec![(dc_spec_name(f), f)],
         // Folders can be under any of the four.
-        None if kind == ObjectKind::Folder => {
-            ["vmFolder", "hostFolder", "datastoreFolder", "networkFolder"]
-                .into_iter()
-                .map(|f| (dc_spec_name(f), f))
-                .collect()
-        }
+        None if kind == ObjectKind::Folder => ["vmFolder", "hostFolder", "datastoreFolder", "networkFolder"]
+            .into_iter()
+            .map(|f| (dc_spec_name(f), f))
+            .collect(),
         None => vec![],
     };
     let mut folder_select = vec!["folder"];
     folder_select.extend(dc_specs.iter().map(|(n, _)| *n));
-    let mut traversals = vec![Traversal {
-        name: "folder",
-        type_name: "Folder",
-        path: "childEntity",
-        select: folder_select,
-    }];
+    let mut traversals =
+        vec![Traversal { name: "folder", type_name: "Folder", path: "childEntity", select: folder_select }];
     for (name, prop) in &dc_specs {
         let mut select = vec!["folder"];
         if kind == ObjectKind::ResourcePool {
             select.push("computeToPool");
         }
-        traversals.push(Traversal {
-            name,
-            type_name: "Datacenter",
-            path: prop,
-            select,
-        });
+        traversals.push(Traversal { name, type_name: "Datacenter", path: prop, select });
     }
     if kind == ObjectKind::ResourcePool {
         // Reached through the folder traversal too: clusters sit in host folders.
@@ -290,12 +234,7 @@ pub(crate) fn filter_for(kind: ObjectKind, root: &MoRef) -> FilterSpec {
         props: kind
             .collected_types()
             .iter()
-            .map(|t| {
-                (
-                    t.to_string(),
-                    vec!["name".to_string(), "parent".to_string()],
-                )
-            })
+            .map(|t| (t.to_string(), vec!["name".to_string(), "parent".to_string()]))
             .collect(),
         start: root.clone(),
         include_start: true,
@@ -316,9 +255,7 @@ impl Client {
     /// Everything a lookup of `kind` can reach, with names and parents: one
     /// RetrievePropertiesEx (plus continuation pages on very large inventories).
     pub(crate) async fn entities(&self, kind: ObjectKind) -> Result<Vec<Entity>, VsphereError> {
-        let objs = self
-            .retrieve(&filter_for(kind, &self.sc.root_folder))
-            .await?;
+        let objs = self.retrieve(&filter_for(kind, &self.sc.root_folder)).await?;
         Ok(objs.iter().filter_map(Entity::from_content).collect())
     }
 
@@ -336,11 +273,7 @@ impl Client {
 
     /// A network by absolute path, or by bare name anywhere under `<datacenter>/network`
     /// (as OpenShift's failure domains name them).
-    pub async fn find_network(
-        &self,
-        datacenter: &str,
-        name_or_path: &str,
-    ) -> Result<ManagedObject, VsphereError> {
+    pub async fn find_network(&self, datacenter: &str, name_or_path: &str) -> Result<ManagedObject, VsphereError> {
         if name_or_path.starts_with('/') {
             return self.find(ObjectKind::Network, name_or_path).await;
         }
@@ -357,11 +290,7 @@ pub(crate) mod tests {
     use super::*;
 
     fn e(t: &str, v: &str, name: &str, parent: Option<(&str, &str)>) -> Entity {
-        Entity {
-            moref: MoRef::new(t, v),
-            name: name.into(),
-            parent: parent.map(|(t, v)| MoRef::new(t, v)),
-        }
+        Entity { moref: MoRef::new(t, v), name: name.into(), parent: parent.map(|(t, v)| MoRef::new(t, v)) }
     }
 
     /// A vcsim-like inventory, with a nested folder and a datacenter inside a folder.
@@ -371,88 +300,23 @@ pub(crate) mod tests {
             e("Datacenter", "dc-2", "DC0", Some(("Folder", "group-d1"))),
             e("Folder", "group-v3", "vm", Some(("Datacenter", "dc-2"))),
             e("Folder", "group-h4", "host", Some(("Datacenter", "dc-2"))),
-            e(
-                "Folder",
-                "group-s5",
-                "datastore",
-                Some(("Datacenter", "dc-2")),
-            ),
-            e(
-                "Folder",
-                "group-n6",
-                "network",
-                Some(("Datacenter", "dc-2")),
-            ),
-            e(
-                "ClusterComputeResource",
-                "domain-c7",
-                "DC0_C0",
-                Some(("Folder", "group-h4")),
-            ),
-            e(
-                "ResourcePool",
-                "resgroup-8",
-                "Resources",
-                Some(("ClusterComputeResource", "domain-c7")),
-            ),
-            e(
-                "ResourcePool",
-                "resgroup-9",
-                "child",
-                Some(("ResourcePool", "resgroup-8")),
-            ),
-            e(
-                "Datastore",
-                "datastore-10",
-                "LocalDS_0",
-                Some(("Folder", "group-s5")),
-            ),
-            e(
-                "Network",
-                "network-11",
-                "VM Network",
-                Some(("Folder", "group-n6")),
-            ),
+            e("Folder", "group-s5", "datastore", Some(("Datacenter", "dc-2"))),
+            e("Folder", "group-n6", "network", Some(("Datacenter", "dc-2"))),
+            e("ClusterComputeResource", "domain-c7", "DC0_C0", Some(("Folder", "group-h4"))),
+            e("ResourcePool", "resgroup-8", "Resources", Some(("ClusterComputeResource", "domain-c7"))),
+            e("ResourcePool", "resgroup-9", "child", Some(("ResourcePool", "resgroup-8"))),
+            e("Datastore", "datastore-10", "LocalDS_0", Some(("Folder", "group-s5"))),
+            e("Network", "network-11", "VM Network", Some(("Folder", "group-n6"))),
             e("Folder", "group-n12", "sub", Some(("Folder", "group-n6"))),
-            e(
-                "DistributedVirtualPortgroup",
-                "dvportgroup-13",
-                "DC0_DVPG0",
-                Some(("Folder", "group-n12")),
-            ),
+            e("DistributedVirtualPortgroup", "dvportgroup-13", "DC0_DVPG0", Some(("Folder", "group-n12"))),
             e("Folder", "group-v14", "ocp", Some(("Folder", "group-v3"))),
-            e(
-                "Folder",
-                "group-v15",
-                "infra-1",
-                Some(("Folder", "group-v14")),
-            ),
-            e(
-                "VirtualMachine",
-                "vm-16",
-                "DC0_C0_RP0_VM0",
-                Some(("Folder", "group-v3")),
-            ),
-            e(
-                "VirtualMachine",
-                "vm-17",
-                "master-0",
-                Some(("Folder", "group-v15")),
-            ),
-            e(
-                "Folder",
-                "group-d18",
-                "region",
-                Some(("Folder", "group-d1")),
-            ),
+            e("Folder", "group-v15", "infra-1", Some(("Folder", "group-v14"))),
+            e("VirtualMachine", "vm-16", "DC0_C0_RP0_VM0", Some(("Folder", "group-v3"))),
+            e("VirtualMachine", "vm-17", "master-0", Some(("Folder", "group-v15"))),
+            e("Folder", "group-d18", "region", Some(("Folder", "group-d1"))),
             e("Datacenter", "dc-19", "DC1", Some(("Folder", "group-d18"))),
             // Orphan whose parent was not collected: no path, never matched.
-            e(
-                "VirtualMachine",
-                "vm-20",
-                "orphan",
-                Some(("VirtualApp", "resgroup-v99")),
-            ),
+            e("VirtualMachine", "vm-20", "orphan", Some(("VirtualApp", "resgroup-v99"))),
         ]
     }
 
@@ -463,39 +327,15 @@ pub(crate) mod tests {
             (ObjectKind::Datacenter, "/DC0", "dc-2"),
             (ObjectKind::Datacenter, "/region/DC1", "dc-19"),
             (ObjectKind::ComputeCluster, "/DC0/host/DC0_C0", "domain-c7"),
-            (
-                ObjectKind::ResourcePool,
-                "/DC0/host/DC0_C0/Resources",
-                "resgroup-8",
-            ),
-            (
-                ObjectKind::ResourcePool,
-                "/DC0/host/DC0_C0/Resources/child/",
-                "resgroup-9",
-            ),
-            (
-                ObjectKind::Datastore,
-                "/DC0/datastore/LocalDS_0",
-                "datastore-10",
-            ),
+            (ObjectKind::ResourcePool, "/DC0/host/DC0_C0/Resources", "resgroup-8"),
+            (ObjectKind::ResourcePool, "/DC0/host/DC0_C0/Resources/child/", "resgroup-9"),
+            (ObjectKind::Datastore, "/DC0/datastore/LocalDS_0", "datastore-10"),
             (ObjectKind::Network, "/DC0/network/VM Network", "network-11"),
-            (
-                ObjectKind::Network,
-                "/DC0/network/sub/DC0_DVPG0",
-                "dvportgroup-13",
-            ),
+            (ObjectKind::Network, "/DC0/network/sub/DC0_DVPG0", "dvportgroup-13"),
             (ObjectKind::Folder, "/DC0/vm", "group-v3"),
             (ObjectKind::Folder, "/DC0/vm/ocp/infra-1", "group-v15"),
-            (
-                ObjectKind::VirtualMachine,
-                "/DC0/vm/ocp/infra-1/master-0",
-                "vm-17",
-            ),
-            (
-                ObjectKind::VirtualMachine,
-                "/DC0/vm/DC0_C0_RP0_VM0",
-                "vm-16",
-            ),
+            (ObjectKind::VirtualMachine, "/DC0/vm/ocp/infra-1/master-0", "vm-17"),
+            (ObjectKind::VirtualMachine, "/DC0/vm/DC0_C0_RP0_VM0", "vm-16"),
         ];
         for (kind, path, id) in cases {
             let m = resolve(&inv, kind, path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -508,87 +348,41 @@ pub(crate) mod tests {
     #[test]
     fn wrong_kind_or_missing_is_not_found() {
         let inv = inventory();
-        assert!(matches!(
-            resolve(&inv, ObjectKind::Folder, "/DC0/host/DC0_C0"),
-            Err(VsphereError::NotFound { .. })
-        ));
+        assert!(matches!(resolve(&inv, ObjectKind::Folder, "/DC0/host/DC0_C0"), Err(VsphereError::NotFound { .. })));
         match resolve(&inv, ObjectKind::VirtualMachine, "/DC0/vm/nope") {
             Err(VsphereError::NotFound { path }) => assert_eq!(path, "/DC0/vm/nope"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            resolve(&inv, ObjectKind::VirtualMachine, "/orphan"),
-            Err(VsphereError::NotFound { .. })
-        ));
-        assert!(matches!(
-            resolve(&inv, ObjectKind::Datacenter, "DC0"),
-            Err(VsphereError::Invalid { .. })
-        ));
-        assert!(matches!(
-            resolve(&inv, ObjectKind::Datacenter, "/DC0//x"),
-            Err(VsphereError::Invalid { .. })
-        ));
+        assert!(matches!(resolve(&inv, ObjectKind::VirtualMachine, "/orphan"), Err(VsphereError::NotFound { .. })));
+        assert!(matches!(resolve(&inv, ObjectKind::Datacenter, "DC0"), Err(VsphereError::Invalid { .. })));
+        assert!(matches!(resolve(&inv, ObjectKind::Datacenter, "/DC0//x"), Err(VsphereError::Invalid { .. })));
     }
 
     #[test]
     fn duplicates_are_ambiguous() {
         let mut inv = inventory();
-        inv.push(e(
-            "VirtualMachine",
-            "vm-99",
-            "master-0",
-            Some(("Folder", "group-v15")),
-        ));
+        inv.push(e("VirtualMachine", "vm-99", "master-0", Some(("Folder", "group-v15"))));
         assert!(matches!(
-            resolve(
-                &inv,
-                ObjectKind::VirtualMachine,
-                "/DC0/vm/ocp/infra-1/master-0"
-            ),
+            resolve(&inv, ObjectKind::VirtualMachine, "/DC0/vm/ocp/infra-1/master-0"),
             Err(VsphereError::Invalid { .. })
         ));
     }
 
     #[test]
     fn cycles_terminate() {
-        let inv = vec![
-            e("Folder", "a", "a", Some(("Folder", "b"))),
-            e("Folder", "b", "b", Some(("Folder", "a"))),
-        ];
+        let inv = vec![e("Folder", "a", "a", Some(("Folder", "b"))), e("Folder", "b", "b", Some(("Folder", "a")))];
         assert!(paths(&inv).is_empty());
     }
 
     #[test]
     fn bare_network_names() {
         let inv = inventory();
-        assert_eq!(
-            resolve_network_name(&inv, "/DC0", "DC0_DVPG0")
-                .unwrap()
-                .path,
-            "/DC0/network/sub/DC0_DVPG0"
-        );
-        assert_eq!(
-            resolve_network_name(&inv, "/DC0", "VM Network")
-                .unwrap()
-                .moref
-                .value,
-            "network-11"
-        );
-        assert!(matches!(
-            resolve_network_name(&inv, "/region/DC1", "VM Network"),
-            Err(VsphereError::NotFound { .. })
-        ));
+        assert_eq!(resolve_network_name(&inv, "/DC0", "DC0_DVPG0").unwrap().path, "/DC0/network/sub/DC0_DVPG0");
+        assert_eq!(resolve_network_name(&inv, "/DC0", "VM Network").unwrap().moref.value, "network-11");
+        assert!(matches!(resolve_network_name(&inv, "/region/DC1", "VM Network"), Err(VsphereError::NotFound { .. })));
         let mut inv = inv;
-        inv.push(e(
-            "Network",
-            "network-98",
-            "VM Network",
-            Some(("Folder", "group-n12")),
-        ));
-        assert!(matches!(
-            resolve_network_name(&inv, "/DC0", "VM Network"),
-            Err(VsphereError::Invalid { .. })
-        ));
+        inv.push(e("Network", "network-98", "VM Network", Some(("Folder", "group-n12"))));
+        assert!(matches!(resolve_network_name(&inv, "/DC0", "VM Network"), Err(VsphereError::Invalid { .. })));
     }
 
     #[test]
@@ -604,23 +398,13 @@ pub(crate) mod tests {
         assert_eq!(names, ["folder", "dcToHost", "computeToPool", "poolToPool"]);
         let f = filter_for(ObjectKind::Folder, &root);
         assert_eq!(f.traversals.len(), 5);
-        assert!(
-            f.props
-                .iter()
-                .all(|(t, _)| t == "Folder" || t == "Datacenter")
-        );
+        assert!(f.props.iter().all(|(t, _)| t == "Folder" || t == "Datacenter"));
     }
 
     #[test]
     fn kinds_of_types() {
-        assert_eq!(
-            ObjectKind::of_type("DistributedVirtualPortgroup"),
-            Some(ObjectKind::Network)
-        );
-        assert_eq!(
-            ObjectKind::of_type("ClusterComputeResource"),
-            Some(ObjectKind::ComputeCluster)
-        );
+        assert_eq!(ObjectKind::of_type("DistributedVirtualPortgroup"), Some(ObjectKind::Network));
+        assert_eq!(ObjectKind::of_type("ClusterComputeResource"), Some(ObjectKind::ComputeCluster));
         assert_eq!(ObjectKind::of_type("HostSystem"), None);
     }
 }

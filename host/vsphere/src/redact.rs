@@ -59,18 +59,11 @@ fn redact_element_text(body: &str, name: &str) -> String {
 }
 
 fn is_open_tag_named(tag: &str, name: &str) -> bool {
-    if tag.starts_with("</")
-        || tag.starts_with("<?")
-        || tag.starts_with("<!")
-        || tag.ends_with("/>")
-    {
+    if tag.starts_with("</") || tag.starts_with("<?") || tag.starts_with("<!") || tag.ends_with("/>") {
         return false;
     }
     let inner = &tag[1..tag.len() - 1];
-    let qname = inner
-        .split(|c: char| c.is_whitespace())
-        .next()
-        .unwrap_or("");
+    let qname = inner.split(|c: char| c.is_whitespace()).next().unwrap_or("");
     local(qname) == name
 }
 
@@ -123,10 +116,7 @@ fn redact_cookie_header(value: &str) -> String {
 
 fn is_session_cookie(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n == "vmware_soap_session"
-        || n == "vmware-api-session-id"
-        || n.contains("session")
-        || n.contains("token")
+    n == "vmware_soap_session" || n == "vmware-api-session-id" || n.contains("session") || n.contains("token")
 }
 
 /// Redact a JSON body: values of keys that look secret (password, session, token,
@@ -146,11 +136,7 @@ fn redact_json_value(v: &mut serde_json::Value) {
         serde_json::Value::Object(map) => {
             for (k, val) in map.iter_mut() {
                 let lk = k.to_ascii_lowercase();
-                if lk.contains("password")
-                    || lk.contains("secret")
-                    || lk.contains("token")
-                    || lk.contains("session")
-                {
+                if lk.contains("password") || lk.contains("secret") || lk.contains("token") || lk.contains("session") {
                     *val = serde_json::Value::String(REDACTED.into());
                 } else {
                     redact_json_value(val);
@@ -192,8 +178,7 @@ mod tests {
         assert!(r.contains("<password><redacted></password>"), "{r}");
         assert!(r.contains("<userName>admin</userName>"));
 
-        let body =
-            r#"<urn:Login><urn:password xsi:type="xsd:string">p@ss</urn:password></urn:Login>"#;
+        let body = r#"<urn:Login><urn:password xsi:type="xsd:string">p@ss</urn:password></urn:Login>"#;
         let r = redact_soap(body);
         assert!(!r.contains("p@ss"), "{r}");
         assert!(r.contains("</urn:password>"));
@@ -204,7 +189,8 @@ mod tests {
         let body = r#"<LoginResponse xmlns="urn:vim25"><returnval><key>52a1-secret-key</key><userName>u</userName></returnval></LoginResponse>"#;
         let r = redact_soap(body);
         assert!(!r.contains("52a1-secret-key"), "{r}");
-        let body = r#"<propSet><name>currentSession</name><val xsi:type="UserSession"><key>abcd-1234</key></val></propSet>"#;
+        let body =
+            r#"<propSet><name>currentSession</name><val xsi:type="UserSession"><key>abcd-1234</key></val></propSet>"#;
         assert!(!redact_soap(body).contains("abcd-1234"));
         // Task keys are not secret and stay readable.
         let body = r#"<val xsi:type="TaskInfo"><key>task-12</key></val>"#;
@@ -227,23 +213,14 @@ mod tests {
     #[test]
     fn empty_and_self_closing_untouched() {
         assert_eq!(redact_soap("<password/>"), "<password/>");
-        assert_eq!(
-            redact_soap("<password></password>"),
-            "<password></password>"
-        );
+        assert_eq!(redact_soap("<password></password>"), "<password></password>");
     }
 
     #[test]
     fn headers() {
-        assert_eq!(
-            redact_header("Authorization", "Basic dXNlcjpwYXNz"),
-            REDACTED
-        );
+        assert_eq!(redact_header("Authorization", "Basic dXNlcjpwYXNz"), REDACTED);
         assert_eq!(redact_header("vmware-api-session-id", "abc"), REDACTED);
-        let c = redact_header(
-            "Set-Cookie",
-            "vmware_soap_session=\"52ab\"; Path=/; HttpOnly; Secure",
-        );
+        let c = redact_header("Set-Cookie", "vmware_soap_session=\"52ab\"; Path=/; HttpOnly; Secure");
         assert!(!c.contains("52ab"), "{c}");
         assert!(c.contains("Path=/"), "{c}");
         let c = redact_header("cookie", "other=1; vmware-api-session-id=zz99");
@@ -253,9 +230,7 @@ mod tests {
 
     #[test]
     fn json_bodies() {
-        let r = redact_json(
-            r#"{"create_spec":{"name":"n","password":"pw1"},"list":[{"session_id":"s"}]}"#,
-        );
+        let r = redact_json(r#"{"create_spec":{"name":"n","password":"pw1"},"list":[{"session_id":"s"}]}"#);
         assert!(!r.contains("pw1") && !r.contains("\"s\""), "{r}");
         assert!(r.contains("\"name\":\"n\""));
         assert_eq!(redact_json("not json"), "not json");
@@ -265,9 +240,6 @@ mod tests {
     fn value_based() {
         let r = redact_values("id=5f3e-77 and p&w p&amp;w", &["5f3e-77", "p&w", ""]);
         assert_eq!(r, "id=<redacted> and <redacted> <redacted>");
-        assert!(matches!(
-            redact_values("nothing", &["secret"]),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(redact_values("nothing", &["secret"]), Cow::Borrowed(_)));
     }
 }

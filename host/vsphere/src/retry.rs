@@ -33,10 +33,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Never retry.
     pub fn none() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            ..Default::default()
-        }
+        RetryPolicy { max_attempts: 1, ..Default::default() }
     }
 
     /// The delays between attempts (at most `max_attempts - 1` of them).
@@ -63,11 +60,7 @@ pub(crate) fn classify_transport(
     last_presented: Option<String>,
 ) -> VsphereError {
     if let Some((thumb, reason)) = crate::tls::find_tls_failure(err) {
-        return VsphereError::Tls {
-            server: server.to_string(),
-            thumbprint_sha256: thumb.or(last_presented),
-            reason,
-        };
+        return VsphereError::Tls { server: server.to_string(), thumbprint_sha256: thumb.or(last_presented), reason };
     }
     if err.is_builder() {
         return VsphereError::invalid(format!("{operation}: {}", chain(err)));
@@ -79,11 +72,7 @@ pub(crate) fn classify_transport(
     } else {
         "connection failed"
     };
-    VsphereError::Transient {
-        operation: operation.to_string(),
-        attempts: 1,
-        reason: format!("{what}: {}", chain(err)),
-    }
+    VsphereError::Transient { operation: operation.to_string(), attempts: 1, reason: format!("{what}: {}", chain(err)) }
 }
 
 /// HTTP status without a usable body: 5xx and 429 are worth retrying, the rest is not.
@@ -118,13 +107,7 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
 /// Record how many attempts a failure took (for the final error message).
 pub(crate) fn with_attempts(err: VsphereError, n: u32) -> VsphereError {
     match err {
-        VsphereError::Transient {
-            operation, reason, ..
-        } => VsphereError::Transient {
-            operation,
-            attempts: n,
-            reason,
-        },
+        VsphereError::Transient { operation, reason, .. } => VsphereError::Transient { operation, attempts: n, reason },
         e => e,
     }
 }
@@ -146,23 +129,10 @@ mod tests {
         let d: Vec<u128> = p.delays().map(|d| (d.as_micros() + 500) / 1000).collect();
         assert_eq!(d, vec![10, 20, 40]);
         assert_eq!(RetryPolicy::none().delays().count(), 0);
-        let jittered: Vec<_> = RetryPolicy {
-            jitter: true,
-            ..p.clone()
-        }
-        .delays()
-        .collect();
+        let jittered: Vec<_> = RetryPolicy { jitter: true, ..p.clone() }.delays().collect();
         assert_eq!(jittered.len(), 3);
-        assert!(
-            jittered
-                .iter()
-                .all(|d| *d >= Duration::from_millis(9) && *d <= Duration::from_millis(81))
-        );
-        let capped = RetryPolicy {
-            max_attempts: 100,
-            max_total_delay: Duration::from_millis(50),
-            ..p
-        };
+        assert!(jittered.iter().all(|d| *d >= Duration::from_millis(9) && *d <= Duration::from_millis(81)));
+        let capped = RetryPolicy { max_attempts: 100, max_total_delay: Duration::from_millis(50), ..p };
         let total: Duration = capped.delays().sum();
         assert!(total <= Duration::from_millis(51), "{total:?}");
     }
@@ -178,15 +148,8 @@ mod tests {
 
     #[test]
     fn attempts_recorded() {
-        let e = VsphereError::Transient {
-            operation: "o".into(),
-            attempts: 1,
-            reason: "r".into(),
-        };
-        assert!(matches!(
-            with_attempts(e, 5),
-            VsphereError::Transient { attempts: 5, .. }
-        ));
+        let e = VsphereError::Transient { operation: "o".into(), attempts: 1, reason: "r".into() };
+        assert!(matches!(with_attempts(e, 5), VsphereError::Transient { attempts: 5, .. }));
         let e = VsphereError::not_found("x");
         assert!(matches!(with_attempts(e, 5), VsphereError::NotFound { .. }));
     }

@@ -71,10 +71,7 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<Secret>) -> Self {
-        Credentials {
-            username: username.into(),
-            password: password.into(),
-        }
+        Credentials { username: username.into(), password: password.into() }
     }
 
     fn digest(&self) -> [u8; 32] {
@@ -139,17 +136,13 @@ impl Endpoint {
             return Err(VsphereError::invalid("empty server address"));
         }
         let url = if s.contains("://") {
-            let u =
-                Url::parse(s).map_err(|e| VsphereError::invalid(format!("server {s:?}: {e}")))?;
+            let u = Url::parse(s).map_err(|e| VsphereError::invalid(format!("server {s:?}: {e}")))?;
             if u.scheme() != "https" {
-                return Err(VsphereError::invalid(format!(
-                    "server {s:?}: only https is supported"
-                )));
+                return Err(VsphereError::invalid(format!("server {s:?}: only https is supported")));
             }
             u
         } else {
-            Url::parse(&format!("https://{s}/"))
-                .map_err(|e| VsphereError::invalid(format!("server {s:?}: {e}")))?
+            Url::parse(&format!("https://{s}/")).map_err(|e| VsphereError::invalid(format!("server {s:?}: {e}")))?
         };
         let host = url
             .host_str()
@@ -162,14 +155,7 @@ impl Endpoint {
         base.set_fragment(None);
         let _ = base.set_username("");
         let _ = base.set_password(None);
-        Ok(Endpoint {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port,
-            base,
-        })
+        Ok(Endpoint { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port, base })
     }
 
     /// `host:port` (IPv6 in brackets): the pool key and the name in errors.
@@ -186,10 +172,7 @@ impl Endpoint {
     }
 
     fn rest(&self, path: &str) -> Url {
-        self.base
-            .join("rest/")
-            .and_then(|u| u.join(path))
-            .expect("paths built by this crate")
+        self.base.join("rest/").and_then(|u| u.join(path)).expect("paths built by this crate")
     }
 }
 
@@ -210,12 +193,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn call(&self, key: &str) {
-        *self
-            .per_call
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.to_string())
-            .or_default() += 1;
+        *self.per_call.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_default() += 1;
     }
 }
 
@@ -267,9 +245,7 @@ pub struct SessionPool {
 
 impl std::fmt::Debug for SessionPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionPool")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("SessionPool").field("stats", &self.stats()).finish()
     }
 }
 
@@ -297,20 +273,13 @@ impl SessionPool {
         // One login at a time per (server, user): concurrent callers wait and share it.
         let mut slot = slot.lock().await;
         let digest = spec.credentials.digest();
-        let rejected = |cached| VsphereError::AuthFailed {
-            server: key.0.clone(),
-            username: key.1.clone(),
-            cached,
-        };
+        let rejected = |cached| VsphereError::AuthFailed { server: key.0.clone(), username: key.1.clone(), cached };
 
         if let Some(c) = slot.client.clone() {
             if c.tls == spec.tls && !c.closed.load(Ordering::SeqCst) {
                 c.update_credentials(&spec.credentials);
                 if c.credentials_rejected() {
-                    self.inner
-                        .counters
-                        .logins_suppressed
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.inner.counters.logins_suppressed.fetch_add(1, Ordering::Relaxed);
                     return Err(rejected(true));
                 }
                 return Ok(c);
@@ -320,28 +289,14 @@ impl SessionPool {
             c.shutdown().await;
         }
         if slot.rejected == Some(digest) {
-            self.inner
-                .counters
-                .logins_suppressed
-                .fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.logins_suppressed.fetch_add(1, Ordering::Relaxed);
             return Err(rejected(true));
         }
-        match Client::connect(
-            ep,
-            spec,
-            self.inner.opts.clone(),
-            self.inner.counters.clone(),
-        )
-        .await
-        {
+        match Client::connect(ep, spec, self.inner.opts.clone(), self.inner.counters.clone()).await {
             Ok(c) => {
                 slot.rejected = None;
                 if spec.tls.is_insecure() {
-                    self.inner
-                        .insecure
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key.0.clone());
+                    self.inner.insecure.lock().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone());
                 }
                 slot.client = Some(c.clone());
                 Ok(c)
@@ -388,13 +343,7 @@ impl SessionPool {
     /// Servers (`host:port`) this pool talked to without verifying certificates, so the
     /// operator can raise a warning condition.
     pub fn insecure_servers(&self) -> Vec<String> {
-        self.inner
-            .insecure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.inner.insecure.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 }
 
@@ -486,10 +435,7 @@ impl Client {
                     about: crate::About::default(),
                 },
                 soap_action: format!("urn:vim25/{BOOTSTRAP_SOAP_VERSION}"),
-                auth: Mutex::new(AuthState {
-                    creds: spec.credentials.clone(),
-                    rejected: false,
-                }),
+                auth: Mutex::new(AuthState { creds: spec.credentials.clone(), rejected: false }),
                 soap_cookie: RwLock::new(None),
                 soap_gen: AtomicU64::new(0),
                 rest_token: RwLock::new(None),
@@ -500,9 +446,7 @@ impl Client {
                 keepalive: Mutex::new(None),
             };
             let si = MoRef::new("ServiceInstance", "ServiceInstance");
-            let reply = c
-                .soap_with_retries("RetrieveServiceContent", &si, "", None)
-                .await?;
+            let reply = c.soap_with_retries("RetrieveServiceContent", &si, "", None).await?;
             c.sc = parse::service_content(&reply.payload)?;
             if !c.sc.about.api_version.is_empty() {
                 c.soap_action = format!("urn:vim25/{}", c.sc.about.api_version);
@@ -526,10 +470,7 @@ impl Client {
         };
         match tokio::time::timeout(deadline, fut.instrument(span)).await {
             Ok(r) => r,
-            Err(_) => Err(VsphereError::Timeout {
-                operation: "login".into(),
-                after: deadline,
-            }),
+            Err(_) => Err(VsphereError::Timeout { operation: "login".into(), after: deadline }),
         }
     }
 
@@ -539,12 +480,7 @@ impl Client {
     }
 
     pub fn username(&self) -> String {
-        self.auth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .creds
-            .username
-            .clone()
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).creds.username.clone()
     }
 
     /// The live SOAP cookie and REST session id, for tests that check they never leak
@@ -552,14 +488,8 @@ impl Client {
     #[doc(hidden)]
     pub fn session_ids_for_tests(&self) -> (Option<String>, Option<String>) {
         (
-            self.soap_cookie
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            self.rest_token
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            self.soap_cookie.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            self.rest_token.read().unwrap_or_else(|e| e.into_inner()).clone(),
         )
     }
 
@@ -581,38 +511,16 @@ impl Client {
     }
 
     fn auth_failed(&self, cached: bool) -> VsphereError {
-        VsphereError::AuthFailed {
-            server: self.server.clone(),
-            username: self.username(),
-            cached,
-        }
+        VsphereError::AuthFailed { server: self.server.clone(), username: self.username(), cached }
     }
 
     fn secrets(&self) -> Vec<String> {
-        let mut v = vec![
-            self.auth
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .creds
-                .password
-                .expose()
-                .to_string(),
-        ];
-        if let Some(c) = self
-            .soap_cookie
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        let mut v = vec![self.auth.lock().unwrap_or_else(|e| e.into_inner()).creds.password.expose().to_string()];
+        if let Some(c) = self.soap_cookie.read().unwrap_or_else(|e| e.into_inner()).clone() {
             v.push(c.trim_matches('"').to_string());
             v.push(c);
         }
-        if let Some(t) = self
-            .rest_token
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(t) = self.rest_token.read().unwrap_or_else(|e| e.into_inner()).clone() {
             v.push(t);
         }
         v
@@ -620,15 +528,10 @@ impl Client {
 
     fn check_usable(&self) -> Result<(), VsphereError> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(VsphereError::invalid(format!(
-                "session to {} was shut down",
-                self.server
-            )));
+            return Err(VsphereError::invalid(format!("session to {} was shut down", self.server)));
         }
         if self.credentials_rejected() {
-            self.counters
-                .logins_suppressed
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.logins_suppressed.fetch_add(1, Ordering::Relaxed);
             return Err(self.auth_failed(true));
         }
         Ok(())
@@ -643,13 +546,9 @@ impl Client {
         self.check_usable()?;
         let span = tracing::debug_span!("vsphere.op", op = name, server = %self.server);
         let started = Instant::now();
-        let r = match tokio::time::timeout(self.opts.operation_timeout, fut.instrument(span)).await
-        {
+        let r = match tokio::time::timeout(self.opts.operation_timeout, fut.instrument(span)).await {
             Ok(r) => r,
-            Err(_) => Err(VsphereError::Timeout {
-                operation: name.into(),
-                after: self.opts.operation_timeout,
-            }),
+            Err(_) => Err(VsphereError::Timeout { operation: name.into(), after: self.opts.operation_timeout }),
         };
         match &r {
             Ok(_) => {
@@ -672,9 +571,7 @@ impl Client {
         body: &str,
         cookie: Option<&str>,
     ) -> Result<SoapReply, VsphereError> {
-        self.counters
-            .soap_round_trips
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.soap_round_trips.fetch_add(1, Ordering::Relaxed);
         self.counters.call(&format!("soap:{method}"));
         let span = tracing::debug_span!(
             "vsphere.soap",
@@ -715,44 +612,21 @@ impl Client {
                     span.record("outcome", tracing::field::display(e));
                 }
             }
-            tracing::debug!(
-                outcome = if result.is_ok() { "ok" } else { "error" },
-                "SOAP call done"
-            );
+            tracing::debug!(outcome = if result.is_ok() { "ok" } else { "error" }, "SOAP call done");
             result
         }
         .instrument(span)
         .await
     }
 
-    async fn soap_send(
-        &self,
-        req: reqwest::RequestBuilder,
-        method: &str,
-    ) -> Result<SoapReply, VsphereError> {
-        let last = || {
-            self.verifier
-                .last_presented
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| retry::classify_transport(&e, &self.server, method, last()))?;
+    async fn soap_send(&self, req: reqwest::RequestBuilder, method: &str) -> Result<SoapReply, VsphereError> {
+        let last = || self.verifier.last_presented.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let resp = req.send().await.map_err(|e| retry::classify_transport(&e, &self.server, method, last()))?;
         let status = resp.status();
         tracing::Span::current().record("status", status.as_u16());
-        let set_cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(session_cookie_value);
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| retry::classify_transport(&e, &self.server, method, last()))?;
+        let set_cookie =
+            resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(session_cookie_value);
+        let text = resp.text().await.map_err(|e| retry::classify_transport(&e, &self.server, method, last()))?;
         if tracing::enabled!(Level::DEBUG) {
             let secrets = self.secrets();
             let mut s: Vec<&str> = secrets.iter().map(String::as_str).collect();
@@ -769,13 +643,8 @@ impl Client {
         };
         match payload {
             Ok(p) if p.name == "Fault" => Err(self.map_fault(SoapFault::from_node(&p), method)),
-            Ok(p) if status.is_success() => Ok(SoapReply {
-                payload: p,
-                set_cookie,
-            }),
-            _ if !status.is_success() => {
-                Err(retry::classify_status(status.as_u16(), method, &text))
-            }
+            Ok(p) if status.is_success() => Ok(SoapReply { payload: p, set_cookie }),
+            _ if !status.is_success() => Err(retry::classify_status(status.as_u16(), method, &text)),
             Ok(_) => unreachable!("success handled above"),
             Err(e) => Err(e),
         }
@@ -783,18 +652,12 @@ impl Client {
 
     fn map_fault(&self, f: SoapFault, method: &str) -> VsphereError {
         match f.kind.as_str() {
-            "NotAuthenticated" => VsphereError::NotAuthenticated {
-                server: self.server.clone(),
-            },
+            "NotAuthenticated" => VsphereError::NotAuthenticated { server: self.server.clone() },
             "InvalidLogin" => self.auth_failed(false),
             _ => match f.into_error(method) {
-                VsphereError::Transient {
-                    reason, attempts, ..
-                } => VsphereError::Transient {
-                    operation: method.to_string(),
-                    attempts,
-                    reason,
-                },
+                VsphereError::Transient { reason, attempts, .. } => {
+                    VsphereError::Transient { operation: method.to_string(), attempts, reason }
+                }
                 e => e,
             },
         }
@@ -829,31 +692,14 @@ impl Client {
 
     /// A SOAP call on the session: retries transient failures, and re-logs in once if
     /// the session expired.
-    pub(crate) async fn soap(
-        &self,
-        method: &str,
-        this: &MoRef,
-        args: &str,
-    ) -> Result<Node, VsphereError> {
+    pub(crate) async fn soap(&self, method: &str, this: &MoRef, args: &str) -> Result<Node, VsphereError> {
         let mut relogged = false;
         loop {
             let generation = self.soap_gen.load(Ordering::SeqCst);
-            let cookie = self
-                .soap_cookie
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let result = match self
-                .soap_with_retries(method, this, args, cookie.as_deref())
-                .await
-            {
-                Ok(r)
-                    if method.contains("RetrieveProperties")
-                        && parse::missing_for_lack_of_session(&r.payload) =>
-                {
-                    Err(VsphereError::NotAuthenticated {
-                        server: self.server.clone(),
-                    })
+            let cookie = self.soap_cookie.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let result = match self.soap_with_retries(method, this, args, cookie.as_deref()).await {
+                Ok(r) if method.contains("RetrieveProperties") && parse::missing_for_lack_of_session(&r.payload) => {
+                    Err(VsphereError::NotAuthenticated { server: self.server.clone() })
                 }
                 r => r,
             };
@@ -869,18 +715,12 @@ impl Client {
 
     async fn login_soap(&self, creds: &Credentials) -> Result<String, VsphereError> {
         let mut w = XmlWriter::new();
-        w.text("userName", &creds.username)
-            .text("password", creds.password.expose());
+        w.text("userName", &creds.username).text("password", creds.password.expose());
         let sm = self.sc.session_manager.clone();
-        match self
-            .soap_with_retries("Login", &sm, &w.into_string(), None)
-            .await
-        {
+        match self.soap_with_retries("Login", &sm, &w.into_string(), None).await {
             Ok(reply) => {
                 self.counters.logins.fetch_add(1, Ordering::Relaxed);
-                reply.set_cookie.ok_or_else(|| {
-                    VsphereError::protocol("Login answered without a session cookie")
-                })
+                reply.set_cookie.ok_or_else(|| VsphereError::protocol("Login answered without a session cookie"))
             }
             Err(e) => {
                 if matches!(e, VsphereError::AuthFailed { .. }) {
@@ -911,12 +751,7 @@ impl Client {
             return Ok(());
         }
         self.check_usable()?;
-        let creds = self
-            .auth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .creds
-            .clone();
+        let creds = self.auth.lock().unwrap_or_else(|e| e.into_inner()).creds.clone();
         tracing::info!(server = %self.server, "SOAP session expired; logging in again");
         match self.login_soap(&creds).await {
             Ok(cookie) => {
@@ -952,9 +787,7 @@ impl Client {
         body: Option<&serde_json::Value>,
         auth: RestAuth<'_>,
     ) -> Result<Option<serde_json::Value>, VsphereError> {
-        self.counters
-            .rest_round_trips
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.rest_round_trips.fetch_add(1, Ordering::Relaxed);
         let template = path_template(path);
         let call = format!("{method} {template}");
         self.counters.call(&format!("rest:{call}"));
@@ -979,37 +812,20 @@ impl Client {
                 let j = redact::redact_json(&b.to_string());
                 tracing::debug!(body = %redact::redact_values(&j, &s), "REST request");
             }
-            let mut req = self
-                .http
-                .request(method.clone(), url)
-                .timeout(self.opts.request_timeout);
+            let mut req = self.http.request(method.clone(), url).timeout(self.opts.request_timeout);
             match auth {
                 RestAuth::Basic(c) => req = req.basic_auth(&c.username, Some(c.password.expose())),
                 RestAuth::Session(t) => req = req.header(REST_SESSION_HEADER, t),
             }
             if let Some(b) = body {
-                req = req
-                    .header("Content-Type", "application/json")
-                    .body(b.to_string());
+                req = req.header("Content-Type", "application/json").body(b.to_string());
             }
-            let last = || {
-                self.verifier
-                    .last_presented
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-            };
+            let last = || self.verifier.last_presented.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let result = async {
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| retry::classify_transport(&e, &self.server, &call, last()))?;
+                let resp = req.send().await.map_err(|e| retry::classify_transport(&e, &self.server, &call, last()))?;
                 let status = resp.status();
                 tracing::Span::current().record("status", status.as_u16());
-                let text = resp
-                    .text()
-                    .await
-                    .map_err(|e| retry::classify_transport(&e, &self.server, &call, last()))?;
+                let text = resp.text().await.map_err(|e| retry::classify_transport(&e, &self.server, &call, last()))?;
                 if tracing::enabled!(Level::DEBUG) {
                     // A session-create answer is the session id itself.
                     let shown = if path == REST_SESSION_PATH {
@@ -1028,10 +844,7 @@ impl Client {
                 Ok(_) => span.record("outcome", "ok"),
                 Err(e) => span.record("outcome", tracing::field::display(e)),
             };
-            tracing::debug!(
-                outcome = if result.is_ok() { "ok" } else { "error" },
-                "REST call done"
-            );
+            tracing::debug!(outcome = if result.is_ok() { "ok" } else { "error" }, "REST call done");
             result
         }
         .instrument(span)
@@ -1045,16 +858,11 @@ impl Client {
         path: &str,
         call: &str,
     ) -> Result<Option<serde_json::Value>, VsphereError> {
-        let json: Option<serde_json::Value> = if text.trim().is_empty() {
-            None
-        } else {
-            serde_json::from_str(text).ok()
-        };
+        let json: Option<serde_json::Value> =
+            if text.trim().is_empty() { None } else { serde_json::from_str(text).ok() };
         if status.is_success() {
             if !text.trim().is_empty() && json.is_none() {
-                return Err(VsphereError::protocol(format!(
-                    "{call}: answer is not JSON"
-                )));
+                return Err(VsphereError::protocol(format!("{call}: answer is not JSON")));
             }
             return Ok(json.and_then(|mut j| j.get_mut("value").map(serde_json::Value::take)));
         }
@@ -1067,34 +875,24 @@ impl Client {
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let messages = json
-            .as_ref()
-            .and_then(|j| j.pointer("/value/messages"))
-            .map(|m| m.to_string())
-            .unwrap_or_default();
+        let messages =
+            json.as_ref().and_then(|j| j.pointer("/value/messages")).map(|m| m.to_string()).unwrap_or_default();
         Err(match (status.as_u16(), kind.as_str()) {
-            (401, _) | (_, "unauthenticated") => VsphereError::NotAuthenticated {
-                server: self.server.clone(),
-            },
-            (403, _) | (_, "unauthorized") => VsphereError::PermissionDenied {
-                privilege: messages,
-                object: path.to_string(),
-            },
+            (401, _) | (_, "unauthenticated") => VsphereError::NotAuthenticated { server: self.server.clone() },
+            (403, _) | (_, "unauthorized") => {
+                VsphereError::PermissionDenied { privilege: messages, object: path.to_string() }
+            }
             (404, _) | (_, "not_found") => VsphereError::not_found(path),
-            (_, "already_exists") => VsphereError::AlreadyExists {
-                name: path.to_string(),
-            },
+            (_, "already_exists") => VsphereError::AlreadyExists { name: path.to_string() },
             (_, "invalid_argument")
             | (_, "not_allowed_in_current_state")
             | (_, "resource_in_use")
             | (_, "unsupported") => VsphereError::invalid(format!("{call}: {kind} {messages}")),
-            (_, "service_unavailable") | (_, "resource_busy") | (_, "timed_out") => {
-                VsphereError::Transient {
-                    operation: call.to_string(),
-                    attempts: 1,
-                    reason: format!("{kind} {messages}"),
-                }
-            }
+            (_, "service_unavailable") | (_, "resource_busy") | (_, "timed_out") => VsphereError::Transient {
+                operation: call.to_string(),
+                attempts: 1,
+                reason: format!("{kind} {messages}"),
+            },
             (s, _) => retry::classify_status(s, call, text),
         })
     }
@@ -1111,10 +909,7 @@ impl Client {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self
-                .rest_exchange(method.clone(), path, query, body, auth)
-                .await
-            {
+            match self.rest_exchange(method.clone(), path, query, body, auth).await {
                 Err(e) if e.is_transient() => match delays.next() {
                     Some(d) if !self.closed.load(Ordering::SeqCst) => {
                         self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -1139,16 +934,8 @@ impl Client {
         let mut relogged = false;
         loop {
             let generation = self.rest_gen.load(Ordering::SeqCst);
-            let token = self
-                .rest_token
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_default();
-            match self
-                .rest_with_retries(method.clone(), path, query, body, RestAuth::Session(&token))
-                .await
-            {
+            let token = self.rest_token.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+            match self.rest_with_retries(method.clone(), path, query, body, RestAuth::Session(&token)).await {
                 Err(VsphereError::NotAuthenticated { .. }) if !relogged => {
                     relogged = true;
                     self.relogin_rest(generation).await?;
@@ -1159,22 +946,10 @@ impl Client {
     }
 
     async fn login_rest(&self, creds: &Credentials) -> Result<String, VsphereError> {
-        match self
-            .rest_with_retries(
-                Method::POST,
-                REST_SESSION_PATH,
-                None,
-                None,
-                RestAuth::Basic(creds),
-            )
-            .await
-        {
+        match self.rest_with_retries(Method::POST, REST_SESSION_PATH, None, None, RestAuth::Basic(creds)).await {
             Ok(Some(serde_json::Value::String(id))) if !id.is_empty() => Ok(id),
-            Ok(_) => Err(VsphereError::protocol(
-                "REST session answer without a session id",
-            )),
-            Err(VsphereError::NotAuthenticated { .. })
-            | Err(VsphereError::PermissionDenied { .. }) => {
+            Ok(_) => Err(VsphereError::protocol("REST session answer without a session id")),
+            Err(VsphereError::NotAuthenticated { .. }) | Err(VsphereError::PermissionDenied { .. }) => {
                 self.counters.login_failures.fetch_add(1, Ordering::Relaxed);
                 Err(self.auth_failed(false))
             }
@@ -1183,16 +958,7 @@ impl Client {
     }
 
     async fn logout_rest(&self, token: &str) {
-        match self
-            .rest_exchange(
-                Method::DELETE,
-                REST_SESSION_PATH,
-                None,
-                None,
-                RestAuth::Session(token),
-            )
-            .await
-        {
+        match self.rest_exchange(Method::DELETE, REST_SESSION_PATH, None, None, RestAuth::Session(token)).await {
             Ok(_) | Err(VsphereError::NotAuthenticated { .. }) => {}
             Err(e) => tracing::info!(server = %self.server, error = %e, "REST logout failed"),
         }
@@ -1204,12 +970,7 @@ impl Client {
             return Ok(());
         }
         self.check_usable()?;
-        let creds = self
-            .auth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .creds
-            .clone();
+        let creds = self.auth.lock().unwrap_or_else(|e| e.into_inner()).creds.clone();
         tracing::info!(server = %self.server, "REST session expired; logging in again");
         match self.login_rest(&creds).await {
             Ok(token) => {
@@ -1255,12 +1016,7 @@ impl Client {
                 self.relogin_soap(generation).await?;
             }
             let generation = self.rest_gen.load(Ordering::SeqCst);
-            let token = self
-                .rest_token
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_default();
+            let token = self.rest_token.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
             match self
                 .rest_with_retries(
                     Method::POST,
@@ -1281,12 +1037,7 @@ impl Client {
 
     /// The SOAP session's key as the server sees it (None: not logged in).
     async fn current_session_key(&self) -> Result<Option<String>, VsphereError> {
-        let objs = self
-            .retrieve(&FilterSpec::object(
-                &self.sc.session_manager,
-                &["currentSession"],
-            ))
-            .await?;
+        let objs = self.retrieve(&FilterSpec::object(&self.sc.session_manager, &["currentSession"])).await?;
         Ok(objs
             .first()
             .and_then(|o| o.prop("currentSession"))
@@ -1300,24 +1051,11 @@ impl Client {
         if self.closed.swap(true, Ordering::SeqCst) || !self.registered.load(Ordering::SeqCst) {
             return;
         }
-        if let Some(h) = self
-            .keepalive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(h) = self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
-        let token = self
-            .rest_token
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let cookie = self
-            .soap_cookie
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let token = self.rest_token.write().unwrap_or_else(|e| e.into_inner()).take();
+        let cookie = self.soap_cookie.write().unwrap_or_else(|e| e.into_inner()).take();
         let logout = async {
             if let Some(t) = token {
                 self.logout_rest(&t).await;
@@ -1335,25 +1073,14 @@ impl Client {
     // ---------------------------------------------------------------- helpers used by the operations
 
     /// RetrievePropertiesEx, following continuation tokens.
-    pub(crate) async fn retrieve(
-        &self,
-        spec: &FilterSpec,
-    ) -> Result<Vec<ObjectContent>, VsphereError> {
+    pub(crate) async fn retrieve(&self, spec: &FilterSpec) -> Result<Vec<ObjectContent>, VsphereError> {
         let pc = self.sc.property_collector.clone();
-        let resp = self
-            .soap(
-                "RetrievePropertiesEx",
-                &pc,
-                &envelope::retrieve_properties_ex(spec, None),
-            )
-            .await?;
+        let resp = self.soap("RetrievePropertiesEx", &pc, &envelope::retrieve_properties_ex(spec, None)).await?;
         let (mut objs, mut token) = parse::retrieve_result(&resp)?;
         while let Some(t) = token {
             let mut w = XmlWriter::new();
             w.text("token", &t);
-            let resp = self
-                .soap("ContinueRetrievePropertiesEx", &pc, &w.into_string())
-                .await?;
+            let resp = self.soap("ContinueRetrievePropertiesEx", &pc, &w.into_string()).await?;
             let (more, next) = parse::retrieve_result(&resp)?;
             objs.extend(more);
             token = next;
@@ -1384,12 +1111,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let Some(h) = self
-            .keepalive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(h) = self.keepalive.lock().unwrap_or_else(|e| e.into_inner()).take() {
             h.abort();
         }
         if self.closed.swap(true, Ordering::SeqCst) || !self.registered.load(Ordering::SeqCst) {
@@ -1406,25 +1128,12 @@ impl Drop for Client {
         let rest = self.endpoint.rest(REST_SESSION_PATH);
         let action = self.soap_action.clone();
         let body = envelope::request("Logout", &self.sc.session_manager, "");
-        let cookie = self
-            .soap_cookie
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let token = self
-            .rest_token
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let cookie = self.soap_cookie.write().unwrap_or_else(|e| e.into_inner()).take();
+        let token = self.rest_token.write().unwrap_or_else(|e| e.into_inner()).take();
         let timeout = self.opts.request_timeout;
         rt.spawn(async move {
             if let Some(t) = token {
-                let _ = http
-                    .delete(rest)
-                    .timeout(timeout)
-                    .header(REST_SESSION_HEADER, t)
-                    .send()
-                    .await;
+                let _ = http.delete(rest).timeout(timeout).header(REST_SESSION_HEADER, t).send().await;
             }
             if let Some(c) = cookie {
                 let _ = http
@@ -1457,10 +1166,7 @@ fn session_cookie_value(header: &str) -> Option<String> {
 /// REST path with ids replaced, for per-call counters (`tagging/tag/id:*`).
 fn path_template(path: &str) -> String {
     let p = path.strip_prefix("com/vmware/cis/").unwrap_or(path);
-    p.split('/')
-        .map(|seg| if seg.starts_with("id:") { "id:*" } else { seg })
-        .collect::<Vec<_>>()
-        .join("/")
+    p.split('/').map(|seg| if seg.starts_with("id:") { "id:*" } else { seg }).collect::<Vec<_>>().join("/")
 }
 
 #[cfg(test)]
@@ -1474,10 +1180,7 @@ mod tests {
         assert_eq!(e.sdk().as_str(), "https://vc.example.com/sdk");
         let e = Endpoint::parse("127.0.0.1:8989").unwrap();
         assert_eq!(e.authority(), "127.0.0.1:8989");
-        assert_eq!(
-            e.rest("com/vmware/cis/session").as_str(),
-            "https://127.0.0.1:8989/rest/com/vmware/cis/session"
-        );
+        assert_eq!(e.rest("com/vmware/cis/session").as_str(), "https://127.0.0.1:8989/rest/com/vmware/cis/session");
         let e = Endpoint::parse("https://User:pw@VC.Example.com:8443/sdk").unwrap();
         assert_eq!(e.authority(), "vc.example.com:8443");
         assert_eq!(e.sdk().as_str(), "https://vc.example.com:8443/sdk");
@@ -1494,11 +1197,7 @@ mod tests {
         let dbg = format!("{c:?} {}", c.password);
         assert!(!dbg.contains("hunter22"), "{dbg}");
         assert!(dbg.contains("<redacted>"));
-        let spec = ServerSpec {
-            server: "vc".into(),
-            credentials: c,
-            tls: TlsPolicy::default(),
-        };
+        let spec = ServerSpec { server: "vc".into(), credentials: c, tls: TlsPolicy::default() };
         assert!(!format!("{spec:?}").contains("hunter22"));
     }
 
@@ -1507,36 +1206,23 @@ mod tests {
         let a = Credentials::new("u", "p1").digest();
         assert_eq!(a, Credentials::new("u", "p1").digest());
         assert_ne!(a, Credentials::new("u", "p2").digest());
-        assert_ne!(
-            Credentials::new("ab", "c").digest(),
-            Credentials::new("a", "bc").digest()
-        );
+        assert_ne!(Credentials::new("ab", "c").digest(), Credentials::new("a", "bc").digest());
     }
 
     #[test]
     fn cookies() {
         assert_eq!(
-            session_cookie_value("vmware_soap_session=\"52b1\"; Path=/; HttpOnly; Secure;")
-                .as_deref(),
+            session_cookie_value("vmware_soap_session=\"52b1\"; Path=/; HttpOnly; Secure;").as_deref(),
             Some("\"52b1\"")
         );
-        assert_eq!(
-            session_cookie_value("vmware_soap_session=abc").as_deref(),
-            Some("abc")
-        );
-        assert_eq!(
-            session_cookie_value("other=1; vmware_soap_session=abc"),
-            None
-        );
+        assert_eq!(session_cookie_value("vmware_soap_session=abc").as_deref(), Some("abc"));
+        assert_eq!(session_cookie_value("other=1; vmware_soap_session=abc"), None);
         assert_eq!(session_cookie_value("vmware_soap_session=; Path=/"), None);
     }
 
     #[test]
     fn templates() {
-        assert_eq!(
-            path_template("com/vmware/cis/tagging/tag/id:urn:vmomi:x"),
-            "tagging/tag/id:*"
-        );
+        assert_eq!(path_template("com/vmware/cis/tagging/tag/id:urn:vmomi:x"), "tagging/tag/id:*");
         assert_eq!(path_template("com/vmware/cis/session"), "session");
     }
 }

@@ -82,19 +82,13 @@ fn with_id(base: &str, id: &str) -> String {
     format!("{base}/id:{enc}")
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(
-    v: Option<serde_json::Value>,
-    what: &str,
-) -> Result<T, VsphereError> {
+fn decode<T: for<'de> Deserialize<'de>>(v: Option<serde_json::Value>, what: &str) -> Result<T, VsphereError> {
     let v = v.unwrap_or(serde_json::Value::Null);
     serde_json::from_value(v).map_err(|e| VsphereError::protocol(format!("{what}: {e}")))
 }
 
 /// A list answer; vcsim omits `value` entirely when a list is empty.
-fn decode_list<T: for<'de> Deserialize<'de>>(
-    v: Option<serde_json::Value>,
-    what: &str,
-) -> Result<Vec<T>, VsphereError> {
+fn decode_list<T: for<'de> Deserialize<'de>>(v: Option<serde_json::Value>, what: &str) -> Result<Vec<T>, VsphereError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         v => decode(v, what),
@@ -121,26 +115,15 @@ pub(crate) fn widened_types(existing: &[String], wanted: &[String]) -> Option<Ve
 
 impl Client {
     async fn get_category(&self, id: &str) -> Result<CategoryModel, VsphereError> {
-        decode(
-            self.rest(Method::GET, &with_id(CATEGORY, id), None, None)
-                .await?,
-            "category",
-        )
+        decode(self.rest(Method::GET, &with_id(CATEGORY, id), None, None).await?, "category")
     }
 
     async fn get_tag(&self, id: &str) -> Result<TagModel, VsphereError> {
-        decode(
-            self.rest(Method::GET, &with_id(TAG, id), None, None)
-                .await?,
-            "tag",
-        )
+        decode(self.rest(Method::GET, &with_id(TAG, id), None, None).await?, "tag")
     }
 
     async fn find_category(&self, name: &str) -> Result<Option<CategoryModel>, VsphereError> {
-        let ids: Vec<String> = decode_list(
-            self.rest(Method::GET, CATEGORY, None, None).await?,
-            "category list",
-        )?;
+        let ids: Vec<String> = decode_list(self.rest(Method::GET, CATEGORY, None, None).await?, "category list")?;
         let found: Vec<CategoryModel> = stream::iter(ids)
             .map(|id| async move {
                 match self.get_category(&id).await {
@@ -159,10 +142,7 @@ impl Client {
     /// Make sure a category exists as specified. Returns its id and whether it was created.
     /// An existing category with another cardinality is an Invalid error (vCenter cannot
     /// change it); missing associable types are added.
-    pub async fn ensure_category(
-        &self,
-        spec: &CategorySpec,
-    ) -> Result<(String, bool), VsphereError> {
+    pub async fn ensure_category(&self, spec: &CategorySpec) -> Result<(String, bool), VsphereError> {
         self.op("ensure_category", async {
             for _ in 0..2 {
                 if let Some(c) = self.find_category(&spec.name).await? {
@@ -174,11 +154,9 @@ impl Client {
                             spec.name, spec.cardinality
                         )));
                     }
-                    if let Some(types) = widened_types(&c.associable_types, &spec.associable_types)
-                    {
+                    if let Some(types) = widened_types(&c.associable_types, &spec.associable_types) {
                         let body = json!({ "update_spec": { "associable_types": types } });
-                        self.rest(Method::PATCH, &with_id(CATEGORY, &c.id), None, Some(&body))
-                            .await?;
+                        self.rest(Method::PATCH, &with_id(CATEGORY, &c.id), None, Some(&body)).await?;
                     }
                     return Ok((c.id, false));
                 }
@@ -195,27 +173,14 @@ impl Client {
                     Err(e) => return Err(e),
                 }
             }
-            Err(VsphereError::protocol(format!(
-                "category {} reported as existing but not listed",
-                spec.name
-            )))
+            Err(VsphereError::protocol(format!("category {} reported as existing but not listed", spec.name)))
         })
         .await
     }
 
-    async fn find_tag(
-        &self,
-        category_id: &str,
-        name: &str,
-    ) -> Result<Option<TagModel>, VsphereError> {
+    async fn find_tag(&self, category_id: &str, name: &str) -> Result<Option<TagModel>, VsphereError> {
         let ids: Vec<String> = decode_list(
-            self.rest(
-                Method::POST,
-                &with_id(TAG, category_id),
-                Some("~action=list-tags-for-category"),
-                None,
-            )
-            .await?,
+            self.rest(Method::POST, &with_id(TAG, category_id), Some("~action=list-tags-for-category"), None).await?,
             "tag list",
         )?;
         let found: Vec<TagModel> = stream::iter(ids)
@@ -256,9 +221,7 @@ impl Client {
                     Err(e) => return Err(e),
                 }
             }
-            Err(VsphereError::protocol(format!(
-                "tag {name} reported as existing but not listed"
-            )))
+            Err(VsphereError::protocol(format!("tag {name} reported as existing but not listed")))
         })
         .await
     }
@@ -266,10 +229,7 @@ impl Client {
     /// Delete a tag. `false` if it did not exist.
     pub async fn delete_tag(&self, id: &str) -> Result<bool, VsphereError> {
         self.op("delete_tag", async {
-            match self
-                .rest(Method::DELETE, &with_id(TAG, id), None, None)
-                .await
-            {
+            match self.rest(Method::DELETE, &with_id(TAG, id), None, None).await {
                 Ok(_) => Ok(true),
                 Err(VsphereError::NotFound { .. }) => Ok(false),
                 Err(e) => Err(e),
@@ -281,10 +241,7 @@ impl Client {
     /// Delete a category and its tags. `false` if it did not exist.
     pub async fn delete_category(&self, id: &str) -> Result<bool, VsphereError> {
         self.op("delete_category", async {
-            match self
-                .rest(Method::DELETE, &with_id(CATEGORY, id), None, None)
-                .await
-            {
+            match self.rest(Method::DELETE, &with_id(CATEGORY, id), None, None).await {
                 Ok(_) => Ok(true),
                 Err(VsphereError::NotFound { .. }) => Ok(false),
                 Err(e) => Err(e),
@@ -301,13 +258,7 @@ impl Client {
     pub async fn attach_tag(&self, tag_id: &str, obj: &ManagedObject) -> Result<(), VsphereError> {
         self.op("attach_tag", async {
             let body = Self::object_id(obj);
-            self.rest(
-                Method::POST,
-                &with_id(ASSOCIATION, tag_id),
-                Some("~action=attach"),
-                Some(&body),
-            )
-            .await?;
+            self.rest(Method::POST, &with_id(ASSOCIATION, tag_id), Some("~action=attach"), Some(&body)).await?;
             Ok(())
         })
         .await
@@ -317,33 +268,18 @@ impl Client {
     pub async fn detach_tag(&self, tag_id: &str, obj: &ManagedObject) -> Result<(), VsphereError> {
         self.op("detach_tag", async {
             let body = Self::object_id(obj);
-            self.rest(
-                Method::POST,
-                &with_id(ASSOCIATION, tag_id),
-                Some("~action=detach"),
-                Some(&body),
-            )
-            .await?;
+            self.rest(Method::POST, &with_id(ASSOCIATION, tag_id), Some("~action=detach"), Some(&body)).await?;
             Ok(())
         })
         .await
     }
 
     /// Tags attached to an object, with their categories, sorted by category then name.
-    pub async fn list_attached_tags(
-        &self,
-        obj: &ManagedObject,
-    ) -> Result<Vec<TagInfo>, VsphereError> {
+    pub async fn list_attached_tags(&self, obj: &ManagedObject) -> Result<Vec<TagInfo>, VsphereError> {
         self.op("list_attached_tags", async {
             let body = Self::object_id(obj);
             let ids: Vec<String> = decode_list(
-                self.rest(
-                    Method::POST,
-                    ASSOCIATION,
-                    Some("~action=list-attached-tags"),
-                    Some(&body),
-                )
-                .await?,
+                self.rest(Method::POST, ASSOCIATION, Some("~action=list-attached-tags"), Some(&body)).await?,
                 "attached tags",
             )?;
             let tags: Vec<TagModel> = stream::iter(ids)
@@ -354,10 +290,7 @@ impl Client {
             let mut categories: HashMap<String, CategoryModel> = HashMap::new();
             for t in &tags {
                 if !categories.contains_key(&t.category_id) {
-                    categories.insert(
-                        t.category_id.clone(),
-                        self.get_category(&t.category_id).await?,
-                    );
+                    categories.insert(t.category_id.clone(), self.get_category(&t.category_id).await?);
                 }
             }
             let mut out: Vec<TagInfo> = tags
@@ -381,10 +314,7 @@ impl Client {
     }
 
     /// Objects a tag is attached to, as (type, moref value), sorted.
-    pub async fn list_attached_objects(
-        &self,
-        tag_id: &str,
-    ) -> Result<Vec<(String, String)>, VsphereError> {
+    pub async fn list_attached_objects(&self, tag_id: &str) -> Result<Vec<(String, String)>, VsphereError> {
         #[derive(Deserialize)]
         struct ObjectId {
             id: String,
@@ -395,12 +325,7 @@ impl Client {
             // vcsim answers an empty 200 unless the request carries a JSON body.
             let body = json!({});
             let v = self
-                .rest(
-                    Method::POST,
-                    &with_id(ASSOCIATION, tag_id),
-                    Some("~action=list-attached-objects"),
-                    Some(&body),
-                )
+                .rest(Method::POST, &with_id(ASSOCIATION, tag_id), Some("~action=list-attached-objects"), Some(&body))
                 .await?;
             let objs: Vec<ObjectId> = decode_list(v, "attached objects")?;
             let mut out: Vec<_> = objs.into_iter().map(|o| (o.type_name, o.id)).collect();
@@ -421,24 +346,15 @@ mod tests {
             with_id(TAG, "urn:vmomi:InventoryServiceTag:5b0c:GLOBAL"),
             "com/vmware/cis/tagging/tag/id:urn:vmomi:InventoryServiceTag:5b0c:GLOBAL"
         );
-        assert_eq!(
-            with_id(TAG, "a/b?c#d e"),
-            "com/vmware/cis/tagging/tag/id:a%2Fb%3Fc%23d%20e"
-        );
+        assert_eq!(with_id(TAG, "a/b?c#d e"), "com/vmware/cis/tagging/tag/id:a%2Fb%3Fc%23d%20e");
     }
 
     #[test]
     fn widening() {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(widened_types(&s(&["Datacenter"]), &s(&["Datacenter"])), None);
         assert_eq!(
-            widened_types(&s(&["Datacenter"]), &s(&["Datacenter"])),
-            None
-        );
-        assert_eq!(
-            widened_types(
-                &s(&["Datacenter"]),
-                &s(&["ClusterComputeResource", "Datacenter"])
-            ),
+            widened_types(&s(&["Datacenter"]), &s(&["ClusterComputeResource", "Datacenter"])),
             Some(s(&["Datacenter", "ClusterComputeResource"]))
         );
         assert_eq!(widened_types(&s(&[]), &s(&["Datacenter"])), None);
@@ -453,12 +369,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.cardinality, Some(Cardinality::Single));
         let t: TagModel =
-            serde_json::from_str(r#"{"id":"t1","name":"us-east","category_id":"c1","used_by":[]}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"id":"t1","name":"us-east","category_id":"c1","used_by":[]}"#).unwrap();
         assert_eq!(t.description, "");
-        assert_eq!(
-            serde_json::to_value(Cardinality::Multiple).unwrap(),
-            "MULTIPLE"
-        );
+        assert_eq!(serde_json::to_value(Cardinality::Multiple).unwrap(), "MULTIPLE");
     }
 }

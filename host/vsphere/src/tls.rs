@@ -8,9 +8,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, DigitallySignedStruct, Error as TlsError, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, Error as TlsError, OtherError, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use crate::error::VsphereError;
@@ -38,10 +36,7 @@ impl TlsPolicy {
 /// `AA:BB:...` SHA-256 of a DER certificate, the form vCenter and govc print.
 pub fn thumbprint_sha256(der: &[u8]) -> String {
     let sum = Sha256::digest(der);
-    sum.iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    sum.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 /// Normalise a user-supplied SHA-256 thumbprint (colons, spaces, case) to bare lowercase hex.
@@ -71,21 +66,14 @@ pub(crate) struct Rejected {
 
 impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (presented certificate SHA-256 {})",
-            self.reason, self.thumbprint
-        )
+        write!(f, "{} (presented certificate SHA-256 {})", self.reason, self.thumbprint)
     }
 }
 
 impl std::error::Error for Rejected {}
 
 fn reject(thumbprint: String, reason: String) -> TlsError {
-    TlsError::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Rejected {
-        thumbprint,
-        reason,
-    }))))
+    TlsError::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Rejected { thumbprint, reason }))))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -123,10 +111,7 @@ impl ServerCertVerifier for Verifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
         let thumb = thumbprint_sha256(end_entity);
-        *self
-            .last_presented
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(thumb.clone());
+        *self.last_presented.lock().unwrap_or_else(|e| e.into_inner()) = Some(thumb.clone());
         match &self.mode {
             Mode::Verify(inner) => inner
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
@@ -136,10 +121,7 @@ impl ServerCertVerifier for Verifier {
                 if &presented == pin {
                     Ok(ServerCertVerified::assertion())
                 } else {
-                    Err(reject(
-                        thumb,
-                        "certificate does not match the pinned SHA-256 thumbprint".into(),
-                    ))
+                    Err(reject(thumb, "certificate does not match the pinned SHA-256 thumbprint".into()))
                 }
             }
             Mode::Insecure => Ok(ServerCertVerified::assertion()),
@@ -205,9 +187,7 @@ pub(crate) fn verifier(policy: &TlsPolicy) -> Result<Arc<Verifier>, VsphereError
         }
         if let Some(pem) = &policy.ca_bundle_pem {
             for c in parse_pem_bundle(pem)? {
-                roots
-                    .add(c)
-                    .map_err(|e| VsphereError::invalid(format!("CA bundle certificate: {e}")))?;
+                roots.add(c).map_err(|e| VsphereError::invalid(format!("CA bundle certificate: {e}")))?;
             }
         }
         if roots.is_empty() {
@@ -215,19 +195,12 @@ pub(crate) fn verifier(policy: &TlsPolicy) -> Result<Arc<Verifier>, VsphereError
                 "no trusted roots: the system has none and no CA bundle was given (pin a thumbprint or supply the CA)",
             ));
         }
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| VsphereError::invalid(format!("TLS verifier: {e}")))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| VsphereError::invalid(format!("TLS verifier: {e}")))?;
         Mode::Verify(inner)
     };
-    Ok(Arc::new(Verifier {
-        mode,
-        algs,
-        last_presented: Mutex::new(None),
-    }))
+    Ok(Arc::new(Verifier { mode, algs, last_presented: Mutex::new(None) }))
 }
 
 /// A rustls client configuration using `verifier`.
@@ -246,16 +219,12 @@ pub(crate) fn client_config(verifier: Arc<Verifier>) -> Result<rustls::ClientCon
 
 /// Find a rejected-certificate report anywhere in an error chain. `io::Error` hides its
 /// payload from `source()`, so it is unwrapped by hand.
-pub(crate) fn find_tls_failure(
-    err: &(dyn std::error::Error + 'static),
-) -> Option<(Option<String>, String)> {
+pub(crate) fn find_tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<(Option<String>, String)> {
     if let Some(found) = tls_error_of(err) {
         return Some(found);
     }
     // io::Error hides its payload from source() (and may wrap another io::Error).
-    if let Some(inner) = err
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
+    if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
         && let Some(found) = find_tls_failure(inner)
     {
         return Some(found);
@@ -280,17 +249,11 @@ pub async fn fetch_thumbprint(server: &str) -> Result<String, VsphereError> {
 }
 
 /// [`fetch_thumbprint`] with an explicit connect and handshake timeout.
-pub async fn fetch_thumbprint_with_timeout(
-    server: &str,
-    timeout: Duration,
-) -> Result<String, VsphereError> {
+pub async fn fetch_thumbprint_with_timeout(server: &str, timeout: Duration) -> Result<String, VsphereError> {
     let endpoint = crate::session::Endpoint::parse(server)?;
     let host = endpoint.host.clone();
     let addr = endpoint.authority();
-    let verifier = verifier(&TlsPolicy {
-        insecure: true,
-        ..Default::default()
-    })?;
+    let verifier = verifier(&TlsPolicy { insecure: true, ..Default::default() })?;
     let cfg = Arc::new(client_config(verifier.clone())?);
     let job = tokio::task::spawn_blocking(move || -> Result<String, VsphereError> {
         use std::net::ToSocketAddrs;
@@ -299,22 +262,17 @@ pub async fn fetch_thumbprint_with_timeout(
             .map_err(|e| VsphereError::invalid(format!("resolve {addr}: {e}")))?
             .next()
             .ok_or_else(|| VsphereError::invalid(format!("resolve {addr}: no address")))?;
-        let transient = |reason: String| VsphereError::Transient {
-            operation: "fetch_thumbprint".into(),
-            attempts: 1,
-            reason,
-        };
+        let transient =
+            |reason: String| VsphereError::Transient { operation: "fetch_thumbprint".into(), attempts: 1, reason };
         let mut tcp = std::net::TcpStream::connect_timeout(&sock, timeout)
             .map_err(|e| transient(format!("connect {addr}: {e}")))?;
         tcp.set_read_timeout(Some(timeout)).ok();
         tcp.set_write_timeout(Some(timeout)).ok();
         let name = ServerName::try_from(host.clone())
             .map_err(|e| VsphereError::invalid(format!("server name {host:?}: {e}")))?;
-        let mut conn = rustls::ClientConnection::new(cfg, name)
-            .map_err(|e| VsphereError::invalid(e.to_string()))?;
+        let mut conn = rustls::ClientConnection::new(cfg, name).map_err(|e| VsphereError::invalid(e.to_string()))?;
         while conn.is_handshaking() {
-            conn.complete_io(&mut tcp)
-                .map_err(|e| transient(format!("TLS handshake with {addr}: {e}")))?;
+            conn.complete_io(&mut tcp).map_err(|e| transient(format!("TLS handshake with {addr}: {e}")))?;
         }
         let leaf = conn
             .peer_certificates()
@@ -322,8 +280,7 @@ pub async fn fetch_thumbprint_with_timeout(
             .ok_or_else(|| VsphereError::protocol("server presented no certificate"))?;
         Ok(thumbprint_sha256(leaf))
     });
-    job.await
-        .map_err(|e| VsphereError::protocol(format!("thumbprint task: {e}")))?
+    job.await.map_err(|e| VsphereError::protocol(format!("thumbprint task: {e}")))?
 }
 
 #[cfg(test)]
@@ -335,14 +292,8 @@ mod tests {
         let t = thumbprint_sha256(b"abc");
         assert_eq!(t.len(), 95);
         assert!(t.starts_with("BA:78:16:BF"), "{t}");
-        assert_eq!(
-            normalize_thumbprint(&t).unwrap(),
-            hex::encode(Sha256::digest(b"abc"))
-        );
-        assert_eq!(
-            normalize_thumbprint(&t.to_lowercase()).unwrap(),
-            normalize_thumbprint(&t).unwrap()
-        );
+        assert_eq!(normalize_thumbprint(&t).unwrap(), hex::encode(Sha256::digest(b"abc")));
+        assert_eq!(normalize_thumbprint(&t.to_lowercase()).unwrap(), normalize_thumbprint(&t).unwrap());
         assert!(normalize_thumbprint("AB:CD").is_err());
         assert!(normalize_thumbprint(&"zz".repeat(32)).is_err());
     }
@@ -350,10 +301,7 @@ mod tests {
     #[test]
     fn pem_bundle_must_hold_certificates() {
         assert!(parse_pem_bundle("").is_err());
-        assert!(
-            parse_pem_bundle("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
-                .is_err()
-        );
+        assert!(parse_pem_bundle("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").is_err());
         let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
         assert_eq!(parse_pem_bundle(&ca.cert.pem()).unwrap().len(), 1);
         let two = format!("{}{}", ca.cert.pem(), ca.cert.pem());
@@ -366,19 +314,11 @@ mod tests {
         let b = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
         let der_a = a.cert.der().clone();
         let der_b = b.cert.der().clone();
-        let v = verifier(&TlsPolicy {
-            thumbprint_sha256: Some(thumbprint_sha256(&der_a)),
-            ..Default::default()
-        })
-        .unwrap();
+        let v =
+            verifier(&TlsPolicy { thumbprint_sha256: Some(thumbprint_sha256(&der_a)), ..Default::default() }).unwrap();
         let name = ServerName::try_from("a.test").unwrap();
-        assert!(
-            v.verify_server_cert(&der_a, &[], &name, &[], UnixTime::now())
-                .is_ok()
-        );
-        let err = v
-            .verify_server_cert(&der_b, &[], &name, &[], UnixTime::now())
-            .unwrap_err();
+        assert!(v.verify_server_cert(&der_a, &[], &name, &[], UnixTime::now()).is_ok());
+        let err = v.verify_server_cert(&der_b, &[], &name, &[], UnixTime::now()).unwrap_err();
         let (thumb, _) = find_tls_failure(&err).unwrap();
         assert_eq!(thumb.unwrap(), thumbprint_sha256(&der_b));
     }
@@ -387,15 +327,9 @@ mod tests {
     fn ca_mode_names_presented_cert() {
         let other_ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
         let leaf = rcgen::generate_simple_self_signed(vec!["vc.test".into()]).unwrap();
-        let v = verifier(&TlsPolicy {
-            ca_bundle_pem: Some(other_ca.cert.pem()),
-            ..Default::default()
-        })
-        .unwrap();
+        let v = verifier(&TlsPolicy { ca_bundle_pem: Some(other_ca.cert.pem()), ..Default::default() }).unwrap();
         let name = ServerName::try_from("vc.test").unwrap();
-        let err = v
-            .verify_server_cert(leaf.cert.der(), &[], &name, &[], UnixTime::now())
-            .unwrap_err();
+        let err = v.verify_server_cert(leaf.cert.der(), &[], &name, &[], UnixTime::now()).unwrap_err();
         let (thumb, reason) = find_tls_failure(&err).unwrap();
         assert_eq!(thumb.unwrap(), thumbprint_sha256(leaf.cert.der()));
         assert!(!reason.is_empty());
@@ -407,18 +341,8 @@ mod tests {
 
     #[test]
     fn insecure_flag_and_pin_precedence() {
-        assert!(
-            TlsPolicy {
-                insecure: true,
-                ..Default::default()
-            }
-            .is_insecure()
-        );
-        let pinned = TlsPolicy {
-            insecure: true,
-            thumbprint_sha256: Some("00".repeat(32)),
-            ..Default::default()
-        };
+        assert!(TlsPolicy { insecure: true, ..Default::default() }.is_insecure());
+        let pinned = TlsPolicy { insecure: true, thumbprint_sha256: Some("00".repeat(32)), ..Default::default() };
         assert!(!pinned.is_insecure());
     }
 }

@@ -7,12 +7,7 @@ use crate::session::Client;
 use crate::soap::envelope::{FilterSpec, Traversal, XmlWriter};
 use crate::soap::parse::{MoRef, ObjectContent};
 
-const VM_PROPS: &[&str] = &[
-    "name",
-    "config.uuid",
-    "runtime.powerState",
-    "config.template",
-];
+const VM_PROPS: &[&str] = &["name", "config.uuid", "runtime.powerState", "config.template"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PowerState {
@@ -70,10 +65,7 @@ impl Client {
             let folder = self.find(ObjectKind::Folder, folder_path).await?;
             let objs = self
                 .retrieve(&FilterSpec {
-                    props: vec![(
-                        "VirtualMachine".into(),
-                        VM_PROPS.iter().map(|s| s.to_string()).collect(),
-                    )],
+                    props: vec![("VirtualMachine".into(), VM_PROPS.iter().map(|s| s.to_string()).collect())],
                     start: folder.moref.clone(),
                     include_start: false,
                     traversals: vec![Traversal {
@@ -105,13 +97,9 @@ impl Client {
     }
 
     async fn vm_summary(&self, vm: &ManagedObject) -> Result<VmSummary, VsphereError> {
-        let objs = self
-            .retrieve(&FilterSpec::object(&vm.moref, VM_PROPS))
-            .await?;
+        let objs = self.retrieve(&FilterSpec::object(&vm.moref, VM_PROPS)).await?;
         let folder_path = vm.path.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
-        objs.first()
-            .and_then(|o| summary(o, folder_path))
-            .ok_or_else(|| VsphereError::not_found(vm.path.clone()))
+        objs.first().and_then(|o| summary(o, folder_path)).ok_or_else(|| VsphereError::not_found(vm.path.clone()))
     }
 
     /// Clone a VM or template into a folder (test simulator only).
@@ -125,9 +113,7 @@ impl Client {
         power_on: bool,
     ) -> Result<VmSummary, VsphereError> {
         self.op("clone_vm", async {
-            let source = self
-                .find(ObjectKind::VirtualMachine, source_vm_path)
-                .await?;
+            let source = self.find(ObjectKind::VirtualMachine, source_vm_path).await?;
             let folder = self.find(ObjectKind::Folder, folder_path).await?;
             let pool = match resource_pool {
                 Some(p) => Some(self.find(ObjectKind::ResourcePool, p).await?),
@@ -146,25 +132,16 @@ impl Client {
             if let Some(p) = &pool {
                 w.moref("pool", &p.moref);
             }
-            w.close("location")
-                .bool("template", false)
-                .bool("powerOn", power_on)
-                .close("spec");
-            let resp = self
-                .soap("CloneVM_Task", &source.moref, &w.into_string())
-                .await?;
+            w.close("location").bool("template", false).bool("powerOn", power_on).close("spec");
+            let resp = self.soap("CloneVM_Task", &source.moref, &w.into_string()).await?;
             let task = returned_task(&resp, "CloneVM_Task")?;
             let result = self.wait_task(&task).await?;
-            let moref = result.as_ref().and_then(|r| r.moref()).ok_or_else(|| {
-                VsphereError::protocol("CloneVM_Task finished without the new VM")
-            })?;
+            let moref = result
+                .as_ref()
+                .and_then(|r| r.moref())
+                .ok_or_else(|| VsphereError::protocol("CloneVM_Task finished without the new VM"))?;
             let path = format!("{}/{name}", normalize_path(folder_path)?);
-            self.vm_summary(&ManagedObject {
-                kind: ObjectKind::VirtualMachine,
-                moref,
-                path,
-            })
-            .await
+            self.vm_summary(&ManagedObject { kind: ObjectKind::VirtualMachine, moref, path }).await
         })
         .await
     }
@@ -180,10 +157,7 @@ impl Client {
             let s = self.vm_summary(&vm).await?;
             if s.power_state == PowerState::PoweredOn || s.power_state == PowerState::Suspended {
                 let resp = self.soap("PowerOffVM_Task", &vm.moref, "").await?;
-                match self
-                    .wait_task(&returned_task(&resp, "PowerOffVM_Task")?)
-                    .await
-                {
+                match self.wait_task(&returned_task(&resp, "PowerOffVM_Task")?).await {
                     // Already off by the time the task ran.
                     Ok(_) | Err(VsphereError::Invalid { .. }) => {}
                     Err(e) => return Err(e),
@@ -216,11 +190,7 @@ mod tests {
 
     #[test]
     fn summaries() {
-        let text = |t: &str| Node {
-            name: "val".into(),
-            text: t.into(),
-            ..Default::default()
-        };
+        let text = |t: &str| Node { name: "val".into(), text: t.into(), ..Default::default() };
         let o = ObjectContent {
             obj: MoRef::new("VirtualMachine", "vm-1"),
             props: vec![
@@ -237,23 +207,11 @@ mod tests {
         assert!(!s.template);
         let t = ObjectContent {
             obj: o.obj.clone(),
-            props: vec![
-                ("name".into(), text("t")),
-                ("config.template".into(), text("true")),
-            ],
+            props: vec![("name".into(), text("t")), ("config.template".into(), text("true"))],
         };
         let s = summary(&t, "/dc/vm").unwrap();
         assert!(s.template);
         assert_eq!(s.power_state, PowerState::Unknown(String::new()));
-        assert!(
-            summary(
-                &ObjectContent {
-                    obj: o.obj,
-                    props: vec![]
-                },
-                "/x"
-            )
-            .is_none()
-        );
+        assert!(summary(&ObjectContent { obj: o.obj, props: vec![] }, "/x").is_none());
     }
 }

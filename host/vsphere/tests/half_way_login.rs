@@ -6,9 +6,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vsm_vsphere::{
-    ClientOptions, Credentials, RetryPolicy, ServerSpec, SessionPool, TlsPolicy, VsphereError,
-};
+use vsm_vsphere::{ClientOptions, Credentials, RetryPolicy, ServerSpec, SessionPool, TlsPolicy, VsphereError};
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -27,17 +25,12 @@ fn fake_vcenter(rest_status: u16) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let der = key.cert.der().clone();
     let thumb = vsm_vsphere::tls::thumbprint_sha256(&der);
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![der],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
-    )
-    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()))
+        .unwrap();
     let cfg = Arc::new(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -57,20 +50,16 @@ fn fake_vcenter(rest_status: u16) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
                         ("POST", "/sdk") if req.body.contains("<RetrieveServiceContent") => {
                             (200, None, SERVICE_CONTENT)
                         }
-                        ("POST", "/sdk") if req.body.contains("<Login ") => (
-                            200,
-                            Some("vmware_soap_session=\"fake-soap-session\"; Path=/; HttpOnly"),
-                            LOGIN,
-                        ),
+                        ("POST", "/sdk") if req.body.contains("<Login ") => {
+                            (200, Some("vmware_soap_session=\"fake-soap-session\"; Path=/; HttpOnly"), LOGIN)
+                        }
                         ("POST", "/sdk") if req.body.contains("<Logout ") => (200, None, LOGOUT),
                         ("POST", "/rest/com/vmware/cis/session") => (rest_status, None, ""),
                         _ => (404, None, ""),
                     };
                     log.lock().unwrap().push(req);
-                    let mut head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/xml\r\n",
-                        body.len()
-                    );
+                    let mut head =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/xml\r\n", body.len());
                     if let Some(c) = cookie {
                         head.push_str(&format!("Set-Cookie: {c}\r\n"));
                     }
@@ -117,12 +106,7 @@ fn read_request(s: &mut impl Read) -> Option<Seen> {
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).ok()?;
     // BufReader may hold bytes of a pipelined next request; reqwest does not pipeline.
-    Some(Seen {
-        method,
-        path,
-        cookie,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Some(Seen { method, path, cookie, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 fn options() -> ClientOptions {
@@ -144,10 +128,7 @@ async fn half_way(rest_status: u16) -> (VsphereError, Vec<Seen>, SessionPool) {
     let spec = ServerSpec {
         server: addr,
         credentials: Credentials::new("u", "p4ssw0rd"),
-        tls: TlsPolicy {
-            thumbprint_sha256: Some(thumb),
-            ..Default::default()
-        },
+        tls: TlsPolicy { thumbprint_sha256: Some(thumb), ..Default::default() },
     };
     let err = pool.client(&spec).await.unwrap_err();
     let seen = seen.lock().unwrap().clone();
@@ -156,27 +137,17 @@ async fn half_way(rest_status: u16) -> (VsphereError, Vec<Seen>, SessionPool) {
 
 fn logged_out(seen: &[Seen]) -> bool {
     seen.iter().any(|s| {
-        s.body.contains("<Logout ")
-            && s.cookie.as_deref() == Some("vmware_soap_session=\"fake-soap-session\"")
+        s.body.contains("<Logout ") && s.cookie.as_deref() == Some("vmware_soap_session=\"fake-soap-session\"")
     })
 }
 
 #[tokio::test]
 async fn rest_login_rejected_logs_soap_out() {
     let (err, seen, pool) = half_way(401).await;
-    assert!(
-        matches!(err, VsphereError::AuthFailed { cached: false, .. }),
-        "{err:?}"
-    );
-    assert!(
-        logged_out(&seen),
-        "no SOAP Logout after the REST login failed: {seen:?}"
-    );
+    assert!(matches!(err, VsphereError::AuthFailed { cached: false, .. }), "{err:?}");
+    assert!(logged_out(&seen), "no SOAP Logout after the REST login failed: {seen:?}");
     // Rejected once, never again with the same password.
-    let rest_logins = seen
-        .iter()
-        .filter(|s| s.path == "/rest/com/vmware/cis/session")
-        .count();
+    let rest_logins = seen.iter().filter(|s| s.path == "/rest/com/vmware/cis/session").count();
     assert_eq!(rest_logins, 1);
     assert_eq!(pool.stats().open_sessions, 0);
 }
@@ -185,14 +156,8 @@ async fn rest_login_rejected_logs_soap_out() {
 async fn rest_unavailable_logs_soap_out() {
     let (err, seen, pool) = half_way(503).await;
     assert!(err.is_transient(), "{err:?}");
-    assert!(
-        logged_out(&seen),
-        "no SOAP Logout after the REST login failed: {seen:?}"
-    );
-    let rest_logins = seen
-        .iter()
-        .filter(|s| s.path == "/rest/com/vmware/cis/session")
-        .count();
+    assert!(logged_out(&seen), "no SOAP Logout after the REST login failed: {seen:?}");
+    let rest_logins = seen.iter().filter(|s| s.path == "/rest/com/vmware/cis/session").count();
     assert_eq!(rest_logins, 2, "retried up to max_attempts");
     assert_eq!(pool.stats().open_sessions, 0);
     assert_eq!(pool.stats().login_failures, 0);

@@ -9,9 +9,9 @@ use serde_json::Value;
 use crate::spec::MigrationSpec;
 use crate::types::TypeConst;
 use crate::{
-    AboutInfo, CallContext, CategorySpec, Ensured, EventType, Host, KubeError, Level, Object,
-    ObjectKind, ObjectRef, ObjectType, PatchType, PhaseError, Preconditions, RestoreReport,
-    Scope, SnapshotInfo, TagInfo, VmInfo, VsphereError,
+    AboutInfo, CallContext, CategorySpec, Ensured, EventType, Host, KubeError, Level, Object, ObjectKind, ObjectRef,
+    ObjectType, PatchType, PhaseError, Preconditions, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo,
+    VsphereError,
 };
 
 /// Everything one `execute` or `rollback` call can see and do.
@@ -136,9 +136,8 @@ impl Kube<'_> {
 
     /// The object; its absence is an error naming it.
     pub fn get_required(&self, ty: &TypeConst, ns: Option<&str>, name: &str) -> Result<Object, PhaseError> {
-        self.get(ty, ns, name)?.ok_or_else(|| {
-            PhaseError::invalid(format!("{} does not exist", describe(&ty.get(), ns, name)))
-        })
+        self.get(ty, ns, name)?
+            .ok_or_else(|| PhaseError::invalid(format!("{} does not exist", describe(&ty.get(), ns, name))))
     }
 
     /// All objects of a type, optionally in one namespace and matching a label selector.
@@ -161,7 +160,12 @@ impl Kube<'_> {
     }
 
     /// Create, or return `None` if an object of that name exists already.
-    pub fn create_if_absent(&self, ty: &TypeConst, ns: Option<&str>, object: &Value) -> Result<Option<Object>, PhaseError> {
+    pub fn create_if_absent(
+        &self,
+        ty: &TypeConst,
+        ns: Option<&str>,
+        object: &Value,
+    ) -> Result<Option<Object>, PhaseError> {
         match self.host.kube_create(&ty.get(), ns, &object.to_string()) {
             Ok(json) => Object::parse(&json).map(Some),
             Err(KubeError::AlreadyExists(_)) => Ok(None),
@@ -170,7 +174,14 @@ impl Kube<'_> {
     }
 
     /// Server-side apply with the phase's field manager.
-    pub fn apply(&self, ty: &TypeConst, ns: Option<&str>, name: &str, object: &Value, force: bool) -> Result<Object, PhaseError> {
+    pub fn apply(
+        &self,
+        ty: &TypeConst,
+        ns: Option<&str>,
+        name: &str,
+        object: &Value,
+        force: bool,
+    ) -> Result<Object, PhaseError> {
         let json = self
             .host
             .kube_apply(&ty.get(), ns, name, &object.to_string(), force)
@@ -179,7 +190,13 @@ impl Kube<'_> {
     }
 
     /// JSON merge patch.
-    pub fn merge_patch(&self, ty: &TypeConst, ns: Option<&str>, name: &str, patch: &Value) -> Result<Object, PhaseError> {
+    pub fn merge_patch(
+        &self,
+        ty: &TypeConst,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Object, PhaseError> {
         self.patch(ty, ns, name, PatchType::Merge, patch)
     }
 
@@ -188,7 +205,14 @@ impl Kube<'_> {
         self.patch(ty, ns, name, PatchType::Json, ops)
     }
 
-    fn patch(&self, ty: &TypeConst, ns: Option<&str>, name: &str, kind: PatchType, patch: &Value) -> Result<Object, PhaseError> {
+    fn patch(
+        &self,
+        ty: &TypeConst,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        patch: &Value,
+    ) -> Result<Object, PhaseError> {
         let json = self
             .host
             .kube_patch(&ty.get(), ns, name, kind, &patch.to_string())
@@ -198,15 +222,22 @@ impl Kube<'_> {
 
     /// Replace (PUT) an object read earlier; fails with a conflict if it changed since.
     pub fn replace(&self, ty: &TypeConst, object: &Object) -> Result<Object, PhaseError> {
-        let json = self
-            .host
-            .kube_replace(&ty.get(), object.namespace(), object.name(), &object.to_json())
-            .map_err(|e| PhaseError::from(e).context(format!("updating {}", describe(&ty.get(), object.namespace(), object.name()))))?;
+        let json =
+            self.host.kube_replace(&ty.get(), object.namespace(), object.name(), &object.to_json()).map_err(|e| {
+                PhaseError::from(e)
+                    .context(format!("updating {}", describe(&ty.get(), object.namespace(), object.name())))
+            })?;
         Object::parse(&json)
     }
 
     /// Delete; returns false if the object was already gone.
-    pub fn delete(&self, ty: &TypeConst, ns: Option<&str>, name: &str, pre: Option<&Preconditions>) -> Result<bool, PhaseError> {
+    pub fn delete(
+        &self,
+        ty: &TypeConst,
+        ns: Option<&str>,
+        name: &str,
+        pre: Option<&Preconditions>,
+    ) -> Result<bool, PhaseError> {
         match self.host.kube_delete(&ty.get(), ns, name, pre) {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -247,7 +278,13 @@ impl Vsphere<'_> {
     pub fn ensure_category(&self, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
         self.host.vs_ensure_category(server, spec)
     }
-    pub fn ensure_tag(&self, server: &str, category: &str, name: &str, description: &str) -> Result<Ensured, VsphereError> {
+    pub fn ensure_tag(
+        &self,
+        server: &str,
+        category: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<Ensured, VsphereError> {
         self.host.vs_ensure_tag(server, category, name, description)
     }
     pub fn delete_tag(&self, server: &str, tag: &str) -> Result<bool, VsphereError> {
@@ -282,9 +319,7 @@ impl State<'_> {
     pub fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PhaseError> {
         match self.get(key) {
             None => Ok(None),
-            Some(s) => serde_json::from_str(&s)
-                .map(Some)
-                .map_err(|e| PhaseError::invalid(format!("state {key}: {e}"))),
+            Some(s) => serde_json::from_str(&s).map(Some).map_err(|e| PhaseError::invalid(format!("state {key}: {e}"))),
         }
     }
 
@@ -335,10 +370,8 @@ impl Backup<'_> {
     /// Undo everything this phase journalled; an error lists every step that failed.
     pub fn restore_all(&self) -> Result<usize, PhaseError> {
         let reports = self.restore_journal();
-        let failures: Vec<String> = reports
-            .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.subject)))
-            .collect();
+        let failures: Vec<String> =
+            reports.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.subject))).collect();
         if failures.is_empty() {
             Ok(reports.len())
         } else {
@@ -354,8 +387,7 @@ pub struct Log<'h> {
 
 impl Log<'_> {
     pub fn write(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
-        let fields: Vec<(String, String)> =
-            fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.host.log_write(level, message, &fields);
     }
 

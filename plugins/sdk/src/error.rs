@@ -10,14 +10,23 @@ use crate::{Failure, KubeError, Outcome, VsphereError};
 /// glue: transient problems are retryable, everything else is not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PhaseError {
-    Kube { context: Option<String>, error: KubeError },
-    Vsphere { context: Option<String>, error: VsphereError },
+    Kube {
+        context: Option<String>,
+        error: KubeError,
+    },
+    Vsphere {
+        context: Option<String>,
+        error: VsphereError,
+    },
     State(String),
     Backup(String),
     /// The spec or the cluster is not what the phase needs; retrying will not help.
     Invalid(String),
     /// Anything else, with an explicit retry decision.
-    Failed { message: String, retryable: bool },
+    Failed {
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl PhaseError {

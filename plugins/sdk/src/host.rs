@@ -3,9 +3,8 @@
 
 use crate::bindings::vsm::phase::{backup, clock, kube, log, state, vsphere};
 use crate::{
-    AboutInfo, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef,
-    ObjectType, PatchType, Preconditions, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo,
-    VsphereError,
+    AboutInfo, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType, PatchType,
+    Preconditions, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereError,
 };
 use backup::BackupError;
 use state::StateError;
@@ -16,10 +15,30 @@ pub trait Host {
     fn kube_get(&self, ty: &ObjectType, ns: Option<&str>, name: &str) -> Result<String, KubeError>;
     fn kube_list(&self, ty: &ObjectType, ns: Option<&str>, selector: Option<&str>) -> Result<String, KubeError>;
     fn kube_create(&self, ty: &ObjectType, ns: Option<&str>, object: &str) -> Result<String, KubeError>;
-    fn kube_apply(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str, force: bool) -> Result<String, KubeError>;
-    fn kube_patch(&self, ty: &ObjectType, ns: Option<&str>, name: &str, kind: PatchType, patch: &str) -> Result<String, KubeError>;
+    fn kube_apply(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+        force: bool,
+    ) -> Result<String, KubeError>;
+    fn kube_patch(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        patch: &str,
+    ) -> Result<String, KubeError>;
     fn kube_replace(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str) -> Result<String, KubeError>;
-    fn kube_delete(&self, ty: &ObjectType, ns: Option<&str>, name: &str, pre: Option<&Preconditions>) -> Result<(), KubeError>;
+    fn kube_delete(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        pre: Option<&Preconditions>,
+    ) -> Result<(), KubeError>;
 
     fn vs_about(&self, server: &str) -> Result<AboutInfo, VsphereError>;
     fn vs_find(&self, server: &str, kind: ObjectKind, path: &str) -> Result<ObjectRef, VsphereError>;
@@ -27,7 +46,13 @@ pub trait Host {
     fn vs_create_folder(&self, server: &str, path: &str) -> Result<Ensured, VsphereError>;
     fn vs_delete_folder(&self, server: &str, path: &str) -> Result<bool, VsphereError>;
     fn vs_ensure_category(&self, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError>;
-    fn vs_ensure_tag(&self, server: &str, category: &str, name: &str, description: &str) -> Result<Ensured, VsphereError>;
+    fn vs_ensure_tag(
+        &self,
+        server: &str,
+        category: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<Ensured, VsphereError>;
     fn vs_delete_tag(&self, server: &str, tag: &str) -> Result<bool, VsphereError>;
     fn vs_delete_category(&self, server: &str, category: &str) -> Result<bool, VsphereError>;
     fn vs_attach_tag(&self, server: &str, tag: &str, target: &ObjectRef) -> Result<(), VsphereError>;
@@ -61,16 +86,36 @@ impl Host for WasmHost {
     fn kube_create(&self, ty: &ObjectType, ns: Option<&str>, object: &str) -> Result<String, KubeError> {
         kube::create(ty, ns, object)
     }
-    fn kube_apply(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str, force: bool) -> Result<String, KubeError> {
+    fn kube_apply(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+        force: bool,
+    ) -> Result<String, KubeError> {
         kube::apply(ty, ns, name, object, force)
     }
-    fn kube_patch(&self, ty: &ObjectType, ns: Option<&str>, name: &str, kind: PatchType, patch: &str) -> Result<String, KubeError> {
+    fn kube_patch(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        patch: &str,
+    ) -> Result<String, KubeError> {
         kube::patch(ty, ns, name, kind, patch)
     }
     fn kube_replace(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str) -> Result<String, KubeError> {
         kube::replace(ty, ns, name, object)
     }
-    fn kube_delete(&self, ty: &ObjectType, ns: Option<&str>, name: &str, pre: Option<&Preconditions>) -> Result<(), KubeError> {
+    fn kube_delete(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        pre: Option<&Preconditions>,
+    ) -> Result<(), KubeError> {
         kube::delete(ty, ns, name, pre)
     }
 
@@ -92,7 +137,13 @@ impl Host for WasmHost {
     fn vs_ensure_category(&self, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
         vsphere::ensure_category(server, spec)
     }
-    fn vs_ensure_tag(&self, server: &str, category: &str, name: &str, description: &str) -> Result<Ensured, VsphereError> {
+    fn vs_ensure_tag(
+        &self,
+        server: &str,
+        category: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<Ensured, VsphereError> {
         vsphere::ensure_tag(server, category, name, description)
     }
     fn vs_delete_tag(&self, server: &str, tag: &str) -> Result<bool, VsphereError> {

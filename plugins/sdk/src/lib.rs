@@ -52,12 +52,10 @@ pub use bindings::vsm::phase::kube::{KubeError, ObjectType, PatchType, Precondit
 pub use bindings::vsm::phase::log::{EventType, Level};
 pub use bindings::vsm::phase::state::Scope;
 pub use bindings::vsm::phase::types::{
-    CallContext, Capabilities, Failure, KubeCapability, Migration, Outcome, PhaseInfo,
-    VsphereCapability, WaitInfo,
+    CallContext, Capabilities, Failure, KubeCapability, Migration, Outcome, PhaseInfo, VsphereCapability, WaitInfo,
 };
 pub use bindings::vsm::phase::vsphere::{
-    AboutInfo, Cardinality, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo,
-    VsphereError,
+    AboutInfo, Cardinality, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError,
 };
 pub use cx::{Backup, Cx, Kube, Log, State, Vsphere};
 pub use error::{PhaseError, ResultExt};
@@ -177,9 +175,8 @@ pub mod prelude {
     pub use crate::spec::{FailureDomain, MigrationSpec};
     pub use crate::types;
     pub use crate::{
-        Cx, EventType, Level, Object, ObjectKind, ObjectRef, ObjectType, Outcome, Phase,
-        PhaseError, PhaseInfo, ResultExt, Scope, Step, VsphereCapability, done, export_phase,
-        percent, wait,
+        Cx, EventType, Level, Object, ObjectKind, ObjectRef, ObjectType, Outcome, Phase, PhaseError, PhaseInfo,
+        ResultExt, Scope, Step, VsphereCapability, done, export_phase, percent, wait,
     };
     pub use serde_json::{Value, json};
 }

@@ -69,9 +69,9 @@ impl Object {
     pub fn typed_at<T: DeserializeOwned>(&self, pointer: &str) -> Result<Option<T>, PhaseError> {
         match self.at(pointer) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|e| PhaseError::invalid(format!("{pointer}: {e}"))),
+            Some(v) => {
+                serde_json::from_value(v.clone()).map(Some).map_err(|e| PhaseError::invalid(format!("{pointer}: {e}")))
+            }
         }
     }
 

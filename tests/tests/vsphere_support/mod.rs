@@ -34,25 +34,14 @@ pub struct Sim {
 /// A vcsim with a certificate from a fresh test CA. `source` has VMs; `target` has none.
 pub async fn start(source: bool) -> anyhow::Result<Sim> {
     let ca = Arc::new(TestCa::new("vsphere-client-test-ca")?);
-    let base = if source {
-        VcsimOptions::source()
-    } else {
-        VcsimOptions::target()
-    };
-    let vc = Vcsim::start(VcsimOptions {
-        ca: Some(ca.clone()),
-        ..base
-    })
-    .await?;
+    let base = if source { VcsimOptions::source() } else { VcsimOptions::target() };
+    let vc = Vcsim::start(VcsimOptions { ca: Some(ca.clone()), ..base }).await?;
     Ok(Sim { ca, vc })
 }
 
 impl Sim {
     pub fn tls(&self) -> TlsPolicy {
-        TlsPolicy {
-            ca_bundle_pem: self.vc.ca_pem.clone(),
-            ..Default::default()
-        }
+        TlsPolicy { ca_bundle_pem: self.vc.ca_pem.clone(), ..Default::default() }
     }
 
     pub fn spec(&self) -> ServerSpec {

@@ -49,9 +49,7 @@ impl XmlWriter {
     /// `<name>` or `<name xsi:type="T">`.
     pub fn open(&mut self, name: &str, xsi_type: Option<&str>) -> &mut Self {
         match xsi_type {
-            Some(t) => self
-                .buf
-                .push_str(&format!("<{name} xsi:type=\"{}\">", escape(t))),
+            Some(t) => self.buf.push_str(&format!("<{name} xsi:type=\"{}\">", escape(t))),
             None => self.buf.push_str(&format!("<{name}>")),
         }
         self
@@ -75,10 +73,7 @@ impl XmlWriter {
 pub fn request(method: &str, this: &MoRef, args: &str) -> String {
     let mut w = XmlWriter::new();
     w.moref("_this", this);
-    format!(
-        "{ENVELOPE_OPEN}<{method} xmlns=\"urn:vim25\">{}{args}</{method}>{ENVELOPE_CLOSE}",
-        w.into_string()
-    )
+    format!("{ENVELOPE_OPEN}<{method} xmlns=\"urn:vim25\">{}{args}</{method}>{ENVELOPE_CLOSE}", w.into_string())
 }
 
 /// One traversal step: from objects of `type_name`, follow property `path`, then apply
@@ -105,10 +100,7 @@ impl FilterSpec {
     /// Properties of a single object.
     pub fn object(obj: &MoRef, props: &[&str]) -> Self {
         FilterSpec {
-            props: vec![(
-                obj.type_name.clone(),
-                props.iter().map(|p| p.to_string()).collect(),
-            )],
+            props: vec![(obj.type_name.clone(), props.iter().map(|p| p.to_string()).collect())],
             start: obj.clone(),
             include_start: true,
             traversals: vec![],
@@ -130,9 +122,7 @@ pub fn retrieve_properties_ex(spec: &FilterSpec, max_objects: Option<u32>) -> St
         }
         w.close("propSet");
     }
-    w.open("objectSet", None)
-        .moref("obj", &spec.start)
-        .bool("skip", !spec.include_start);
+    w.open("objectSet", None).moref("obj", &spec.start).bool("skip", !spec.include_start);
     // Every traversal is defined once, on the start object, so names can refer to each
     // other (recursion through folders); at each object only those whose type matches
     // apply.
@@ -168,14 +158,8 @@ mod tests {
         let mut w = XmlWriter::new();
         w.text("name", "a<b>&'c\"");
         let body = request("CreateFolder", &this, &w.into_string());
-        assert!(
-            body.contains("<name>a&lt;b&gt;&amp;&apos;c&quot;</name>"),
-            "{body}"
-        );
-        assert!(
-            body.contains(r#"<_this type="Folder">group-&quot;v3&quot;</_this>"#),
-            "{body}"
-        );
+        assert!(body.contains("<name>a&lt;b&gt;&amp;&apos;c&quot;</name>"), "{body}");
+        assert!(body.contains(r#"<_this type="Folder">group-&quot;v3&quot;</_this>"#), "{body}");
         // And it round-trips through the parser.
         let root = parse(&body).unwrap();
         let m = root.find("Body").unwrap().children[0].clone();
@@ -187,10 +171,7 @@ mod tests {
     #[test]
     fn property_filter_in_schema_order() {
         let spec = FilterSpec {
-            props: vec![
-                ("Folder".into(), vec!["name".into(), "parent".into()]),
-                ("Datacenter".into(), vec![]),
-            ],
+            props: vec![("Folder".into(), vec!["name".into(), "parent".into()]), ("Datacenter".into(), vec![])],
             start: MoRef::new("Folder", "group-d1"),
             include_start: true,
             traversals: vec![Traversal {

@@ -28,21 +28,10 @@ pub struct SoapFault {
 impl SoapFault {
     /// Read a `Fault` element (faultstring + detail).
     pub fn from_node(fault: &Node) -> SoapFault {
-        let message = fault
-            .child_text("faultstring")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let detail = fault
-            .child("detail")
-            .and_then(|d| d.children.first())
-            .cloned();
+        let message = fault.child_text("faultstring").unwrap_or_default().trim().to_string();
+        let detail = fault.child("detail").and_then(|d| d.children.first()).cloned();
         let kind = detail.as_ref().map(fault_type).unwrap_or_default();
-        SoapFault {
-            kind,
-            message,
-            detail,
-        }
+        SoapFault { kind, message, detail }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -61,10 +50,7 @@ impl SoapFault {
         }
         match self.detail {
             Some(d) => from_detail(&d, &self.message),
-            None => VsphereError::Fault {
-                fault: "ServerFault".into(),
-                message: self.message,
-            },
+            None => VsphereError::Fault { fault: "ServerFault".into(), message: self.message },
         }
     }
 }
@@ -80,61 +66,37 @@ fn fault_type(n: &Node) -> String {
 /// Map a fault object (detail child, or `LocalizedMethodFault.fault`) to an error.
 pub fn from_detail(d: &Node, message: &str) -> VsphereError {
     let kind = fault_type(d);
-    let obj = || {
-        d.child("object")
-            .and_then(Node::moref)
-            .map(|m| m.to_string())
-            .unwrap_or_default()
-    };
+    let obj = || d.child("object").and_then(Node::moref).map(|m| m.to_string()).unwrap_or_default();
     match kind.as_str() {
-        "NotAuthenticated" => VsphereError::NotAuthenticated {
-            server: String::new(),
-        },
+        "NotAuthenticated" => VsphereError::NotAuthenticated { server: String::new() },
         "NoPermission" => VsphereError::PermissionDenied {
             privilege: d.child_text("privilegeId").unwrap_or_default().to_string(),
             object: obj(),
         },
-        "InvalidLogin" | "InvalidLocale" => VsphereError::AuthFailed {
-            server: String::new(),
-            username: String::new(),
-            cached: false,
-        },
+        "InvalidLogin" | "InvalidLocale" => {
+            VsphereError::AuthFailed { server: String::new(), username: String::new(), cached: false }
+        }
         "DuplicateName" | "AlreadyExists" => VsphereError::AlreadyExists {
-            name: d
-                .child_text("name")
-                .map(str::to_string)
-                .unwrap_or_else(|| message.to_string()),
+            name: d.child_text("name").map(str::to_string).unwrap_or_else(|| message.to_string()),
         },
         "ManagedObjectNotFound" => VsphereError::NotFound {
-            path: d
-                .child("obj")
-                .and_then(Node::moref)
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| message.to_string()),
+            path: d.child("obj").and_then(Node::moref).map(|m| m.to_string()).unwrap_or_else(|| message.to_string()),
         },
-        "NotFound" => VsphereError::NotFound {
-            path: message.to_string(),
-        },
+        "NotFound" => VsphereError::NotFound { path: message.to_string() },
         "InvalidArgument" => VsphereError::Invalid {
             message: match d.child_text("invalidProperty") {
                 Some(p) if !p.is_empty() => format!("invalid argument {p}: {message}"),
                 _ => format!("invalid argument: {message}"),
             },
         },
-        "InvalidName" | "InvalidState" | "InvalidPowerState" | "NotSupported"
-        | "InvalidRequest" | "ResourceInUse" | "InvalidDatastore" | "InvalidFolder"
-        | "VmConfigFault" | "MethodDisabled" => VsphereError::Invalid {
-            message: format!("{kind}: {message}"),
-        },
-        k if TRANSIENT_FAULTS.contains(&k) => VsphereError::Transient {
-            operation: String::new(),
-            attempts: 1,
-            reason: format!("{k}: {message}"),
-        },
-        _ => VsphereError::Fault {
-            fault: kind.clone(),
-            message: message.to_string(),
-        },
+        "InvalidName" | "InvalidState" | "InvalidPowerState" | "NotSupported" | "InvalidRequest" | "ResourceInUse"
+        | "InvalidDatastore" | "InvalidFolder" | "VmConfigFault" | "MethodDisabled" => {
+            VsphereError::Invalid { message: format!("{kind}: {message}") }
+        }
+        k if TRANSIENT_FAULTS.contains(&k) => {
+            VsphereError::Transient { operation: String::new(), attempts: 1, reason: format!("{k}: {message}") }
+        }
+        _ => VsphereError::Fault { fault: kind.clone(), message: message.to_string() },
     }
 }
 
@@ -158,10 +120,7 @@ mod tests {
             "",
         );
         assert_eq!(f.kind, "NotAuthenticated");
-        assert!(matches!(
-            f.into_error("CreateFolder"),
-            VsphereError::NotAuthenticated { .. }
-        ));
+        assert!(matches!(f.into_error("CreateFolder"), VsphereError::NotAuthenticated { .. }));
     }
 
     #[test]
@@ -185,17 +144,12 @@ mod tests {
             r#"<InvalidLoginFault xmlns="urn:vim25" xsi:type="InvalidLogin"></InvalidLoginFault>"#,
             "Login failure",
         );
-        assert!(matches!(
-            f.into_error("Login"),
-            VsphereError::AuthFailed { cached: false, .. }
-        ));
+        assert!(matches!(f.into_error("Login"), VsphereError::AuthFailed { cached: false, .. }));
         let f = fault(
             r#"<DuplicateNameFault xmlns="urn:vim25" xsi:type="DuplicateName"><name>x</name><object type="Folder">group-v9</object></DuplicateNameFault>"#,
             "dup",
         );
-        assert!(
-            matches!(f.into_error("CreateFolder"), VsphereError::AlreadyExists { name } if name == "x")
-        );
+        assert!(matches!(f.into_error("CreateFolder"), VsphereError::AlreadyExists { name } if name == "x"));
         let f = fault(
             r#"<ManagedObjectNotFoundFault xmlns="urn:vim25" xsi:type="ManagedObjectNotFound"><obj type="VirtualMachine">vm-1</obj></ManagedObjectNotFoundFault>"#,
             "gone",
@@ -207,37 +161,22 @@ mod tests {
             r#"<InvalidArgumentFault xmlns="urn:vim25" xsi:type="InvalidArgument"><invalidProperty>spec.name</invalidProperty></InvalidArgumentFault>"#,
             "bad",
         );
-        assert!(
-            matches!(f.into_error("x"), VsphereError::Invalid { message } if message.contains("spec.name"))
-        );
+        assert!(matches!(f.into_error("x"), VsphereError::Invalid { message } if message.contains("spec.name")));
         // Element name without xsi:type still identifies the fault.
-        let f = fault(
-            r#"<InvalidStateFault xmlns="urn:vim25"></InvalidStateFault>"#,
-            "state",
-        );
+        let f = fault(r#"<InvalidStateFault xmlns="urn:vim25"></InvalidStateFault>"#, "state");
         assert_eq!(f.kind, "InvalidState");
     }
 
     #[test]
     fn transient_and_unknown() {
-        let f = fault(
-            r#"<TaskInProgressFault xmlns="urn:vim25" xsi:type="TaskInProgress"/>"#,
-            "busy",
-        );
+        let f = fault(r#"<TaskInProgressFault xmlns="urn:vim25" xsi:type="TaskInProgress"/>"#, "busy");
         assert!(f.is_transient());
         assert!(f.into_error("PowerOffVM_Task").is_transient());
-        let f = fault(
-            r#"<SomethingNewFault xmlns="urn:vim25" xsi:type="SomethingNew"/>"#,
-            "new",
-        );
-        assert!(
-            matches!(f.clone().into_error("x"), VsphereError::Fault { fault, .. } if fault == "SomethingNew")
-        );
+        let f = fault(r#"<SomethingNewFault xmlns="urn:vim25" xsi:type="SomethingNew"/>"#, "new");
+        assert!(matches!(f.clone().into_error("x"), VsphereError::Fault { fault, .. } if fault == "SomethingNew"));
         assert!(!f.is_transient());
         let f = fault("", "plain server fault");
         assert_eq!(f.kind, "");
-        assert!(
-            matches!(f.into_error("x"), VsphereError::Fault { message, .. } if message == "plain server fault")
-        );
+        assert!(matches!(f.into_error("x"), VsphereError::Fault { message, .. } if message == "plain server fault"));
     }
 }

@@ -17,10 +17,7 @@ pub struct MoRef {
 
 impl MoRef {
     pub fn new(type_name: impl Into<String>, value: impl Into<String>) -> Self {
-        MoRef {
-            type_name: type_name.into(),
-            value: value.into(),
-        }
+        MoRef { type_name: type_name.into(), value: value.into() }
     }
 }
 
@@ -41,18 +38,12 @@ pub struct Node {
 
 impl Node {
     pub fn attr(&self, qname: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == qname)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(k, _)| k == qname).map(|(_, v)| v.as_str())
     }
 
     /// The `xsi:type` (any prefix), without its namespace prefix.
     pub fn xsi_type(&self) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k.ends_with(":type"))
-            .map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
+        self.attrs.iter().find(|(k, _)| k.ends_with(":type")).map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
     }
 
     pub fn child(&self, name: &str) -> Option<&Node> {
@@ -141,27 +132,16 @@ fn element(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, quick_xml::Err
     for a in e.attributes() {
         let a = a.map_err(quick_xml::Error::from)?;
         let k = String::from(a.key.as_ref());
-        let v = a
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)?
-            .into_owned();
+        let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0)?.into_owned();
         attrs.push((k, v));
     }
-    Ok(Node {
-        name,
-        attrs,
-        text: String::new(),
-        children: Vec::new(),
-    })
+    Ok(Node { name, attrs, text: String::new(), children: Vec::new() })
 }
 
 /// The first element inside `<Body>`: the `...Response` or the `Fault`.
 pub fn body_payload(root: &Node) -> Result<&Node, VsphereError> {
-    let body = root
-        .child("Body")
-        .ok_or_else(|| VsphereError::protocol("SOAP envelope without Body"))?;
-    body.children
-        .first()
-        .ok_or_else(|| VsphereError::protocol("empty SOAP Body"))
+    let body = root.child("Body").ok_or_else(|| VsphereError::protocol("SOAP envelope without Body"))?;
+    body.children.first().ok_or_else(|| VsphereError::protocol("empty SOAP Body"))
 }
 
 /// The parts of the ServiceContent the client uses.
@@ -175,17 +155,11 @@ pub struct ServiceContent {
 }
 
 pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
-    let rv = resp
-        .child("returnval")
-        .ok_or_else(|| VsphereError::protocol("RetrieveServiceContent: no returnval"))?;
+    let rv = resp.child("returnval").ok_or_else(|| VsphereError::protocol("RetrieveServiceContent: no returnval"))?;
     let mref = |n: &str| {
-        rv.child(n)
-            .and_then(Node::moref)
-            .ok_or_else(|| VsphereError::protocol(format!("ServiceContent without {n}")))
+        rv.child(n).and_then(Node::moref).ok_or_else(|| VsphereError::protocol(format!("ServiceContent without {n}")))
     };
-    let about = rv
-        .child("about")
-        .ok_or_else(|| VsphereError::protocol("ServiceContent without about"))?;
+    let about = rv.child("about").ok_or_else(|| VsphereError::protocol("ServiceContent without about"))?;
     let t = |n: &str| about.child_text(n).unwrap_or_default().to_string();
     Ok(ServiceContent {
         root_folder: mref("rootFolder")?,
@@ -195,11 +169,7 @@ pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
         about: crate::About {
             name: t("name"),
             full_name: t("fullName"),
-            product: if t("licenseProductName").is_empty() {
-                t("name")
-            } else {
-                t("licenseProductName")
-            },
+            product: if t("licenseProductName").is_empty() { t("name") } else { t("licenseProductName") },
             version: t("version"),
             build: t("build"),
             api_version: t("apiVersion"),
@@ -236,16 +206,11 @@ pub fn retrieve_result(resp: &Node) -> Result<(Vec<ObjectContent>, Option<String
     let Some(rv) = resp.child("returnval") else {
         return Ok((Vec::new(), None));
     };
-    let token = rv
-        .child_text("token")
-        .map(str::to_string)
-        .filter(|t| !t.is_empty());
+    let token = rv.child_text("token").map(str::to_string).filter(|t| !t.is_empty());
     let mut out = Vec::new();
     for o in rv.children_named("objects") {
-        let obj = o
-            .child("obj")
-            .and_then(Node::moref)
-            .ok_or_else(|| VsphereError::protocol("ObjectContent without obj"))?;
+        let obj =
+            o.child("obj").and_then(Node::moref).ok_or_else(|| VsphereError::protocol("ObjectContent without obj"))?;
         let mut props = Vec::new();
         for p in o.children_named("propSet") {
             let name = p.child_text("name").unwrap_or_default().to_string();
@@ -266,10 +231,7 @@ pub fn missing_for_lack_of_session(resp: &Node) -> bool {
     };
     rv.children_named("objects").any(|o| {
         o.children_named("missingSet").any(|m| {
-            m.child("fault")
-                .and_then(|f| f.child("fault"))
-                .and_then(Node::xsi_type)
-                == Some("NotAuthenticated")
+            m.child("fault").and_then(|f| f.child("fault")).and_then(Node::xsi_type) == Some("NotAuthenticated")
         })
     })
 }
@@ -290,21 +252,13 @@ pub fn task_info(info: &Node) -> Result<TaskState, VsphereError> {
         "error" => {
             let err = info.child("error");
             let fault = err.and_then(|e| e.child("fault"));
-            let message = err
-                .and_then(|e| e.child_text("localizedMessage"))
-                .unwrap_or_default()
-                .to_string();
+            let message = err.and_then(|e| e.child_text("localizedMessage")).unwrap_or_default().to_string();
             Ok(TaskState::Error(match fault {
                 Some(f) => super::fault::from_detail(f, &message),
-                None => VsphereError::Fault {
-                    fault: "unknown".into(),
-                    message,
-                },
+                None => VsphereError::Fault { fault: "unknown".into(), message },
             }))
         }
-        other => Err(VsphereError::protocol(format!(
-            "task in unknown state {other:?}"
-        ))),
+        other => Err(VsphereError::protocol(format!("task in unknown state {other:?}"))),
     }
 }
 
@@ -328,10 +282,7 @@ mod tests {
         assert_eq!(objs[0].obj, MoRef::new("Datacenter", "datacenter-2"));
         assert_eq!(objs[0].prop_text("name"), Some("DC&0 \u{263A}"));
         assert_eq!(objs[0].prop("name").unwrap().xsi_type(), Some("string"));
-        assert_eq!(
-            objs[0].prop_moref("parent"),
-            Some(MoRef::new("Folder", "group-d1"))
-        );
+        assert_eq!(objs[0].prop_moref("parent"), Some(MoRef::new("Folder", "group-d1")));
         assert_eq!(objs[1].prop_moref("parent"), None);
     }
 
@@ -347,7 +298,8 @@ mod tests {
 
     #[test]
     fn empty_result() {
-        let root = parse(r#"<Envelope><Body><RetrievePropertiesExResponse xmlns="urn:vim25"/></Body></Envelope>"#).unwrap();
+        let root =
+            parse(r#"<Envelope><Body><RetrievePropertiesExResponse xmlns="urn:vim25"/></Body></Envelope>"#).unwrap();
         let (objs, token) = retrieve_result(body_payload(&root).unwrap()).unwrap();
         assert!(objs.is_empty() && token.is_none());
     }
@@ -363,10 +315,7 @@ mod tests {
         assert_eq!(sc.root_folder, MoRef::new("Folder", "group-d1"));
         assert_eq!(sc.session_manager.value, "SessionManager");
         assert_eq!(sc.about.api_version, "8.0.3.0");
-        assert_eq!(
-            sc.about.instance_uuid,
-            "dbed6e0c-bd88-4ef6-b594-21283e1c677f"
-        );
+        assert_eq!(sc.about.instance_uuid, "dbed6e0c-bd88-4ef6-b594-21283e1c677f");
         assert_eq!(sc.about.product, "VMware VirtualCenter Server");
     }
 

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value, json};
 use vsm_sdk::prelude::*;
-use vsm_sdk::{CategorySpec, Cardinality};
+use vsm_sdk::{Cardinality, CategorySpec};
 
 #[cfg(not(feature = "v2"))]
 const VERSION: &str = "0.1.0";
@@ -87,37 +87,56 @@ fn everything(cx: &Cx, spec: &Value) -> Value {
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "exercised", "namespace": ns}, "data": {"a": "1"}});
     r.put("kube.create", cx.kube().create(&types::CONFIG_MAP, Some(ns), &cm), |o| json!(o.name()));
-    r.put("kube.get", cx.kube().get(&types::CONFIG_MAP, Some(ns), "exercised"), |o| json!(o.map(|o| o.str_at("/data/a").map(str::to_string))));
+    r.put("kube.get", cx.kube().get(&types::CONFIG_MAP, Some(ns), "exercised"), |o| {
+        json!(o.map(|o| o.str_at("/data/a").map(str::to_string)))
+    });
     r.put("kube.list", cx.kube().list(&types::CONFIG_MAP, Some(ns), None), |l| json!(l.len()));
-    r.put("kube.merge_patch", cx.kube().merge_patch(&types::CONFIG_MAP, Some(ns), "exercised", &json!({"data": {"b": "2"}})), |o| json!(o.str_at("/data/b")));
+    r.put(
+        "kube.merge_patch",
+        cx.kube().merge_patch(&types::CONFIG_MAP, Some(ns), "exercised", &json!({"data": {"b": "2"}})),
+        |o| json!(o.str_at("/data/b")),
+    );
     r.put("kube.apply", cx.kube().apply(&types::CONFIG_MAP, Some(ns), "exercised", &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "exercised", "namespace": ns}, "data": {"c": "3"}}), true), |o| json!(o.str_at("/data/c")));
     let replaced = cx.kube().get_required(&types::CONFIG_MAP, Some(ns), "exercised").and_then(|mut o| {
         o.set("/data/d", json!("4"));
         cx.kube().replace(&types::CONFIG_MAP, &o)
     });
     r.put("kube.replace", replaced, |o| json!(o.str_at("/data/d")));
-    r.put("backup.snapshot", cx.backup().snapshot(&types::CONFIG_MAP, Some(ns), "exercised"), |s| json!({"name": s.name, "created": s.created}));
+    r.put(
+        "backup.snapshot",
+        cx.backup().snapshot(&types::CONFIG_MAP, Some(ns), "exercised"),
+        |s| json!({"name": s.name, "created": s.created}),
+    );
     r.put("kube.delete", cx.kube().delete(&types::CONFIG_MAP, Some(ns), "exercised", None), |b| json!(b));
 
     r.put("vsphere.about", cx.vsphere().about(server), |a| json!(a.api_version));
     let dc_ref = cx.vsphere().find(server, ObjectKind::Datacenter, &format!("/{dc}"));
     r.put("vsphere.find", dc_ref.clone(), |o| json!(o.moref));
     r.put("vsphere.list_vms", cx.vsphere().list_vms(server, &format!("/{dc}/vm")), |v| json!(v.len()));
-    r.put("vsphere.create_folder", cx.vsphere().create_folder(server, &format!("/{dc}/vm/exercised/deeper")), |e| json!(e.created));
-    r.put("vsphere.delete_folder", cx.vsphere().delete_folder(server, &format!("/{dc}/vm/exercised/deeper")), |b| json!(b));
-    let category = cx.vsphere().ensure_category(server, &CategorySpec {
-        name: "exercised".into(),
-        description: "test".into(),
-        cardinality: Cardinality::Single,
-        associable_types: vec!["Datacenter".into()],
+    r.put("vsphere.create_folder", cx.vsphere().create_folder(server, &format!("/{dc}/vm/exercised/deeper")), |e| {
+        json!(e.created)
     });
+    r.put("vsphere.delete_folder", cx.vsphere().delete_folder(server, &format!("/{dc}/vm/exercised/deeper")), |b| {
+        json!(b)
+    });
+    let category = cx.vsphere().ensure_category(
+        server,
+        &CategorySpec {
+            name: "exercised".into(),
+            description: "test".into(),
+            cardinality: Cardinality::Single,
+            associable_types: vec!["Datacenter".into()],
+        },
+    );
     r.put("vsphere.ensure_category", category.clone(), |e| json!(e.created));
     if let (Ok(category), Ok(dc_ref)) = (category, dc_ref) {
         let tag = cx.vsphere().ensure_tag(server, &category.id, "exercised", "test");
         r.put("vsphere.ensure_tag", tag.clone(), |e| json!(e.created));
         if let Ok(tag) = tag {
             r.put("vsphere.attach_tag", cx.vsphere().attach_tag(server, &tag.id, &dc_ref), |_| json!("ok"));
-            r.put("vsphere.list_attached_tags", cx.vsphere().attached_tags(server, &dc_ref), |t| json!(t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()));
+            r.put("vsphere.list_attached_tags", cx.vsphere().attached_tags(server, &dc_ref), |t| {
+                json!(t.iter().map(|t| t.name.clone()).collect::<Vec<_>>())
+            });
             r.put("vsphere.detach_tag", cx.vsphere().detach_tag(server, &tag.id, &dc_ref), |_| json!("ok"));
             r.put("vsphere.delete_tag", cx.vsphere().delete_tag(server, &tag.id), |b| json!(b));
         }

@@ -2,7 +2,6 @@
 
 wit_bindgen::generate!({ path: "wit", world: "phase" });
 
-
 struct Future;
 
 impl Guest for Future {
