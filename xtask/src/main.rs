@@ -21,6 +21,8 @@ struct Cli {
 enum Task {
     /// Build the phase components (and the test components) for wasm32-wasip2.
     Plugins,
+    /// Regenerate crds/ from the Rust types.
+    Crds,
     /// Check that wit/phase.wit is a compatible upgrade of the last release of its major.
     WitCheck,
     /// Build the test tools and start the test environment (etcd, kube-apiserver, two
@@ -41,6 +43,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Plugins => plugins::build_all().map(|_| ()),
         Task::WitCheck => wit_check::check(),
+        Task::Crds => crds(),
         Task::Testenv { keep } => testenv::run(keep),
         Task::Test { cargo_args } => test(&cargo_args),
     }
@@ -71,4 +74,20 @@ fn test(cargo_args: &[String]) -> Result<()> {
     // test does not sit silently behind a multi-minute build.
     vsm_testenv::tools::ensure_built()?;
     run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(cargo_args))
+}
+
+/// Write the CRD YAML the operator generates from its types into `crds/`.
+fn crds() -> Result<()> {
+    let out = cargo()
+        .args(["run", "--quiet", "-p", "vsm-host", "--bin", "vsm-operator", "--", "crd"])
+        .current_dir(root())
+        .output()
+        .context("running vsm-operator crd")?;
+    if !out.status.success() {
+        bail!("vsm-operator crd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let path = root().join("crds/vspheremigrations.migration.openshift.io.yaml");
+    std::fs::write(&path, &out.stdout)?;
+    println!("wrote {}", path.display());
+    Ok(())
 }

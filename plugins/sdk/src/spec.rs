@@ -8,9 +8,45 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "schema")]
 use schemars::JsonSchema;
 
+/// Every phase, in the order a migration runs them.
+pub const PHASES: [&str; 16] = [
+    "Preflight",
+    "Backup",
+    "DisableCVO",
+    "UpdateSecrets",
+    "CreateTags",
+    "CreateFolder",
+    "DeleteCPMS",
+    "UpdateInfrastructure",
+    "UpdateConfig",
+    "RestartPods",
+    "MonitorHealth",
+    "CreateWorkers",
+    "RecreateCPMS",
+    "ScaleOldMachines",
+    "Cleanup",
+    "Verify",
+];
+
 /// The desired state of a migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain)",
+     "message": "spec.machineSetConfig.failureDomain must name one of spec.failureDomains", "fieldPath": ".machineSetConfig.failureDomain"},
+    {"rule": "self.failureDomains.exists(f, f.name == self.controlPlaneMachineSetConfig.failureDomain)",
+     "message": "spec.controlPlaneMachineSetConfig.failureDomain must name one of spec.failureDomains", "fieldPath": ".controlPlaneMachineSetConfig.failureDomain"},
+    {"rule": "self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain && has(f.topology.template))",
+     "message": "the failure domain named by spec.machineSetConfig.failureDomain needs topology.template (new workers clone it)", "fieldPath": ".machineSetConfig.failureDomain"},
+    {"rule": "oldSelf.state == 'Pending' || self.failureDomains == oldSelf.failureDomains",
+     "message": "spec.failureDomains cannot change once the migration has started", "fieldPath": ".failureDomains"},
+    {"rule": "oldSelf.state == 'Pending' || self.mode == oldSelf.mode",
+     "message": "spec.mode cannot change once the migration has started", "fieldPath": ".mode"},
+    {"rule": "oldSelf.state != 'Rollback' || self.state == 'Rollback'",
+     "message": "a rollback cannot be cancelled: spec.state stays Rollback", "fieldPath": ".state"},
+    {"rule": "self.state != 'Pending' || oldSelf.state == 'Pending'",
+     "message": "spec.state cannot go back to Pending once the migration has started", "fieldPath": ".state"}
+])))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationSpec {
     /// Pending: nothing runs. Running: phases run in order. Paused: stop at the next phase
@@ -24,6 +60,7 @@ pub struct MigrationSpec {
 
     /// Phases a user approved (Manual mode). Approving is an edit of this list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 16), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "enum": PHASES})))]
     pub approvals: Vec<String>,
 
     /// Apply changes, or Plan: run every phase with mutations recorded, not applied.
@@ -36,12 +73,14 @@ pub struct MigrationSpec {
 
     /// Where the cluster moves to: OpenShift's vSphere failure-domain shape. Every
     /// `server` named here is a target vCenter.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])))]
     pub failure_domains: Vec<FailureDomain>,
 
-    /// TLS settings per vCenter (source or target). Without an entry a server is verified
-    /// against the system roots.
-    #[serde(rename = "vcenterTLS", default, skip_serializing_if = "Vec::is_empty")]
-    pub vcenter_tls: Vec<VCenterTls>,
+    /// Connection settings per vCenter (source or target): port and TLS trust. Without an
+    /// entry a server is reached on port 443 and verified against the system roots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["server"])))]
+    pub vcenters: Vec<VCenterConnection>,
 
     /// The new worker MachineSet.
     pub machine_set_config: MachineSetConfig,
@@ -55,10 +94,19 @@ pub struct MigrationSpec {
 
     /// Per-phase deadline overrides, e.g. `CreateWorkers: 45m`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(extend(
+        "additionalProperties" = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"},
+        "maxProperties" = 16,
+        "x-kubernetes-validations" = [{"rule": "self.all(k, k in ['Preflight', 'Backup', 'DisableCVO', 'UpdateSecrets', 'CreateTags', 'CreateFolder', 'DeleteCPMS', 'UpdateInfrastructure', 'UpdateConfig', 'RestartPods', 'MonitorHealth', 'CreateWorkers', 'RecreateCPMS', 'ScaleOldMachines', 'Cleanup', 'Verify'])", "message": "spec.phaseDeadlines keys must be phase names"}]
+    )))]
     pub phase_deadlines: BTreeMap<String, String>,
 
     /// Per-phase plugin selection and pins.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(extend(
+        "maxProperties" = 16,
+        "x-kubernetes-validations" = [{"rule": "self.all(k, k in ['Preflight', 'Backup', 'DisableCVO', 'UpdateSecrets', 'CreateTags', 'CreateFolder', 'DeleteCPMS', 'UpdateInfrastructure', 'UpdateConfig', 'RestartPods', 'MonitorHealth', 'CreateWorkers', 'RecreateCPMS', 'ScaleOldMachines', 'Cleanup', 'Verify'])", "message": "spec.plugins keys must be phase names"}]
+    )))]
     pub plugins: BTreeMap<String, PluginSelection>,
 
     /// Health policy for the phases that wait on cluster health.
@@ -100,6 +148,7 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct SecretRef {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -109,6 +158,7 @@ pub struct SecretRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct SecretKeyRef {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -117,17 +167,28 @@ pub struct SecretKeyRef {
     pub key: Option<String>,
 }
 
-/// How to trust one vCenter's certificate.
+/// How to reach one vCenter and trust its certificate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.insecure) && self.insecure) || (!has(self.caSecret) && !has(self.thumbprint))",
+     "message": "insecure cannot be combined with caSecret or thumbprint"}
+])))]
 #[serde(rename_all = "camelCase")]
-pub struct VCenterTls {
+pub struct VCenterConnection {
+    /// The server as named in failure domains and the Infrastructure.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 255)))]
     pub server: String,
+    /// HTTPS port; default 443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub port: Option<u16>,
     /// PEM CA bundle, added to the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret: Option<SecretKeyRef>,
     /// SHA-256 fingerprint of the exact leaf certificate to accept (hex, colons optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$")))]
     pub thumbprint: Option<String>,
     /// Skip verification entirely. Reported as a warning condition on the migration.
     #[serde(default)]
@@ -139,6 +200,7 @@ pub struct VCenterTls {
 #[serde(rename_all = "camelCase")]
 pub struct MachineSetConfig {
     /// Worker replicas of the new MachineSet.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     pub replicas: i32,
     /// Name of the failure domain the new workers go to.
     pub failure_domain: String,
@@ -162,6 +224,7 @@ pub struct PluginSelection {
     pub component: Option<String>,
     /// Refuse to run unless the component's sha256 is this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^[0-9a-fA-F]{64}$")))]
     pub sha256: Option<String>,
     /// Refuse to run unless the component's describe() version matches (semver req).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,11 +239,15 @@ pub struct HealthPolicy {
     /// configured (machine-config re-renders on every vCenter change).
     #[serde(default = "default_tolerated")]
     pub tolerated_operators: Vec<String>,
-    /// A phase whose progress does not change for this long makes the migration Degraded.
+    /// A phase whose progress does not change for this long makes the migration Degraded
+    /// (default 15m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^([0-9]+(ms|s|m|h))+$")))]
     pub stall_timeout: Option<String>,
-    /// How long the control plane must stay healthy after its rollout (RecreateCPMS).
+    /// How long the control plane must stay healthy after its rollout (RecreateCPMS;
+    /// default 2m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^([0-9]+(ms|s|m|h))+$")))]
     pub stability_window: Option<String>,
 }
 
@@ -199,9 +266,13 @@ impl Default for HealthPolicy {
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FailureDomain {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
     pub name: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub region: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub zone: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 255)))]
     pub server: String,
     pub topology: Topology,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,21 +287,28 @@ pub struct FailureDomain {
 #[serde(rename_all = "camelCase")]
 pub struct Topology {
     /// Datacenter name.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub datacenter: String,
     /// `/<datacenter>/host/<cluster>`.
+    #[cfg_attr(feature = "schema", schemars(length(max = 2048), regex(pattern = "^/.*?/host/.*?")))]
     pub compute_cluster: String,
     /// Port group names; machines use them in order.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 10)))]
     pub networks: Vec<String>,
     /// `/<datacenter>/datastore/<datastore>`.
+    #[cfg_attr(feature = "schema", schemars(length(max = 2048), regex(pattern = "^/.*?/datastore/.*?")))]
     pub datastore: String,
     /// `/<datacenter>/host/<cluster>/Resources[/...]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 2048), regex(pattern = "^/.*?/host/.*?/Resources.*")))]
     pub resource_pool: Option<String>,
     /// `/<datacenter>/vm/<folder>`; default `/<datacenter>/vm/<infraID>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 2048), regex(pattern = "^/.*?/vm/.*?")))]
     pub folder: Option<String>,
     /// `/<datacenter>/vm/<template>`: the RHCOS template new machines clone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 2048), regex(pattern = "^/.*?/vm/.*?")))]
     pub template: Option<String>,
 }
 
@@ -238,14 +316,19 @@ pub struct Topology {
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct RegionAffinity {
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["Datacenter", "ComputeCluster"])))]
     pub type_: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.hostGroup) == (self.type == 'HostGroup')", "message": "hostGroup is required when type is HostGroup, and forbidden otherwise"}
+])))]
 #[serde(rename_all = "camelCase")]
 pub struct ZoneAffinity {
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["ComputeCluster", "HostGroup"])))]
     pub type_: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_group: Option<HostGroup>,
@@ -277,9 +360,9 @@ impl MigrationSpec {
         servers
     }
 
-    /// The TLS settings for a server, if any.
-    pub fn tls_for(&self, server: &str) -> Option<&VCenterTls> {
-        self.vcenter_tls.iter().find(|t| t.server == server)
+    /// The connection settings for a server, if any.
+    pub fn connection(&self, server: &str) -> Option<&VCenterConnection> {
+        self.vcenters.iter().find(|t| t.server == server)
     }
 }
 

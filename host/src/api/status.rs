@@ -1,0 +1,231 @@
+//! `VSphereMigration.status`: everything the operator knows about a migration's progress.
+//! No secret ever goes here: backups are referenced by name and checksum only.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Timestamps are RFC 3339 strings (UTC, second precision), as Kubernetes writes them.
+pub type Timestamp = String;
+
+/// The observed state of a migration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The phase running now, or the result: Completed, Planned, Failed, RollingBack,
+    /// RolledBack, RollbackFailed. Empty until the migration starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+
+    /// Overall progress, e.g. "7/16 (44%)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+
+    /// The vCenters that were the source when the migration started; recorded once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_servers: Vec<String>,
+
+    /// The phase call in progress (execute or rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<CurrentPhase>,
+
+    /// Every phase run and rollback step, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<PhaseRecord>,
+
+    /// The rollback sequence, once one started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+
+    /// Approvals seen (Manual mode): when, and by which field manager.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Plan mode: the intended changes, per phase, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedPhase>,
+
+    /// Backups the operator holds for this migration (Secrets it owns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupRef>,
+
+    /// When the migration was paused (spec.state Paused); the current run's deadline
+    /// does not run while paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Direction {
+    Execute,
+    Rollback,
+}
+
+/// The phase being worked on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentPhase {
+    pub name: String,
+    pub direction: Direction,
+    pub started_at: Timestamp,
+    /// Calls made so far in this run.
+    pub attempt: u32,
+    /// Consecutive retryable failures (for backoff).
+    #[serde(default)]
+    pub failures: u32,
+    pub progress: u8,
+    pub message: String,
+    /// When progress or message last changed (stall detection).
+    pub progress_changed_at: Timestamp,
+    /// Earliest time of the next call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_call_at: Option<Timestamp>,
+    /// Why the next call is delayed: a wait the phase asked for (ended early by watch
+    /// events) or a backoff after a failure (never shortened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Delay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_at: Option<Timestamp>,
+    /// Milliseconds this run spent paused (not counted against the deadline).
+    #[serde(default)]
+    pub paused_ms: u64,
+    /// The component serving this run: pinned when the run starts, so a hot reload takes
+    /// effect at the next phase boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Delay {
+    Wait,
+    Backoff,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRef {
+    pub component: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// How a phase run (or rollback step) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PhaseResult {
+    Succeeded,
+    Failed,
+    /// Plan mode: ran with mutations recorded, not applied.
+    Planned,
+}
+
+/// One finished phase run or rollback step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseRecord {
+    pub phase: String,
+    pub direction: Direction,
+    pub result: PhaseResult,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub attempts: u32,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+}
+
+/// The rollback sequence: the phases to undo, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    pub started_at: Timestamp,
+    /// Why: "requested" (spec.state Rollback) or the failure that triggered it.
+    pub reason: String,
+    /// Phases still to undo, in order.
+    pub remaining: Vec<String>,
+    /// Steps that failed, with their message. A rollback with failures ends
+    /// RollbackFailed, never RolledBack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    pub phase: String,
+    pub approved_at: Timestamp,
+    /// The field manager that added the approval (who approved).
+    pub by: String,
+}
+
+/// A standard Kubernetes condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Plan mode: what one phase would change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedPhase {
+    pub phase: String,
+    pub changes: Vec<PlannedChange>,
+    /// What the phase would have waited for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedChange {
+    /// "kube" or "vsphere".
+    pub system: String,
+    /// create, update, patch, apply, delete, create-folder, ensure-tag, ...
+    pub action: String,
+    /// e.g. "Infrastructure cluster" or "vCenter 10.0.0.5 folder /dc/vm/infra".
+    pub target: String,
+    /// Field-level summary of the change (JSON pointers and values; never Secret data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// A backup Secret owned by the migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRef {
+    /// Secret name (in the migration's namespace).
+    pub name: String,
+    /// What it holds, e.g. "Secret kube-system/vsphere-creds".
+    pub subject: String,
+    /// The phase that took it.
+    pub phase: String,
+    /// "snapshot" (explicit) or "journal" (before-image of a mutation).
+    pub kind: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl MigrationStatus {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
