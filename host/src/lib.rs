@@ -2,4 +2,5 @@
 //! to another, one sandboxed WebAssembly phase at a time.
 
 pub mod api;
+pub mod machine;
 pub mod runtime;

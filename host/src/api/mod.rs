@@ -33,7 +33,12 @@ pub const FIELD_MANAGER: &str = "vsphere-migration-operator";
     namespaced,
     shortname = "vsm",
     status = "MigrationStatus",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Current phase or final result"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Current phase or final result"
+    ),
     printcolumn(name = "State", type_ = "string", json_path = ".spec.state", description = "Requested state"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress", description = "Overall progress"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -64,7 +69,8 @@ mod tests {
 
     #[test]
     fn crds_directory_is_up_to_date() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/vspheremigrations.migration.openshift.io.yaml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../crds/vspheremigrations.migration.openshift.io.yaml");
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(on_disk == crd_yaml(), "{} is stale: run `cargo xtask crds`", path.display());
     }
@@ -82,6 +88,9 @@ mod tests {
             assert!(yaml.contains(needle), "CRD lacks {needle}");
         }
         // A structural schema has no untyped properties (except preserve-unknown-fields).
-        assert!(!yaml.contains("anyOf") && !yaml.contains("oneOf") && !yaml.contains("$ref"), "non-structural schema:\n{yaml}");
+        assert!(
+            !yaml.contains("anyOf") && !yaml.contains("oneOf") && !yaml.contains("$ref"),
+            "non-structural schema:\n{yaml}"
+        );
     }
 }

@@ -146,6 +146,39 @@ impl Client {
         .await
     }
 
+    /// Create an empty, powered-off VM (test simulator only: vcsim's target vCenter starts
+    /// without VMs, so its template has to be made from nothing).
+    pub async fn create_vm(
+        &self,
+        folder_path: &str,
+        name: &str,
+        resource_pool: &str,
+        datastore: &str,
+    ) -> Result<VmSummary, VsphereError> {
+        self.op("create_vm", async {
+            let folder = self.find(ObjectKind::Folder, folder_path).await?;
+            let pool = self.find(ObjectKind::ResourcePool, resource_pool).await?;
+            let ds = self.find(ObjectKind::Datastore, datastore).await?;
+            let ds_name = ds.path.rsplit('/').next().unwrap_or_default();
+            let mut w = XmlWriter::new();
+            // VirtualMachineConfigSpec fields in schema order.
+            w.open("config", None).text("name", name).text("guestId", "rhel9_64Guest");
+            w.open("files", None).text("vmPathName", &format!("[{ds_name}]")).close("files");
+            w.text("numCPUs", "2").text("memoryMB", "4096").close("config");
+            w.moref("pool", &pool.moref);
+            let resp = self.soap("CreateVM_Task", &folder.moref, &w.into_string()).await?;
+            let task = returned_task(&resp, "CreateVM_Task")?;
+            let result = self.wait_task(&task).await?;
+            let moref = result
+                .as_ref()
+                .and_then(|r| r.moref())
+                .ok_or_else(|| VsphereError::protocol("CreateVM_Task finished without the new VM"))?;
+            let path = format!("{}/{name}", normalize_path(folder_path)?);
+            self.vm_summary(&ManagedObject { kind: ObjectKind::VirtualMachine, moref, path }).await
+        })
+        .await
+    }
+
     /// Power off (if needed) and destroy a VM. `false` if it does not exist.
     pub async fn destroy_vm(&self, path: &str) -> Result<bool, VsphereError> {
         self.op("destroy_vm", async {

@@ -1,0 +1,66 @@
+//! Conditions with `lastTransitionTime` that moves only when the status flips (the Go
+//! controller bumped it on every write) and `observedGeneration` on each.
+
+use crate::api::Condition;
+
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const DEGRADED: &str = "Degraded";
+    pub const ROLLBACK_AVAILABLE: &str = "RollbackAvailable";
+    /// Set by the controller, not the state machine.
+    pub const INSECURE_TLS: &str = "InsecureTLS";
+    pub const PLUGINS_READY: &str = "PluginsReady";
+}
+
+/// Upsert a condition by type.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: &str,
+) {
+    let status = if value { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = status.to_string();
+            c.reason = reason.to_string();
+            c.message = message.to_string();
+            c.observed_generation = Some(generation);
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: now.to_string(),
+            observed_generation: Some(generation),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let mut c = Vec::new();
+        set_condition(&mut c, "Ready", false, "Pending", "a", 1, "t1");
+        set_condition(&mut c, "Ready", false, "Running", "b", 2, "t2");
+        assert_eq!(
+            (c[0].last_transition_time.as_str(), c[0].reason.as_str(), c[0].observed_generation),
+            ("t1", "Running", Some(2))
+        );
+        set_condition(&mut c, "Ready", true, "Completed", "c", 2, "t3");
+        assert_eq!(c[0].last_transition_time, "t3");
+        assert_eq!(c.len(), 1);
+    }
+}

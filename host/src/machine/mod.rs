@@ -1,0 +1,782 @@
+//! The migration state machine, as pure functions: (spec, status, phase catalogue, last
+//! outcome, now) → (new status, next action, events). No I/O; the controller performs the
+//! action and persists the status.
+//!
+//! - [`decide`] looks at the spec and status and says what to do next: start a phase, call
+//!   the running one, wait until a time, or nothing (pending, paused, awaiting approval,
+//!   terminal).
+//! - [`record`] folds the outcome of a call into the status: advance on done, wait, retry
+//!   with backoff on a retryable failure, fail (and roll back, when asked) otherwise.
+//!
+//! Terminal states (Completed, Planned, Failed, RolledBack, RollbackFailed) never run a
+//! phase again. A rollback is its own sequence, newest completed phase first; its failures
+//! are recorded and end in RollbackFailed, never in RolledBack.
+
+mod conditions;
+mod duration;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::{
+    ApprovalMode, ApprovalRecord, CurrentPhase, Delay, Direction, MigrationSpec, MigrationState, MigrationStatus, Mode,
+    PhaseRecord, PhaseResult, PlannedPhase, PluginRef, RollbackStatus,
+};
+pub use conditions::{set_condition, types as condition_types};
+pub use duration::parse_duration;
+
+/// Result names in `status.phase` once a migration has ended (or is rolling back).
+pub mod results {
+    pub const COMPLETED: &str = "Completed";
+    pub const PLANNED: &str = "Planned";
+    pub const FAILED: &str = "Failed";
+    pub const ROLLING_BACK: &str = "RollingBack";
+    pub const ROLLED_BACK: &str = "RolledBack";
+    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+}
+
+/// Shortest pause between two calls of a waiting phase, however many watch events arrive.
+pub const MIN_CALL_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest wait a phase may ask for; watch events end waits sooner.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Backoff after a retryable failure: 2 s, doubling, at most 5 min.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Default time without progress before the migration is reported Degraded.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// What the machine knows about a phase from its plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseEntry {
+    pub name: String,
+    pub has_rollback: bool,
+    pub default_deadline: Duration,
+}
+
+/// The phases in migration order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    pub phases: Vec<PhaseEntry>,
+}
+
+impl Catalogue {
+    pub fn get(&self, name: &str) -> Option<&PhaseEntry> {
+        self.phases.iter().find(|p| p.name == name)
+    }
+}
+
+/// An approval the controller found in the object's managed fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSeen {
+    pub phase: String,
+    pub by: String,
+}
+
+/// Everything [`decide`] and [`record`] look at.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    pub spec: &'a MigrationSpec,
+    pub generation: i64,
+    pub status: &'a MigrationStatus,
+    pub catalogue: &'a Catalogue,
+    pub now: Timestamp,
+    /// Who added each entry of spec.approvals.
+    pub approvals_seen: &'a [ApprovalSeen],
+    /// Source vCenters discovered by the controller (used once, when the migration starts).
+    pub discovered_sources: Option<Vec<String>>,
+    /// Another migration of the cluster is active (its name).
+    pub blocked_by: Option<String>,
+    /// A spec problem the schema cannot catch, naming the field.
+    pub invalid: Option<String>,
+    /// The plugin that would serve the phase about to start.
+    pub plugin: Option<PluginRef>,
+}
+
+/// What the controller should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Call `status.current` now.
+    Call { phase: String, direction: Direction, attempt: u32, dry_run: bool },
+    /// Nothing to do before this time (a watch event may come sooner).
+    RequeueAt(Timestamp),
+    /// Nothing to do until the spec changes.
+    Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A Kubernetes Event to emit about the migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The new status, the next action and the events of the transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub status: MigrationStatus,
+    pub action: Action,
+    pub events: Vec<Event>,
+}
+
+/// The outcome of one call, as the machine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    Done(String),
+    Wait { after: Duration, progress: u8, message: String },
+    Failed { message: String, retryable: bool },
+}
+
+pub fn format_time(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second).unwrap_or(t).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn parse_time(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
+}
+
+fn since(now: Timestamp, then: &str) -> Duration {
+    parse_time(then).map(|t| Duration::try_from(now.duration_since(t)).unwrap_or_default()).unwrap_or_default()
+}
+
+fn add(now: Timestamp, d: Duration) -> Timestamp {
+    now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)).unwrap_or(now)
+}
+
+fn is_terminal(phase: Option<&str>) -> bool {
+    matches!(
+        phase,
+        Some(results::COMPLETED | results::PLANNED | results::FAILED | results::ROLLED_BACK | results::ROLLBACK_FAILED)
+    )
+}
+
+struct Step<'a> {
+    input: &'a Input<'a>,
+    status: MigrationStatus,
+    events: Vec<Event>,
+}
+
+impl<'a> Step<'a> {
+    fn new(input: &'a Input<'a>) -> Self {
+        let mut status = input.status.clone();
+        status.observed_generation = Some(input.generation);
+        Step { input, status, events: Vec::new() }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.input.now
+    }
+
+    fn now_str(&self) -> String {
+        format_time(self.input.now)
+    }
+
+    fn event(&mut self, type_: EventType, reason: &'static str, message: impl Into<String>) {
+        self.events.push(Event { type_, reason, message: message.into() });
+    }
+
+    fn condition(&mut self, type_: &str, value: bool, reason: &str, message: impl Into<String>) {
+        let (generation, now) = (self.input.generation, self.now_str());
+        set_condition(&mut self.status.conditions, type_, value, reason, &message.into(), generation, &now);
+    }
+
+    fn finish(mut self, action: Action) -> Decision {
+        self.status.progress = Some(progress(&self.status, self.input.catalogue));
+        let rollback_available = can_roll_back(&self.status, self.input.catalogue);
+        self.condition(
+            condition_types::ROLLBACK_AVAILABLE,
+            rollback_available,
+            if rollback_available { "CompletedPhasesCanBeUndone" } else { "NothingToUndo" },
+            if rollback_available {
+                "set spec.state to Rollback to undo the completed phases"
+            } else {
+                "no completed phase can be undone"
+            },
+        );
+        Decision { status: self.status, action, events: self.events }
+    }
+
+    fn deadline(&self, phase: &str) -> Duration {
+        if let Some(d) = self.input.spec.phase_deadlines.get(phase).and_then(|s| parse_duration(s)) {
+            return d;
+        }
+        self.input.catalogue.get(phase).map(|p| p.default_deadline).unwrap_or(Duration::from_secs(30 * 60))
+    }
+
+    fn stall_timeout(&self) -> Duration {
+        self.input.spec.health.stall_timeout.as_deref().and_then(parse_duration).unwrap_or(DEFAULT_STALL_TIMEOUT)
+    }
+
+    fn dry_run(&self) -> bool {
+        self.input.spec.mode == Mode::Plan
+    }
+}
+
+/// Completed phases out of the catalogue, e.g. "5/16 (31%)".
+fn progress(status: &MigrationStatus, catalogue: &Catalogue) -> String {
+    let total = catalogue.phases.len().max(1);
+    let done = catalogue.phases.iter().filter(|p| succeeded(status, &p.name)).count();
+    match status.phase.as_deref() {
+        Some(results::ROLLING_BACK) => {
+            let left = status.rollback.as_ref().map(|r| r.remaining.len()).unwrap_or(0);
+            format!("rolling back, {left} to undo")
+        }
+        _ => format!("{done}/{total} ({}%)", done * 100 / total),
+    }
+}
+
+fn succeeded(status: &MigrationStatus, phase: &str) -> bool {
+    status.history.iter().any(|h| {
+        h.phase == phase
+            && h.direction == Direction::Execute
+            && matches!(h.result, PhaseResult::Succeeded | PhaseResult::Planned)
+    })
+}
+
+/// Phases that completed and can be undone, newest first, each once.
+fn undoable(status: &MigrationStatus, catalogue: &Catalogue) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for h in status.history.iter().rev() {
+        if h.direction == Direction::Execute
+            && h.result == PhaseResult::Succeeded
+            && catalogue.get(&h.phase).is_some_and(|p| p.has_rollback)
+            && !out.contains(&h.phase)
+        {
+            out.push(h.phase.clone());
+        }
+    }
+    out
+}
+
+fn can_roll_back(status: &MigrationStatus, catalogue: &Catalogue) -> bool {
+    let open = !matches!(
+        status.phase.as_deref(),
+        Some(
+            results::COMPLETED
+                | results::PLANNED
+                | results::ROLLING_BACK
+                | results::ROLLED_BACK
+                | results::ROLLBACK_FAILED
+        )
+    );
+    let failed_last = status.phase.as_deref() == Some(results::FAILED)
+        && status.history.last().is_some_and(|h| {
+            h.direction == Direction::Execute && catalogue.get(&h.phase).is_some_and(|p| p.has_rollback)
+        });
+    let running = status.current.as_ref().is_some_and(|c| c.direction == Direction::Execute && c.attempt > 0);
+    open && (!undoable(status, catalogue).is_empty() || failed_last || running)
+}
+
+/// Decide what to do next.
+pub fn decide(input: &Input) -> Decision {
+    let mut s = Step::new(input);
+    let phase = s.status.phase.clone();
+
+    if let Some(problem) = &input.invalid {
+        s.condition(condition_types::READY, false, "InvalidSpec", problem.clone());
+        s.condition(condition_types::DEGRADED, true, "InvalidSpec", problem.clone());
+        if s.status.started_at.is_none() || is_terminal(phase.as_deref()) {
+            s.condition(condition_types::PROGRESSING, false, "InvalidSpec", "fix the spec to start");
+            return s.finish(Action::Idle);
+        }
+    }
+
+    // A rollback that is under way continues whatever spec.state says (except Paused).
+    if phase.as_deref() == Some(results::ROLLING_BACK) {
+        if input.spec.state == MigrationState::Paused {
+            return pause(s);
+        }
+        resume_if_paused(&mut s);
+        return drive_rollback(s);
+    }
+
+    if is_terminal(phase.as_deref()) {
+        let failed = phase.as_deref() == Some(results::FAILED);
+        if failed && input.spec.state == MigrationState::Rollback {
+            // The phase that failed may have half-applied changes: undo it too.
+            let failed_phase =
+                s.status.history.last().filter(|h| h.direction == Direction::Execute).map(|h| h.phase.clone());
+            start_rollback(&mut s, "requested by spec.state=Rollback after the failure".into(), failed_phase);
+            return drive_rollback(s);
+        }
+        return terminal(s);
+    }
+
+    match input.spec.state {
+        MigrationState::Pending => {
+            s.condition(condition_types::READY, false, "Pending", "set spec.state to Running to start");
+            s.condition(condition_types::PROGRESSING, false, "Pending", "not started");
+            s.condition(condition_types::AWAITING_APPROVAL, false, "Pending", "not started");
+            if input.invalid.is_none() {
+                s.condition(condition_types::DEGRADED, false, "AsExpected", "");
+            }
+            s.finish(Action::Idle)
+        }
+        MigrationState::Paused => pause(s),
+        MigrationState::Rollback => {
+            if s.status.started_at.is_none() {
+                s.condition(condition_types::READY, false, "NothingToRollBack", "the migration never started");
+                return s.finish(Action::Idle);
+            }
+            resume_if_paused(&mut s);
+            // A run that was never called changed nothing; one that was is undone first.
+            let interrupted = s.status.current.take().filter(|cur| cur.attempt > 0).map(|cur| {
+                let message = format!("interrupted by rollback: {}", cur.message);
+                s.status.history.push(record_of(&cur, PhaseResult::Failed, message, s.now_str()));
+                cur.name
+            });
+            start_rollback(&mut s, "requested by spec.state=Rollback".into(), interrupted);
+            drive_rollback(s)
+        }
+        MigrationState::Running => {
+            if s.status.started_at.is_none() {
+                if let Some(other) = &input.blocked_by {
+                    let msg = format!("waiting: migration {other} is active in this cluster (one at a time)");
+                    s.condition(condition_types::READY, false, "Blocked", msg.clone());
+                    s.condition(condition_types::PROGRESSING, false, "Blocked", msg);
+                    return s.finish(Action::Idle);
+                }
+                let Some(sources) = input.discovered_sources.clone() else {
+                    s.condition(
+                        condition_types::PROGRESSING,
+                        false,
+                        "DiscoveringSources",
+                        "reading the source vCenters from the Infrastructure",
+                    );
+                    return s.finish(Action::Idle);
+                };
+                s.status.started_at = Some(s.now_str());
+                s.status.source_servers = sources.clone();
+                let mode = if s.dry_run() { "plan" } else { "apply" };
+                s.event(
+                    EventType::Normal,
+                    "MigrationStarted",
+                    format!("migration started in {mode} mode; source vCenter(s): {}", sources.join(", ")),
+                );
+            }
+            resume_if_paused(&mut s);
+            drive_forward(s)
+        }
+    }
+}
+
+fn pause(mut s: Step) -> Decision {
+    if s.status.paused_at.is_none() && s.status.started_at.is_some() {
+        s.status.paused_at = Some(s.now_str());
+        s.event(
+            EventType::Normal,
+            "Paused",
+            "paused by spec.state=Paused; no phase is called until it is Running again",
+        );
+    }
+    s.condition(condition_types::PROGRESSING, false, "Paused", "spec.state is Paused");
+    s.condition(condition_types::READY, false, "Paused", "spec.state is Paused");
+    s.finish(Action::Idle)
+}
+
+fn resume_if_paused(s: &mut Step) {
+    if let Some(at) = s.status.paused_at.take() {
+        let paused = since(s.now(), &at);
+        let now = s.now_str();
+        if let Some(cur) = &mut s.status.current {
+            cur.paused_ms += paused.as_millis() as u64;
+            // The stall clock restarts too: being paused is not being stuck.
+            cur.progress_changed_at = now;
+        }
+        s.event(EventType::Normal, "Resumed", format!("resumed after {}", humanize(paused)));
+    }
+}
+
+fn terminal(mut s: Step) -> Decision {
+    let phase = s.status.phase.clone().unwrap_or_default();
+    let (ready, reason, message) = match phase.as_str() {
+        results::COMPLETED => (true, "Completed", "the cluster runs on the target vCenter".to_string()),
+        results::PLANNED => (true, "Planned", "plan written to status.plan; nothing was changed".to_string()),
+        results::ROLLED_BACK => (false, "RolledBack", "every completed phase was undone".to_string()),
+        results::ROLLBACK_FAILED => {
+            let failures = s.status.rollback.as_ref().map(|r| r.failures.join("; ")).unwrap_or_default();
+            (false, "RollbackFailed", format!("rollback finished with failures: {failures}"))
+        }
+        _ => {
+            let last = s.status.history.iter().rev().find(|h| h.result == PhaseResult::Failed);
+            let msg =
+                last.map(|h| format!("phase {} failed: {}", h.phase, h.message)).unwrap_or_else(|| "failed".into());
+            (false, "Failed", format!("{msg}; set spec.state to Rollback to undo the completed phases"))
+        }
+    };
+    s.condition(condition_types::READY, ready, reason, message.clone());
+    s.condition(condition_types::PROGRESSING, false, reason, "finished");
+    s.condition(condition_types::AWAITING_APPROVAL, false, reason, "finished");
+    let degraded = matches!(phase.as_str(), results::FAILED | results::ROLLBACK_FAILED);
+    s.condition(
+        condition_types::DEGRADED,
+        degraded,
+        if degraded { reason } else { "AsExpected" },
+        if degraded { message } else { String::new() },
+    );
+    s.finish(Action::Idle)
+}
+
+fn drive_forward(mut s: Step) -> Decision {
+    if s.status.current.is_none() {
+        let next = s.input.catalogue.phases.iter().find(|p| !succeeded(&s.status, &p.name)).map(|p| p.name.clone());
+        let Some(next) = next else {
+            let done = if s.dry_run() { results::PLANNED } else { results::COMPLETED };
+            s.status.phase = Some(done.into());
+            s.status.finished_at = Some(s.now_str());
+            let msg = if s.dry_run() {
+                "plan complete: see status.plan"
+            } else {
+                "migration completed: the cluster runs on the target vCenter"
+            };
+            s.event(EventType::Normal, if s.dry_run() { "PlanCompleted" } else { "MigrationCompleted" }, msg);
+            return terminal(s);
+        };
+        if s.input.spec.approval_mode == ApprovalMode::Manual && !s.dry_run() {
+            if !s.input.spec.approvals.contains(&next) {
+                let already = s
+                    .status
+                    .condition(condition_types::AWAITING_APPROVAL)
+                    .is_some_and(|c| c.status == "True" && c.message.contains(&format!("phase {next} ")));
+                let msg = format!(
+                    "phase {next} waits for approval: add {next} to spec.approvals (kubectl vsm approve {next})"
+                );
+                if !already {
+                    s.event(EventType::Normal, "ApprovalNeeded", msg.clone());
+                }
+                s.status.phase = Some(next.clone());
+                s.condition(condition_types::AWAITING_APPROVAL, true, "ApprovalRequired", msg.clone());
+                s.condition(condition_types::PROGRESSING, false, "AwaitingApproval", msg.clone());
+                s.condition(condition_types::READY, false, "AwaitingApproval", msg);
+                return s.finish(Action::Idle);
+            }
+            if !s.status.approvals.iter().any(|a| a.phase == next) {
+                let by = s
+                    .input
+                    .approvals_seen
+                    .iter()
+                    .find(|a| a.phase == next)
+                    .map(|a| a.by.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                s.status.approvals.push(ApprovalRecord {
+                    phase: next.clone(),
+                    approved_at: s.now_str(),
+                    by: by.clone(),
+                });
+                s.event(EventType::Normal, "ApprovalReceived", format!("phase {next} approved by {by}"));
+            }
+        }
+        s.condition(condition_types::AWAITING_APPROVAL, false, "NotWaiting", "");
+        start_run(&mut s, &next, Direction::Execute);
+    }
+    call_current(s)
+}
+
+fn start_run(s: &mut Step, phase: &str, direction: Direction) {
+    let now = s.now_str();
+    s.status.current = Some(CurrentPhase {
+        name: phase.to_string(),
+        direction,
+        started_at: now.clone(),
+        attempt: 0,
+        failures: 0,
+        progress: 0,
+        message: "starting".into(),
+        progress_changed_at: now,
+        next_call_at: None,
+        delay: None,
+        last_call_at: None,
+        paused_ms: 0,
+        plugin: s.input.plugin.clone(),
+    });
+    match direction {
+        Direction::Execute => {
+            s.status.phase = Some(phase.to_string());
+            let how = if s.dry_run() { " (plan mode)" } else { "" };
+            s.event(EventType::Normal, "PhaseStarted", format!("phase {phase} started{how}"));
+        }
+        Direction::Rollback => s.event(EventType::Normal, "RollbackStepStarted", format!("undoing phase {phase}")),
+    }
+}
+
+/// Call the current run now, or say when.
+fn call_current(mut s: Step) -> Decision {
+    let cur = s.status.current.clone().expect("a current run");
+    let verb = if cur.direction == Direction::Execute { "running" } else { "undoing" };
+    s.condition(
+        condition_types::PROGRESSING,
+        true,
+        "PhaseRunning",
+        format!("{verb} phase {}: {}", cur.name, cur.message),
+    );
+    s.condition(condition_types::READY, false, "InProgress", format!("{verb} phase {}", cur.name));
+
+    // Deadline: wall time of the run minus time spent paused.
+    let elapsed = since(s.now(), &cur.started_at).saturating_sub(Duration::from_millis(cur.paused_ms));
+    let deadline = s.deadline(&cur.name);
+    if elapsed > deadline {
+        return fail_run(s, format!("deadline of {} exceeded; last status: {}", humanize(deadline), cur.message));
+    }
+
+    // Stall detection: no change of progress or message for too long.
+    let quiet = since(s.now(), &cur.progress_changed_at);
+    let stall = s.stall_timeout();
+    if quiet > stall {
+        s.condition(
+            condition_types::DEGRADED,
+            true,
+            "Stalled",
+            format!("phase {} has made no progress for {}: {}", cur.name, humanize(quiet), cur.message),
+        );
+    } else if s.status.condition(condition_types::DEGRADED).is_some_and(|c| c.reason == "Stalled")
+        || s.status.condition(condition_types::DEGRADED).is_none()
+    {
+        s.condition(condition_types::DEGRADED, false, "AsExpected", "");
+    }
+
+    if let Some(next) = cur.next_call_at.as_deref().and_then(parse_time) {
+        // Reconciles come from timers we set, spec edits and watch events on the objects
+        // phases wait for. A wait ends early on such an event (rate-limited); a backoff
+        // after a failure never does.
+        let woken_early_ok = cur.delay == Some(Delay::Wait)
+            && cur.last_call_at.as_deref().is_none_or(|last| since(s.now(), last) >= MIN_CALL_INTERVAL);
+        if next > s.now() && !woken_early_ok {
+            return s.finish(Action::RequeueAt(next));
+        }
+    }
+    let dry_run = s.dry_run() && cur.direction == Direction::Execute;
+    let action = Action::Call { phase: cur.name.clone(), direction: cur.direction, attempt: cur.attempt + 1, dry_run };
+    s.finish(action)
+}
+
+/// Start the rollback sequence. A phase that stopped mid-run (`unfinished`) may have
+/// changed things, so it is undone first.
+fn start_rollback(s: &mut Step, reason: String, unfinished: Option<String>) {
+    let mut remaining: Vec<String> =
+        unfinished.into_iter().filter(|p| s.input.catalogue.get(p).is_some_and(|e| e.has_rollback)).collect();
+    for phase in undoable(&s.status, s.input.catalogue) {
+        if !remaining.contains(&phase) {
+            remaining.push(phase);
+        }
+    }
+    s.status.phase = Some(results::ROLLING_BACK.into());
+    s.status.rollback = Some(RollbackStatus {
+        started_at: s.now_str(),
+        reason: reason.clone(),
+        remaining: remaining.clone(),
+        failures: Vec::new(),
+    });
+    s.event(
+        EventType::Warning,
+        "RollbackStarted",
+        format!(
+            "rolling back ({reason}): {}",
+            if remaining.is_empty() { "nothing to undo".into() } else { remaining.join(", ") }
+        ),
+    );
+}
+
+fn drive_rollback(mut s: Step) -> Decision {
+    if s.status.current.as_ref().is_some_and(|c| c.direction == Direction::Rollback) {
+        return call_current(s);
+    }
+    let rb = s.status.rollback.clone().unwrap_or_default();
+    if let Some(next) = rb.remaining.first() {
+        start_run(&mut s, &next.clone(), Direction::Rollback);
+        return call_current(s);
+    }
+    let ok = rb.failures.is_empty();
+    s.status.phase = Some(if ok { results::ROLLED_BACK } else { results::ROLLBACK_FAILED }.into());
+    s.status.finished_at = Some(s.now_str());
+    if ok {
+        s.event(EventType::Normal, "RollbackFinished", "rollback finished: every completed phase was undone");
+    } else {
+        s.event(
+            EventType::Warning,
+            "RollbackFailed",
+            format!("rollback finished with failures: {}", rb.failures.join("; ")),
+        );
+    }
+    terminal(s)
+}
+
+fn record_of(cur: &CurrentPhase, result: PhaseResult, message: String, now: String) -> PhaseRecord {
+    PhaseRecord {
+        phase: cur.name.clone(),
+        direction: cur.direction,
+        result,
+        started_at: cur.started_at.clone(),
+        finished_at: now,
+        attempts: cur.attempt,
+        message,
+        plugin: cur.plugin.clone(),
+    }
+}
+
+/// The current run failed for good.
+fn fail_run(mut s: Step, message: String) -> Decision {
+    let cur = s.status.current.take().expect("a current run");
+    s.status.history.push(record_of(&cur, PhaseResult::Failed, message.clone(), s.now_str()));
+    match cur.direction {
+        Direction::Execute => {
+            s.event(EventType::Warning, "PhaseFailed", format!("phase {} failed: {message}", cur.name));
+            if s.input.spec.rollback_on_failure && !s.dry_run() {
+                start_rollback(&mut s, format!("phase {} failed: {message}", cur.name), Some(cur.name.clone()));
+                drive_rollback(s)
+            } else {
+                s.status.phase = Some(results::FAILED.into());
+                s.status.finished_at = Some(s.now_str());
+                terminal(s)
+            }
+        }
+        Direction::Rollback => {
+            let rb = s.status.rollback.get_or_insert_with(RollbackStatus::default);
+            rb.remaining.retain(|p| *p != cur.name);
+            rb.failures.push(format!("{}: {message}", cur.name));
+            s.event(EventType::Warning, "RollbackStepFailed", format!("undoing phase {} failed: {message}", cur.name));
+            drive_rollback(s)
+        }
+    }
+}
+
+/// Fold the outcome of a call of `status.current` into the status, then decide again.
+pub fn record(input: &Input, result: CallResult) -> Decision {
+    let mut s = Step::new(input);
+    let Some(mut cur) = s.status.current.clone() else {
+        return decide(input);
+    };
+    cur.attempt += 1;
+    cur.last_call_at = Some(s.now_str());
+    let plan = s.dry_run() && cur.direction == Direction::Execute;
+
+    let finished = match result {
+        CallResult::Done(message) => Some(message),
+        CallResult::Wait { message, .. } if plan => {
+            // Plan mode does not wait: note what would have been waited for and move on.
+            plan_entry(&mut s.status, &cur.name).waits.push(message.clone());
+            Some(format!("planned (would wait: {message})"))
+        }
+        CallResult::Wait { after, progress, message } => {
+            if progress != cur.progress || message != cur.message {
+                cur.progress_changed_at = s.now_str();
+            }
+            cur.progress = progress.min(100);
+            cur.message = message;
+            cur.failures = 0;
+            let after = after.clamp(MIN_CALL_INTERVAL, MAX_WAIT);
+            cur.next_call_at = Some(format_time(add(s.now(), after)));
+            cur.delay = Some(Delay::Wait);
+            s.status.current = Some(cur);
+            return continue_after(s);
+        }
+        CallResult::Failed { message, retryable } => {
+            let elapsed = since(s.now(), &cur.started_at).saturating_sub(Duration::from_millis(cur.paused_ms));
+            let deadline = s.deadline(&cur.name);
+            if retryable && elapsed < deadline {
+                cur.failures += 1;
+                let backoff = backoff(cur.failures);
+                cur.next_call_at = Some(format_time(add(s.now(), backoff)));
+                cur.delay = Some(Delay::Backoff);
+                let text = format!("retrying in {} after: {message}", humanize(backoff));
+                if text != cur.message {
+                    cur.progress_changed_at = s.now_str();
+                }
+                cur.message = text;
+                if cur.failures == 1 || cur.failures % 5 == 0 {
+                    s.event(
+                        EventType::Warning,
+                        "PhaseRetrying",
+                        format!(
+                            "phase {} ({:?}): attempt {} failed, retrying in {}: {message}",
+                            cur.name,
+                            cur.direction,
+                            cur.attempt,
+                            humanize(backoff)
+                        ),
+                    );
+                }
+                s.status.current = Some(cur);
+                return continue_after(s);
+            }
+            s.status.current = Some(cur);
+            let why = if retryable {
+                format!("{message} (still failing when the deadline of {} ran out)", humanize(deadline))
+            } else {
+                message
+            };
+            return fail_run(s, why);
+        }
+    };
+
+    let message = finished.expect("done");
+    let result = if plan { PhaseResult::Planned } else { PhaseResult::Succeeded };
+    s.status.history.push(record_of(&cur, result, message.clone(), s.now_str()));
+    s.status.current = None;
+    match cur.direction {
+        Direction::Execute => {
+            s.event(EventType::Normal, "PhaseCompleted", format!("phase {} completed: {message}", cur.name))
+        }
+        Direction::Rollback => {
+            if let Some(rb) = &mut s.status.rollback {
+                rb.remaining.retain(|p| *p != cur.name);
+            }
+            s.event(EventType::Normal, "RollbackStepCompleted", format!("phase {} undone: {message}", cur.name));
+        }
+    }
+    // Decide again from the new status (the next phase may start at once).
+    let status = s.status;
+    let events = s.events;
+    let again = Input { status: &status, ..input.clone() };
+    let mut d = decide(&again);
+    let mut all = events;
+    all.append(&mut d.events);
+    d.events = all;
+    d
+}
+
+/// After a wait or a backoff was recorded: say when to call next.
+fn continue_after(mut s: Step) -> Decision {
+    let cur = s.status.current.clone().expect("a current run");
+    let verb = if cur.direction == Direction::Execute { "running" } else { "undoing" };
+    s.condition(
+        condition_types::PROGRESSING,
+        true,
+        "PhaseRunning",
+        format!("{verb} phase {}: {}", cur.name, cur.message),
+    );
+    let next = cur.next_call_at.as_deref().and_then(parse_time).unwrap_or(s.now());
+    s.finish(Action::RequeueAt(next))
+}
+
+fn plan_entry<'s>(status: &'s mut MigrationStatus, phase: &str) -> &'s mut PlannedPhase {
+    if let Some(i) = status.plan.iter().position(|p| p.phase == phase) {
+        return &mut status.plan[i];
+    }
+    status.plan.push(PlannedPhase { phase: phase.to_string(), changes: Vec::new(), waits: Vec::new() });
+    status.plan.last_mut().expect("just pushed")
+}
+
+/// Backoff before retry `failures` (1-based): 2 s, 4 s, 8 s ... at most 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+pub fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{}ms", d.as_millis()),
+        1..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}

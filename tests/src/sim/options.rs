@@ -1,0 +1,136 @@
+//! What to seed and how the simulated controllers behave.
+
+use std::time::Duration;
+
+/// The format of `openshift-config/cloud-provider-config` (key `config`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CloudConfigFormat {
+    /// The YAML format OpenShift writes since 4.13 (`global`, `vcenter`, `labels`).
+    #[default]
+    Yaml,
+    /// The legacy INI format (`[Global]`, `[Workspace]`, `[VirtualCenter "..."]`, `[Labels]`).
+    Ini,
+}
+
+/// What [`seed`](super::seed) creates.
+#[derive(Clone, Debug)]
+pub struct SeedOptions {
+    /// `Infrastructure.status.infrastructureName`; prefixes Machine, MachineSet and VM names.
+    pub infra_id: String,
+    /// Worker Machines, spread round-robin over the worker MachineSets.
+    pub workers: u32,
+    /// Worker MachineSets `<infraID>-worker-0..` (at least 1).
+    pub worker_machinesets: u32,
+    /// An extra MachineSet `<infraID>-infra-0` (role `infra`) with this many Machines; a
+    /// migration must not take it as its worker template.
+    pub infra_machines: Option<u32>,
+    pub cloud_config: CloudConfigFormat,
+    /// An Infrastructure with `vcenters` but no `failureDomains` (clusters installed before
+    /// failure domains existed); the CPMS then has no failure domains either.
+    pub legacy_no_failure_domains: bool,
+    /// Static-IP style device settings (gateway, nameservers, IP pool) on the network device
+    /// of worker MachineSet 0, so "other device settings are kept" can be tested.
+    pub static_ip_workers: bool,
+    /// Name of the template VM created in `/<dc>/vm/` of both vCenters.
+    pub template_name: String,
+    /// OpenShift version reported by ClusterVersion and the ClusterOperators.
+    pub openshift_version: String,
+    /// Requests (Kubernetes and vSphere) in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for SeedOptions {
+    fn default() -> Self {
+        SeedOptions {
+            infra_id: "vsm-test-x7k2p".into(),
+            workers: 3,
+            worker_machinesets: 1,
+            infra_machines: None,
+            cloud_config: CloudConfigFormat::Yaml,
+            legacy_no_failure_domains: false,
+            static_ip_workers: true,
+            template_name: "rhcos-template".into(),
+            openshift_version: "4.18.12".into(),
+            concurrency: 16,
+        }
+    }
+}
+
+/// How the [`Simulator`](super::Simulator) behaves. Every simulated wait is a field; the
+/// time actually spent in them is reported by [`SimStats`](super::SimStats).
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Play machine-api (Machines, MachineSets, Nodes, VMs, owner-reference GC of Machines).
+    pub machine_api: bool,
+    /// Play the control-plane machine set operator.
+    pub control_plane: bool,
+    /// Play the Deployment, DaemonSet, scheduler, kubelet and pod-GC controllers.
+    pub workloads: bool,
+    /// Play the ClusterOperator health rules.
+    pub operators: bool,
+
+    /// A new Machine waits this long in Provisioning before its VM is cloned.
+    pub machine_provision: Duration,
+    /// From the VM being cloned (Provisioned) to a Ready Node and phase Running.
+    pub machine_boot: Duration,
+    /// A deleted Machine: after the drain, before the VM is destroyed.
+    pub machine_delete: Duration,
+    /// A scheduled pod becomes Running and Ready after this.
+    pub pod_start: Duration,
+    /// A deleted (terminating) pod disappears after this.
+    pub pod_stop: Duration,
+    /// A deleted ControlPlaneMachineSet `cluster` is regenerated (Inactive) after this.
+    pub cpms_regenerate: Duration,
+    /// A ClusterOperator turns Degraded after its problem has lasted this long.
+    pub operator_degrade: Duration,
+    /// A ClusterOperator recovers after its problems have been gone this long.
+    pub operator_recover: Duration,
+
+    /// vSphere operations (clone, destroy) in flight at once.
+    pub vsphere_concurrency: usize,
+    /// Namespaces whose Deployments, DaemonSets and pods the workload controllers run.
+    pub namespaces: Vec<String>,
+}
+
+impl SimOptions {
+    /// Every delay zero: the controllers react as fast as they can.
+    pub fn instant() -> Self {
+        SimOptions {
+            machine_api: true,
+            control_plane: true,
+            workloads: true,
+            operators: true,
+            machine_provision: Duration::ZERO,
+            machine_boot: Duration::ZERO,
+            machine_delete: Duration::ZERO,
+            pod_start: Duration::ZERO,
+            pod_stop: Duration::ZERO,
+            cpms_regenerate: Duration::ZERO,
+            operator_degrade: Duration::ZERO,
+            operator_recover: Duration::ZERO,
+            vsphere_concurrency: 8,
+            namespaces: super::WORKLOAD_NAMESPACES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A few seconds per step: a migration looks like one on a real (very fast) cluster.
+    pub fn realistic() -> Self {
+        SimOptions {
+            machine_provision: Duration::from_secs(3),
+            machine_boot: Duration::from_secs(5),
+            machine_delete: Duration::from_secs(2),
+            pod_start: Duration::from_secs(3),
+            pod_stop: Duration::from_secs(1),
+            cpms_regenerate: Duration::from_secs(2),
+            operator_degrade: Duration::from_secs(1),
+            operator_recover: Duration::from_secs(5),
+            ..Self::instant()
+        }
+    }
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self::instant()
+    }
+}
