@@ -2,5 +2,7 @@
 //! to another, one sandboxed WebAssembly phase at a time.
 
 pub mod api;
+pub mod facts;
 pub mod machine;
 pub mod runtime;
+pub mod services;

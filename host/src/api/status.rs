@@ -29,9 +29,10 @@ pub struct MigrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
 
-    /// The vCenters that were the source when the migration started; recorded once.
+    /// The vCenters that were the source when the migration started; recorded once, so no
+    /// later phase can mistake the target for the source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_servers: Vec<String>,
+    pub sources: Vec<SourceVCenter>,
 
     /// The phase call in progress (execute or rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +65,13 @@ pub struct MigrationStatus {
     /// does not run while paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<Timestamp>,
+}
+
+/// A source vCenter as the Infrastructure named it when the migration started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceVCenter {
+    pub server: String,
+    pub port: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

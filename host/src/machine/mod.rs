@@ -23,7 +23,7 @@ use jiff::Timestamp;
 
 use crate::api::{
     ApprovalMode, ApprovalRecord, CurrentPhase, Delay, Direction, MigrationSpec, MigrationState, MigrationStatus, Mode,
-    PhaseRecord, PhaseResult, PlannedPhase, PluginRef, RollbackStatus,
+    PhaseRecord, PhaseResult, PlannedPhase, PluginRef, RollbackStatus, SourceVCenter,
 };
 pub use conditions::{set_condition, types as condition_types};
 pub use duration::parse_duration;
@@ -86,7 +86,7 @@ pub struct Input<'a> {
     /// Who added each entry of spec.approvals.
     pub approvals_seen: &'a [ApprovalSeen],
     /// Source vCenters discovered by the controller (used once, when the migration starts).
-    pub discovered_sources: Option<Vec<String>>,
+    pub discovered_sources: Option<Vec<SourceVCenter>>,
     /// Another migration of the cluster is active (its name).
     pub blocked_by: Option<String>,
     /// A spec problem the schema cannot catch, naming the field.
@@ -355,12 +355,13 @@ pub fn decide(input: &Input) -> Decision {
                     return s.finish(Action::Idle);
                 };
                 s.status.started_at = Some(s.now_str());
-                s.status.source_servers = sources.clone();
+                let names: Vec<String> = sources.iter().map(|v| v.server.clone()).collect();
+                s.status.sources = sources;
                 let mode = if s.dry_run() { "plan" } else { "apply" };
                 s.event(
                     EventType::Normal,
                     "MigrationStarted",
-                    format!("migration started in {mode} mode; source vCenter(s): {}", sources.join(", ")),
+                    format!("migration started in {mode} mode; source vCenter(s): {}", names.join(", ")),
                 );
             }
             resume_if_paused(&mut s);

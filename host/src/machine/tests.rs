@@ -71,7 +71,7 @@ impl World {
             catalogue: &self.catalogue,
             now: self.now,
             approvals_seen: &self.approvals,
-            discovered_sources: Some(vec!["vc-a".into()]),
+            discovered_sources: Some(vec![crate::api::SourceVCenter { server: "vc-a".into(), port: 443 }]),
             blocked_by: self.blocked_by.clone(),
             invalid: self.invalid.clone(),
             plugin: None,
@@ -135,7 +135,7 @@ fn pending_does_nothing_and_says_how_to_start() {
 fn starting_records_the_sources_once_and_calls_the_first_phase() {
     let mut w = World::new(json!({}));
     assert_eq!(w.decide(), call("Preflight", Direction::Execute, 1));
-    assert_eq!(w.status.source_servers, vec!["vc-a".to_string()]);
+    assert_eq!(w.status.sources, vec![crate::api::SourceVCenter { server: "vc-a".into(), port: 443 }]);
     assert_eq!(w.status.phase.as_deref(), Some("Preflight"));
     assert_eq!(w.reasons(), vec!["MigrationStarted", "PhaseStarted"]);
     assert_eq!(w.cond("Progressing").0, "True");

@@ -197,6 +197,22 @@ impl Client {
         Ok(found.into_iter().next())
     }
 
+    /// The id of the category with this name, if it exists (no side effect).
+    pub async fn category_id(&self, name: &str) -> Result<Option<String>, VsphereError> {
+        self.op("find_category", async { Ok(self.find_category(name).await?.map(|c| c.id)) }).await
+    }
+
+    /// The id of the tag with this name in a category, if it exists (no side effect).
+    pub async fn tag_id(&self, category_id: &str, name: &str) -> Result<Option<String>, VsphereError> {
+        self.op("find_tag", async {
+            match self.find_tag(category_id, name).await {
+                Err(VsphereError::NotFound { .. }) => Ok(None),
+                r => Ok(r?.map(|t| t.id)),
+            }
+        })
+        .await
+    }
+
     /// Make sure a tag exists in a category. Returns its id and whether it was created.
     pub async fn ensure_tag(
         &self,
