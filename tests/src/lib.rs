@@ -35,6 +35,7 @@ pub mod crds;
 pub mod env;
 pub mod etcd;
 pub mod fault_proxy;
+pub mod harness;
 pub mod pki;
 pub mod probe;
 pub mod process;

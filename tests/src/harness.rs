@@ -1,0 +1,302 @@
+//! Run one phase component against the real test environment, exactly as the operator
+//! would (same runtime, same services), and look at what it did.
+//!
+//! ```no_run
+//! # async fn demo(env: &vsm_testenv::TestEnv) -> anyhow::Result<()> {
+//! use vsm_testenv::harness::{Harness, target_spec};
+//! let h = Harness::new(env, "create-tags-ok", target_spec(env)).await?;
+//! let phase = h.phase("create-tags").await?;
+//! let run = h.run(&phase, vsm_host::runtime::Direction::Execute).await?;
+//! assert!(run.done());
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use vsm_host::api::{MigrationSpec, SourceVCenter, VSphereMigration, VSphereMigrationSpec};
+use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};
+use vsm_host::runtime::config::{Limits, PluginEntry};
+use vsm_host::runtime::{CallReport, Direction, LoadedPlugin, Runtime, RuntimeConfig};
+use vsm_host::services::{CallOutputs, ClusterServices, OperatorContext};
+use vsm_vsphere::{ClientOptions, SessionPool};
+
+use crate::TestEnv;
+use crate::vcsim::target;
+
+/// Namespace migrations live in during tests.
+pub const NAMESPACE: &str = "vsphere-migration";
+/// The Secret with the target vCenter credentials.
+pub const TARGET_CREDS: &str = "target-vcenter-creds";
+/// The Secret with the environment's CA (trusted for both vCenters).
+pub const VCENTER_CA: &str = "vcenter-ca";
+/// The target failure domain of [`target_spec`].
+pub const TARGET_FD: &str = "target-fd";
+/// The RHCOS template the seed puts in the target vCenter.
+pub const TARGET_TEMPLATE: &str = "/dst-dc/vm/rhcos-template";
+
+/// A spec moving the seeded cluster to the environment's target vCenter.
+pub fn target_spec(env: &TestEnv) -> MigrationSpec {
+    let (src, dst) = (env.source(), env.target());
+    serde_json::from_value(json!({
+        "state": "Running",
+        "targetVCenterCredentialsSecret": {"name": TARGET_CREDS},
+        "failureDomains": [{
+            "name": TARGET_FD, "region": "dst-region", "zone": "dst-zone-a", "server": dst.host(),
+            "topology": {
+                "datacenter": target::DATACENTER,
+                "computeCluster": target::CLUSTER_PATH,
+                "datastore": target::DATASTORE_PATH,
+                "networks": [target::NETWORK],
+                "resourcePool": target::RESOURCE_POOL_PATH,
+                "template": TARGET_TEMPLATE
+            }
+        }],
+        "vcenters": [
+            {"server": src.host(), "port": src.port(), "caSecret": {"name": VCENTER_CA}},
+            {"server": dst.host(), "port": dst.port(), "caSecret": {"name": VCENTER_CA}}
+        ],
+        "machineSetConfig": {"replicas": 2, "failureDomain": TARGET_FD},
+        "controlPlaneMachineSetConfig": {"failureDomain": TARGET_FD}
+    }))
+    .expect("a valid spec")
+}
+
+/// Where `cargo xtask plugins` puts the phase components.
+pub fn plugin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
+}
+
+/// What a sequence of calls ended with.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub outcome: Outcome,
+    pub calls: u32,
+    pub reports: Vec<CallReport>,
+    pub outputs: CallOutputs,
+}
+
+impl Run {
+    pub fn done(&self) -> bool {
+        matches!(self.outcome, Outcome::Done(_))
+    }
+
+    /// The message of the final outcome.
+    pub fn message(&self) -> &str {
+        match &self.outcome {
+            Outcome::Done(m) => m,
+            Outcome::Wait(w) => &w.message,
+            Outcome::Failed(f) => &f.message,
+        }
+    }
+
+    /// Every capability denial of every call.
+    pub fn denials(&self) -> Vec<String> {
+        self.reports.iter().flat_map(|r| r.denials.clone()).collect()
+    }
+}
+
+/// One migration object in the environment, and the operator's machinery to call phases
+/// for it.
+pub struct Harness {
+    pub client: kube::Client,
+    pub ctx: Arc<OperatorContext>,
+    pub runtime: Arc<Runtime>,
+    pub migration: VSphereMigration,
+    pub sources: Vec<SourceVCenter>,
+    /// Longest sleep between calls while a phase waits (its own `after` is shortened to
+    /// this: tests should not idle for a phase's production-sized waits).
+    pub wait_cap: Duration,
+    /// Calls after which `run` gives up (a phase that never finishes is a failing test,
+    /// not a hang).
+    pub max_calls: u32,
+}
+
+impl Harness {
+    /// Create the migration `name` (replacing one of that name) with the target credentials
+    /// and CA Secrets, and record its sources from the Infrastructure (seed it first).
+    pub async fn new(env: &TestEnv, name: &str, spec: MigrationSpec) -> Result<Harness> {
+        let sources = vsm_host::facts::discover_sources(&env.client(), &spec).await.map_err(anyhow::Error::msg)?;
+        Self::with_sources(env, name, spec, sources).await
+    }
+
+    /// As [`Harness::new`], with the sources given (no Infrastructure needed).
+    pub async fn with_sources(
+        env: &TestEnv,
+        name: &str,
+        spec: MigrationSpec,
+        sources: Vec<SourceVCenter>,
+    ) -> Result<Harness> {
+        let client = env.client();
+        ensure_secrets(env, &client).await?;
+        let api: Api<VSphereMigration> = Api::namespaced(client.clone(), NAMESPACE);
+        if api.get_opt(name).await?.is_some() {
+            // Drop the finalizer too: no operator runs here to remove it.
+            let _ = api
+                .patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+                .await;
+            let _ = api.delete(name, &DeleteParams::default()).await;
+            for _ in 0..600 {
+                if api.get_opt(name).await?.is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let migration = api
+            .create(&PostParams::default(), &VSphereMigration::new(name, VSphereMigrationSpec { spec }))
+            .await
+            .context("creating the migration")?;
+        let vsphere = SessionPool::new(ClientOptions::default());
+        let ctx = OperatorContext::new(client.clone(), vsphere, "harness");
+        // Compiled components are cached beside the Go tools: test binaries start fast.
+        let cache = crate::tools::cache_dir()?.with_file_name("wasm-cache");
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() })?;
+        Ok(Harness { client, ctx, runtime, migration, sources, wait_cap: Duration::from_millis(200), max_calls: 3000 })
+    }
+
+    /// Load a phase component from `target/plugins` with what it declares granted.
+    pub async fn phase(&self, component: &str) -> Result<LoadedPlugin> {
+        let path = plugin_dir().join(format!("{component}.wasm"));
+        let bytes = std::fs::read(&path).with_context(|| format!("{}: run `cargo xtask plugins`", path.display()))?;
+        let entry = PluginEntry { grant_declared: true, ..Default::default() };
+        Ok(self.runtime.load(component, &bytes, &entry, Limits::default()).await?)
+    }
+
+    /// The services the next call would use (fresh per call, as in a reconcile).
+    pub fn services(&self) -> Arc<ClusterServices> {
+        Arc::new(ClusterServices::new(self.ctx.clone(), &self.migration, self.sources.clone()))
+    }
+
+    fn context(&self, attempt: u32, dry_run: bool, started_at_ms: u64) -> CallContext {
+        let spec_json = serde_json::to_string(&self.migration.spec.spec).expect("spec serializes");
+        self.context_raw(spec_json, attempt, dry_run, started_at_ms)
+    }
+
+    fn context_raw(&self, spec_json: String, attempt: u32, dry_run: bool, started_at_ms: u64) -> CallContext {
+        let spec = &self.migration.spec.spec;
+        CallContext {
+            migration: Migration {
+                name: self.migration.metadata.name.clone().unwrap_or_default(),
+                namespace: NAMESPACE.into(),
+                uid: self.migration.metadata.uid.clone().unwrap_or_default(),
+                spec_json,
+                source_servers: self.sources.iter().map(|s| s.server.clone()).collect(),
+                target_servers: spec.target_servers().into_iter().map(str::to_string).collect(),
+            },
+            attempt,
+            dry_run,
+            started_at_ms,
+        }
+    }
+
+    fn servers(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.sources.iter().map(|s| s.server.clone()).collect();
+        all.extend(self.migration.spec.spec.target_servers().into_iter().map(str::to_string));
+        all
+    }
+
+    /// One call.
+    pub async fn call(
+        &self,
+        plugin: &LoadedPlugin,
+        direction: Direction,
+        attempt: u32,
+        dry_run: bool,
+    ) -> Result<(CallReport, CallOutputs)> {
+        let services = self.services();
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let report =
+            plugin.call(services.clone(), self.context(attempt, dry_run, started), direction, self.servers()).await?;
+        Ok((report, services.take_outputs()))
+    }
+
+    /// One call with a spec JSON of the test's choosing (test components read orders there).
+    pub async fn call_raw(
+        &self,
+        plugin: &LoadedPlugin,
+        direction: Direction,
+        spec_json: String,
+        dry_run: bool,
+    ) -> Result<(CallReport, CallOutputs)> {
+        let services = self.services();
+        let report = plugin
+            .call(services.clone(), self.context_raw(spec_json, 1, dry_run, 0), direction, self.servers())
+            .await?;
+        Ok((report, services.take_outputs()))
+    }
+
+    /// A vSphere client for a server of the migration, resolved as the operator does.
+    pub async fn vsphere(&self, server: &str) -> Result<Arc<vsm_vsphere::Client>> {
+        let endpoints = vsm_host::services::vsphere::Endpoints {
+            client: self.client.clone(),
+            spec: self.migration.spec.spec.clone(),
+            migration_namespace: NAMESPACE.into(),
+            sources: self.sources.clone(),
+        };
+        endpoints.client(&self.ctx.vsphere, server).await.map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
+
+    /// Call until the phase is done or fails, sleeping through its waits (capped).
+    pub async fn run(&self, plugin: &LoadedPlugin, direction: Direction) -> Result<Run> {
+        self.run_with(plugin, direction, false).await
+    }
+
+    /// [`Harness::run`] in plan mode.
+    pub async fn plan(&self, plugin: &LoadedPlugin) -> Result<Run> {
+        self.run_with(plugin, Direction::Execute, true).await
+    }
+
+    async fn run_with(&self, plugin: &LoadedPlugin, direction: Direction, dry_run: bool) -> Result<Run> {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let mut reports = Vec::new();
+        let mut outputs = CallOutputs::default();
+        for attempt in 1..=self.max_calls {
+            let services = self.services();
+            let report = plugin
+                .call(services.clone(), self.context(attempt, dry_run, started), direction, self.servers())
+                .await?;
+            let out = services.take_outputs();
+            outputs.plan.extend(out.plan);
+            outputs.backups.extend(out.backups);
+            outputs.kube_requests += out.kube_requests;
+            outputs.vsphere_calls += out.vsphere_calls;
+            outputs.progress = out.progress.or(outputs.progress);
+            let outcome = report.outcome.clone();
+            reports.push(report);
+            match outcome {
+                Outcome::Wait(w) if !dry_run => {
+                    tokio::time::sleep(Duration::from_millis(w.after_ms).min(self.wait_cap)).await
+                }
+                Outcome::Failed(ref f) if f.retryable && !dry_run => tokio::time::sleep(self.wait_cap).await,
+                outcome => return Ok(Run { outcome, calls: attempt, reports, outputs }),
+            }
+        }
+        bail!(
+            "phase {} did not finish within {} calls; last: {:?}",
+            plugin.info.name,
+            self.max_calls,
+            reports.last().map(|r| &r.outcome)
+        )
+    }
+}
+
+/// The Secrets every migration in the environment uses (created or updated).
+pub async fn ensure_secrets(env: &TestEnv, client: &kube::Client) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let dst = env.target();
+    let creds = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": TARGET_CREDS},
+        "stringData": {format!("{}.username", dst.host()): dst.username, format!("{}.password", dst.host()): dst.password}
+    });
+    let ca = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VCENTER_CA}, "stringData": {"ca.crt": env.ca_pem()}});
+    let pp = PatchParams::apply("vsm-harness").force();
+    secrets.patch(TARGET_CREDS, &pp, &Patch::Apply(creds)).await?;
+    secrets.patch(VCENTER_CA, &pp, &Patch::Apply(ca)).await?;
+    Ok(())
+}
