@@ -1,0 +1,7 @@
+//! Helpers shared by the shipped phases. Pure functions over the JSON objects the phases
+//! read, so they are unit-tested natively; the phases do the I/O through `vsm_sdk::Cx`.
+//!
+//! Ownership while the phases are being written: `health` (lead), `infra` and `creds`
+//! (phases part 1), `cloud_config` and `machines` (phases part 2).
+
+pub mod health;
