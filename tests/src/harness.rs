@@ -300,3 +300,139 @@ pub async fn ensure_secrets(env: &TestEnv, client: &kube::Client) -> Result<()> 
     secrets.patch(VCENTER_CA, &pp, &Patch::Apply(ca)).await?;
     Ok(())
 }
+
+/// Services that "crash" the call at the n-th import: the import never returns and the
+/// call is abandoned, exactly as if the operator died there. Imports before it happened.
+struct CrashAfter {
+    inner: Arc<ClusterServices>,
+    remaining: std::sync::atomic::AtomicI64,
+    crashed: Arc<tokio::sync::Notify>,
+}
+
+impl CrashAfter {
+    async fn gate(&self) {
+        if self.remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 1 {
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+mod crash_impl {
+    use super::CrashAfter;
+    use async_trait::async_trait;
+    use vsm_host::runtime::bindings::*;
+    use vsm_host::runtime::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
+
+    #[async_trait]
+    impl PhaseServices for CrashAfter {
+        async fn resolve(&self, ty: &ObjectType) -> Result<ResolvedType, KubeError> {
+            self.inner.resolve(ty).await
+        }
+        async fn kube(&self, s: &CallScope, ty: &ResolvedType, op: KubeOp) -> Result<String, KubeError> {
+            self.gate().await;
+            self.inner.kube(s, ty, op).await
+        }
+        async fn vsphere(&self, s: &CallScope, server: &str, op: VsphereOp) -> Result<VsphereReply, VsphereError> {
+            self.gate().await;
+            self.inner.vsphere(s, server, op).await
+        }
+        async fn state_get(&self, s: &CallScope, w: Scope, k: &str) -> Option<String> {
+            self.gate().await;
+            self.inner.state_get(s, w, k).await
+        }
+        async fn state_set(&self, s: &CallScope, w: Scope, k: &str, v: &str) -> Result<(), StateError> {
+            self.gate().await;
+            self.inner.state_set(s, w, k, v).await
+        }
+        async fn state_delete(&self, s: &CallScope, w: Scope, k: &str) -> Result<(), StateError> {
+            self.gate().await;
+            self.inner.state_delete(s, w, k).await
+        }
+        async fn backup_snapshot(
+            &self,
+            s: &CallScope,
+            ty: &ResolvedType,
+            ns: Option<&str>,
+            name: &str,
+        ) -> Result<SnapshotInfo, BackupError> {
+            self.gate().await;
+            self.inner.backup_snapshot(s, ty, ns, name).await
+        }
+        async fn backup_restore_journal(&self, s: &CallScope) -> Vec<RestoreReport> {
+            self.gate().await;
+            self.inner.backup_restore_journal(s).await
+        }
+        fn log(&self, s: &CallScope, l: Level, m: &str, f: &[(String, String)]) {
+            self.inner.log(s, l, m, f)
+        }
+        async fn event(&self, s: &CallScope, t: EventType, r: &str, m: &str) {
+            self.inner.event(s, t, r, m).await
+        }
+        fn progress(&self, s: &CallScope, p: u8, m: &str) {
+            self.inner.progress(s, p, m)
+        }
+        fn now_ms(&self) -> u64 {
+            self.inner.now_ms()
+        }
+    }
+}
+
+impl Harness {
+    /// One call that crashes at its `n`-th import (1-based; logs and the clock do not
+    /// count). Returns `None` if the call crashed, or its report if it finished first.
+    pub async fn call_crashing(
+        &self,
+        plugin: &LoadedPlugin,
+        direction: Direction,
+        attempt: u32,
+        n: u32,
+    ) -> Result<Option<CallReport>> {
+        let crashed = Arc::new(tokio::sync::Notify::new());
+        let services =
+            Arc::new(CrashAfter { inner: self.services(), remaining: (n as i64).into(), crashed: crashed.clone() });
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let call = plugin.call(services, self.context(attempt, false, started), direction, self.servers());
+        tokio::select! {
+            report = call => Ok(Some(report?)),
+            _ = crashed.notified() => Ok(None),
+        }
+    }
+
+    /// Crash a phase at every import in turn: before each crash `reset(n)` restores the
+    /// starting state (e.g. by running the rollback), then the call crashes at import `n`,
+    /// the phase is re-run to completion and `check(n)` verifies the converged state.
+    /// Returns how many crash points were exercised: "a crash at any point, then a re-run
+    /// converges".
+    pub async fn crash_everywhere<R, RFut, F, Fut>(
+        &self,
+        plugin: &LoadedPlugin,
+        direction: Direction,
+        mut reset: R,
+        mut check: F,
+    ) -> Result<u32>
+    where
+        R: FnMut(u32) -> RFut,
+        RFut: std::future::Future<Output = Result<()>>,
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut n = 1;
+        loop {
+            reset(n).await.with_context(|| format!("resetting before a crash at import {n}"))?;
+            let crashed = self.call_crashing(plugin, direction, 1, n).await?.is_none();
+            if !crashed {
+                return Ok(n - 1);
+            }
+            let run = self.run(plugin, direction).await?;
+            if !run.done() {
+                bail!("after a crash at import {n}, the re-run did not finish: {:?}", run.outcome);
+            }
+            check(n).await.with_context(|| format!("state after a crash at import {n} and a re-run"))?;
+            n += 1;
+            if n > 500 {
+                bail!("more than 500 imports in one call");
+            }
+        }
+    }
+}

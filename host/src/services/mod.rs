@@ -140,9 +140,15 @@ impl ClusterServices {
         }
         let journal_error =
             |e: JournalError| KubeError::Transient(format!("cannot journal {subject} before changing it: {e}"));
-        if self.journal.exists(&secret).await.map_err(journal_error)? {
-            self.journalled.lock().expect("journal lock").insert(secret);
-            return Ok(None);
+        match self.journal.read(&secret).await {
+            // A restored entry is spent; `Journal::write` replaces it below.
+            Ok(stored) if !stored.restored => {
+                self.journalled.lock().expect("journal lock").insert(secret);
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(JournalError::Kube(::kube::Error::Api(s))) if s.code == 404 => {}
+            Err(e) => return Err(journal_error(e)),
         }
         let before = match perform(
             &self.ctx.client,
