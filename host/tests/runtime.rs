@@ -293,8 +293,9 @@ async fn hot_reload_swaps_versions_without_failing_calls_and_keeps_the_old_one_o
 
     // Calls keep running while the file is replaced.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let caller = {
-        let (registry, stop) = (registry.clone(), stop.clone());
+        let (registry, stop, calls) = (registry.clone(), stop.clone(), calls.clone());
         tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -303,10 +304,15 @@ async fn hot_reload_swaps_versions_without_failing_calls_and_keeps_the_old_one_o
                     .await
                     .expect("no call fails during a reload");
                 seen.push(done_message(&report.outcome).to_string());
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             seen
         })
     };
+    // The old version serves at least one call before the file changes.
+    while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let scans = registry.scans();
     replace_atomically(dir.path(), "exerciser.wasm", &std::fs::read(test_component("exerciser-v2")).unwrap());
@@ -343,6 +349,11 @@ async fn hot_reload_swaps_versions_without_failing_calls_and_keeps_the_old_one_o
     assert_eq!(status[0].version.as_deref(), Some("0.2.0"), "the status names the version still serving");
     assert_eq!(registry.plugin_for("Exerciser", None, None).unwrap().info.version, "0.2.0");
 
+    // And the new one serves calls after the swap.
+    let after_swap = calls.load(std::sync::atomic::Ordering::SeqCst);
+    while calls.load(std::sync::atomic::Ordering::SeqCst) < after_swap + 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = caller.await.unwrap();
     assert!(seen.iter().any(|m| m == "exerciser 0.1.0"), "calls ran before the reload");
