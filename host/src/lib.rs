@@ -2,7 +2,12 @@
 //! to another, one sandboxed WebAssembly phase at a time.
 
 pub mod api;
+pub mod controller;
 pub mod facts;
+pub mod leader;
 pub mod machine;
+pub mod metrics;
+pub mod operator;
 pub mod runtime;
+pub mod server;
 pub mod services;

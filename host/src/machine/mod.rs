@@ -23,7 +23,7 @@ use jiff::Timestamp;
 
 use crate::api::{
     ApprovalMode, ApprovalRecord, CurrentPhase, Delay, Direction, MigrationSpec, MigrationState, MigrationStatus, Mode,
-    PhaseRecord, PhaseResult, PlannedPhase, PluginRef, RollbackStatus, SourceVCenter,
+    PhaseRecord, PhaseResult, PlannedPhase, RollbackStatus, SourceVCenter,
 };
 pub use conditions::{set_condition, types as condition_types};
 pub use duration::parse_duration;
@@ -91,8 +91,6 @@ pub struct Input<'a> {
     pub blocked_by: Option<String>,
     /// A spec problem the schema cannot catch, naming the field.
     pub invalid: Option<String>,
-    /// The plugin that would serve the phase about to start.
-    pub plugin: Option<PluginRef>,
 }
 
 /// What the controller should do next.
@@ -497,7 +495,8 @@ fn start_run(s: &mut Step, phase: &str, direction: Direction) {
         delay: None,
         last_call_at: None,
         paused_ms: 0,
-        plugin: s.input.plugin.clone(),
+        // Pinned by the controller at the first call of the run.
+        plugin: None,
     });
     match direction {
         Direction::Execute => {

@@ -74,7 +74,6 @@ impl World {
             discovered_sources: Some(vec![crate::api::SourceVCenter { server: "vc-a".into(), port: 443 }]),
             blocked_by: self.blocked_by.clone(),
             invalid: self.invalid.clone(),
-            plugin: None,
         }
     }
 

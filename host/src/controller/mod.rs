@@ -1,0 +1,152 @@
+//! The kube-rs controller for `VSphereMigration`s.
+//!
+//! Reconciles are triggered by spec edits of a migration (not by its own status writes),
+//! by watch events on the objects phases wait for — Machines, MachineSets, the CPMS,
+//! Nodes, ClusterOperators, the CVO Deployment and the vSphere consumer pods — mapped to
+//! the active migration, and by the requeue times the state machine asks for. So waits end
+//! on events, not on fixed polls.
+
+mod approvals;
+mod reconcile;
+mod status;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates};
+use tokio::sync::Mutex;
+
+use crate::api::VSphereMigration;
+use crate::leader::LeaderHandle;
+use crate::metrics::Metrics;
+use crate::runtime::Registry;
+use crate::services::OperatorContext;
+
+pub use approvals::approvals_seen;
+pub use reconcile::{ReconcileError, reconcile};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub ops: Arc<OperatorContext>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub leader: LeaderHandle,
+    pub migrations: Store<VSphereMigration>,
+    /// Serialises migration starts, so two migrations cannot both become active.
+    pub start_lock: Mutex<()>,
+}
+
+/// The objects phases wait for, by namespace (None: cluster-scoped or all namespaces).
+fn related(namespaces: &[&str]) -> Vec<(ApiResource, Option<String>)> {
+    let gvk = |g: &str, v: &str, k: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural)
+    };
+    let mut out = vec![
+        (gvk("machine.openshift.io", "v1beta1", "Machine", "machines"), Some("openshift-machine-api".to_string())),
+        (
+            gvk("machine.openshift.io", "v1beta1", "MachineSet", "machinesets"),
+            Some("openshift-machine-api".to_string()),
+        ),
+        (
+            gvk("machine.openshift.io", "v1", "ControlPlaneMachineSet", "controlplanemachinesets"),
+            Some("openshift-machine-api".to_string()),
+        ),
+        (gvk("config.openshift.io", "v1", "ClusterOperator", "clusteroperators"), None),
+        (gvk("", "v1", "Node", "nodes"), None),
+        (gvk("apps", "v1", "Deployment", "deployments"), Some("openshift-cluster-version".to_string())),
+    ];
+    for ns in namespaces {
+        out.push((gvk("", "v1", "Pod", "pods"), Some(ns.to_string())));
+    }
+    out
+}
+
+/// Namespaces whose pods the RestartPods, Verify and DisableCVO phases wait for.
+pub const POD_NAMESPACES: [&str; 4] = [
+    "openshift-cloud-controller-manager",
+    "openshift-machine-api",
+    "openshift-cluster-csi-drivers",
+    "openshift-cluster-version",
+];
+
+/// Migrations that are running (started and not finished): the ones watch events wake.
+fn active(store: &Store<VSphereMigration>) -> Vec<ObjectRef<VSphereMigration>> {
+    store
+        .state()
+        .iter()
+        .filter(|m| {
+            let s = m.status.clone().unwrap_or_default();
+            s.started_at.is_some() && s.finished_at.is_none()
+        })
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
+}
+
+/// Only spec edits, deletion and finalizer changes of a migration trigger a reconcile;
+/// its own status writes do not.
+fn spec_or_lifecycle(m: &VSphereMigration) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(m).hash(&mut h);
+    m.metadata.deletion_timestamp.is_some().hash(&mut h);
+    m.metadata.finalizers.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(
+    ops: Arc<OperatorContext>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    leader: LeaderHandle,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ops.client.clone();
+    let migrations: Api<VSphereMigration> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(migrations, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(spec_or_lifecycle, Default::default());
+    let mut controller = Controller::for_stream(stream, reader.clone()).graceful_shutdown_on(shutdown);
+    for (ar, ns) in related(&POD_NAMESPACES) {
+        let api: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let store = reader.clone();
+        // Status changes are what phases wait for, so every change counts (no predicate).
+        controller = controller.watches_with(api, ar, watcher::Config::default(), move |_| active(&store));
+    }
+    let ctx = Arc::new(Context { ops, registry, metrics, leader, migrations: reader, start_lock: Mutex::new(()) });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(migration = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(e, obj)) => {
+                    tracing::warn!(migration = %obj, error = %e, "reconcile failed; retrying")
+                }
+                // Watches of kinds a cluster lacks (no OpenShift CRDs) fail here; the
+                // migrations themselves still reconcile.
+                Err(e) => tracing::debug!(error = %e, "controller stream"),
+            }
+        })
+        .await;
+}
+
+fn error_policy(_m: Arc<VSphereMigration>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { result: "error".into() }).inc();
+    tracing::warn!(%error, "reconcile error");
+    Action::requeue(Duration::from_secs(5))
+}
