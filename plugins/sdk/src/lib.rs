@@ -45,6 +45,8 @@ mod error;
 mod host;
 mod object;
 pub mod spec;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
 pub use bindings::vsm::phase::backup::{RestoreReport, SnapshotInfo};
