@@ -39,6 +39,7 @@ pub mod harness;
 pub mod pki;
 pub mod probe;
 pub mod process;
+pub mod sim;
 pub mod tools;
 pub mod vcsim;
 

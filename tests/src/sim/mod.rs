@@ -1,0 +1,194 @@
+//! The cluster simulator ("twin"): an OpenShift-on-vSphere cluster seeded into the test
+//! environment, and small controllers that play the OpenShift operators a migration waits
+//! on, so every wait of a migration phase is a real one.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use vsm_testenv::sim::{self, SeedOptions, SimOptions, Simulator};
+//! let env = vsm_testenv::TestEnv::start_default().await?;
+//! let cluster = sim::seed(&env, &SeedOptions { workers: 5, ..Default::default() }).await?;
+//! let handle = Simulator::start(&env, SimOptions::realistic());
+//! // ... run a migration against `env` ...
+//! println!("{:?}", handle.stats());
+//! handle.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Seeding ([`seed`])
+//!
+//! In the API server: Infrastructure `cluster` (vSphere, the source vCenter, failure domain
+//! `source-fd` unless `legacy_no_failure_domains`, status with the infraID),
+//! `kube-system/vsphere-creds` (`<host>.username/.password` of the source),
+//! `openshift-config/cloud-provider-config` (YAML or INI, with comments), ClusterVersion
+//! `version`, the [`CLUSTER_OPERATORS`] (healthy), 3 masters and a ControlPlaneMachineSet
+//! (Active, failure domain `source-fd`), worker MachineSets and Machines (plus an optional
+//! `infra` MachineSet), a Ready Node per Machine (`providerID vsphere://<VM uuid>`), and the
+//! Deployments (CVO, machine-config-operator, vSphere CCM, machine-api-controllers, CSI
+//! controller) and the CSI node DaemonSet, with Running, Ready pods. In vSphere: a template
+//! VM in both vCenters, the folder `/src-dc/vm/<infraID>`, and a VM per Machine in it.
+//!
+//! # Simulated controllers ([`Simulator`])
+//!
+//! machine-api:
+//! - A Machine gets the finalizer `machine.machine.openshift.io`, phase Provisioning, and
+//!   after `machine_provision` a clone of `providerSpec.template` named like the Machine in
+//!   `workspace.folder` (pool and datastore from the workspace) of the vCenter whose address
+//!   is `workspace.server`, logged in with that vCenter's entry in `kube-system/vsphere-creds`
+//!   (the simulator plays the cloud credential operator too). Then Provisioned
+//!   (`spec.providerID`, addresses, provider status), and after `machine_boot` a Ready Node
+//!   and phase Running with `nodeRef`.
+//! - An unknown `workspace.server`, or a template, folder, pool or datastore that does not
+//!   exist in that vCenter: phase Failed with `errorReason`/`errorMessage`. Missing or
+//!   rejected credentials are not fatal: the Machine stays in Provisioning with a
+//!   `MachineCreation=False` provider condition and is retried.
+//! - A deleted Machine: phase Deleting; the Node is cordoned and drained (pods that are not
+//!   a DaemonSet's are evicted, and waited for); after `machine_delete` the VM is destroyed,
+//!   the Node deleted and the finalizer removed. Without credentials it stays in Deleting.
+//! - MachineSets create Machines from their template (`generateName: <set>-`, owner
+//!   reference) and delete the surplus (marked `machine.openshift.io/delete-machine` first,
+//!   then not Running, then newest), and report replicas, fullyLabeledReplicas,
+//!   readyReplicas, availableReplicas, observedGeneration and labelSelector.
+//! - Garbage collection: a Machine whose controlling MachineSet is gone is deleted.
+//!
+//! Control-plane machine set operator (`openshift-machine-api/cluster`):
+//! - Deleted: after `cpms_regenerate` a new one, Inactive, from the current masters (the
+//!   provider spec of the first by name; the Infrastructure failure domains holding them).
+//! - The desired provider spec of master index `i` is the template's, with workspace,
+//!   template and network names taken from the Infrastructure failure domain
+//!   `failureDomains.vsphere[i % n]` of the template (other fields kept); no failure domains
+//!   means the template as is. A master is updated when its provider spec equals that.
+//! - Status always (also Inactive): replicas (all matching Machines, going ones included),
+//!   updatedReplicas, readyReplicas (Running with a Ready Node), unavailableReplicas,
+//!   observedGeneration, conditions Available/Degraded/Progressing.
+//! - Active with RollingUpdate: one index at a time, create `<prefix>-<random>-<i>`, wait for
+//!   it to be ready, delete the old master, wait until it is gone, next index. OnDelete only
+//!   refills an index left without a machine. A failure domain missing from the
+//!   Infrastructure, or a failed replacement, sets Degraded and stops the rollout. Inactive
+//!   never touches Machines.
+//!
+//! Workloads (in [`SimOptions::namespaces`]):
+//! - Deployments: pods = `spec.replicas` (not counting terminating pods), extras deleted
+//!   (not ready first, then newest), status replicas/readyReplicas/availableReplicas/
+//!   updatedReplicas/unavailableReplicas/observedGeneration/conditions. Pods are owned by
+//!   the Deployment directly (no ReplicaSets) and template changes do not roll pods.
+//! - The CSI node DaemonSet: one pod per Node matching its node selector; a replacement
+//!   waits for the terminating pod on that Node to be gone.
+//! - Scheduler: a new pod goes to the least loaded Ready, schedulable Node matching its node
+//!   selector (taints are not modelled).
+//! - Kubelet: a bound pod becomes Running and Ready after `pod_start` once its Node is
+//!   Ready; a deleted pod turns not Ready at once and is removed after `pod_stop` (without
+//!   a kubelet a bound pod would stay Terminating for ever).
+//! - Pod GC: pods on a Node that is gone, and pods whose Deployment or DaemonSet is gone.
+//!
+//! ClusterOperators ([`operators::RULED`]; the others keep their seeded status). A problem
+//! turns an operator Degraded after `operator_degrade`; when it has none left it recovers
+//! (Available=True, Degraded=False, Progressing=False) after `operator_recover`.
+//! - `cloud-controller-manager`: the vsphere-cloud-controller-manager pods are not all
+//!   Ready, or one is terminating (Progressing=True; Available=False when none is Ready); a
+//!   vCenter of the Infrastructure without credentials in vsphere-creds or without an entry
+//!   in the cloud config; a failure domain whose vCenter is not in `vcenters`, or whose
+//!   datacenter the cloud config does not list for that vCenter; a cloud config that is
+//!   missing or does not parse.
+//! - `storage`: as cloud-controller-manager, for the CSI controller pods and the CSI node
+//!   pods (one per Node), plus an INI `[Workspace] server` that is not in the Infrastructure.
+//! - `machine-api`: the machine-api-controllers pod not Ready; a vCenter without credentials.
+//! - `machine-config`: Degraded (still Available) while the Infrastructure lists more than
+//!   one vCenter; the migration is expected to tolerate that one.
+//!
+//! Not simulated: IP address claims for static-IP MachineSets, machine health checks,
+//! taints and tolerations, ReplicaSets, rolling Deployment template changes, the CVO
+//! reconciling anything, the Infrastructure CRD's schema being restored, vSphere tags.
+
+pub mod cloud_config;
+mod cpms;
+mod machine_api;
+pub mod objects;
+pub mod operators;
+pub mod options;
+pub mod provider;
+mod runtime;
+mod seed;
+mod vsphere;
+mod workloads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use options::{CloudConfigFormat, SeedOptions, SimOptions};
+pub use provider::FailureDomain;
+pub use runtime::SimStats;
+pub use seed::{CLUSTER_OPERATORS, SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, seed};
+
+use crate::TestEnv;
+use runtime::{Ctl, Shared};
+
+/// Namespaces of the seeded Deployments and DaemonSets.
+pub const WORKLOAD_NAMESPACES: &[&str] =
+    &[objects::CVO_NS, objects::MCO_NS, objects::CCM_NS, objects::MACHINE_API_NS, objects::CSI_NS];
+
+/// Starts the simulated controllers.
+pub struct Simulator;
+
+impl Simulator {
+    /// Start the controllers on the current tokio runtime. They stop when the handle is
+    /// dropped or [`SimHandle::stop`] is called.
+    pub fn start(env: &TestEnv, opts: SimOptions) -> SimHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let vcenters = vsphere::VCenters::from_env(env, opts.vsphere_concurrency);
+        let sh = runtime::start(env.client(), opts.clone(), vcenters, stop_rx);
+        if opts.machine_api {
+            runtime::run_controller(&sh, Ctl::MachineApi, machine_api::sync);
+        }
+        if opts.control_plane {
+            runtime::run_controller(&sh, Ctl::Cpms, cpms::sync);
+        }
+        if opts.workloads {
+            runtime::run_controller(&sh, Ctl::Workloads, workloads::sync);
+        }
+        if opts.operators {
+            runtime::run_controller(&sh, Ctl::Operators, operators::sync);
+        }
+        SimHandle { shared: sh, stop: stop_tx }
+    }
+}
+
+/// The running simulator. Dropping it stops every controller.
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+}
+
+impl SimHandle {
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
+    }
+
+    /// The last errors the controllers met (they retry; useful when a test times out).
+    pub fn errors(&self) -> Vec<String> {
+        self.shared.errors()
+    }
+
+    /// What the controllers are doing right now (for a test that timed out).
+    pub fn diagnostics(&self) -> String {
+        self.shared.diagnostics()
+    }
+
+    pub fn options(&self) -> &SimOptions {
+        &self.shared.opts
+    }
+
+    /// Stop every controller, wait for their tasks to end, and log out of the vCenters.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.shared.wait_stopped(Duration::from_secs(30)).await;
+        self.shared.vcenters.pool.shutdown().await;
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
