@@ -4,4 +4,6 @@
 //! Ownership while the phases are being written: `health` (lead), `infra` and `creds`
 //! (phases part 1), `cloud_config` and `machines` (phases part 2).
 
+pub mod creds;
 pub mod health;
+pub mod infra;
