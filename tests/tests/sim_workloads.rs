@@ -1,0 +1,230 @@
+//! Simulated workloads and ClusterOperators: restarted pods come back and their operators
+//! go Degraded and recover; the CVO Deployment scales; an inconsistent vSphere
+//! configuration keeps the vSphere operators Degraded until it is consistent.
+
+mod sim_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use sim_support::{World, health, names, pod_ready};
+use vsm_testenv::sim::objects as o;
+use vsm_testenv::sim::operators::degraded_message;
+use vsm_testenv::sim::{SeedOptions, SimOptions};
+
+const CCM: &str = "k8s-app=vsphere-cloud-controller-manager";
+const CSI_NODE: &str = "app=vmware-vsphere-csi-driver-node";
+
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Records every distinct `(Available, Degraded)` an operator shows, polling it.
+fn record(w: &World, name: &'static str) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (client, seen2) = (w.client(), seen.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let co = o::operators_api(&client).get(name).await.unwrap();
+            let h = health(&co);
+            {
+                let mut s = seen2.lock().unwrap();
+                if s.last() != Some(&h) {
+                    s.push(h);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    (seen, task)
+}
+
+async fn healthy(w: &World, name: &str) -> Result<(), String> {
+    let h = health(&w.operator(name).await);
+    if h == ("True".into(), "False".into()) { Ok(()) } else { Err(format!("{name} {h:?}")) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_vsphere_pods_come_back_and_their_operators_degrade_then_recover() {
+    let opts = SimOptions {
+        pod_start: Duration::from_secs(2),
+        pod_stop: Duration::from_millis(500),
+        operator_recover: Duration::from_secs(1),
+        ..SimOptions::instant()
+    };
+    let w = World::start(SeedOptions::default(), Some(opts)).await;
+
+    // A CCM pod: replaced under a new name; cloud-controller-manager Degraded meanwhile.
+    let (ccm_seen, ccm_task) = record(&w, "cloud-controller-manager");
+    let before = w.pods(o::CCM_NS, CCM).await;
+    let victim = before[0].name_any();
+    Api::<Pod>::namespaced(w.client(), o::CCM_NS).delete(&victim, &DeleteParams::default()).await.unwrap();
+    w.eventually("two ready CCM pods again", || async {
+        let pods = w.pods(o::CCM_NS, CCM).await;
+        let ok = pods.len() == 2 && pods.iter().all(pod_ready) && !names(&pods).contains(&victim);
+        if ok { Ok(()) } else { Err(format!("{:?}", names(&pods))) }
+    })
+    .await;
+    w.eventually("cloud-controller-manager recovered", || healthy(&w, "cloud-controller-manager")).await;
+    ccm_task.abort();
+    let seen = ccm_seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(_, d)| d == "True"), "went Degraded: {seen:?}");
+    assert_eq!(seen.last(), Some(&("True".into(), "False".into())), "{seen:?}");
+
+    // A CSI node pod: replaced on the same Node; storage Degraded meanwhile.
+    let (storage_seen, storage_task) = record(&w, "storage");
+    let victim = w.pods(o::CSI_NS, CSI_NODE).await.into_iter().next().unwrap();
+    let node = victim.spec.clone().unwrap().node_name.unwrap();
+    Api::<Pod>::namespaced(w.client(), o::CSI_NS).delete(&victim.name_any(), &DeleteParams::default()).await.unwrap();
+    w.eventually("a new CSI node pod on the same node", || async {
+        let pods = w.pods(o::CSI_NS, CSI_NODE).await;
+        let on_node: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+            .collect();
+        let ok = pods.len() == 6
+            && pods.iter().all(pod_ready)
+            && on_node.len() == 1
+            && on_node[0].name_any() != victim.name_any();
+        if ok { Ok(()) } else { Err(format!("{:?}", names(&pods))) }
+    })
+    .await;
+    w.eventually("storage recovered", || healthy(&w, "storage")).await;
+    storage_task.abort();
+    let seen = storage_seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(_, d)| d == "True"), "went Degraded: {seen:?}");
+
+    // Every machine-api controller pod at once: machine-api unavailable, then back.
+    let (mapi_seen, mapi_task) = record(&w, "machine-api");
+    let pods: Api<Pod> = Api::namespaced(w.client(), o::MACHINE_API_NS);
+    pods.delete_collection(&DeleteParams::default(), &kube::api::ListParams::default().labels("api=clusterapi"))
+        .await
+        .unwrap();
+    w.eventually("machine-api recovered", || async {
+        let ready = w.pods(o::MACHINE_API_NS, "api=clusterapi").await.iter().filter(|p| pod_ready(p)).count();
+        healthy(&w, "machine-api").await.and(if ready == 1 { Ok(()) } else { Err(format!("{ready} ready")) })
+    })
+    .await;
+    mapi_task.abort();
+    let seen = mapi_seen.lock().unwrap().clone();
+    assert!(seen.contains(&("False".into(), "True".into())), "went unavailable: {seen:?}");
+    let s = w.sim().stats();
+    assert!(s.pods_created >= 3 && s.pods_deleted >= 3 && s.operator_transitions >= 6, "{s:?}");
+    assert!(s.delay_wall >= Duration::from_secs(2), "pod starts are simulated waits: {s:?}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cvo_deployment_scales_to_zero_and_back() {
+    let w = World::start(SeedOptions::default(), Some(SimOptions::instant())).await;
+    let api: Api<Deployment> = Api::namespaced(w.client(), o::CVO_NS);
+    let selector = "k8s-app=cluster-version-operator";
+    let scale = |n: i32| json!({"spec": {"replicas": n}});
+    let status_is = |want: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let d = api.get(o::CVO_NAME).await.unwrap();
+            let mut want = want;
+            want["observedGeneration"] = json!(d.metadata.generation);
+            let have = serde_json::to_value(&d.status).unwrap();
+            if o::covers(&have, &want) { Ok(()) } else { Err(have.to_string()) }
+        }
+    };
+
+    api.patch(o::CVO_NAME, &PatchParams::default(), &Patch::Merge(scale(0))).await.unwrap();
+    w.eventually("no CVO pod left", || async {
+        let pods = w.pods(o::CVO_NS, selector).await;
+        if pods.is_empty() { Ok(()) } else { Err(format!("{:?}", names(&pods))) }
+    })
+    .await;
+    w.eventually("scaled-down status", || {
+        status_is(json!({"replicas": 0, "readyReplicas": 0, "unavailableReplicas": 0}))
+    })
+    .await;
+
+    api.patch(o::CVO_NAME, &PatchParams::default(), &Patch::Merge(scale(1))).await.unwrap();
+    w.eventually("one ready CVO pod", || async {
+        let pods = w.pods(o::CVO_NS, selector).await;
+        if pods.len() == 1 && pod_ready(&pods[0]) { Ok(()) } else { Err(format!("{:?}", names(&pods))) }
+    })
+    .await;
+    w.eventually("scaled-up status", || {
+        status_is(json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
+                         "unavailableReplicas": 0}))
+    })
+    .await;
+    let pod = w.pods(o::CVO_NS, selector).await.remove(0);
+    let node = pod.spec.unwrap().node_name.unwrap();
+    assert!(w.cluster.masters.contains(&node), "scheduled on a master: {node}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconsistent_vsphere_configuration_degrades_the_operators_until_it_is_fixed() {
+    let w = World::start(SeedOptions::default(), Some(SimOptions::instant())).await;
+    let infra_api = o::infra_api(&w.client());
+    let target = w.env.target().host();
+
+    // The target in the Infrastructure only: no credentials, no cloud config entry.
+    let infra = infra_api.get(o::INFRA_NAME).await.unwrap();
+    let mut vsphere = infra.data["spec"]["platformSpec"]["vsphere"].clone();
+    vsphere["vcenters"].as_array_mut().unwrap().push(w.cluster.target_vcenter_json());
+    vsphere["failureDomains"].as_array_mut().unwrap().push(w.cluster.target_failure_domain("target-fd").to_json());
+    let patch = json!({"spec": {"platformSpec": {"vsphere": vsphere.clone()}}});
+    infra_api.patch(o::INFRA_NAME, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+
+    let degraded_with = |name: &'static str, needles: &'static [&'static str]| {
+        let w = &w;
+        async move {
+            let co = w.operator(name).await;
+            let msg = degraded_message(&co).unwrap_or_default().to_string();
+            if needles.iter().all(|n| msg.contains(n)) { Ok(msg) } else { Err(format!("{name}: {:?}", health(&co))) }
+        }
+    };
+    let msg = w
+        .eventually("CCM degraded", || {
+            degraded_with("cloud-controller-manager", &["vsphere-creds", "cloud-provider-config"])
+        })
+        .await;
+    assert!(msg.contains(&target), "{msg}");
+    w.eventually("storage degraded", || degraded_with("storage", &["vsphere-creds", "cloud-provider-config"])).await;
+    w.eventually("machine-api degraded", || degraded_with("machine-api", &["vsphere-creds"])).await;
+    w.eventually("machine-config degraded", || degraded_with("machine-config", &["2 vCenters"])).await;
+    assert_eq!(health(&w.operator("machine-config").await).0, "True", "still Available");
+
+    // Credentials: machine-api recovers; the cloud config still lacks the target.
+    w.add_target_credentials().await;
+    w.eventually("machine-api recovered", || healthy(&w, "machine-api")).await;
+    let msg = w
+        .eventually("CCM still degraded", || degraded_with("cloud-controller-manager", &["cloud-provider-config"]))
+        .await;
+    assert!(!msg.contains("vsphere-creds"), "{msg}");
+
+    // The cloud config entry: CCM and storage recover; machine-config stays Degraded.
+    w.add_target_to_cloud_config().await;
+    w.eventually("CCM recovered", || healthy(&w, "cloud-controller-manager")).await;
+    w.eventually("storage recovered", || healthy(&w, "storage")).await;
+    assert_eq!(health(&w.operator("machine-config").await), ("True".into(), "True".into()));
+
+    // A failure domain whose datacenter the cloud config does not list for its vCenter.
+    let mut odd = w.cluster.target_failure_domain("target-fd-2");
+    odd.datacenter = "other-dc".into();
+    vsphere["failureDomains"].as_array_mut().unwrap().push(odd.to_json());
+    let patch = json!({"spec": {"platformSpec": {"vsphere": vsphere.clone()}}});
+    infra_api.patch(o::INFRA_NAME, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    w.eventually("CCM degraded by the datacenter", || degraded_with("cloud-controller-manager", &["other-dc"])).await;
+
+    // Only the target left: machine-config recovers too.
+    let only_target = json!({"spec": {"platformSpec": {"vsphere": {
+        "vcenters": [w.cluster.target_vcenter_json()],
+        "failureDomains": [w.cluster.target_failure_domain("target-fd").to_json()],
+    }}}});
+    infra_api.patch(o::INFRA_NAME, &PatchParams::default(), &Patch::Merge(only_target)).await.unwrap();
+    for name in vsm_testenv::sim::operators::RULED {
+        w.eventually(&format!("{name} healthy"), || healthy(&w, name)).await;
+    }
+    w.stop().await;
+}
