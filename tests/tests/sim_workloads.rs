@@ -100,12 +100,14 @@ async fn deleted_vsphere_pods_come_back_and_their_operators_degrade_then_recover
     // Every machine-api controller pod at once: machine-api unavailable, then back.
     let (mapi_seen, mapi_task) = record(&w, "machine-api");
     let pods: Api<Pod> = Api::namespaced(w.client(), o::MACHINE_API_NS);
+    let old = names(&w.pods(o::MACHINE_API_NS, "api=clusterapi").await);
     pods.delete_collection(&DeleteParams::default(), &kube::api::ListParams::default().labels("api=clusterapi"))
         .await
         .unwrap();
     w.eventually("machine-api recovered", || async {
-        let ready = w.pods(o::MACHINE_API_NS, "api=clusterapi").await.iter().filter(|p| pod_ready(p)).count();
-        healthy(&w, "machine-api").await.and(if ready == 1 { Ok(()) } else { Err(format!("{ready} ready")) })
+        let now = w.pods(o::MACHINE_API_NS, "api=clusterapi").await;
+        let replaced = now.len() == 1 && pod_ready(&now[0]) && !old.contains(&now[0].name_any());
+        healthy(&w, "machine-api").await.and(if replaced { Ok(()) } else { Err(format!("{:?}", names(&now))) })
     })
     .await;
     mapi_task.abort();

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use super::machine_api::machine_ready;
+use super::machine_api::{machine_ready, ready_nodes};
 use super::objects::{self as o, i64_at, is_deleting, str_at};
 use super::provider::{FailureDomain, failure_domains, inject_failure_domain};
 use super::runtime::{Ctl, Shared, inc, wait_seen};
@@ -37,6 +37,7 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
         sh.stores.machines.state().into_iter().filter(|m| o::selector_matches(&selector, m.labels())).collect();
 
     let replicas = i64_at(&cpms.data, "/spec/replicas").unwrap_or(3).max(0) as u32;
+    let ready_nodes = ready_nodes(&sh);
     let views: Vec<View> = masters
         .iter()
         .map(|m| {
@@ -46,7 +47,13 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
                 (Some(i), Ok(_)) => plan.desired_for(i).ok().as_ref() == spec,
                 _ => false,
             };
-            View { m: m.clone(), index, updated, ready: machine_ready(&sh, m), deleting: is_deleting(m.as_ref()) }
+            View {
+                m: m.clone(),
+                index,
+                updated,
+                ready: machine_ready(&ready_nodes, m),
+                deleting: is_deleting(m.as_ref()),
+            }
         })
         .collect();
     let ready = views.iter().filter(|v| v.ready).count();

@@ -23,8 +23,9 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
     let machines = sh.stores.machines.state();
     let sets = sh.stores.machine_sets.state();
     collect_orphans(&sh, &machines, &sets).await?;
+    let ready = ready_nodes(&sh);
     for ms in &sets {
-        sync_machine_set(&sh, ms, &machines).await.with_context(|| format!("MachineSet {}", ms.name_any()))?;
+        sync_machine_set(&sh, ms, &machines, &ready).await.with_context(|| format!("MachineSet {}", ms.name_any()))?;
     }
     for m in &machines {
         if needs_work(m) {
@@ -52,12 +53,14 @@ fn node_ref(m: &DynamicObject) -> Option<&str> {
     nonempty_at(&m.data, "/status/nodeRef/name")
 }
 
-/// Running with a Node: what the MachineSet and the CPMS call ready.
-pub(crate) fn machine_ready(sh: &Shared, m: &DynamicObject) -> bool {
-    phase(m) == "Running"
-        && node_ref(m).is_some_and(|n| {
-            sh.stores.nodes.state().iter().any(|node| node.name_any() == n && super::workloads::node_ready(node))
-        })
+/// Names of the Ready Nodes (computed once per pass, not per Machine).
+pub(crate) fn ready_nodes(sh: &Shared) -> HashSet<String> {
+    sh.stores.nodes.state().iter().filter(|n| super::workloads::node_ready(n)).map(|n| n.name_any()).collect()
+}
+
+/// Running with a Ready Node: what the MachineSet and the CPMS call ready.
+pub(crate) fn machine_ready(ready_nodes: &HashSet<String>, m: &DynamicObject) -> bool {
+    phase(m) == "Running" && node_ref(m).is_some_and(|n| ready_nodes.contains(n))
 }
 
 fn needs_work(m: &DynamicObject) -> bool {
@@ -96,7 +99,12 @@ async fn collect_orphans(sh: &Shared, machines: &[Arc<DynamicObject>], sets: &[A
     Ok(())
 }
 
-async fn sync_machine_set(sh: &Shared, ms: &DynamicObject, machines: &[Arc<DynamicObject>]) -> Result<()> {
+async fn sync_machine_set(
+    sh: &Shared,
+    ms: &DynamicObject,
+    machines: &[Arc<DynamicObject>],
+    ready_nodes: &HashSet<String>,
+) -> Result<()> {
     if is_deleting(ms) {
         return Ok(());
     }
@@ -149,7 +157,7 @@ async fn sync_machine_set(sh: &Shared, ms: &DynamicObject, machines: &[Arc<Dynam
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
     let labelled = active.iter().filter(|m| template_labels.iter().all(|(k, v)| m.labels().get(k) == Some(v))).count();
-    let ready = active.iter().filter(|m| machine_ready(sh, m)).count();
+    let ready = active.iter().filter(|m| machine_ready(ready_nodes, m)).count();
     let status = json!({
         "replicas": active.len(),
         "fullyLabeledReplicas": labelled,
