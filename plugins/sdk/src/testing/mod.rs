@@ -1134,7 +1134,10 @@ impl Host for FakeHost {
         self.enter();
         self.allow_kube(ty, "get", ns).map_err(|e| BackupError::Forbidden(format!("{e:?}")))?;
         let key = key_of(ty, ns, name);
-        let object = self.world.borrow().kube.get(&key).map_err(|e| BackupError::NotFound(format!("{e:?}")))?;
+        let object = self.world.borrow().kube.get(&key).map_err(|e| match e {
+            KubeError::NotFound(m) => BackupError::NotFound(m),
+            other => BackupError::Failed(format!("{other:?}")),
+        })?;
         let subject = key.subject();
         let size = object.to_string().len() as u64;
         if self.caller().dry_run {
