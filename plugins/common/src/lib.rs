@@ -4,6 +4,9 @@
 //! Ownership while the phases are being written: `health` (lead), `infra` and `creds`
 //! (phases part 1), `cloud_config` and `machines` (phases part 2).
 
+pub mod cloud_config;
 pub mod creds;
+pub mod duration;
 pub mod health;
 pub mod infra;
+pub mod machines;

@@ -1,0 +1,422 @@
+//! Machines, MachineSets, Nodes and the ControlPlaneMachineSet on vSphere: where a machine
+//! runs (its provider spec's `workspace.server`), whether it is ready (phase Running, a
+//! `nodeRef`, and that Node Ready), which MachineSet is a plain worker set a new one can be
+//! modelled on, and how a provider spec is moved into a failure domain.
+//!
+//! Pure functions over JSON; the phases do the I/O.
+
+use serde_json::{Value, json};
+use vsm_sdk::Object;
+use vsm_sdk::spec::FailureDomain;
+use vsm_sdk::types::names::{MACHINE_ROLE_LABEL, MACHINESET_LABEL};
+
+/// Provider spec of a Machine.
+pub const MACHINE_PROVIDER_SPEC: &str = "/spec/providerSpec/value";
+/// Provider spec of a MachineSet's machine template.
+pub const SET_PROVIDER_SPEC: &str = "/spec/template/spec/providerSpec/value";
+/// The machine template of a ControlPlaneMachineSet.
+pub const CPMS_TEMPLATE: &str = "/spec/template/machines_v1beta1_machine_openshift_io";
+/// Machine type label (`worker`, `master`, `infra`...).
+pub const MACHINE_TYPE_LABEL: &str = "machine.openshift.io/cluster-api-machine-type";
+/// Prefix of the Node role labels a MachineSet's template puts on its Nodes.
+pub const NODE_ROLE_PREFIX: &str = "node-role.kubernetes.io/";
+
+/// `workspace.server` of a provider spec ("" when absent).
+pub fn server_of(provider_spec: &Value) -> &str {
+    provider_spec.pointer("/workspace/server").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The vCenter a Machine runs in.
+pub fn machine_server(machine: &Object) -> &str {
+    machine.at(MACHINE_PROVIDER_SPEC).map(server_of).unwrap_or_default()
+}
+
+/// The vCenter a MachineSet puts its machines in.
+pub fn machine_set_server(set: &Object) -> &str {
+    set.at(SET_PROVIDER_SPEC).map(server_of).unwrap_or_default()
+}
+
+/// `status.phase` of a Machine ("" before machine-api has seen it).
+pub fn phase(machine: &Object) -> &str {
+    machine.str_at("/status/phase").unwrap_or_default()
+}
+
+/// The Node a Machine points at.
+pub fn node_ref(machine: &Object) -> Option<&str> {
+    machine.str_at("/status/nodeRef/name").filter(|n| !n.is_empty())
+}
+
+/// Whether a Node's Ready condition is True.
+pub fn node_ready(node: &Object) -> bool {
+    node.condition_true("Ready")
+}
+
+/// Where one Machine stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineState {
+    /// Running, with a Ready Node.
+    Ready,
+    /// Not there yet: a short status for messages ("Provisioned", "Running, node x not Ready").
+    Waiting(String),
+    /// machine-api gave up on it (`phase: Failed`): the reason.
+    Failed(String),
+}
+
+/// Where a Machine stands, looking its Node up in `nodes`.
+pub fn machine_state(machine: &Object, nodes: &[Object]) -> MachineState {
+    if machine.is_deleting() {
+        return MachineState::Waiting("Deleting".into());
+    }
+    match phase(machine) {
+        "Failed" => {
+            let reason = machine
+                .str_at("/status/errorMessage")
+                .or_else(|| machine.str_at("/status/errorReason"))
+                .unwrap_or("no reason given");
+            MachineState::Failed(reason.to_string())
+        }
+        "Running" => match node_ref(machine) {
+            None => MachineState::Waiting("Running, no node yet".into()),
+            Some(n) => match nodes.iter().find(|node| node.name() == n) {
+                None => MachineState::Waiting(format!("Running, node {n} not registered")),
+                Some(node) if node_ready(node) => MachineState::Ready,
+                Some(_) => MachineState::Waiting(format!("Running, node {n} not Ready")),
+            },
+        },
+        "" => MachineState::Waiting("Pending".into()),
+        other => MachineState::Waiting(other.to_string()),
+    }
+}
+
+/// Readiness of a group of Machines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: Vec<String>,
+    /// `name status` of every machine not ready yet.
+    pub waiting: Vec<String>,
+    /// `name: reason` of every failed machine.
+    pub failed: Vec<String>,
+}
+
+impl Readiness {
+    pub fn of(machines: &[Object], nodes: &[Object]) -> Readiness {
+        let mut r = Readiness::default();
+        let mut sorted: Vec<&Object> = machines.iter().collect();
+        sorted.sort_by(|a, b| a.name().cmp(b.name()));
+        for m in sorted {
+            match machine_state(m, nodes) {
+                MachineState::Ready => r.ready.push(m.name().to_string()),
+                MachineState::Waiting(s) => r.waiting.push(format!("{} {s}", m.name())),
+                MachineState::Failed(s) => r.failed.push(format!("{}: {s}", m.name())),
+            }
+        }
+        r
+    }
+
+    /// Every machine ready, and exactly `want` of them.
+    pub fn complete(&self, want: usize) -> bool {
+        self.waiting.is_empty() && self.failed.is_empty() && self.ready.len() == want
+    }
+
+    pub fn total(&self) -> usize {
+        self.ready.len() + self.waiting.len() + self.failed.len()
+    }
+}
+
+/// `a, b, c` (at most `max`, then "and N more").
+pub fn list_some(items: &[String], max: usize) -> String {
+    let mut s = items.iter().take(max).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > max {
+        s.push_str(&format!(" and {} more", items.len() - max));
+    }
+    s
+}
+
+/// Why a MachineSet is not a plain worker set, or None if it is one.
+pub fn not_plain_worker(set: &Object) -> Option<String> {
+    let labels = set.at("/spec/template/metadata/labels");
+    let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str).unwrap_or_default();
+    let role = label(MACHINE_ROLE_LABEL);
+    if role != "worker" {
+        return Some(format!("machine role {role:?}"));
+    }
+    let ty = label(MACHINE_TYPE_LABEL);
+    if !ty.is_empty() && ty != "worker" {
+        return Some(format!("machine type {ty:?}"));
+    }
+    let node_labels = set.at("/spec/template/spec/metadata/labels").and_then(Value::as_object);
+    if let Some(other) = node_labels.into_iter().flatten().find_map(|(k, _)| {
+        let r = k.strip_prefix(NODE_ROLE_PREFIX)?;
+        (r != "worker").then(|| r.to_string())
+    }) {
+        return Some(format!("nodes get role {other:?}"));
+    }
+    if !set.array_at("/spec/template/spec/taints").is_empty() {
+        return Some("nodes are tainted".into());
+    }
+    None
+}
+
+/// The worker MachineSet a new one is modelled on: a plain worker set (see
+/// [`not_plain_worker`]) running on one of `sources`; the one with the most replicas,
+/// then the first by name. Err explains why each set was passed over.
+pub fn worker_template<'a>(sets: &'a [Object], sources: &[String]) -> Result<&'a Object, String> {
+    let mut passed = Vec::new();
+    let mut best: Option<&Object> = None;
+    let mut sorted: Vec<&Object> = sets.iter().collect();
+    sorted.sort_by(|a, b| a.name().cmp(b.name()));
+    for set in sorted {
+        let server = machine_set_server(set);
+        if !sources.iter().any(|s| s == server) {
+            passed.push(format!("{} (on vCenter {server:?})", set.name()));
+            continue;
+        }
+        if set.is_deleting() {
+            passed.push(format!("{} (being deleted)", set.name()));
+            continue;
+        }
+        if let Some(why) = not_plain_worker(set) {
+            passed.push(format!("{} ({why})", set.name()));
+            continue;
+        }
+        let replicas = |s: &Object| s.i64_at("/spec/replicas").unwrap_or(0);
+        if best.is_none_or(|b| replicas(set) > replicas(b)) {
+            best = Some(set);
+        }
+    }
+    best.ok_or_else(|| {
+        let considered = if passed.is_empty() { "there are none".to_string() } else { passed.join(", ") };
+        format!(
+            "no worker MachineSet on the source vCenter ({}) to model the new workers on: {considered}",
+            sources.join(", ")
+        )
+    })
+}
+
+/// Why a provider spec cannot be placed in a failure domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceError {
+    NoTemplate { failure_domain: String },
+    TooFewNetworks { failure_domain: String, devices: usize, networks: usize },
+}
+
+impl std::fmt::Display for PlaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceError::NoTemplate { failure_domain } => write!(
+                f,
+                "failure domain {failure_domain} has no topology.template: new machines need an RHCOS template in the target vCenter"
+            ),
+            PlaceError::TooFewNetworks { failure_domain, devices, networks } => write!(
+                f,
+                "the machines have {devices} network devices but failure domain {failure_domain} lists {networks} network(s) in topology.networks: list one port group per device"
+            ),
+        }
+    }
+}
+
+/// The resource pool machines of a failure domain use.
+pub fn resource_pool(fd: &FailureDomain) -> String {
+    match &fd.topology.resource_pool {
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => format!("{}/Resources", fd.topology.compute_cluster),
+    }
+}
+
+/// A provider spec moved into a failure domain: `workspace` (server, datacenter,
+/// datastore, folder, resource pool; a VM group when the domain uses a host group),
+/// `template`, and the port group of each network device. Everything else (CPU, memory,
+/// disks, secrets, static-IP and nameserver settings of the devices) stays as it was.
+/// vCenter-specific leftovers that would break a clone in another vCenter (tag IDs, a
+/// linked-clone snapshot) are dropped and named in the second value.
+pub fn place(provider_spec: &Value, fd: &FailureDomain, infra_id: &str) -> Result<(Value, Vec<String>), PlaceError> {
+    let template = fd
+        .topology
+        .template
+        .clone()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| PlaceError::NoTemplate { failure_domain: fd.name.clone() })?;
+    let mut out = if provider_spec.is_object() { provider_spec.clone() } else { json!({}) };
+    let mut dropped = Vec::new();
+
+    let mut workspace = json!({
+        "server": fd.server,
+        "datacenter": fd.topology.datacenter,
+        "datastore": fd.topology.datastore,
+        "folder": fd.topology.folder_or_default(infra_id),
+        "resourcePool": resource_pool(fd),
+    });
+    if let Some(hg) = fd.zone_affinity.as_ref().and_then(|z| z.host_group.as_ref()) {
+        workspace["vmGroup"] = json!(hg.vm_group);
+    }
+    out["workspace"] = workspace;
+    out["template"] = json!(template);
+
+    let networks = &fd.topology.networks;
+    let mut devices = out.pointer("/network/devices").and_then(Value::as_array).cloned().unwrap_or_default();
+    if devices.len() > networks.len() {
+        return Err(PlaceError::TooFewNetworks {
+            failure_domain: fd.name.clone(),
+            devices: devices.len(),
+            networks: networks.len(),
+        });
+    }
+    for (i, net) in networks.iter().enumerate() {
+        match devices.get_mut(i) {
+            Some(d) if d.is_object() => d["networkName"] = json!(net),
+            Some(d) => *d = json!({"networkName": net}),
+            None => devices.push(json!({"networkName": net})),
+        }
+    }
+    if !out.get("network").is_some_and(Value::is_object) {
+        out["network"] = json!({});
+    }
+    out["network"]["devices"] = Value::Array(devices);
+
+    let obj = out.as_object_mut().expect("made an object above");
+    if obj.get("tagIDs").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+        dropped.push("tagIDs (tags of the source vCenter)".to_string());
+        obj.remove("tagIDs");
+    }
+    if obj.get("snapshot").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        dropped.push("snapshot (a snapshot of the source template)".to_string());
+        obj.insert("snapshot".into(), json!(""));
+    }
+    Ok((out, dropped))
+}
+
+/// Whether a label value is valid (Kubernetes: at most 63 characters, alphanumerics,
+/// `-`, `_`, `.`, starting and ending alphanumeric).
+pub fn valid_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// Whether a name is a DNS-1123 subdomain (what Machines and MachineSets are named).
+pub fn valid_subdomain(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// `<infraID>-worker-<failure domain>`, checked to be usable as a MachineSet name and as
+/// the value of the MachineSet label its machines carry.
+pub fn worker_set_name(infra_id: &str, failure_domain: &str) -> Result<String, String> {
+    let name = format!("{infra_id}-worker-{failure_domain}");
+    if !valid_subdomain(&name) {
+        return Err(format!(
+            "the new MachineSet would be named {name:?}, which is not a valid Kubernetes name \
+             (lowercase letters, digits, '-' and '.'): rename failure domain {failure_domain:?}"
+        ));
+    }
+    if !valid_label_value(&name) {
+        return Err(format!(
+            "the new MachineSet would be named {name:?} ({} characters), too long for the label {MACHINESET_LABEL} \
+             (63 at most): use a shorter failure domain name than {failure_domain:?}",
+            name.len()
+        ));
+    }
+    Ok(name)
+}
+
+/// A new worker MachineSet named `name`, modelled on `template` (its labels, annotations,
+/// selector, machine template and provider spec) and placed in `fd`; `replicas` machines.
+pub fn new_worker_set(
+    template: &Object,
+    name: &str,
+    fd: &FailureDomain,
+    infra_id: &str,
+    replicas: i32,
+) -> Result<(Value, Vec<String>), PlaceError> {
+    let spec = template.at(SET_PROVIDER_SPEC).cloned().unwrap_or(Value::Null);
+    let (placed, dropped) = place(&spec, fd, infra_id)?;
+    let keep = |p: &str| template.at(p).filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
+
+    let mut labels = keep("/metadata/labels");
+    labels[vsm_sdk::types::names::FAILURE_DOMAIN_LABEL] = json!(fd.name);
+    let mut annotations = keep("/metadata/annotations");
+    annotations[vsm_sdk::types::names::FAILURE_DOMAIN_LABEL] = json!(fd.name);
+
+    let mut selector = keep("/spec/selector");
+    if !selector.get("matchLabels").is_some_and(Value::is_object) {
+        selector["matchLabels"] = json!({});
+    }
+    selector["matchLabels"][MACHINESET_LABEL] = json!(name);
+
+    let mut machine_template = keep("/spec/template");
+    if !machine_template.get("metadata").is_some_and(Value::is_object) {
+        machine_template["metadata"] = json!({});
+    }
+    if !machine_template["metadata"].get("labels").is_some_and(Value::is_object) {
+        machine_template["metadata"]["labels"] = json!({});
+    }
+    machine_template["metadata"]["labels"][MACHINESET_LABEL] = json!(name);
+    if !machine_template.get("spec").is_some_and(Value::is_object) {
+        machine_template["spec"] = json!({});
+    }
+    machine_template["spec"]["providerSpec"] = json!({"value": placed});
+    // A Machine's providerID is set by machine-api, never copied.
+    if let Some(s) = machine_template["spec"].as_object_mut() {
+        s.remove("providerID");
+    }
+
+    let mut spec = template.at("/spec").filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
+    spec["replicas"] = json!(replicas);
+    spec["selector"] = selector;
+    spec["template"] = machine_template;
+
+    let set = json!({
+        "apiVersion": template.str_at("/apiVersion").unwrap_or("machine.openshift.io/v1beta1"),
+        "kind": "MachineSet",
+        "metadata": {
+            "name": name,
+            "namespace": template.namespace().unwrap_or(vsm_sdk::types::names::MACHINE_API_NAMESPACE),
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    });
+    Ok((set, dropped))
+}
+
+/// The machine template of a ControlPlaneMachineSet pointed at one failure domain: its
+/// `failureDomains` list names only `fd` and the provider spec is placed there, so the
+/// CPMS operator builds every new master in `fd` whether it reads the failure domains or
+/// (on clusters without them) the provider spec.
+pub fn cpms_template_for(
+    cpms: &Object,
+    fd: &FailureDomain,
+    infra_id: &str,
+) -> Result<(Value, Vec<String>), PlaceError> {
+    let mut template = cpms.at(CPMS_TEMPLATE).cloned().unwrap_or_else(|| json!({}));
+    let spec = template.pointer("/spec/providerSpec/value").cloned().unwrap_or(Value::Null);
+    let (placed, dropped) = place(&spec, fd, infra_id)?;
+    template["failureDomains"] = json!({"platform": "VSphere", "vsphere": [{"name": fd.name}]});
+    if !template.get("spec").is_some_and(Value::is_object) {
+        template["spec"] = json!({});
+    }
+    template["spec"]["providerSpec"] = json!({"value": placed});
+    Ok((template, dropped))
+}
+
+/// The `spec.selector.matchLabels` of a set or CPMS as a label selector string.
+pub fn selector_string(obj: &Object) -> Option<String> {
+    let labels = obj.at("/spec/selector/matchLabels")?.as_object()?;
+    if labels.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<String> =
+        labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
+    parts.sort();
+    Some(parts.join(","))
+}
+
+#[cfg(test)]
+mod tests;
