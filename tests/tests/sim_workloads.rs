@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -210,6 +210,26 @@ async fn an_inconsistent_vsphere_configuration_degrades_the_operators_until_it_i
     w.eventually("CCM recovered", || healthy(&w, "cloud-controller-manager")).await;
     w.eventually("storage recovered", || healthy(&w, "storage")).await;
     assert_eq!(health(&w.operator("machine-config").await), ("True".into(), "True".into()));
+
+    // The cloud provider connects to the port the cloud config gives (443 when unset), and
+    // logs in with the credentials in vsphere-creds.
+    let cms: Api<ConfigMap> = Api::namespaced(w.client(), o::CLOUD_CONFIG_NS);
+    let good = cms.get(o::CLOUD_CONFIG_NAME).await.unwrap();
+    let text = good.data.clone().unwrap()[o::CLOUD_CONFIG_KEY].clone();
+    let port_line = format!("port: {}", w.cluster.target.port);
+    assert!(text.contains(&port_line), "{text}");
+    let wrong = json!({"data": {o::CLOUD_CONFIG_KEY: text.replace(&port_line, "port: 443")}});
+    cms.patch(o::CLOUD_CONFIG_NAME, &PatchParams::default(), &Patch::Merge(wrong)).await.unwrap();
+    w.eventually("CCM cannot connect", || degraded_with("cloud-controller-manager", &["cannot connect", ":443"])).await;
+    let right = json!({"data": {o::CLOUD_CONFIG_KEY: text}});
+    cms.patch(o::CLOUD_CONFIG_NAME, &PatchParams::default(), &Patch::Merge(right)).await.unwrap();
+    w.eventually("CCM connects again", || healthy(&w, "cloud-controller-manager")).await;
+    let secrets: Api<Secret> = Api::namespaced(w.client(), o::CREDS_NS);
+    let bad = json!({"stringData": {format!("{target}.password"): "not-the-password"}});
+    secrets.patch(o::CREDS_NAME, &PatchParams::default(), &Patch::Merge(bad)).await.unwrap();
+    w.eventually("machine-api login fails", || degraded_with("machine-api", &["rejects the credentials"])).await;
+    w.add_target_credentials().await;
+    w.eventually("machine-api logs in again", || healthy(&w, "machine-api")).await;
 
     // A failure domain whose datacenter the cloud config does not list for its vCenter.
     let mut odd = w.cluster.target_failure_domain("target-fd-2");

@@ -106,6 +106,8 @@ zone = openshift-zone
 pub struct ConfigVCenter {
     pub server: String,
     pub datacenters: Vec<String>,
+    /// The port the cloud provider connects to (443 when the config does not say).
+    pub port: u16,
 }
 
 /// What the cloud provider takes from the config.
@@ -119,6 +121,17 @@ pub struct ParsedCloudConfig {
 impl ParsedCloudConfig {
     pub fn vcenter(&self, server: &str) -> Option<&ConfigVCenter> {
         self.vcenters.iter().find(|v| v.server == server)
+    }
+}
+
+const DEFAULT_PORT: u16 = 443;
+
+/// A port as written (0 or empty means the default, as the cloud provider reads it).
+fn port_value(v: Option<String>) -> Result<u16> {
+    let v = v.unwrap_or_default();
+    match v.trim() {
+        "" | "0" => Ok(DEFAULT_PORT),
+        p => p.parse().with_context(|| format!("cloud config: port {p:?} is not a port number")),
     }
 }
 
@@ -148,7 +161,11 @@ fn parse_yaml(text: &str) -> Result<ParsedCloudConfig> {
             .and_then(Yaml::as_sequence)
             .map(|s| s.iter().filter_map(Yaml::as_str).map(String::from).collect())
             .unwrap_or_default();
-        out.vcenters.push(ConfigVCenter { server: server.unwrap_or(key), datacenters });
+        let port = match entry.get("port") {
+            None => DEFAULT_PORT,
+            Some(p) => port_value(p.as_u64().map(|n| n.to_string()).or_else(|| p.as_str().map(String::from)))?,
+        };
+        out.vcenters.push(ConfigVCenter { server: server.unwrap_or(key), datacenters, port });
     }
     Ok(out)
 }
@@ -170,7 +187,8 @@ fn parse_ini(text: &str) -> Result<ParsedCloudConfig> {
             let head = head.strip_suffix(']').with_context(|| format!("cloud config line {}: bad section", n + 1))?;
             section = head.trim().to_string();
             if let Some(rest) = section.strip_prefix("VirtualCenter") {
-                out.vcenters.push(ConfigVCenter { server: unquote(rest).to_string(), datacenters: Vec::new() });
+                let server = unquote(rest).to_string();
+                out.vcenters.push(ConfigVCenter { server, datacenters: Vec::new(), port: DEFAULT_PORT });
             }
             continue;
         }
@@ -183,6 +201,12 @@ fn parse_ini(text: &str) -> Result<ParsedCloudConfig> {
             && let Some(vc) = out.vcenters.last_mut()
         {
             vc.datacenters = value.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect();
+        }
+        if section.starts_with("VirtualCenter")
+            && key == "port"
+            && let Some(vc) = out.vcenters.last_mut()
+        {
+            vc.port = port_value(Some(value.to_string()))?;
         }
         if section == "Workspace" && key == "server" {
             out.workspace_server = Some(value.to_string());
@@ -214,7 +238,7 @@ mod tests {
             let parsed = parse(&text).unwrap();
             assert_eq!(
                 parsed.vcenters,
-                [ConfigVCenter { server: "127.0.0.1".into(), datacenters: vec!["src-dc".into()] }],
+                [ConfigVCenter { server: "127.0.0.1".into(), datacenters: vec!["src-dc".into()], port: 24567 }],
                 "{format:?}"
             );
         }
@@ -230,6 +254,8 @@ mod tests {
         doc["vcenter"]["127.0.0.2"] = serde_yaml::from_str("{server: 127.0.0.2, datacenters: [a, b]}").unwrap();
         let parsed = parse(&serde_yaml::to_string(&doc).unwrap()).unwrap();
         assert_eq!(parsed.vcenter("127.0.0.2").unwrap().datacenters, ["a", "b"]);
+        assert_eq!(parsed.vcenter("127.0.0.2").unwrap().port, 443, "the default port");
+        assert!(parse("vcenter: {a: {port: x}}").is_err());
         assert!(parse("vcenter: [1, 2]").is_err());
         assert!(parse("global: {a: [}").is_err());
         assert!(parse("[Global]\nno equals sign\n").is_err());
@@ -243,6 +269,7 @@ mod tests {
         let parsed = parse(text).unwrap();
         assert_eq!(parsed.vcenter("a").unwrap().datacenters, ["x", "y"]);
         assert_eq!(parsed.vcenter("b").unwrap().datacenters, ["z"]);
+        assert_eq!(parsed.vcenter("b").unwrap().port, 443);
         assert_eq!(parsed.workspace_server, None);
     }
 }

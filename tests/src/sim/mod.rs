@@ -85,13 +85,16 @@
 //! (Available=True, Degraded=False, Progressing=False) after `operator_recover`.
 //! - `cloud-controller-manager`: the vsphere-cloud-controller-manager pods are not all
 //!   Ready, or one is terminating (Progressing=True; Available=False when none is Ready); a
-//!   vCenter of the Infrastructure without credentials in vsphere-creds or without an entry
-//!   in the cloud config; a failure domain whose vCenter is not in `vcenters`, or whose
-//!   datacenter the cloud config does not list for that vCenter; a cloud config that is
-//!   missing or does not parse.
+//!   vCenter of the Infrastructure without credentials in vsphere-creds, or with credentials
+//!   that vCenter rejects; a vCenter without an entry in the cloud config, or whose entry's
+//!   port (443 when unset) is not the one it listens on, or that is not a vCenter of the
+//!   environment; a failure domain whose vCenter is not in `vcenters`, or whose datacenter
+//!   the cloud config does not list for that vCenter; a cloud config that is missing or does
+//!   not parse.
 //! - `storage`: as cloud-controller-manager, for the CSI controller pods and the CSI node
 //!   pods (one per Node), plus an INI `[Workspace] server` that is not in the Infrastructure.
-//! - `machine-api`: the machine-api-controllers pod not Ready; a vCenter without credentials.
+//! - `machine-api`: the machine-api-controllers pod not Ready; a vCenter without (working)
+//!   credentials.
 //! - `machine-config`: Degraded (still Available) while the Infrastructure lists more than
 //!   one vCenter; the migration is expected to tolerate that one.
 //!

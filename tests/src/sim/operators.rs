@@ -93,11 +93,15 @@ pub(crate) fn evaluate(sh: &Shared) -> BTreeMap<&'static str, Vec<Problem>> {
 
     let mut creds = Vec::new();
     for s in &servers {
-        if secret.as_ref().and_then(|sec| credentials_in(sec, s)).is_none() {
-            creds.push(problem(
+        let vc = sh.vcenters.by_host(s);
+        match secret.as_ref().and_then(|sec| credentials_in(sec, s)) {
+            None => creds.push(problem(
                 "VSphereCredentialsMissing",
                 format!("vCenter {s} has no {s}.username/{s}.password in kube-system/vsphere-creds"),
-            ));
+            )),
+            Some(c) if vc.is_some_and(|vc| c.username != vc.username || c.password.expose() != vc.password) => creds
+                .push(problem("VSphereLoginFailed", format!("vCenter {s} rejects the credentials in vsphere-creds"))),
+            Some(_) => {}
         }
     }
     let mut config_problems = Vec::new();
@@ -111,11 +115,23 @@ pub(crate) fn evaluate(sh: &Shared) -> BTreeMap<&'static str, Vec<Problem>> {
         Some(Err(e)) => config_problems.push(problem("VSphereCloudConfigInvalid", format!("{e:#}"))),
         Some(Ok(parsed)) => {
             for s in &servers {
-                if parsed.vcenter(s).is_none() {
-                    config_problems.push(problem(
+                match (parsed.vcenter(s), sh.vcenters.by_host(s)) {
+                    (None, _) => config_problems.push(problem(
                         "VSphereCloudConfigIncomplete",
                         format!("vCenter {s} is not in openshift-config/cloud-provider-config"),
-                    ));
+                    )),
+                    (Some(_), None) => config_problems.push(problem(
+                        "VSphereConnectionFailed",
+                        format!("cannot connect to vCenter {s}: no such vCenter in this environment"),
+                    )),
+                    (Some(entry), Some(vc)) if entry.port != vc.port => config_problems.push(problem(
+                        "VSphereConnectionFailed",
+                        format!(
+                            "cannot connect to vCenter {s}:{} (the cloud config's port); it listens on {}",
+                            entry.port, vc.port
+                        ),
+                    )),
+                    _ => {}
                 }
             }
             for fd in &fds {

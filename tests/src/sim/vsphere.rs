@@ -19,6 +19,10 @@ pub(crate) struct VCenter {
     pub host: String,
     /// `host:port`, where the client connects.
     pub server: String,
+    pub port: u16,
+    /// What the vCenter accepts (to tell a cloud provider's login would fail).
+    pub username: String,
+    pub password: String,
 }
 
 pub(crate) struct VCenters {
@@ -33,7 +37,13 @@ impl VCenters {
     pub fn from_env(env: &TestEnv, concurrency: usize) -> VCenters {
         let list = [env.source(), env.target()]
             .into_iter()
-            .map(|vc| VCenter { host: vc.host(), server: vc.server() })
+            .map(|vc| VCenter {
+                host: vc.host(),
+                server: vc.server(),
+                port: vc.port(),
+                username: vc.username.clone(),
+                password: vc.password.clone(),
+            })
             .collect();
         VCenters {
             list,
