@@ -1,0 +1,73 @@
+//! Preflight: check, without changing anything, that the migration can run, and report
+//! every problem found in one message (the Go controller stopped at the first, and did not
+//! look at the cluster's health at all):
+//!
+//! - the spec: each failure domain's paths lie in its own datacenter, the failure domains
+//!   named for workers and the control plane exist;
+//! - the Infrastructure is vSphere, has an infraID, lists the recorded source vCenter(s),
+//!   and can take the targets (failure-domain names, the vCenter limit; a legacy install's
+//!   source can be described as a failure domain);
+//! - credentials: `kube-system/vsphere-creds` for every source, the spec's Secret for
+//!   every target (`<server>.username` / `<server>.password`);
+//! - the Infrastructure CRD accepts another vCenter: the old rule "vcenters cannot be added
+//!   or removed once set" is reported by name (the CRD is never edited), as is a maxItems
+//!   too small;
+//! - logins to every vCenter with the configured TLS settings, the source datacenters, and
+//!   every target topology path (datacenter, compute cluster, datastore, networks, resource
+//!   pool, template VM; the VM folder exists or can be created);
+//! - cluster health: ClusterOperators Available and not Degraded (tolerated ones aside),
+//!   the ClusterVersion not progressing, every Node Ready.
+//!
+//! The failure is retryable only when every problem may clear up by itself (health, a
+//! vCenter not answering); anything else needs a person.
+
+mod cluster;
+mod findings;
+mod topology;
+mod vcenter;
+
+use vsm_sdk::prelude::*;
+use vsm_sdk::types::names::{MACHINE_API_NAMESPACE, VSPHERE_CREDS_NAMESPACE};
+
+pub use findings::{Findings, Problem};
+
+pub struct Preflight;
+
+impl Phase for Preflight {
+    fn describe() -> PhaseInfo {
+        PhaseInfo::new(
+            "Preflight",
+            env!("CARGO_PKG_VERSION"),
+            "Check (read-only) the spec, the Infrastructure and its CRD, credentials, both vCenters and cluster health; report every problem",
+        )
+        .kube("config.openshift.io", "infrastructures", &["get"], None)
+        .kube("config.openshift.io", "clusteroperators", &["list"], None)
+        .kube("config.openshift.io", "clusterversions", &["get"], None)
+        .kube("", "nodes", &["list"], None)
+        .kube("", "secrets", &["get"], Some(VSPHERE_CREDS_NAMESPACE))
+        // The target credentials Secret may be in any namespace the spec names.
+        .kube("", "secrets", &["get"], None)
+        .kube("apiextensions.k8s.io", "customresourcedefinitions", &["get"], None)
+        .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
+        .vsphere(VsphereCapability::ReadInventory)
+        .deadline_minutes(10)
+    }
+
+    fn execute(cx: &Cx) -> Step {
+        let spec = cx.spec()?;
+        let mut f = Findings::default();
+        topology::check_spec(spec, &mut f);
+        let infra = cluster::check_infrastructure(cx, spec, &mut f)?;
+        cluster::check_credentials(cx, spec, &mut f)?;
+        cluster::check_crd(cx, spec, infra.as_ref(), &mut f)?;
+        let infra_id = infra.as_ref().and_then(|i| vsm_common::infra::infra_id(i).ok()).map(str::to_string);
+        vcenter::check_vcenters(cx, spec, infra.as_ref(), infra_id.as_deref(), &mut f);
+        cluster::check_health(cx, spec, &mut f)?;
+        f.outcome()
+    }
+}
+
+export_phase!(Preflight);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+use serde_json::json;
+use vsm_common::creds::encode;
+use vsm_sdk::testing::{Direction, FakeHost, migration};
+use vsm_sdk::{Migration, VsphereError};
+
+use super::*;
+
+const SRC: &str = "vc-src";
+const DST: &str = "vc-dst";
+
+fn spec() -> Value {
+    json!({"targetVCenterCredentialsSecret": {"name": "target-creds"},
+           "failureDomains": [{"name": "target-fd", "region": "r", "zone": "z", "server": DST,
+               "topology": {"datacenter": "dst-dc", "computeCluster": "/dst-dc/host/c", "datastore": "/dst-dc/datastore/ds",
+                            "networks": ["VM Network"], "resourcePool": "/dst-dc/host/c/Resources", "template": "/dst-dc/vm/rhcos"}}],
+           "machineSetConfig": {"replicas": 2, "failureDomain": "target-fd"},
+           "controlPlaneMachineSetConfig": {"failureDomain": "target-fd"}})
+}
+
+fn m() -> Migration {
+    migration(&spec(), &[SRC])
+}
+
+fn crd(rules: Value) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "infrastructures.config.openshift.io"},
+           "spec": {"versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"properties": {
+               "spec": {"properties": {"platformSpec": {"properties": {"vsphere": {"properties": {
+                   "vcenters": {"maxItems": 3, "minItems": 1, "x-kubernetes-validations": rules}}}}}}}}}}}]}})
+}
+
+fn current_rules() -> Value {
+    json!([{"message": "vcenters must have unique server values", "rule": "self.all(x, self.exists_one(y, y.server == x.server))"}])
+}
+
+fn old_rules() -> Value {
+    json!([{"message": "vcenters cannot be added or removed once set",
+            "rule": "size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true"}])
+}
+
+fn condition(t: &str, s: &str) -> Value {
+    json!({"type": t, "status": s, "reason": "R", "message": format!("{t} is {s}")})
+}
+
+fn cluster() -> FakeHost {
+    let host = FakeHost::new();
+    host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
+        "spec": {"platformSpec": {"type": "VSphere", "vsphere": {
+            "vcenters": [{"server": SRC, "port": 443, "datacenters": ["src-dc"]}],
+            "failureDomains": [{"name": "source-fd", "region": "sr", "zone": "sz", "server": SRC,
+                "topology": {"datacenter": "src-dc", "computeCluster": "/src-dc/host/c", "datastore": "/src-dc/datastore/ds", "networks": ["VM Network"]}}]}}},
+        "status": {"infrastructureName": "cl-1", "platformStatus": {"type": "VSphere"}}}));
+    host.put(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vsphere-creds", "namespace": "kube-system"},
+                    "data": {"vc-src.username": encode("u"), "vc-src.password": encode("p")}}),
+    );
+    host.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "target-creds", "namespace": "vsphere-migration"},
+                    "data": {"vc-dst.username": encode("u"), "vc-dst.password": encode("p")}}));
+    host.put(crd(current_rules()));
+    for name in ["authentication", "machine-api", "machine-config", "storage"] {
+        host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterOperator", "metadata": {"name": name},
+                        "status": {"conditions": [condition("Available", "True"), condition("Degraded", "False")]}}));
+    }
+    host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterVersion", "metadata": {"name": "version"},
+                    "status": {"conditions": [condition("Progressing", "False")]}}));
+    for name in ["master-0", "worker-0"] {
+        host.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                        "status": {"conditions": [condition("Ready", "True")]}}));
+    }
+    host.vcenter(SRC, |v| {
+        v.add_datacenter("src-dc");
+    });
+    host.vcenter(DST, |v| {
+        v.add_datacenter("dst-dc");
+        v.add(ObjectKind::ComputeCluster, "/dst-dc/host/c", false);
+        v.add(ObjectKind::ResourcePool, "/dst-dc/host/c/Resources", false);
+        v.add(ObjectKind::Datastore, "/dst-dc/datastore/ds", false);
+        v.add(ObjectKind::Network, "/dst-dc/network/VM Network", false);
+        v.add(ObjectKind::VirtualMachine, "/dst-dc/vm/rhcos", true);
+    });
+    host
+}
+
+#[test]
+fn a_healthy_cluster_passes_and_nothing_is_changed() {
+    let host = cluster();
+    let before = host.list(&types::CUSTOM_RESOURCE_DEFINITION);
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+    assert_eq!(
+        run.message(),
+        "all checks passed: 1 target failure domain(s) well-formed; Infrastructure is vSphere (infraID cl-1), sources vc-src; \
+         credentials present for every source and target vCenter; the Infrastructure CRD accepts 2 vCenters (at most 3); \
+         source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
+         6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy \
+         (note: VM folder /dst-dc/vm/cl-1 does not exist yet in vCenter vc-dst; CreateFolder will create it)"
+    );
+    assert!(host.denials().is_empty(), "{:?}", host.denials());
+    assert!(host.journal().is_empty() && host.all_state().is_empty() && host.plan().is_empty());
+    assert_eq!(host.list(&types::CUSTOM_RESOURCE_DEFINITION), before);
+    assert!(!Preflight::describe().has_rollback);
+    let info = Preflight::describe();
+    let verbs: Vec<&String> = info.capabilities.kube.iter().flat_map(|c| &c.verbs).collect();
+    assert!(verbs.iter().all(|v| *v == "get" || *v == "list"), "read-only: {verbs:?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let host = cluster();
+    host.put(crd(old_rules()));
+    host.edit(&types::SECRET, Some("vsphere-migration"), "target-creds", |o| {
+        o["data"].as_object_mut().unwrap().remove("vc-dst.password");
+    });
+    host.edit(&types::CLUSTER_OPERATOR, None, "storage", |o| {
+        o["status"]["conditions"] = json!([condition("Available", "True"), condition("Degraded", "True")]);
+    });
+    host.edit(&types::NODE, None, "worker-0", |o| o["status"]["conditions"] = json!([condition("Ready", "False")]));
+    host.vcenter(DST, |v| {
+        v.objects.remove("/dst-dc/host/c");
+    });
+    host.vcenter(SRC, |v| {
+        v.down =
+            Some(VsphereError::AuthFailed("Cannot complete login due to an incorrect user name or password".into()))
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.failed() && !run.retryable());
+    let msg = run.message();
+    assert!(msg.starts_with("Preflight found 6 problems: (1) spec.targetVCenterCredentialsSecret: Secret vsphere-migration/target-creds lacks (or has empty) keys vc-dst.password; "), "{msg}");
+    for part in [
+        "(2) the Infrastructure CRD (infrastructures.config.openshift.io, version v1) has the rule \"vcenters cannot be added or removed once set\" \
+         (x-kubernetes-validations: size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true) on spec.platformSpec.vsphere.vcenters, \
+         so no vCenter can be added",
+        "(3) source vCenter vc-src: login failed (Cannot complete login due to an incorrect user name or password): check the username and password",
+        "(4) failure domain target-fd: compute cluster /dst-dc/host/c not found in vCenter vc-dst",
+        "(5) operator storage (available=True, degraded=True): Degraded is True",
+        "(6) node worker-0 not Ready (False)",
+    ] {
+        assert!(msg.contains(part), "missing {part:?} in {msg}");
+    }
+    // Never edits the CRD.
+    assert_eq!(host.list(&types::CUSTOM_RESOURCE_DEFINITION)[0].at("/spec"), crd(old_rules()).get("spec"));
+}
+
+#[test]
+fn health_problems_alone_are_retryable() {
+    let host = cluster();
+    host.edit(&types::CLUSTER_VERSION, None, "version", |o| {
+        o["status"]["conditions"] =
+            json!([{"type": "Progressing", "status": "True", "message": "Working towards 4.18.13"}]);
+    });
+    host.vcenter(DST, |v| v.down = Some(VsphereError::Timeout("no answer in 30s".into())));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.retryable(), "{:?}", run.outcome);
+    assert_eq!(
+        run.message(),
+        "Preflight found 2 problems: (1) target vCenter vc-dst: not answering (no answer in 30s); \
+         (2) the cluster version is progressing (an update is in flight): Working towards 4.18.13"
+    );
+}
+
+#[test]
+fn the_infrastructure_must_be_vsphere_list_the_sources_and_take_the_targets() {
+    let host = cluster();
+    host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| {
+        o["spec"]["platformSpec"]["vsphere"]["vcenters"] = json!([
+            {"server": "vc-other", "datacenters": ["d"]}, {"server": "vc-3", "datacenters": ["d"]}, {"server": "vc-4", "datacenters": ["d"]}]);
+        o["spec"]["platformSpec"]["vsphere"]["failureDomains"][0]["name"] = json!("target-fd");
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    let msg = run.message();
+    for part in [
+        "source vCenter vc-src (recorded when the migration started) is no longer in the Infrastructure",
+        "vCenter vc-other is in the Infrastructure but is neither a target nor a recorded source",
+        "failure domain \"target-fd\" already exists in the Infrastructure for vCenter vc-src, but the migration puts it on vc-dst",
+        "the Infrastructure CRD (version v1) allows at most 3 vCenters, but the migration needs 4 at once",
+    ] {
+        assert!(msg.contains(part), "missing {part:?} in {msg}");
+    }
+    host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| o["spec"]["platformSpec"]["type"] = json!("None"));
+    host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| o["status"]["platformStatus"]["type"] = json!("None"));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(
+        run.message().contains("Infrastructure cluster is not a vSphere cluster (platform \"None\")"),
+        "{}",
+        run.message()
+    );
+}
+
+#[test]
+fn a_legacy_install_needs_a_master_on_the_source() {
+    let host = cluster();
+    host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| {
+        o["spec"]["platformSpec"]["vsphere"].as_object_mut().unwrap().remove("failureDomains");
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert_eq!(
+        run.message(),
+        "Preflight found 1 problem: (1) the Infrastructure has no failure domains, and source vCenter vc-src cannot be described as one: \
+         no control-plane Machine in openshift-machine-api runs there"
+    );
+    host.put(json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine",
+        "metadata": {"name": "cl-1-master-0", "namespace": "openshift-machine-api", "labels": {"machine.openshift.io/cluster-api-machine-role": "master"}},
+        "spec": {"providerSpec": {"value": {"workspace": {"server": SRC, "datacenter": "src-dc", "datastore": "ds",
+            "resourcePool": "/src-dc/host/c/Resources", "folder": "/src-dc/vm/cl-1"}, "network": {"devices": [{"networkName": "VM Network"}]}}}}}));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(
+        run.message().contains("source vCenter(s) vc-src will be described as generated-failure-domain"),
+        "{}",
+        run.message()
+    );
+}
+
+#[test]
+fn a_missing_folder_whose_datacenter_is_missing_too_cannot_be_created() {
+    let host = cluster();
+    let mut s = spec();
+    s["failureDomains"][0]["topology"]["datacenter"] = json!("gone");
+    for (k, v) in [
+        ("computeCluster", "/gone/host/c"),
+        ("datastore", "/gone/datastore/ds"),
+        ("resourcePool", "/gone/host/c/Resources"),
+        ("template", "/gone/vm/rhcos"),
+    ] {
+        s["failureDomains"][0]["topology"][k] = json!(v);
+    }
+    let run = host.run::<Preflight>(Direction::Execute, &migration(&s, &[SRC]));
+    let msg = run.message();
+    assert!(
+        msg.starts_with(
+            "Preflight found 7 problems: (1) failure domain target-fd: datacenter /gone not found in vCenter vc-dst"
+        ),
+        "{msg}"
+    );
+    assert!(msg.ends_with("(7) failure domain target-fd: VM folder /gone/vm/cl-1 cannot be created: /gone/vm not found in vCenter vc-dst"), "{msg}");
+}
+
+#[test]
+fn plan_mode_is_the_same_read_only_check() {
+    let host = cluster();
+    let run = host.plan_run::<Preflight>(&m());
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(host.plan().is_empty());
+}
