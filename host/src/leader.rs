@@ -74,13 +74,21 @@ pub struct LeaderHandle {
     valid_until: Arc<std::sync::Mutex<Option<Instant>>>,
     changes: watch::Receiver<bool>,
     always: bool,
+    /// Keeps the channel open for an always-leader handle: a closed channel would make
+    /// every `changed()` return at once and turn waiting into spinning.
+    _keep: Option<Arc<watch::Sender<bool>>>,
 }
 
 impl LeaderHandle {
     /// A handle that is always leader (leader election disabled).
     pub fn always() -> Self {
-        let (_tx, rx) = watch::channel(true);
-        LeaderHandle { valid_until: Arc::new(std::sync::Mutex::new(None)), changes: rx, always: true }
+        let (tx, rx) = watch::channel(true);
+        LeaderHandle {
+            valid_until: Arc::new(std::sync::Mutex::new(None)),
+            changes: rx,
+            always: true,
+            _keep: Some(Arc::new(tx)),
+        }
     }
 
     /// Whether this process may write now. False from the moment its last renewal is
@@ -124,7 +132,7 @@ impl Elector {
     pub fn new(client: kube::Client, config: LeaderConfig) -> (Elector, LeaderHandle) {
         let (tx, rx) = watch::channel(false);
         let valid_until = Arc::new(std::sync::Mutex::new(None));
-        let handle = LeaderHandle { valid_until: valid_until.clone(), changes: rx, always: false };
+        let handle = LeaderHandle { valid_until: valid_until.clone(), changes: rx, always: false, _keep: None };
         (Elector { api: Api::namespaced(client, &config.namespace), config, valid_until, tx }, handle)
     }
 

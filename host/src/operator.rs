@@ -104,7 +104,12 @@ impl Operator {
                     if !leader.is_leader() {
                         metrics.leader.set(0);
                         tokio::select! {
-                            _ = changes.changed() => {}
+                            changed = changes.changed() => {
+                                // A closed channel (elector gone) must not become a spin.
+                                if changed.is_err() {
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                }
+                            }
                             _ = stopped.notified() => break,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
@@ -120,7 +125,11 @@ impl Operator {
                                 return;
                             }
                             tokio::select! {
-                                _ = changes.changed() => {}
+                                changed = changes.changed() => {
+                                    if changed.is_err() {
+                                        tokio::time::sleep(Duration::from_millis(500)).await;
+                                    }
+                                }
                                 _ = n2.notified() => return,
                                 // Fencing can lapse without a change message (a frozen
                                 // renewal): look again regularly.

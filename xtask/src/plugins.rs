@@ -17,7 +17,12 @@ const PROFILE: &str = "plugin";
 const TEST_COMPONENTS: &[(&str, &[&str], &str)] = &[
     ("vsm-test-exerciser", &[], "exerciser"),
     ("vsm-test-exerciser", &["v2"], "exerciser-v2"),
+    ("vsm-test-exerciser", &["slow"], "exerciser-slow"),
     ("vsm-test-hostile", &[], "hostile"),
+    ("vsm-test-hostile", &["loop"], "hostile-loop"),
+    ("vsm-test-hostile", &["alloc"], "hostile-alloc"),
+    ("vsm-test-hostile", &["trap"], "hostile-trap"),
+    ("vsm-test-hostile", &["forbidden"], "hostile-forbidden"),
     ("vsm-test-wrong-major", &[], "wrong-major"),
 ];
 

@@ -285,9 +285,12 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
     let mut m = (*obj).clone();
 
     if m.metadata.deletion_timestamp.is_some() {
-        return finalize(&ctx, &api, m).await;
-    }
-    if !m.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER)) {
+        if let Some(done) = finalize(&ctx, &api, &mut m).await? {
+            return Ok(done);
+        }
+        // Deletion is blocked: keep driving the migration, so a rollback can finish and
+        // release it.
+    } else if !m.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER)) {
         m = set_finalizer(&api, &m, true).await?;
     }
 
@@ -331,6 +334,12 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
             }
             Next::Idle => {
                 label("idle");
+                // A deletion that waited for the migration to end can proceed now.
+                if m.metadata.deletion_timestamp.is_some()
+                    && let Some(done) = finalize(&ctx, &api, &mut m).await?
+                {
+                    return Ok(done);
+                }
                 return Ok(Action::requeue(IDLE_REQUEUE));
             }
         };
@@ -471,15 +480,16 @@ async fn call(
     Some((to_call_result(result), services.take_outputs()))
 }
 
-/// Deletion: refuse while the migration is in flight; otherwise remove what the operator
-/// created for it (backups, state) and let it go.
+/// Deletion: refuse while the migration is in flight (Some: handled, stop here; None:
+/// blocked, go on reconciling); otherwise remove what the operator created for it
+/// (backups, state) and let it go.
 async fn finalize(
     ctx: &Context,
     api: &Api<VSphereMigration>,
-    mut m: VSphereMigration,
-) -> Result<Action, ReconcileError> {
+    m: &mut VSphereMigration,
+) -> Result<Option<Action>, ReconcileError> {
     if !m.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER)) {
-        return Ok(Action::await_change());
+        return Ok(Some(Action::await_change()));
     }
     let status = m.status.clone().unwrap_or_default();
     let may_go = status.started_at.is_none()
@@ -489,30 +499,32 @@ async fn finalize(
         let message = format!(
             "deletion blocked: the migration is {phase}; roll it back (spec.state: Rollback) or let it complete. Its backups are needed to undo it."
         );
-        let mut status = status.clone();
-        let now_s = machine::format_time(now());
-        machine::set_condition(
-            &mut status.conditions,
-            condition_types::DEGRADED,
-            true,
-            "DeletionBlocked",
-            &message,
-            m.metadata.generation.unwrap_or_default(),
-            &now_s,
-        );
-        if m.status.as_ref() != Some(&status) {
-            write_status(api, &mut m, &status, &ctx.leader).await?;
-            publish(ctx, &m, &[machine::Event { type_: EventType::Warning, reason: "DeletionBlocked", message }]).await;
+        let already = status.condition(condition_types::DEGRADED).is_some_and(|c| c.reason == "DeletionBlocked");
+        if !already {
+            let mut status = status.clone();
+            let now_s = machine::format_time(now());
+            let generation = m.metadata.generation.unwrap_or_default();
+            machine::set_condition(
+                &mut status.conditions,
+                condition_types::DEGRADED,
+                true,
+                "DeletionBlocked",
+                &message,
+                generation,
+                &now_s,
+            );
+            write_status(api, m, &status, &ctx.leader).await?;
+            publish(ctx, m, &[machine::Event { type_: EventType::Warning, reason: "DeletionBlocked", message }]).await;
         }
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        return Ok(None);
     }
-    let services = ClusterServices::new(ctx.ops.clone(), &m, status.sources.clone());
+    let services = ClusterServices::new(ctx.ops.clone(), m, status.sources.clone());
     let removed = services.journal().delete_all().await.map_err(|e| match e {
         crate::services::journal::JournalError::Kube(k) => ReconcileError::Kube(k),
         other => ReconcileError::Kube(kube::Error::Service(other.to_string().into())),
     })?;
     services.state_store().delete_store().await?;
     tracing::info!(migration = %m.metadata.name.clone().unwrap_or_default(), backups = removed, "migration deleted; its backups and state removed");
-    set_finalizer(api, &m, false).await?;
-    Ok(Action::await_change())
+    set_finalizer(api, m, false).await?;
+    Ok(Some(Action::await_change()))
 }

@@ -241,9 +241,11 @@ impl Registry {
         self.inner.read().expect("registry lock").current.values().cloned().collect()
     }
 
-    /// The plugin for a phase. `component` selects among several implementations;
-    /// `pinned_sha256` returns the exact version a running phase started with, as long as
-    /// it is still loaded.
+    /// The plugin for a phase. `component` selects one explicitly — it then serves the
+    /// phase whatever name its describe() gives (an admin's binding, e.g. a vendor's
+    /// replacement) — otherwise the phase is served by the one component whose describe()
+    /// names it. `pinned_sha256` returns the exact version a running phase started with, as
+    /// long as it is still loaded.
     pub fn plugin_for(
         &self,
         phase: &str,
@@ -251,22 +253,18 @@ impl Registry {
         pinned_sha256: Option<&str>,
     ) -> Result<Arc<LoadedPlugin>, RuntimeError> {
         let inner = self.inner.read().expect("registry lock");
+        let serves = |p: &LoadedPlugin| match component {
+            Some(c) => p.component == c,
+            None => p.info.name == phase,
+        };
         if let Some(sha) = pinned_sha256 {
-            let pinned = inner
-                .current
-                .values()
-                .chain(inner.retired.iter())
-                .rev()
-                .find(|p| p.sha256 == sha && p.info.name == phase);
+            let pinned =
+                inner.current.values().chain(inner.retired.iter()).rev().find(|p| p.sha256 == sha && serves(p));
             if let Some(p) = pinned {
                 return Ok(p.clone());
             }
         }
-        let mut candidates = inner
-            .current
-            .values()
-            .filter(|p| p.info.name == phase)
-            .filter(|p| component.is_none_or(|c| p.component == c));
+        let mut candidates = inner.current.values().filter(|p| serves(p));
         let first = candidates.next().ok_or_else(|| {
             RuntimeError::NoPlugin(match component {
                 Some(c) => format!("{phase} (component {c})"),

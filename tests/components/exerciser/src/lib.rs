@@ -33,6 +33,9 @@ impl Phase for Exerciser {
     fn execute(cx: &Cx) -> Step {
         let spec: Value = serde_json::from_str(&cx.call().migration.spec_json)?;
         match spec.get("action").and_then(Value::as_str).unwrap_or("noop") {
+            "noop" if cfg!(feature = "slow") && cx.attempt() < 3 => {
+                Ok(wait(300, (cx.attempt() * 40) as u8, format!("waiting ({} of 2)", cx.attempt())))
+            }
             "noop" => Ok(done(format!("exerciser {VERSION}"))),
             "clock" => {
                 let count = spec.get("count").and_then(Value::as_u64).unwrap_or(1);

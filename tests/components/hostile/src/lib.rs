@@ -8,6 +8,8 @@
 //! - `forbidden`: read a Secret it was never granted;
 //! - `oversized`: return a 16 MiB message;
 //! - anything else: behave.
+//!
+//! Features `loop`, `alloc`, `trap` and `forbidden` force one misbehaviour.
 
 use serde_json::Value;
 use vsm_sdk::prelude::*;
@@ -23,7 +25,18 @@ impl Phase for Hostile {
 
     fn execute(cx: &Cx) -> Step {
         let spec: Value = serde_json::from_str(&cx.call().migration.spec_json)?;
-        match spec.get("hostile").and_then(Value::as_str).unwrap_or("") {
+        let forced = if cfg!(feature = "loop") {
+            Some("loop")
+        } else if cfg!(feature = "alloc") {
+            Some("alloc")
+        } else if cfg!(feature = "trap") {
+            Some("trap")
+        } else if cfg!(feature = "forbidden") {
+            Some("forbidden")
+        } else {
+            None
+        };
+        match forced.or(spec.get("hostile").and_then(Value::as_str)).unwrap_or("") {
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
