@@ -177,7 +177,31 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
     let fd = source_fd(src, id, &opts.template_name);
     let conc = opts.concurrency.max(1);
 
-    ensure_namespaces(&client).await?;
+    // The API server builds a CRD's handler and field-manager schema on the first write
+    // (seconds for these schemas): warm them all at once with dry-run creates.
+    let warm = [
+        (o::infrastructure(), false),
+        (o::cluster_operator(), false),
+        (o::cluster_version(), false),
+        (o::machine(), true),
+        (o::machine_set(), true),
+        (o::cpms(), true),
+    ]
+    .map(|(ar, namespaced)| {
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(client.clone(), o::MACHINE_API_NS, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let mut obj = DynamicObject::new("vsm-sim-warm-up", &ar);
+        obj.data = json!({"spec": {}});
+        async move {
+            // Refusals are fine: the point is the first pass through the write path.
+            let _ = api.create(&PostParams { dry_run: true, ..Default::default() }, &obj).await;
+        }
+    });
+    let (_, namespaces) = tokio::join!(futures::future::join_all(warm), ensure_namespaces(&client));
+    namespaces?;
 
     // The plan: masters and one group per MachineSet.
     let master_spec = provider::provider_spec(&fd, id, MASTER);
