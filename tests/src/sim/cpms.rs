@@ -21,6 +21,15 @@ const TEMPLATE: &str = "/spec/template/machines_v1beta1_machine_openshift_io";
 pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
     let cpms = sh.stores.cpms.state().into_iter().find(|c| c.name_any() == o::CPMS_NAME);
     let Some(cpms) = cpms else {
+        // Like the real operator: nothing to generate from without masters (and no busy
+        // loop before a cluster is seeded).
+        let has_masters =
+            sh.stores.machines.state().iter().any(|m| {
+                m.labels().get(o::LABEL_ROLE).map(String::as_str) == Some("master") && !is_deleting(m.as_ref())
+            });
+        if !has_masters {
+            return Ok(());
+        }
         let sh2 = sh.clone();
         sh.spawn_keyed("cpms/regenerate".into(), Ctl::Cpms, regenerate(sh2));
         return Ok(());

@@ -26,6 +26,7 @@
 //! Deployments (CVO, machine-config-operator, vSphere CCM, machine-api-controllers, CSI
 //! controller) and the CSI node DaemonSet, with Running, Ready pods. In vSphere: a template
 //! VM in both vCenters, the folder `/src-dc/vm/<infraID>`, and a VM per Machine in it.
+//! Seed before starting the simulator; a second seed writes nothing.
 //!
 //! # Simulated controllers ([`Simulator`])
 //!

@@ -6,6 +6,11 @@
 //! of a MachineSet, the masters, pods of a Deployment or DaemonSet) get deterministic names
 //! and are created only while the group has fewer members than it wants, so a cluster the
 //! simulator has since changed (masters replaced, MachineSets scaled) is left as it is.
+//!
+//! Seed a new or incomplete cluster with the simulator stopped: its controllers would act
+//! on a half-made cluster (a MachineSet seen before its Machines gets Machines of its own, a
+//! CPMS seen missing is regenerated). Re-seeding a complete cluster while it runs is
+//! harmless: nothing is written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
