@@ -32,6 +32,7 @@
 
 pub mod apiserver;
 pub mod crds;
+pub mod demo;
 pub mod env;
 pub mod etcd;
 pub mod fault_proxy;

@@ -21,6 +21,24 @@ struct Cli {
 enum Task {
     /// Build the phase components (and the test components) for wasm32-wasip2.
     Plugins,
+    /// A whole migration on the embedded test environment, shown live.
+    Demo {
+        /// Stop before every phase until you approve it (Enter).
+        #[arg(long)]
+        manual: bool,
+        /// Plan mode: show the intended changes, change nothing.
+        #[arg(long)]
+        plan: bool,
+        /// Worker machines in the simulated cluster.
+        #[arg(long, default_value_t = 3)]
+        workers: u32,
+        /// Leave everything running afterwards (explore with kubectl), until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+        /// Simulated cluster delays set to zero (as fast as the operator can go).
+        #[arg(long)]
+        instant: bool,
+    },
     /// Regenerate crds/ from the Rust types.
     Crds,
     /// Check that wit/phase.wit is a compatible upgrade of the last release of its major.
@@ -44,6 +62,7 @@ fn main() -> Result<()> {
         Task::Plugins => plugins::build_all().map(|_| ()),
         Task::WitCheck => wit_check::check(),
         Task::Crds => crds(),
+        Task::Demo { manual, plan, workers, keep, instant } => demo(manual, plan, workers, keep, instant),
         Task::Testenv { keep } => testenv::run(keep),
         Task::Test { cargo_args } => test(&cargo_args),
     }
@@ -89,5 +108,27 @@ fn crds() -> Result<()> {
     let path = root().join("crds/vspheremigrations.migration.openshift.io.yaml");
     std::fs::write(&path, &out.stdout)?;
     println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn demo(manual: bool, plan: bool, workers: u32, keep: bool, instant: bool) -> Result<()> {
+    plugins::build_all()?;
+    vsm_testenv::tools::ensure_built()?;
+    let out_dir = root().join("target/demo");
+    vsm_testenv::demo::log_to_file(&out_dir.join("operator.log"))?;
+    let opts = vsm_testenv::demo::DemoOptions {
+        workers,
+        manual,
+        plan,
+        keep,
+        sim: if instant { vsm_testenv::sim::SimOptions::instant() } else { vsm_testenv::sim::SimOptions::realistic() },
+        out_dir,
+        ..Default::default()
+    };
+    let report = tokio::runtime::Runtime::new()?.block_on(vsm_testenv::demo::run(opts))?;
+    let wanted = if plan { "Planned" } else { "Completed" };
+    if report.result != wanted {
+        bail!("the migration ended {} (expected {wanted}); see {}", report.result, report.report_path.display());
+    }
     Ok(())
 }

@@ -1,0 +1,405 @@
+//! `cargo xtask demo`: a whole migration on the embedded test environment, shown live.
+//!
+//! Starts the real environment (etcd, kube-apiserver, two vcsim vCenters), seeds an
+//! OpenShift-on-vSphere cluster on the source vCenter, runs the cluster simulator and the
+//! operator with the shipped phase components, applies a migration and follows it: the
+//! current phase, a progress bar, the phase's own message and the time per phase; then a
+//! summary and where the report and the operator's logs are.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde_json::json;
+use vsm_host::api::{Direction, MigrationStatus, PhaseResult, VSphereMigration, VSphereMigrationSpec};
+use vsm_host::operator::{Operator, OperatorConfig};
+use vsm_host::runtime::config::{PluginConfig, PluginEntry};
+
+use crate::TestEnv;
+use crate::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
+use crate::sim::{SeedOptions, SimOptions, Simulator, seed};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub workers: u32,
+    /// Stop before every phase until approved (Enter, or `kubectl vsm approve`).
+    pub manual: bool,
+    /// Plan mode: print the intended changes, change nothing.
+    pub plan: bool,
+    /// Leave everything running afterwards, until Ctrl-C.
+    pub keep: bool,
+    pub sim: SimOptions,
+    /// Where the report and logs go.
+    pub out_dir: PathBuf,
+    /// Draw a live view (a terminal); otherwise print one line per change.
+    pub live: bool,
+    /// Print nothing while running (tests, benchmarks).
+    pub quiet: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            workers: 3,
+            manual: false,
+            plan: false,
+            keep: false,
+            sim: SimOptions::realistic(),
+            out_dir: PathBuf::from("target/demo"),
+            live: std::io::stdout().is_terminal(),
+            quiet: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseLine {
+    pub phase: String,
+    pub direction: String,
+    pub result: String,
+    pub seconds: f64,
+    pub attempts: u32,
+    pub message: String,
+}
+
+/// What a demo run did, also written to `<out_dir>/report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub result: String,
+    pub wall_seconds: f64,
+    /// Time the simulated controllers spent in their configured delays (the cluster's own
+    /// slowness); wall time minus this is the operator's overhead.
+    pub simulated_delay_seconds: f64,
+    pub phases: Vec<PhaseLine>,
+    pub kubernetes_objects_changed: Vec<String>,
+    pub vsphere_objects_created: Vec<String>,
+    pub vms_before: BTreeMap<String, usize>,
+    pub vms_after: BTreeMap<String, usize>,
+    pub kube_requests_by_phase: BTreeMap<String, u64>,
+    pub vsphere_calls_by_phase: BTreeMap<String, u64>,
+    pub plan: Vec<String>,
+    pub report_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+const MIGRATION: &str = "demo";
+
+/// Counts VMs per vCenter in the cluster's folders.
+async fn vm_counts(env: &TestEnv, infra_id: &str) -> Result<BTreeMap<String, usize>> {
+    use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
+    let pool = SessionPool::new(ClientOptions::default());
+    let mut out = BTreeMap::new();
+    for (vc, dc) in [(env.source(), crate::vcsim::source::DATACENTER), (env.target(), crate::vcsim::target::DATACENTER)]
+    {
+        let spec = ServerSpec {
+            server: vc.server(),
+            credentials: Credentials::new(vc.username.clone(), vc.password.clone()),
+            tls: TlsPolicy { ca_bundle_pem: Some(env.ca_pem().to_string()), ..Default::default() },
+        };
+        let client = pool.client(&spec).await?;
+        let vms = match client.list_vms(&format!("/{dc}/vm/{infra_id}")).await {
+            Ok(vms) => vms.into_iter().filter(|v| !v.template).count(),
+            Err(vsm_vsphere::VsphereError::NotFound { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(format!("{} ({})", vc.name, vc.host()), vms);
+    }
+    pool.shutdown().await;
+    Ok(out)
+}
+
+fn bar(percent: u8, width: usize) -> String {
+    let filled = (percent as usize * width) / 100;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// Renders the migration as it goes.
+struct View {
+    live: bool,
+    quiet: bool,
+    started: Instant,
+    last_line: String,
+    drawn: usize,
+}
+
+impl View {
+    fn show(&mut self, status: &MigrationStatus) {
+        if self.quiet {
+            return;
+        }
+        let elapsed = self.started.elapsed().as_secs();
+        let mut lines = Vec::new();
+        for h in &status.history {
+            let dir = if h.direction == Direction::Rollback { " (undo)" } else { "" };
+            let secs = match (h.started_at.parse::<jiff::Timestamp>(), h.finished_at.parse::<jiff::Timestamp>()) {
+                (Ok(s), Ok(f)) => f.duration_since(s).as_secs(),
+                _ => 0,
+            };
+            let mark = if h.result == PhaseResult::Failed { "✗" } else { "✓" };
+            lines.push(format!("  {mark} {:<22}{dir:<7} {:>4}s  {}", h.phase, secs, truncate(&h.message, 70)));
+        }
+        if let Some(cur) = &status.current {
+            let dir = if cur.direction == Direction::Rollback { " (undo)" } else { "" };
+            lines.push(format!(
+                "  ▶ {:<22}{dir:<7} {} {:>3}%  {}",
+                cur.name,
+                bar(cur.progress, 24),
+                cur.progress,
+                truncate(&cur.message, 60)
+            ));
+        }
+        let head = format!(
+            "vsphere-migration demo — {}  progress {}  elapsed {}m{:02}s",
+            status.phase.clone().unwrap_or_else(|| "starting".into()),
+            status.progress.clone().unwrap_or_default(),
+            elapsed / 60,
+            elapsed % 60
+        );
+        if self.live {
+            let mut out = std::io::stdout().lock();
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A", self.drawn);
+            }
+            for line in std::iter::once(&head).chain(lines.iter()) {
+                let _ = writeln!(out, "\x1b[2K{line}");
+            }
+            let _ = out.flush();
+            self.drawn = lines.len() + 1;
+        } else {
+            let line = lines.last().cloned().unwrap_or_default();
+            if line != self.last_line {
+                println!("[{:>4}s] {}", elapsed, line.trim());
+                self.last_line = line;
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+}
+
+fn parse_metric(text: &str, name: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        let Some(phase) = line.split("phase=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_default();
+        *out.entry(phase.to_string()).or_default() += value as u64;
+    }
+    out
+}
+
+/// Write operator logs to a file for the demo (the terminal shows the live view).
+pub fn log_to_file(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let file = std::fs::File::create(path)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+/// Run the demo. The environment stays up while `keep` holds, until Ctrl-C.
+pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
+    let say = |s: &str| {
+        if !opts.quiet {
+            println!("{s}");
+        }
+    };
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let out_dir = std::fs::canonicalize(&opts.out_dir)?;
+    let log_path = out_dir.join("operator.log");
+    say("starting etcd, kube-apiserver and two vCenter simulators…");
+    let env = TestEnv::start_default().await?;
+    say(&format!("seeding an OpenShift cluster with 3 masters and {} workers on the source vCenter…", opts.workers));
+    let seeded = seed(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
+    ensure_secrets(&env, &env.client()).await?;
+    let vms_before = vm_counts(&env, &seeded.infra_id).await?;
+    let sim = Simulator::start(&env, opts.sim.clone());
+
+    let plugins = plugin_dir();
+    let mut plugin_config = PluginConfig::default();
+    for entry in
+        std::fs::read_dir(&plugins).with_context(|| format!("{}: run `cargo xtask plugins`", plugins.display()))?
+    {
+        let path = entry?.path();
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            plugin_config.plugins.insert(stem.to_string(), PluginEntry { grant_declared: true, ..Default::default() });
+        }
+    }
+    let operator = Operator::start(
+        env.client(),
+        OperatorConfig {
+            plugin_dir: plugins,
+            plugin_config,
+            cache_dir: Some(crate::tools::cache_dir()?.with_file_name("wasm-cache")),
+            namespace: None,
+            leader: None,
+            listen: Some("127.0.0.1:0".parse()?),
+            identity: "demo".into(),
+            watch_plugins: true,
+            vsphere: Default::default(),
+        },
+    )
+    .await?;
+    let missing: Vec<String> = operator.registry.status().iter().filter_map(|s| s.error.clone()).collect();
+    if !missing.is_empty() {
+        bail!("plugins rejected: {}", missing.join("; "));
+    }
+
+    let mut spec = target_spec(&env);
+    spec.machine_set_config.replicas = opts.workers as i32;
+    spec.mode = if opts.plan { vsm_host::api::Mode::Plan } else { vsm_host::api::Mode::Apply };
+    spec.approval_mode =
+        if opts.manual { vsm_host::api::ApprovalMode::Manual } else { vsm_host::api::ApprovalMode::Automatic };
+    let api: Api<VSphereMigration> = Api::namespaced(env.client(), NAMESPACE);
+    api.create(&PostParams::default(), &VSphereMigration::new(MIGRATION, VSphereMigrationSpec { spec })).await?;
+    say(&format!(
+        "migration {NAMESPACE}/{MIGRATION} created: {} → {}{}\n",
+        env.source().host(),
+        env.target().host(),
+        if opts.plan { " (plan mode: nothing will change)" } else { "" }
+    ));
+
+    let started = Instant::now();
+    let mut view = View { live: opts.live, quiet: opts.quiet, started, last_line: String::new(), drawn: 0 };
+    let (approve_tx, mut approve_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut asked: Option<String> = None;
+    let status = loop {
+        let m = api.get(MIGRATION).await?;
+        let status = m.status.clone().unwrap_or_default();
+        view.show(&status);
+        if status.finished_at.is_some() {
+            break status;
+        }
+        if opts.manual
+            && let Some(c) = status.condition("AwaitingApproval").filter(|c| c.status == "True")
+        {
+            let phase = status.phase.clone().unwrap_or_default();
+            if asked.as_deref() != Some(&phase) {
+                asked = Some(phase.clone());
+                if !opts.quiet {
+                    println!("\n{}\n  press Enter to approve {phase}", c.message);
+                }
+                let tx = approve_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut line = String::new();
+                    if std::io::stdin().read_line(&mut line).is_ok() {
+                        let _ = tx.send(());
+                    }
+                });
+                view.drawn = 0;
+            }
+            if approve_rx.try_recv().is_ok() {
+                let mut approvals = m.spec.approvals.clone();
+                approvals.push(phase);
+                api.patch(
+                    MIGRATION,
+                    &PatchParams { field_manager: Some("vsm-demo".into()), ..Default::default() },
+                    &Patch::Merge(json!({"spec": {"approvals": approvals}})),
+                )
+                .await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let wall = started.elapsed();
+
+    let vms_after = vm_counts(&env, &seeded.infra_id).await?;
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", operator.addr.context("no metrics endpoint")?)).await?.text().await?;
+    let stats = sim.stats();
+    let phases = status
+        .history
+        .iter()
+        .map(|h| PhaseLine {
+            phase: h.phase.clone(),
+            direction: format!("{:?}", h.direction),
+            result: format!("{:?}", h.result),
+            seconds: match (h.started_at.parse::<jiff::Timestamp>(), h.finished_at.parse::<jiff::Timestamp>()) {
+                (Ok(s), Ok(f)) => f.duration_since(s).as_secs_f64(),
+                _ => 0.0,
+            },
+            attempts: h.attempts,
+            message: h.message.clone(),
+        })
+        .collect();
+    let (kube_changed, vsphere_created): (Vec<String>, Vec<String>) = status
+        .backups
+        .iter()
+        .filter(|b| b.kind == "journal")
+        .map(|b| format!("{} (by {})", b.subject, b.phase))
+        .partition(|s| !s.starts_with("vCenter "));
+    let plan = status
+        .plan
+        .iter()
+        .flat_map(|p| p.changes.iter().map(move |c| format!("{}: {} {} {}", p.phase, c.system, c.action, c.target)))
+        .collect();
+    let report_path = out_dir.join("report.json");
+    let report = DemoReport {
+        result: status.phase.clone().unwrap_or_default(),
+        wall_seconds: wall.as_secs_f64(),
+        simulated_delay_seconds: stats.delay_wall.as_secs_f64(),
+        phases,
+        kubernetes_objects_changed: kube_changed,
+        vsphere_objects_created: vsphere_created,
+        vms_before,
+        vms_after,
+        kube_requests_by_phase: parse_metric(&metrics, "vsm_kube_requests_total"),
+        vsphere_calls_by_phase: parse_metric(&metrics, "vsm_vsphere_calls_total"),
+        plan,
+        report_path: report_path.clone(),
+        log_path: log_path.clone(),
+    };
+    std::fs::write(&report_path, serde_json::to_string_pretty(&json!({"report": &report, "status": &status}))?)?;
+    if !opts.quiet {
+        print_summary(&report);
+    }
+
+    if opts.keep {
+        println!("\nleft running for exploration (Ctrl-C to stop):");
+        println!("  export KUBECONFIG={}", env.kubeconfig_path().display());
+        println!("  kubectl -n {NAMESPACE} get vsm {MIGRATION} -o yaml");
+        for vc in [env.source(), env.target()] {
+            println!("  vCenter {}: {} user {} (CA {})", vc.name, vc.url, vc.username, env.ca_path().display());
+        }
+        tokio::signal::ctrl_c().await?;
+    }
+    operator.stop().await;
+    sim.stop().await;
+    drop(env);
+    Ok(report)
+}
+
+fn print_summary(r: &DemoReport) {
+    println!("\n== {} in {:.1}s ==", r.result, r.wall_seconds);
+    println!("{:<22} {:<9} {:<10} {:>8} {:>6}", "phase", "direction", "result", "seconds", "calls");
+    for p in &r.phases {
+        println!("{:<22} {:<9} {:<10} {:>8.1} {:>6}", p.phase, p.direction, p.result, p.seconds, p.attempts);
+    }
+    if !r.plan.is_empty() {
+        println!("\nintended changes (plan mode; nothing was changed):");
+        for c in &r.plan {
+            println!("  {c}");
+        }
+    }
+    println!("\nKubernetes objects changed ({}):", r.kubernetes_objects_changed.len());
+    for o in &r.kubernetes_objects_changed {
+        println!("  {o}");
+    }
+    println!("vSphere objects created ({}):", r.vsphere_objects_created.len());
+    for o in &r.vsphere_objects_created {
+        println!("  {o}");
+    }
+    println!("VMs per vCenter (cluster folder): before {:?}, after {:?}", r.vms_before, r.vms_after);
+    let overhead = r.wall_seconds - r.simulated_delay_seconds;
+    println!("simulated cluster delays {:.1}s; operator and API time {overhead:.1}s", r.simulated_delay_seconds);
+    println!("\nreport: {}\nlogs:   {}", r.report_path.display(), r.log_path.display());
+}
