@@ -86,10 +86,10 @@ fn parse_line(raw: &str, n: usize) -> Result<Line, ConfigError> {
 
 fn parse(lines: &[String]) -> Result<Vec<Line>, ConfigError> {
     let parsed: Vec<Line> = lines.iter().enumerate().map(|(i, l)| parse_line(l, i + 1)).collect::<Result<_, _>>()?;
-    if let Some(i) = parsed.iter().position(|l| matches!(l, Line::Key { .. })) {
-        if !parsed[..i].iter().any(|l| matches!(l, Line::Section { .. })) {
-            return Err(ConfigError::Parse(format!("line {}: a setting outside any [section]", i + 1)));
-        }
+    if let Some(i) = parsed.iter().position(|l| matches!(l, Line::Key { .. }))
+        && !parsed[..i].iter().any(|l| matches!(l, Line::Section { .. }))
+    {
+        return Err(ConfigError::Parse(format!("line {}: a setting outside any [section]", i + 1)));
     }
     Ok(parsed)
 }
@@ -296,7 +296,7 @@ pub(super) fn add(text: &str, vc: &VCenter) -> Result<String, ConfigError> {
             .iter()
             .filter(|s| s.name.eq_ignore_ascii_case("VirtualCenter"))
             .map(|s| s.content_end)
-            .last()
+            .next_back()
             .unwrap_or(lines.len());
         let mut new = Vec::new();
         if at > 0 {

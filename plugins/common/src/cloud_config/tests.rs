@@ -189,7 +189,7 @@ fn yaml_remove_takes_only_that_entry() {
     assert_eq!(b["vcenter"].as_mapping().unwrap().len(), 1);
     assert_eq!(remove_vcenter(&out, "127.0.0.1").unwrap(), out, "removing again changes nothing");
     assert_eq!(remove_vcenter("a: 1\n", "x").unwrap(), "a: 1\n");
-    assert_eq!(remove_vcenter(YAML, "127.0.0.1").unwrap().contains("vcenter: {}\n"), true);
+    assert!(remove_vcenter(YAML, "127.0.0.1").unwrap().contains("vcenter: {}\n"));
 }
 
 #[test]
@@ -305,16 +305,16 @@ fn variant(g: &mut Gen) -> String {
     let unit = g.pick(&["  ", "    "]);
     let comment = |g: &mut Gen| g.pick(&["", "# note\n", "\n", "   # indented note\n"]).to_string();
     let mut text = comment(g);
-    if g.next() % 2 == 0 {
+    if g.next().is_multiple_of(2) {
         text.push_str(&format!("global:\n{unit}secretName: vsphere-creds\n{unit}port: 0\n"));
         text.push_str(&comment(g));
     }
     let servers = ["vc-a.example.com", "10.0.0.1"];
     let count = g.next() % 3;
-    if count > 0 || g.next() % 2 == 0 {
+    if count > 0 || g.next().is_multiple_of(2) {
         text.push_str(g.pick(&["vcenter:\n", "vcenter: # the vCenters\n"]));
         for s in servers.iter().take(count as usize) {
-            let key = if g.next() % 3 == 0 { format!("\"{s}\"") } else { s.to_string() };
+            let key = if g.next().is_multiple_of(3) { format!("\"{s}\"") } else { s.to_string() };
             text.push_str(&format!("{unit}{key}:\n{unit}{unit}server: {s}\n"));
             text.push_str(&comment(g).lines().map(|l| format!("{unit}{unit}{l}\n")).collect::<String>());
             text.push_str(g.pick(&[
@@ -327,10 +327,10 @@ fn variant(g: &mut Gen) -> String {
     }
     text.push_str(&comment(g));
     text.push_str(&format!("labels:\n{unit}zone: z\n"));
-    if g.next() % 4 == 0 {
+    if g.next().is_multiple_of(4) {
         text = text.replace('\n', "\r\n");
     }
-    if g.next() % 4 == 0 {
+    if g.next().is_multiple_of(4) {
         text = text.trim_end().to_string();
     }
     text
@@ -386,7 +386,7 @@ fn generated_ini_variants_round_trip_and_keep_every_line() {
             text.push_str(&comment(&mut g));
         }
         text.push_str(g.pick(&["", "\n[Labels]\nzone = z\n"]));
-        if g.next() % 4 == 0 {
+        if g.next().is_multiple_of(4) {
             text = text.replace('\n', "\r\n");
         }
         let vc = VCenter { server: "vc-new".into(), port: 443, datacenters: vec!["dc2".into()], trust: ca() };

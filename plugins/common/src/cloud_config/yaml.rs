@@ -432,7 +432,8 @@ pub(super) fn add(text: &str, vc: &VCenter) -> Result<String, ConfigError> {
         }
         Some(sec) => {
             let entries = children(&lines.body, sec.line + 1, sec.end)?;
-            if !sec.inline.is_empty() && !(entries.is_empty() && ["{}", "null", "~"].contains(&sec.inline.as_str())) {
+            let empty_inline = entries.is_empty() && ["{}", "null", "~"].contains(&sec.inline.as_str());
+            if !(sec.inline.is_empty() || empty_inline) {
                 return Err(ConfigError::Unsupported(format!(
                     "line {}: `vcenter` is written in flow style",
                     sec.line + 1

@@ -1,0 +1,204 @@
+//! ScaleOldMachines: scale every MachineSet that still puts machines in a source vCenter
+//! to zero, remembering each one's replica count before the first change, and wait until
+//! their machines and those machines' nodes are gone. The control plane is the CPMS's
+//! business, not this phase's.
+//!
+//! Refuses to start while no worker in a target vCenter is Ready (scaling the source to
+//! zero would leave the cluster without workers). Rollback scales each set back to its
+//! remembered count (the Go controller used a hard-coded 3) and waits until its machines
+//! are Running with Ready nodes again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vsm_common::machines::{self, Readiness};
+use vsm_sdk::prelude::*;
+use vsm_sdk::types::names::{MACHINE_API_NAMESPACE, MACHINE_ROLE_LABEL, MACHINESET_LABEL};
+
+const NS: Option<&str> = Some(MACHINE_API_NAMESPACE);
+const POLL_MS: u64 = 30_000;
+/// Phase state: MachineSet name -> replicas before the phase scaled it.
+const ORIGINAL_KEY: &str = "original";
+/// Phase state: the nodes of the old sets' machines, which must go too.
+const NODES_KEY: &str = "nodes";
+
+pub struct ScaleOldMachines;
+
+impl Phase for ScaleOldMachines {
+    fn describe() -> PhaseInfo {
+        PhaseInfo::new(
+            "ScaleOldMachines",
+            env!("CARGO_PKG_VERSION"),
+            "Scale the source vCenter's MachineSets to zero and wait until their machines and nodes are gone",
+        )
+        .kube("machine.openshift.io", "machinesets", &["get", "list", "patch"], NS)
+        .kube("machine.openshift.io", "machines", &["list"], NS)
+        .kube("", "nodes", &["list"], None)
+        .with_rollback()
+        .deadline_minutes(90)
+    }
+
+    fn execute(cx: &Cx) -> Step {
+        execute(cx)
+    }
+
+    fn rollback(cx: &Cx) -> Step {
+        rollback(cx)
+    }
+}
+
+fn replicas(set: &Object) -> i64 {
+    set.i64_at("/spec/replicas").unwrap_or(1)
+}
+
+fn scale(cx: &Cx, name: &str, to: i64) -> Result<(), PhaseError> {
+    cx.kube().merge_patch(&types::MACHINE_SET, NS, name, &json!({"spec": {"replicas": to}}))?;
+    Ok(())
+}
+
+fn in_set<'a>(machines: &'a [Object], set: &str) -> Vec<&'a Object> {
+    machines.iter().filter(|m| m.label(MACHINESET_LABEL) == Some(set)).collect()
+}
+
+fn execute(cx: &Cx) -> Step {
+    let sources = cx.source_servers().to_vec();
+    if sources.is_empty() {
+        return Err(PhaseError::invalid("no source vCenter was recorded when the migration started"));
+    }
+    let targets = cx.target_servers().to_vec();
+    let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
+    let all_machines = cx.kube().list(&types::MACHINE, NS, None)?;
+    let nodes = cx.kube().list(&types::NODE, None, None)?;
+
+    let mut original: BTreeMap<String, i64> = cx.state().get_json(ORIGINAL_KEY)?.unwrap_or_default();
+    let mut gone_nodes: BTreeSet<String> = cx.state().get_json(NODES_KEY)?.unwrap_or_default();
+    let new: Vec<&Object> = sets
+        .iter()
+        .filter(|s| !s.is_deleting() && sources.iter().any(|src| src == machines::machine_set_server(s)))
+        .filter(|s| !original.contains_key(s.name()))
+        .collect();
+    if !new.is_empty() {
+        if new.iter().any(|s| replicas(s) > 0) {
+            let on_target: Vec<Object> = all_machines
+                .iter()
+                .filter(|m| targets.iter().any(|t| t == machines::machine_server(m)))
+                .filter(|m| m.label(MACHINE_ROLE_LABEL) != Some("master"))
+                .cloned()
+                .collect();
+            if Readiness::of(&on_target, &nodes).ready.is_empty() {
+                return Err(PhaseError::invalid(format!(
+                    "no worker machine in the target vCenter(s) {} is Running with a Ready node: refusing to scale the source's workers to zero (CreateWorkers must complete first)",
+                    targets.join(", ")
+                )));
+            }
+        }
+        // Nodes first, then the counts: a crash in between records the nodes again.
+        for s in &new {
+            gone_nodes
+                .extend(in_set(&all_machines, s.name()).iter().filter_map(|m| machines::node_ref(m).map(String::from)));
+        }
+        cx.state().put(NODES_KEY, &gone_nodes)?;
+        for s in &new {
+            original.insert(s.name().to_string(), replicas(s));
+        }
+        cx.state().put(ORIGINAL_KEY, &original)?;
+    }
+    if original.is_empty() {
+        return Ok(done(format!("no MachineSet puts machines in the source vCenter(s) {}", sources.join(", "))));
+    }
+    // Every call: whatever has been scaled up again goes back to zero.
+    for name in original.keys() {
+        if let Some(set) = sets.iter().find(|s| s.name() == name)
+            && replicas(set) != 0
+            && !set.is_deleting()
+        {
+            scale(cx, name, 0)?;
+            cx.info(format!("scaled MachineSet {name} from {} to 0", replicas(set)));
+        }
+    }
+
+    let left: Vec<String> = original
+        .keys()
+        .flat_map(|name| in_set(&all_machines, name))
+        .map(|m| format!("{} {}", m.name(), if m.is_deleting() { "Deleting" } else { machines::phase(m) }))
+        .collect();
+    let nodes_left: Vec<String> =
+        nodes.iter().filter(|n| gone_nodes.contains(n.name())).map(|n| n.name().to_string()).collect();
+    let counts: Vec<String> = original.iter().map(|(n, r)| format!("{n} {r}→0")).collect();
+    if !left.is_empty() || !nodes_left.is_empty() {
+        let total = gone_nodes.len().max(original.values().sum::<i64>().max(0) as usize).max(1);
+        let mut parts = Vec::new();
+        if !left.is_empty() {
+            parts.push(format!("{} old machine(s) still there: {}", left.len(), machines::list_some(&left, 3)));
+        }
+        if !nodes_left.is_empty() {
+            parts.push(format!(
+                "{} node(s) still registered: {}",
+                nodes_left.len(),
+                machines::list_some(&nodes_left, 3)
+            ));
+        }
+        return Ok(wait(
+            POLL_MS,
+            percent(total.saturating_sub(left.len().max(nodes_left.len())), total),
+            format!("scaled {} to zero; waiting: {}", counts.join(", "), parts.join("; ")),
+        ));
+    }
+    Ok(done(format!(
+        "scaled {} MachineSet(s) in the source vCenter(s) to zero ({}); their machines and {} node(s) are gone",
+        original.len(),
+        counts.join(", "),
+        gone_nodes.len()
+    )))
+}
+
+fn rollback(cx: &Cx) -> Step {
+    let Some(original) = cx.state().get_json::<BTreeMap<String, i64>>(ORIGINAL_KEY)? else {
+        return Ok(done("nothing to undo: no MachineSet was scaled"));
+    };
+    let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
+    for (name, want) in &original {
+        let set = sets.iter().find(|s| s.name() == name).ok_or_else(|| {
+            PhaseError::invalid(format!("MachineSet {name} no longer exists: its {want} replica(s) cannot be restored"))
+        })?;
+        if replicas(set) != *want {
+            scale(cx, name, *want)?;
+            cx.info(format!("scaled MachineSet {name} back to {want}"));
+        }
+    }
+    let all_machines = cx.kube().list(&types::MACHINE, NS, None)?;
+    let nodes = cx.kube().list(&types::NODE, None, None)?;
+    let mut ready = 0usize;
+    let mut waiting = Vec::new();
+    for (name, want) in &original {
+        let mine: Vec<Object> = in_set(&all_machines, name).into_iter().cloned().collect();
+        let r = Readiness::of(&mine, &nodes);
+        if !r.failed.is_empty() {
+            return Err(PhaseError::invalid(format!(
+                "machine(s) of MachineSet {name} failed while scaling back: {}",
+                machines::list_some(&r.failed, 3)
+            )));
+        }
+        ready += r.ready.len();
+        if !r.complete(*want as usize) {
+            waiting.push(format!(
+                "{name} {}/{want} ready{}",
+                r.ready.len(),
+                if r.waiting.is_empty() { String::new() } else { format!(" ({})", machines::list_some(&r.waiting, 2)) }
+            ));
+        }
+    }
+    let total: usize = original.values().map(|v| *v as usize).sum();
+    if !waiting.is_empty() {
+        return Ok(wait(POLL_MS, percent(ready, total.max(1)), format!("restoring replicas: {}", waiting.join("; "))));
+    }
+    for k in [ORIGINAL_KEY, NODES_KEY] {
+        cx.state().delete(k)?;
+    }
+    let counts: Vec<String> = original.iter().map(|(n, r)| format!("{n} {r}")).collect();
+    Ok(done(format!(
+        "restored the remembered replica counts ({}); every machine is Running with a Ready node",
+        counts.join(", ")
+    )))
+}
+
+export_phase!(ScaleOldMachines);
