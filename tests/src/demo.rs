@@ -256,6 +256,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
 
     let mut spec = target_spec(&env);
     spec.machine_set_config.replicas = opts.workers as i32;
+    // A short stability window after the control-plane rollout: the simulated control plane
+    // does not regress, and a demo should not sit still for the production default.
+    spec.health.stability_window = Some("15s".into());
     spec.mode = if opts.plan { vsm_host::api::Mode::Plan } else { vsm_host::api::Mode::Apply };
     spec.approval_mode =
         if opts.manual { vsm_host::api::ApprovalMode::Manual } else { vsm_host::api::ApprovalMode::Automatic };
