@@ -22,8 +22,21 @@ pub struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
-    /// "call": the reconcile called a phase; "idle": it found nothing to do; "error".
+    /// "call": the reconcile called a phase; "idle": it found nothing to do; "waiting",
+    /// "yield", "plugin-missing", "error".
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    /// "timer": a requeue the state machine asked for came due; "event": a watch event or
+    /// spec edit woke the migration before that.
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -44,6 +57,9 @@ pub struct Metrics {
     pub call_duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     pub calls: Family<OutcomeLabels, Counter>,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_triggers: Family<TriggerLabels, Counter>,
+    /// Every Kubernetes API request of the operator (when built with a counted client).
+    pub api_requests: Family<RequestLabels, Counter>,
     /// Kubernetes API requests made on behalf of phases.
     pub kube_requests: Family<PhaseLabels, Counter>,
     /// vSphere operations made on behalf of phases.
@@ -75,6 +91,8 @@ impl Metrics {
             call_duration,
             calls: Family::default(),
             reconciles: Family::default(),
+            reconcile_triggers: Family::default(),
+            api_requests: Family::default(),
             kube_requests: Family::default(),
             vsphere_calls: Family::default(),
             leader: Gauge::default(),
@@ -88,6 +106,12 @@ impl Metrics {
         registry.register("plugin_call_duration_seconds", "Wall time of single plugin calls", m.call_duration.clone());
         registry.register("plugin_calls", "Plugin calls by outcome (done, wait, failed, error)", m.calls.clone());
         registry.register("reconciles", "Reconciles of migrations", m.reconciles.clone());
+        registry.register("reconcile_triggers", "What woke a running migration", m.reconcile_triggers.clone());
+        registry.register(
+            "kube_api_requests",
+            "Kubernetes API requests of the operator, by method",
+            m.api_requests.clone(),
+        );
         registry.register("kube_requests", "Kubernetes API requests made for phases", m.kube_requests.clone());
         registry.register("vsphere_calls", "vSphere operations made for phases", m.vsphere_calls.clone());
         registry.register("leader", "1 while this replica is the leader", m.leader.clone());
@@ -107,4 +131,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
+}
+
+/// A kube client whose every request is counted in `metrics.api_requests`.
+pub fn counted_client(config: kube::Config, metrics: &Metrics) -> Result<kube::Client, kube::Error> {
+    let counter = metrics.api_requests.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        counter.get_or_create(&RequestLabels { method: req.method().to_string() }).inc();
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
 }

@@ -41,6 +41,8 @@ pub enum StartError {
     Runtime(#[from] RuntimeError),
     #[error("metrics endpoint: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("kubernetes client: {0}")]
+    Kube(String),
 }
 
 pub struct Operator {
@@ -56,11 +58,27 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Start with a kube client of the caller's.
     pub async fn start(client: kube::Client, cfg: OperatorConfig) -> Result<Operator, StartError> {
+        Self::start_with(client, Arc::new(Metrics::new()), cfg).await
+    }
+
+    /// Start with a client built from `config` whose every API request is counted in the
+    /// metrics (`vsm_kube_api_requests_total`).
+    pub async fn start_counted(config: kube::Config, cfg: OperatorConfig) -> Result<Operator, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let client = crate::metrics::counted_client(config, &metrics).map_err(|e| StartError::Kube(e.to_string()))?;
+        Self::start_with(client, metrics, cfg).await
+    }
+
+    async fn start_with(
+        client: kube::Client,
+        metrics: Arc<Metrics>,
+        cfg: OperatorConfig,
+    ) -> Result<Operator, StartError> {
         let runtime = Runtime::new(RuntimeConfig { cache_dir: cfg.cache_dir.clone(), ..Default::default() })?;
         let registry = Registry::open(runtime, &cfg.plugin_dir, cfg.plugin_config.clone()).await?;
         let watch = if cfg.watch_plugins { Some(registry.watch(Duration::from_millis(250))?) } else { None };
-        let metrics = Arc::new(Metrics::new());
         let status = registry.status();
         metrics.plugins_loaded.set(status.iter().filter(|s| s.state == LoadState::Loaded).count() as i64);
         metrics.plugins_rejected.set(status.iter().filter(|s| s.state == LoadState::Rejected).count() as i64);

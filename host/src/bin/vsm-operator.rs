@@ -96,16 +96,15 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
-    let config = match kubeconfig {
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc =
                 kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
         None => kube::Config::infer().await.context("no kubeconfig and not in a cluster")?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }
 
 async fn run(args: Run) -> Result<()> {
@@ -128,7 +127,7 @@ async fn run(args: Run) -> Result<()> {
         renew_deadline: args.renew_deadline,
         retry_period: args.retry_period,
     });
-    let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let kube = kube_config(args.kubeconfig.as_ref()).await?;
     let vsphere = ClientOptions { operation_timeout: args.vsphere_timeout, ..ClientOptions::default() };
     let config = OperatorConfig {
         plugin_dir: args.plugin_dir,
@@ -141,7 +140,7 @@ async fn run(args: Run) -> Result<()> {
         watch_plugins: !args.no_watch_plugins,
         vsphere,
     };
-    let operator = Operator::start(client, config).await?;
+    let operator = Operator::start_counted(kube, config).await?;
     tracing::info!(%identity, addr = ?operator.addr, "vsm-operator started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

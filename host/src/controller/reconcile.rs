@@ -295,6 +295,12 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
     }
 
     let label = |r: &str| ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: r.into() }).inc();
+    // Was this reconcile due (the requeue the machine asked for) or woken early?
+    if let Some(cur) = m.status.as_ref().and_then(|s| s.current.as_ref()) {
+        let due = cur.next_call_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).is_none_or(|t| t <= now());
+        let trigger = if due { "timer" } else { "event" };
+        ctx.metrics.reconcile_triggers.get_or_create(&crate::metrics::TriggerLabels { trigger: trigger.into() }).inc();
+    }
     let _start_guard =
         if m.status.as_ref().is_none_or(|s| s.started_at.is_none()) { Some(ctx.start_lock.lock().await) } else { None };
     let generation = m.metadata.generation.unwrap_or_default();
