@@ -295,6 +295,7 @@ mod tests {
             valid_until: Arc::new(std::sync::Mutex::new(Some(Instant::now() - Duration::from_secs(1)))),
             changes: rx,
             always: false,
+            _keep: None,
         };
         assert!(!h.is_leader(), "a lapsed renewal is not leadership");
     }

@@ -112,6 +112,17 @@ pub struct CurrentPhase {
     /// effect at the next phase boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRef>,
+    /// The operator instance (one process's controller) that called this run last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Times another operator instance took this run over from the one that called it
+    /// (an operator restart or a leader change mid-phase).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumed: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -150,6 +161,10 @@ pub struct PhaseRecord {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRef>,
+    /// Times the run was taken over by another operator instance (restart or leader
+    /// change) before it ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumed: u32,
 }
 
 /// The rollback sequence: the phases to undo, newest first.

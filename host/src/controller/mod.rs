@@ -41,6 +41,9 @@ pub struct Context {
     pub migrations: Store<VSphereMigration>,
     /// Serialises migration starts, so two migrations cannot both become active.
     pub start_lock: Mutex<()>,
+    /// This controller run (process id and start time): a run continued by another
+    /// instance was taken over after a restart or a leader change.
+    pub instance: String,
 }
 
 /// The objects phases wait for, by namespace (None: cluster-scoped or all namespaces).
@@ -128,7 +131,10 @@ pub async fn run(
         // Status changes are what phases wait for, so every change counts (no predicate).
         controller = controller.watches_with(api, ar, watcher::Config::default(), move |_| active(&store));
     }
-    let ctx = Arc::new(Context { ops, registry, metrics, leader, migrations: reader, start_lock: Mutex::new(()) });
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let instance = format!("{}-{}", std::process::id(), started.as_millis());
+    let ctx =
+        Arc::new(Context { ops, registry, metrics, leader, migrations: reader, start_lock: Mutex::new(()), instance });
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

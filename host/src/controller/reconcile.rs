@@ -385,15 +385,39 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
         };
-        if pinned.is_none() {
-            if let Some(cur) = status.current.as_mut() {
+        let mut stamped = pinned.is_none();
+        let mut resumed = None;
+        if let Some(cur) = status.current.as_mut() {
+            if pinned.is_none() {
                 cur.plugin = Some(PluginRef {
                     component: plugin.component.clone(),
                     version: plugin.info.version.clone(),
                     sha256: plugin.sha256.clone(),
                 });
             }
+            // Another instance called this run before: it was taken over (restart or
+            // leader change); the run's record will say so.
+            if cur.instance.as_deref() != Some(ctx.instance.as_str()) {
+                if cur.instance.is_some() {
+                    cur.resumed += 1;
+                    resumed = Some(machine::Event {
+                        type_: EventType::Normal,
+                        reason: "PhaseResumed",
+                        message: format!(
+                            "phase {} resumed after {} call(s) by a new operator instance (restart or leader change)",
+                            cur.name, cur.attempt
+                        ),
+                    });
+                }
+                cur.instance = Some(ctx.instance.clone());
+                stamped = true;
+            }
+        }
+        if stamped {
             write_status(&api, &mut m, &status, &ctx.leader).await?;
+        }
+        if let Some(event) = resumed {
+            publish(&ctx, &m, &[event]).await;
         }
 
         let result = call(&ctx, &m, &status, &plugin, direction, attempt, dry_run).await;

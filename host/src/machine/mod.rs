@@ -497,6 +497,8 @@ fn start_run(s: &mut Step, phase: &str, direction: Direction) {
         paused_ms: 0,
         // Pinned by the controller at the first call of the run.
         plugin: None,
+        instance: None,
+        resumed: 0,
     });
     match direction {
         Direction::Execute => {
@@ -619,6 +621,7 @@ fn record_of(cur: &CurrentPhase, result: PhaseResult, message: String, now: Stri
         attempts: cur.attempt,
         message,
         plugin: cur.plugin.clone(),
+        resumed: cur.resumed,
     }
 }
 

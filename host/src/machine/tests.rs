@@ -482,3 +482,26 @@ fn conditions_carry_the_generation_and_keep_transition_times() {
     assert_eq!(c.observed_generation, Some(1));
     assert_eq!(w.status.observed_generation, Some(1));
 }
+
+#[test]
+fn a_run_taken_over_by_another_operator_instance_says_so_in_its_record() {
+    // The controller stamps the calling instance on the run and counts take-overs; the
+    // machine keeps the count through waits and into the history.
+    let mut w = World::new(json!({}));
+    w.decide();
+    w.record(CallResult::Wait { after: Duration::from_secs(1), progress: 10, message: "waiting".into() });
+    let cur = w.status.current.as_mut().unwrap();
+    assert_eq!((cur.resumed, cur.instance.as_deref()), (0, None), "a new run starts unstamped");
+    cur.instance = Some("second".into());
+    cur.resumed = 1;
+    w.advance(2);
+    w.decide();
+    w.record(CallResult::Wait { after: Duration::from_secs(1), progress: 20, message: "still".into() });
+    assert_eq!(w.status.current.as_ref().unwrap().resumed, 1, "kept while the run goes on");
+    w.advance(2);
+    w.decide();
+    w.record(done("ok"));
+    assert_eq!(w.status.history[0].resumed, 1, "the record shows the take-over");
+    assert_eq!(w.status.current.as_ref().unwrap().resumed, 0, "the next run starts afresh");
+    assert!(w.status.current.as_ref().unwrap().instance.is_none());
+}
