@@ -1,0 +1,372 @@
+//! End-to-end migrations with the operator, the shipped phase components and the cluster
+//! simulator on the real environment: the final state field by field; a rollback started
+//! at each of the 16 phases returning every touched object to its before-state; pause and
+//! resume; plan mode changing nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use vsm_host::api::{PHASES, VSphereMigration, VSphereMigrationSpec};
+use vsm_host::operator::{Operator, OperatorConfig};
+use vsm_host::runtime::config::{PluginConfig, PluginEntry};
+use vsm_testenv::TestEnv;
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
+use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
+use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
+
+struct Cluster {
+    env: TestEnv,
+    seeded: SeededCluster,
+    sim: Option<SimHandle>,
+    operator: Option<Operator>,
+}
+
+impl Cluster {
+    async fn start(workers: u32) -> Result<Cluster> {
+        let env = TestEnv::start_default().await?;
+        let seeded = seed(&env, &SeedOptions { workers, ..Default::default() }).await?;
+        ensure_secrets(&env, &env.client()).await?;
+        let sim = Simulator::start(&env, SimOptions::instant());
+        let mut config = PluginConfig::default();
+        for entry in std::fs::read_dir(plugin_dir()).context("run `cargo xtask plugins`")? {
+            let stem = entry?.path().file_stem().unwrap().to_string_lossy().to_string();
+            config.plugins.insert(stem, PluginEntry { grant_declared: true, ..Default::default() });
+        }
+        let operator = Operator::start(
+            env.client(),
+            OperatorConfig {
+                plugin_dir: plugin_dir(),
+                plugin_config: config,
+                cache_dir: Some(vsm_testenv::tools::cache_dir()?.with_file_name("wasm-cache")),
+                namespace: None,
+                leader: None,
+                listen: None,
+                identity: "e2e".into(),
+                watch_plugins: false,
+                vsphere: Default::default(),
+            },
+        )
+        .await?;
+        Ok(Cluster { env, seeded, sim: Some(sim), operator: Some(operator) })
+    }
+
+    async fn stop(mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.stop().await;
+        }
+    }
+
+    fn migrations(&self) -> Api<VSphereMigration> {
+        Api::namespaced(self.env.client(), NAMESPACE)
+    }
+
+    async fn create(&self, name: &str, extra: Value) -> Result<()> {
+        let mut v = serde_json::to_value(target_spec(&self.env))?;
+        v["health"] = json!({"stabilityWindow": "2s"});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        let spec = serde_json::from_value(v)?;
+        self.migrations()
+            .create(&PostParams::default(), &VSphereMigration::new(name, VSphereMigrationSpec { spec }))
+            .await?;
+        Ok(())
+    }
+
+    async fn until(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&VSphereMigration) -> bool,
+    ) -> Result<VSphereMigration> {
+        for _ in 0..12_000 {
+            let m = self.migrations().get(name).await?;
+            if pred(&m) {
+                return Ok(m);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let m = self.migrations().get(name).await?;
+        bail!("timed out waiting for {what}: {}", serde_json::to_string_pretty(&m.status)?)
+    }
+
+    async fn set_state(&self, name: &str, state: &str) -> Result<()> {
+        self.migrations()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": state}})))
+            .await?;
+        Ok(())
+    }
+}
+
+fn phase(m: &VSphereMigration) -> String {
+    m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+}
+
+fn dynamic(
+    env: &TestEnv,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match ns {
+        Some(ns) => Api::namespaced_with(env.client(), ns, &ar),
+        None => Api::all_with(env.client(), &ar),
+    }
+}
+
+/// The cluster as the migration sees it, reduced to what must come back after a rollback.
+async fn snapshot(c: &Cluster) -> Result<BTreeMap<String, Value>> {
+    let env = &c.env;
+    let mut s = BTreeMap::new();
+    let infra =
+        dynamic(env, "config.openshift.io", "v1", "Infrastructure", "infrastructures", None).get("cluster").await?;
+    s.insert("infrastructure.spec".into(), infra.data["spec"].clone());
+    let cm: ConfigMap = Api::namespaced(env.client(), "openshift-config").get("cloud-provider-config").await?;
+    s.insert("cloud-provider-config".into(), json!(cm.data));
+    let creds: Secret = Api::namespaced(env.client(), "kube-system").get("vsphere-creds").await?;
+    s.insert("vsphere-creds".into(), serde_json::to_value(&creds.data)?);
+    let cpms = dynamic(
+        env,
+        "machine.openshift.io",
+        "v1",
+        "ControlPlaneMachineSet",
+        "controlplanemachinesets",
+        Some("openshift-machine-api"),
+    )
+    .get("cluster")
+    .await?;
+    let mut cpms_spec = cpms.data["spec"].clone();
+    cpms_spec.as_object_mut().map(|o| o.remove("replicas"));
+    s.insert("cpms.spec".into(), cpms_spec);
+    let sets =
+        dynamic(env, "machine.openshift.io", "v1beta1", "MachineSet", "machinesets", Some("openshift-machine-api"))
+            .list(&Default::default())
+            .await?;
+    let sets: BTreeMap<String, Value> = sets
+        .items
+        .iter()
+        .map(|m| {
+            (
+                m.metadata.name.clone().unwrap(),
+                json!({"replicas": m.data["spec"]["replicas"], "template": m.data["spec"]["template"]["spec"]}),
+            )
+        })
+        .collect();
+    s.insert("machinesets".into(), json!(sets));
+    // Machines: how many of each role run on which vCenter (names change when machines
+    // are replaced and replaced back).
+    let machines =
+        dynamic(env, "machine.openshift.io", "v1beta1", "Machine", "machines", Some("openshift-machine-api"))
+            .list(&Default::default())
+            .await?;
+    let mut placement: BTreeMap<String, u32> = BTreeMap::new();
+    for m in &machines.items {
+        let role = m
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("machine.openshift.io/cluster-api-machine-role").cloned())
+            .unwrap_or_default();
+        let server =
+            m.data["spec"]["providerSpec"]["value"]["workspace"]["server"].as_str().unwrap_or_default().to_string();
+        let phase = m.data["status"]["phase"].as_str().unwrap_or_default().to_string();
+        *placement.entry(format!("{role} on {server} {phase}")).or_default() += 1;
+    }
+    s.insert("machines".into(), json!(placement));
+    let cvo: Deployment =
+        Api::namespaced(env.client(), "openshift-cluster-version").get("cluster-version-operator").await?;
+    s.insert("cvo.replicas".into(), json!(cvo.spec.and_then(|sp| sp.replicas)));
+    Ok(s)
+}
+
+async fn vm_count(c: &Cluster, source: bool) -> Result<usize> {
+    let (vc, dc) = if source { (c.env.source(), "src-dc") } else { (c.env.target(), "dst-dc") };
+    let pool = SessionPool::new(ClientOptions::default());
+    let spec = ServerSpec {
+        server: vc.server(),
+        credentials: Credentials::new(vc.username.clone(), vc.password.clone()),
+        tls: TlsPolicy { ca_bundle_pem: Some(c.env.ca_pem().to_string()), ..Default::default() },
+    };
+    let client = pool.client(&spec).await?;
+    let n = match client.list_vms(&format!("/{dc}/vm/{}", c.seeded.infra_id)).await {
+        Ok(vms) => vms.into_iter().filter(|v| !v.template).count(),
+        Err(vsm_vsphere::VsphereError::NotFound { .. }) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    pool.shutdown().await;
+    Ok(n)
+}
+
+#[tokio::test]
+async fn a_full_migration_ends_with_everything_on_the_target_checked_field_by_field() -> Result<()> {
+    let c = Cluster::start(3).await?;
+    let (src, dst) = (c.env.source().host(), c.env.target().host());
+    c.create("full", json!({})).await?;
+    let m = c
+        .until("full", "Completed", |m| {
+            phase(m) == "Completed" || m.status.as_ref().is_some_and(|s| s.finished_at.is_some())
+        })
+        .await?;
+    assert_eq!(phase(&m), "Completed", "{:#?}", m.status);
+    let history: Vec<String> = m.status.as_ref().unwrap().history.iter().map(|h| h.phase.clone()).collect();
+    assert_eq!(history, PHASES.to_vec());
+
+    let s = snapshot(&c).await?;
+    let infra = &s["infrastructure.spec"]["platformSpec"]["vsphere"];
+    let servers: Vec<&str> =
+        infra["vcenters"].as_array().unwrap().iter().map(|v| v["server"].as_str().unwrap()).collect();
+    assert_eq!(servers, [dst.as_str()], "only the target vCenter is left in the Infrastructure");
+    let fds: Vec<&str> =
+        infra["failureDomains"].as_array().unwrap().iter().map(|f| f["server"].as_str().unwrap()).collect();
+    assert!(!fds.is_empty() && fds.iter().all(|s| *s == dst), "every failure domain is on the target: {fds:?}");
+    let config = s["cloud-provider-config"]["config"].as_str().unwrap();
+    assert!(
+        config.contains(&dst) && !config.contains(&format!("{src}:")) && !config.contains(&format!("\"{src}\"")),
+        "cloud config names only the target:\n{config}"
+    );
+    let creds = s["vsphere-creds"].as_object().unwrap();
+    assert!(creds.contains_key(&format!("{dst}.username")) && creds.contains_key(&format!("{dst}.password")));
+    assert!(!creds.keys().any(|k| k.starts_with(&format!("{src}."))), "source credentials removed: {:?}", creds.keys());
+    let placement = s["machines"].as_object().unwrap();
+    assert_eq!(placement.get(&format!("master on {dst} Running")), Some(&json!(3)), "{placement:?}");
+    assert_eq!(
+        placement.get(&format!("worker on {dst} Running")),
+        Some(&json!(2)),
+        "spec.machineSetConfig.replicas new workers: {placement:?}"
+    );
+    assert!(
+        !placement.keys().any(|k| k.contains(&format!("on {src} "))),
+        "no machine left on the source: {placement:?}"
+    );
+    assert_eq!(s["cvo.replicas"], json!(1), "the CVO is back at its original replicas");
+    assert_eq!(vm_count(&c, true).await?, 0, "the source VMs are gone");
+    assert_eq!(vm_count(&c, false).await?, 5);
+    let nodes: Api<Node> = Api::all(c.env.client());
+    let nodes = nodes.list(&Default::default()).await?;
+    assert_eq!(nodes.items.len(), 5, "one Ready node per machine");
+    assert!(
+        nodes.items.iter().all(|n| n
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.clone())
+            .is_some_and(|p| p.starts_with("vsphere://")))
+    );
+    c.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn plan_mode_changes_nothing_and_lists_the_intended_changes() -> Result<()> {
+    let c = Cluster::start(1).await?;
+    let before = snapshot(&c).await?;
+    let vms = vm_count(&c, true).await?;
+    c.create("plan", json!({"mode": "Plan"})).await?;
+    let m = c.until("plan", "Planned", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+    assert_eq!(phase(&m), "Planned", "{:#?}", m.status);
+    assert_eq!(snapshot(&c).await?, before, "plan mode changed the cluster");
+    assert_eq!(vm_count(&c, true).await?, vms);
+    assert_eq!(vm_count(&c, false).await?, 0);
+    let plan = m.status.unwrap().plan;
+    let changes: Vec<String> = plan
+        .iter()
+        .flat_map(|p| p.changes.iter().map(move |c| format!("{}: {} {} {}", p.phase, c.system, c.action, c.target)))
+        .collect();
+    for expected in
+        ["UpdateInfrastructure: kube", "UpdateSecrets: kube", "CreateTags: vsphere", "CreateFolder: vsphere"]
+    {
+        assert!(
+            changes.iter().any(|c| c.starts_with(expected)),
+            "{expected} missing from the plan:\n{}",
+            changes.join("\n")
+        );
+    }
+    let text = serde_json::to_string(&plan)?;
+    assert!(!text.contains(&c.env.target().password), "no secret in the plan");
+    c.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pause_stops_the_migration_at_any_point_and_resume_finishes_it() -> Result<()> {
+    let c = Cluster::start(1).await?;
+    c.create("paused", json!({})).await?;
+    for at in ["UpdateConfig", "CreateWorkers"] {
+        c.until("paused", at, |m| phase(m) == at).await?;
+        c.set_state("paused", "Paused").await?;
+        let m = c.until("paused", "paused", |m| m.status.as_ref().is_some_and(|s| s.paused_at.is_some())).await?;
+        let calls = |m: &VSphereMigration| {
+            let s = m.status.clone().unwrap();
+            (s.history.len(), s.current.map(|c| c.attempt))
+        };
+        let frozen = calls(&m);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(calls(&c.migrations().get("paused").await?), frozen, "no phase is called while paused");
+        c.set_state("paused", "Running").await?;
+    }
+    let m = c.until("paused", "finished", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+    assert_eq!(phase(&m), "Completed", "{:#?}", m.status);
+    c.stop().await;
+    Ok(())
+}
+
+/// Run a migration up to `at` (Manual mode with every earlier phase approved: it stops
+/// while `at` awaits approval), then ask for a rollback and check the cluster is back.
+/// For `Preflight` nothing ran yet; for `Verify` fifteen phases are undone.
+async fn rollback_at(at: &str) -> Result<()> {
+    let c = Cluster::start(1).await?;
+    let before = snapshot(&c).await?;
+    let vms = vm_count(&c, true).await?;
+    let approved: Vec<&str> = PHASES.iter().take_while(|p| **p != at).copied().collect();
+    c.create("undo", json!({"approvalMode": "Manual", "approvals": approved})).await?;
+    c.until("undo", &format!("{at} awaiting approval"), |m| {
+        phase(m) == at
+            && m.status.as_ref().and_then(|s| s.condition("AwaitingApproval")).is_some_and(|c| c.status == "True")
+    })
+    .await?;
+    c.set_state("undo", "Rollback").await?;
+    let m = c.until("undo", "rolled back", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+    assert_eq!(phase(&m), "RolledBack", "rollback at {at}: {:#?}", m.status);
+    // The simulated controllers settle (machines replaced back, operators recover).
+    let mut after = snapshot(&c).await?;
+    for _ in 0..600 {
+        if after == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = snapshot(&c).await?;
+    }
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "rollback at {at}: {k} differs");
+    }
+    assert_eq!(vm_count(&c, true).await?, vms, "rollback at {at}: the source VMs are intact");
+    assert_eq!(vm_count(&c, false).await?, 0, "rollback at {at}: nothing left on the target");
+    c.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rollback_at_each_phase_returns_every_touched_object_to_its_before_state() -> Result<()> {
+    // Two lanes, each with its own environments, to use both cores.
+    let lane = |phases: Vec<&'static str>| async move {
+        for p in phases {
+            rollback_at(p).await.with_context(|| format!("rollback at {p}"))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let even: Vec<&'static str> = PHASES.iter().step_by(2).copied().collect();
+    let odd: Vec<&'static str> = PHASES.iter().skip(1).step_by(2).copied().collect();
+    let (a, b) = tokio::join!(lane(even), lane(odd));
+    a.and(b)
+}
