@@ -24,7 +24,8 @@ use vsm_sdk::types::names::{
 
 /// Migration-scope key where DisableCVO recorded the CVO's replicas (a JSON number).
 pub const CVO_REPLICAS_KEY: &str = "cvo-replicas";
-/// Phase state: set once the checks passed and the CVO was scaled back.
+/// Phase state: set (to the summary of the checks) once the checks passed and the CVO was
+/// scaled back.
 const RESTORED_KEY: &str = "cvo-restored";
 const POLL_MS: u64 = 15_000;
 const NS: Option<&str> = Some(MACHINE_API_NAMESPACE);
@@ -207,6 +208,9 @@ fn machines_and_nodes(
     Ok((all.len(), nodes.len()))
 }
 
+/// Scale the CVO back to the remembered count (again whenever it differs) and wait until
+/// it is Ready. `notes` (the checks' summary) is kept with the mark that the checks passed,
+/// so later calls only watch the CVO and still report it.
 fn restore_cvo(cx: &Cx, notes: &str) -> Step {
     let what = format!("the cluster-version operator (Deployment {CVO_NAMESPACE}/{CVO})");
     let cvo = cx.kube().get_required(&types::DEPLOYMENT, Some(CVO_NAMESPACE), CVO)?;
@@ -225,20 +229,19 @@ fn restore_cvo(cx: &Cx, notes: &str) -> Step {
             )));
         }
     };
-    if !cx.state().is_marked(RESTORED_KEY) {
-        if current != want {
-            cx.kube().merge_patch(
-                &types::DEPLOYMENT,
-                Some(CVO_NAMESPACE),
-                CVO,
-                &json!({"spec": {"replicas": want}}),
-            )?;
-            cx.log().event(EventType::Normal, "CVORestored", &format!("scaled {what} back to {want} replica(s)"));
+    if current != want {
+        cx.kube().merge_patch(&types::DEPLOYMENT, Some(CVO_NAMESPACE), CVO, &json!({"spec": {"replicas": want}}))?;
+        cx.log().event(EventType::Normal, "CVORestored", &format!("scaled {what} back to {want} replica(s)"));
+    }
+    let notes = match cx.state().get(RESTORED_KEY) {
+        Some(recorded) => recorded,
+        None => {
+            cx.state().set(RESTORED_KEY, notes)?;
+            notes.to_string()
         }
-        cx.state().mark(RESTORED_KEY)?;
-        if cx.dry_run() {
-            return Ok(done(format!("would scale {what} back to {want} replica(s)")));
-        }
+    };
+    if cx.dry_run() {
+        return Ok(done(format!("would scale {what} back to {want} replica(s)")));
     }
     let cvo = cx.kube().get_required(&types::DEPLOYMENT, Some(CVO_NAMESPACE), CVO)?;
     let status = |k: &str| cvo.i64_at(&format!("/status/{k}")).unwrap_or(0);
@@ -267,7 +270,7 @@ fn execute(cx: &Cx) -> Step {
     let spec = cx.spec()?;
     let sources = cx.source_servers().to_vec();
     let targets = spec.target_servers();
-    if cx.state().is_marked(RESTORED_KEY) {
+    if cx.state().get(RESTORED_KEY).is_some() {
         return restore_cvo(cx, "");
     }
     let mut f = Findings::default();
