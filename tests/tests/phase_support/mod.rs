@@ -55,6 +55,11 @@ impl Ctx {
         self.h.run(&self.plugin, Direction::Rollback).await
     }
 
+    /// One execute call (the harness's `run` retries retryable failures until it gives up).
+    pub async fn execute_once(&self) -> Result<Outcome> {
+        Ok(self.h.call(&self.plugin, Direction::Execute, 1, false).await?.0.outcome)
+    }
+
     /// Execute; it must finish `done`.
     pub async fn execute_done(&self) -> Result<Run> {
         let run = self.execute().await?;
@@ -124,6 +129,14 @@ pub fn ensure_done(run: &Run, what: &str) -> Result<()> {
 /// The final outcome is a failure with exactly this message; returns whether retryable.
 pub fn failed_with(run: &Run, message: &str) -> Result<bool> {
     match &run.outcome {
+        Outcome::Failed(f) if f.message == message => Ok(f.retryable),
+        other => bail!("expected failure {message:?}, got {other:?}"),
+    }
+}
+
+/// A single outcome is a failure with exactly this message; returns whether retryable.
+pub fn outcome_failed_with(outcome: &Outcome, message: &str) -> Result<bool> {
+    match outcome {
         Outcome::Failed(f) if f.message == message => Ok(f.retryable),
         other => bail!("expected failure {message:?}, got {other:?}"),
     }

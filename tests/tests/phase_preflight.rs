@@ -1,0 +1,177 @@
+//! Preflight against the real environment: the seeded cluster passes; many problems at
+//! once are all reported in one message (the Go controller stopped at the first and never
+//! looked at health), including the old "vcenters cannot be added or removed" rule on a
+//! modified copy of the real Infrastructure CRD, which Preflight never edits; TLS refused
+//! without the CA; health problems alone are retryable; read-only (a re-run and a crash
+//! change nothing); nothing to roll back.
+
+mod phase_support;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use vsm_host::runtime::Direction;
+use vsm_testenv::sim::objects as o;
+
+use phase_support::*;
+
+const CRD: &str = "infrastructures.config.openshift.io";
+const VCENTERS: &str =
+    "/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters";
+
+fn crds(c: &Ctx) -> Api<CustomResourceDefinition> {
+    Api::all(c.client())
+}
+
+/// Put the old OpenShift rule on `vcenters` in every version of the CRD.
+async fn add_old_rule(c: &Ctx) -> Result<()> {
+    let mut crd = serde_json::to_value(crds(c).get(CRD).await?)?;
+    for v in crd["spec"]["versions"].as_array_mut().context("versions")? {
+        let node = v.pointer_mut(VCENTERS).context("vcenters schema")?;
+        let rules = node.as_object_mut().context("an object")?.entry("x-kubernetes-validations").or_insert(json!([]));
+        rules.as_array_mut().context("a list")?.push(json!({
+            "message": "vcenters cannot be added or removed once set",
+            "rule": "size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true"
+        }));
+    }
+    crds(c).replace(CRD, &PostParams::default(), &serde_json::from_value(crd)?).await?;
+    Ok(())
+}
+
+/// Put the saved CRD's spec back.
+async fn restore_crd(c: &Ctx, saved: &CustomResourceDefinition) -> Result<()> {
+    let mut live = crds(c).get(CRD).await?;
+    live.spec = saved.spec.clone();
+    crds(c).replace(CRD, &PostParams::default(), &live).await?;
+    Ok(())
+}
+
+async fn patch_status(api: &Api<kube::api::DynamicObject>, name: &str, status: Value) -> Result<()> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
+    Ok(())
+}
+
+fn conditions(pairs: &[(&str, &str)]) -> Value {
+    let now = o::now();
+    Value::Array(
+        pairs
+            .iter()
+            .map(|(t, s)| json!({"type": t, "status": s, "reason": "Test", "message": format!("{t} is {s}"), "lastTransitionTime": now}))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() -> Result<()> {
+    let mut c = start("phase-preflight", "preflight").await?;
+    let (src, dst) = (c.env.source().host(), c.env.target().host());
+    let infra_rv = rv(&c.infrastructure().await?);
+
+    // Success on the seeded cluster.
+    let run = c.execute_done().await?;
+    ensure!(
+        run.message().starts_with("all checks passed: 1 target failure domain(s) well-formed;"),
+        "{}",
+        run.message()
+    );
+    for part in [
+        format!("sources {src}"),
+        "the Infrastructure CRD accepts 2 vCenters (at most 3)".to_string(),
+        format!("6 topology objects found in vCenter {dst}"),
+        format!("CreateFolder will create it"),
+    ] {
+        ensure!(run.message().contains(&part), "{part:?} not in {}", run.message());
+    }
+
+    // Read-only: a re-run and a crash at any point change nothing.
+    c.execute_done().await?;
+    let points =
+        c.h.crash_everywhere(&c.plugin, Direction::Execute, |_| async { Ok(()) }, |_| async { Ok(()) }).await?;
+    ensure!(points >= 10, "{points} crash points");
+    ensure!(rv(&c.infrastructure().await?) == infra_rv, "Preflight changed the Infrastructure");
+    ensure!(c.state().await?.is_empty(), "Preflight left state behind");
+    let run = c.rollback_done().await?;
+    ensure!(run.message() == "nothing to undo", "{}", run.message());
+
+    // Many problems at once, each named.
+    let saved_crd = crds(&c).get(CRD).await?;
+    add_old_rule(&c).await?;
+    let crd_rv = rv(&crds(&c).get(CRD).await?);
+    let operators = o::operators_api(&c.client());
+    patch_status(
+        &operators,
+        "storage",
+        json!({"conditions": conditions(&[("Available", "True"), ("Degraded", "True")])}),
+    )
+    .await?;
+    let nodes: Api<Node> = Api::all(c.client());
+    let node = c.cluster.nodes[0].clone();
+    let ready = nodes.get_status(&node).await?;
+    nodes
+        .patch_status(&node, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "test", "lastHeartbeatTime": o::now(), "lastTransitionTime": o::now()}]}})))
+        .await?;
+    let spec = &mut c.h.migration.spec.spec;
+    spec.failure_domains[0].topology.compute_cluster = "/dst-dc/host/no-such-cluster".into();
+    spec.failure_domains[0].topology.resource_pool = Some("/dst-dc/host/no-such-cluster/Resources".into());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.client(), o::CREDS_NS);
+    let creds_before = secrets.get(o::CREDS_NAME).await?;
+    let pass_key = format!("{src}.password");
+    secrets.patch(o::CREDS_NAME, &PatchParams::default(), &Patch::Merge(json!({"data": {&pass_key: null}}))).await?;
+    let run = c.execute().await?;
+    let msg = run.message().to_string();
+    ensure!(!matches!(&run.outcome, vsm_host::runtime::bindings::Outcome::Failed(f) if f.retryable), "{msg}");
+    ensure!(msg.starts_with(&format!("Preflight found 7 problems: (1) Secret kube-system/vsphere-creds lacks (or has empty) keys {pass_key} for the source vCenter(s)")), "{msg}");
+    for part in [
+        format!("source vCenter {src}: no credentials for vCenter {src}"),
+        "the Infrastructure CRD (infrastructures.config.openshift.io, version v1) has the rule \"vcenters cannot be added or removed once set\"".to_string(),
+        "so no vCenter can be added: this OpenShift release does not support moving to another vCenter; upgrade first (the migration never edits the CRD)".to_string(),
+        format!("failure domain target-fd: compute cluster /dst-dc/host/no-such-cluster not found in vCenter {dst}"),
+        format!("failure domain target-fd: resource pool /dst-dc/host/no-such-cluster/Resources not found in vCenter {dst}"),
+        "operator storage (available=True, degraded=True): Degraded is True".to_string(),
+        format!("node {node} not Ready (False)"),
+    ] {
+        ensure!(msg.contains(&part), "{part:?} not in {msg}");
+    }
+    ensure!(rv(&crds(&c).get(CRD).await?) == crd_rv, "Preflight edited the CRD");
+
+    // Put things back: CRD, spec, credentials, node; the operator alone is a retryable problem.
+    restore_crd(&c, &saved_crd).await?;
+    let data = creds_before.data.clone().unwrap_or_default();
+    secrets.patch(o::CREDS_NAME, &PatchParams::default(), &Patch::Merge(json!({"data": data}))).await?;
+    c.h.migration.spec.spec = vsm_testenv::harness::target_spec(c.env);
+    let conds = ready.status.and_then(|s| s.conditions).unwrap_or_default();
+    nodes.patch_status(&node, &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": conds}}))).await?;
+    let outcome = c.execute_once().await?;
+    ensure!(
+        outcome_failed_with(
+            &outcome,
+            "Preflight found 1 problem: (1) operator storage (available=True, degraded=True): Degraded is True"
+        )?,
+        "health alone is retryable"
+    );
+    patch_status(
+        &operators,
+        "storage",
+        json!({"conditions": conditions(&[("Available", "True"), ("Degraded", "False"), ("Progressing", "False")])}),
+    )
+    .await?;
+    c.execute_done().await?;
+
+    // Bad input: no CA for the target, so its certificate is refused.
+    for v in c.h.migration.spec.spec.vcenters.iter_mut().filter(|v| v.server == dst) {
+        v.ca_secret = None;
+    }
+    let run = c.execute().await?;
+    ensure!(
+        run.message().starts_with(&format!(
+            "Preflight found 1 problem: (1) target vCenter {dst}: its TLS certificate was refused"
+        )),
+        "{}",
+        run.message()
+    );
+    ensure!(run.message().ends_with("set spec.vcenters[].caSecret or thumbprint"), "{}", run.message());
+    Ok(())
+}
