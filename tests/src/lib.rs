@@ -33,6 +33,7 @@
 pub mod apiserver;
 pub mod crds;
 pub mod demo;
+pub mod deploy;
 pub mod env;
 pub mod etcd;
 pub mod fault_proxy;
