@@ -80,7 +80,7 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
         format!("sources {src}"),
         "the Infrastructure CRD accepts 2 vCenters (at most 3)".to_string(),
         format!("6 topology objects found in vCenter {dst}"),
-        format!("CreateFolder will create it"),
+        "CreateFolder will create it".to_string(),
     ] {
         ensure!(run.message().contains(&part), "{part:?} not in {}", run.message());
     }
