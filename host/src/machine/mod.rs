@@ -510,9 +510,8 @@ fn start_run(s: &mut Step, phase: &str, direction: Direction) {
     }
 }
 
-/// Call the current run now, or say when.
-fn call_current(mut s: Step) -> Decision {
-    let cur = s.status.current.clone().expect("a current run");
+/// Progressing=True with what the run is doing; returns "running" or "undoing".
+fn mark_running(s: &mut Step, cur: &CurrentPhase) -> &'static str {
     let verb = if cur.direction == Direction::Execute { "running" } else { "undoing" };
     s.condition(
         condition_types::PROGRESSING,
@@ -520,6 +519,13 @@ fn call_current(mut s: Step) -> Decision {
         "PhaseRunning",
         format!("{verb} phase {}: {}", cur.name, cur.message),
     );
+    verb
+}
+
+/// Call the current run now, or say when.
+fn call_current(mut s: Step) -> Decision {
+    let cur = s.status.current.clone().expect("a current run");
+    let verb = mark_running(&mut s, &cur);
     s.condition(condition_types::READY, false, "InProgress", format!("{verb} phase {}", cur.name));
 
     // Deadline: wall time of the run minus time spent paused.
@@ -749,13 +755,7 @@ pub fn record(input: &Input, result: CallResult) -> Decision {
 /// After a wait or a backoff was recorded: say when to call next.
 fn continue_after(mut s: Step) -> Decision {
     let cur = s.status.current.clone().expect("a current run");
-    let verb = if cur.direction == Direction::Execute { "running" } else { "undoing" };
-    s.condition(
-        condition_types::PROGRESSING,
-        true,
-        "PhaseRunning",
-        format!("{verb} phase {}: {}", cur.name, cur.message),
-    );
+    mark_running(&mut s, &cur);
     let next = cur.next_call_at.as_deref().and_then(parse_time).unwrap_or(s.now());
     s.finish(Action::RequeueAt(next))
 }
