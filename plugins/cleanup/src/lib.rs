@@ -171,3 +171,6 @@ fn execute(cx: &Cx) -> Step {
 }
 
 export_phase!(Cleanup);
+
+#[cfg(test)]
+mod tests;

@@ -202,3 +202,6 @@ fn rollback(cx: &Cx) -> Step {
 }
 
 export_phase!(ScaleOldMachines);
+
+#[cfg(test)]
+mod tests;

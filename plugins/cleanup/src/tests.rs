@@ -1,0 +1,96 @@
+use serde_json::json;
+use vsm_common::creds::encode;
+use vsm_sdk::Migration;
+use vsm_sdk::testing::{Direction, FakeHost, migration};
+
+use super::*;
+
+fn m(sources: &[&str]) -> Migration {
+    migration(
+        &json!({
+            "targetVCenterCredentialsSecret": {"name": "t"},
+            "failureDomains": [{"name": "fd-b", "region": "r", "zone": "z", "server": "vc-b",
+                "topology": {"datacenter": "dc-b", "computeCluster": "/dc-b/host/c", "datastore": "/dc-b/datastore/ds",
+                             "networks": ["n"], "template": "/dc-b/vm/t"}}],
+            "machineSetConfig": {"replicas": 1, "failureDomain": "fd-b"},
+            "controlPlaneMachineSetConfig": {"failureDomain": "fd-b"}
+        }),
+        sources,
+    )
+}
+
+const CONFIG: &str = "# keep\nvcenter:\n  vc-a:\n    server: vc-a\n    datacenters:\n    - dc-a\n  vc-b:\n    server: vc-b\n    datacenters:\n    - dc-b\nlabels: {}\n";
+
+fn cluster() -> FakeHost {
+    let h = FakeHost::new();
+    h.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
+        "spec": {"platformSpec": {"type": "VSphere", "vsphere": {
+            "vcenters": [{"server": "vc-a", "datacenters": ["dc-a"]}, {"server": "vc-b", "datacenters": ["dc-b"]}],
+            "failureDomains": [{"name": "fd-a", "server": "vc-a"}, {"name": "fd-b", "server": "vc-b"}],
+            "apiServerInternalIPs": ["10.0.0.5"]}}},
+        "status": {"infrastructureName": "inf"}}));
+    h.put(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": CLOUD_CONFIG, "namespace": CLOUD_CONFIG_NAMESPACE}, "data": {"config": CONFIG}}));
+    h.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VSPHERE_CREDS, "namespace": VSPHERE_CREDS_NAMESPACE},
+                 "data": {"vc-a.username": encode("a"), "vc-a.password": encode("pa"),
+                          "vc-b.username": encode("b"), "vc-b.password": encode("pb")}}));
+    h
+}
+
+fn snapshot(h: &FakeHost) -> (Value, String, Value) {
+    (
+        h.get(&types::INFRASTRUCTURE, None, "cluster").unwrap().at("/spec").cloned().unwrap(),
+        h.get(&types::CONFIG_MAP, Some(CLOUD_CONFIG_NAMESPACE), CLOUD_CONFIG)
+            .unwrap()
+            .str_at("/data/config")
+            .unwrap()
+            .into(),
+        h.get(&types::SECRET, Some(VSPHERE_CREDS_NAMESPACE), VSPHERE_CREDS).unwrap().at("/data").cloned().unwrap(),
+    )
+}
+
+#[test]
+fn removes_only_the_recorded_source_and_a_rerun_never_touches_the_target() {
+    let h = cluster();
+    let before = snapshot(&h);
+    let run = h.run::<Cleanup>(Direction::Execute, &m(&["vc-a"]));
+    assert!(run.done(), "{:?}", run.outcome);
+    let (infra, config, data) = snapshot(&h);
+    assert_eq!(infra["platformSpec"]["vsphere"]["vcenters"], json!([{"server": "vc-b", "datacenters": ["dc-b"]}]));
+    assert_eq!(infra["platformSpec"]["vsphere"]["failureDomains"], json!([{"name": "fd-b", "server": "vc-b"}]));
+    assert_eq!(infra["platformSpec"]["vsphere"]["apiServerInternalIPs"], json!(["10.0.0.5"]));
+    assert_eq!(config, "# keep\nvcenter:\n  vc-b:\n    server: vc-b\n    datacenters:\n    - dc-b\nlabels: {}\n");
+    assert_eq!(data, json!({"vc-b.username": encode("b"), "vc-b.password": encode("pb")}));
+
+    // Now vcenters[0] is the target: the Go controller's re-run removed it. Ours removes
+    // nothing, because the source is the recorded one.
+    let after = snapshot(&h);
+    let again = h.run::<Cleanup>(Direction::Execute, &m(&["vc-a"]));
+    assert!(again.message().starts_with("nothing left to remove"), "{}", again.message());
+    assert_eq!(snapshot(&h), after);
+
+    let back = h.run::<Cleanup>(Direction::Rollback, &m(&["vc-a"]));
+    assert!(back.done(), "{:?}", back.outcome);
+    assert_eq!(snapshot(&h), before);
+}
+
+#[test]
+fn unsafe_inputs_are_refused_before_anything_changes() {
+    let h = cluster();
+    let before = snapshot(&h);
+    let run = h.run::<Cleanup>(Direction::Execute, &m(&[]));
+    assert!(run.message().contains("no source vCenter was recorded"), "{}", run.message());
+    let run = h.run::<Cleanup>(Direction::Execute, &m(&["vc-b"]));
+    assert!(
+        run.message().contains("recorded as a source and named by spec.failureDomains as a target"),
+        "{}",
+        run.message()
+    );
+    h.edit(&types::SECRET, Some(VSPHERE_CREDS_NAMESPACE), VSPHERE_CREDS, |s| {
+        s["data"].as_object_mut().unwrap().remove("vc-b.password");
+    });
+    let run = h.run::<Cleanup>(Direction::Execute, &m(&["vc-a"]));
+    assert!(run.message().contains("has no credentials for target vCenter(s) vc-b"), "{}", run.message());
+    assert_eq!(snapshot(&h).0, before.0);
+    assert_eq!(snapshot(&h).1, before.1);
+}

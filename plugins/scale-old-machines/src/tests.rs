@@ -1,0 +1,99 @@
+use serde_json::json;
+use vsm_sdk::Migration;
+use vsm_sdk::testing::{Direction, FakeHost, migration};
+
+use super::*;
+
+fn m() -> Migration {
+    migration(&json!({"failureDomains": [{"name": "fd-b", "server": "vc-b"}]}), &["vc-a"])
+}
+
+fn set(name: &str, server: &str, replicas: i64) -> Value {
+    json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+           "metadata": {"name": name, "namespace": MACHINE_API_NAMESPACE},
+           "spec": {"replicas": replicas, "template": {"spec": {"providerSpec": {"value": {"workspace": {"server": server}}}}}}})
+}
+
+/// machine-api in miniature: on every wait, each set gets or loses machines (Running, with
+/// a Ready node named like the machine); a machine's node goes with it.
+fn machine_api(h: &FakeHost) {
+    for s in h.list(&types::MACHINE_SET) {
+        let want = replicas(&s) as usize;
+        let server = machines::machine_set_server(&s).to_string();
+        let mine: Vec<Object> =
+            h.list(&types::MACHINE).into_iter().filter(|m| m.label(MACHINESET_LABEL) == Some(s.name())).collect();
+        for i in mine.len()..want {
+            let name = format!("{}-{i}-{}", s.name(), h.imports());
+            h.put(json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine",
+                         "metadata": {"name": name, "namespace": MACHINE_API_NAMESPACE, "labels": {MACHINESET_LABEL: s.name()}},
+                         "spec": {"providerSpec": {"value": {"workspace": {"server": server}}}},
+                         "status": {"phase": "Running", "nodeRef": {"name": name}}}));
+            h.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                         "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
+        }
+        for extra in mine.iter().skip(want) {
+            h.remove(&types::MACHINE, Some(MACHINE_API_NAMESPACE), extra.name());
+            h.remove(&types::NODE, None, extra.name());
+        }
+    }
+}
+
+fn cluster() -> FakeHost {
+    let h = FakeHost::new();
+    h.put(set("old-a", "vc-a", 2));
+    h.put(set("old-b", "vc-a", 1));
+    h.put(set("new", "vc-b", 2));
+    machine_api(&h);
+    h.on_wait(machine_api);
+    h
+}
+
+fn counts(h: &FakeHost) -> Vec<(String, i64)> {
+    h.list(&types::MACHINE_SET).iter().map(|s| (s.name().to_string(), replicas(s))).collect()
+}
+
+#[test]
+fn scales_the_source_sets_to_zero_and_the_rollback_restores_the_remembered_counts() {
+    let h = cluster();
+    let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(run.waits() >= 1, "waited for the machines and nodes to go");
+    assert_eq!(counts(&h), [("new".into(), 2), ("old-a".into(), 0), ("old-b".into(), 0)]);
+    assert!(h.list(&types::NODE).iter().all(|n| n.name().starts_with("new-")));
+    assert_eq!(h.phase_state("ScaleOldMachines", "original").as_deref(), Some("{\"old-a\":2,\"old-b\":1}"));
+
+    let back = h.run::<ScaleOldMachines>(Direction::Rollback, &m());
+    assert!(back.done(), "{:?}", back.outcome);
+    assert_eq!(counts(&h), [("new".into(), 2), ("old-a".into(), 2), ("old-b".into(), 1)], "not a fixed 3");
+    assert_eq!(h.list(&types::MACHINE).len(), 5);
+}
+
+#[test]
+fn a_crash_anywhere_never_remembers_a_zero() {
+    for n in 1..40 {
+        let h = cluster();
+        if h.call_crashing::<ScaleOldMachines>(Direction::Execute, &m(), n).is_some() {
+            assert!(n > 5, "the first call has several imports");
+            return;
+        }
+        machine_api(&h);
+        let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
+        assert!(run.done(), "crash at {n}: {:?}", run.outcome);
+        assert_eq!(
+            h.phase_state("ScaleOldMachines", "original").as_deref(),
+            Some("{\"old-a\":2,\"old-b\":1}"),
+            "crash at {n}"
+        );
+    }
+    panic!("more than 40 imports in the first call");
+}
+
+#[test]
+fn refuses_while_no_worker_in_the_target_is_ready() {
+    let h = FakeHost::new();
+    h.put(set("old-a", "vc-a", 2));
+    let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
+    assert!(run.failed() && !run.retryable());
+    assert!(run.message().contains("refusing to scale the source's workers to zero"), "{}", run.message());
+    assert_eq!(counts(&h), [("old-a".into(), 2)]);
+}
