@@ -16,6 +16,7 @@ use anyhow::{Result, ensure};
 use kube::ResourceExt;
 use serde_json::{Value, json};
 use vsm_host::runtime::Direction;
+use vsm_host::runtime::bindings::Outcome;
 use vsm_testenv::harness::{TARGET_FD, TARGET_TEMPLATE};
 use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator};
@@ -70,18 +71,24 @@ async fn create_workers_models_a_real_worker_set_and_waits_for_machines_and_node
     let template = c.cluster.worker_machinesets[0].clone();
     ensure!(c.cluster.infra_machineset.as_deref().is_some_and(|i| i < template.as_str()), "the infra set sorts first");
 
-    // Success.
-    let run = c.execute_done().await?;
-    workers_ready(&c, &name, 2).await?;
-    let waited = wait_messages(&run);
-    ensure!(waited.len() >= 2, "waited for machines and nodes: {waited:?}");
+    // Success. With machine-api stopped first, the phase really waits for machines.
+    sim.stop().await;
+    let first = one_call(&c, Direction::Execute).await?;
     ensure!(
-        waited[0].starts_with(&format!(
+        message(&first).starts_with(&format!(
             "created MachineSet {name} from {template} (2 worker(s) in failure domain {TARGET_FD}, vCenter {dst})"
         )),
-        "{waited:?}"
+        "{first:?}"
     );
-    ensure!(waited.iter().any(|w| w.starts_with("waiting for new workers: ")), "{waited:?}");
+    let second = one_call(&c, Direction::Execute).await?;
+    ensure!(
+        matches!(second, Outcome::Wait(_))
+            && message(&second) == "waiting for new workers: 0/2 ready; machine-api has created 0 of 2 machines",
+        "{second:?}"
+    );
+    let sim = Simulator::start(c.env, SimOptions::instant());
+    let run = c.execute_done().await?;
+    workers_ready(&c, &name, 2).await?;
     ensure!(
         run.message().starts_with(&format!("MachineSet {name}: 2/2 workers Running with Ready nodes in vCenter {dst}")),
         "{}",
