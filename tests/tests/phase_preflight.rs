@@ -79,6 +79,7 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
     for part in [
         format!("sources {src}"),
         "the Infrastructure CRD accepts 2 vCenters (at most 3)".to_string(),
+        format!("5 source topology objects found in vCenter {src}"),
         format!("6 topology objects found in vCenter {dst}"),
         "CreateFolder will create it".to_string(),
     ] {

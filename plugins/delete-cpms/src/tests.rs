@@ -199,3 +199,20 @@ fn plan_mode_deletes_nothing() {
     assert_eq!(live(&host).unwrap(), before);
     assert_eq!(host.plan().len(), 1);
 }
+
+#[test]
+fn a_refused_delete_is_a_failure_not_a_warning() {
+    // The Go controller logged every delete error as "not found or already deleted" and
+    // completed.
+    let host = cluster("Active");
+    host.on_kube("delete", "ControlPlaneMachineSet", |_| {
+        Some(vsm_sdk::KubeError::Forbidden("controlplanemachinesets \"cluster\" is forbidden".into()))
+    });
+    let run = host.run::<DeleteCpms>(Direction::Execute, &m());
+    assert!(run.failed() && !run.retryable());
+    assert_eq!(
+        run.message(),
+        "deleting ControlPlaneMachineSet openshift-machine-api/cluster: forbidden: controlplanemachinesets \"cluster\" is forbidden"
+    );
+    assert_eq!(state_of(&live(&host).unwrap()), "Active");
+}

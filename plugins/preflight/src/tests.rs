@@ -69,6 +69,10 @@ fn cluster() -> FakeHost {
     }
     host.vcenter(SRC, |v| {
         v.add_datacenter("src-dc");
+        v.add(ObjectKind::ComputeCluster, "/src-dc/host/c", false);
+        v.add(ObjectKind::ResourcePool, "/src-dc/host/c/Resources", false);
+        v.add(ObjectKind::Datastore, "/src-dc/datastore/ds", false);
+        v.add(ObjectKind::Network, "/src-dc/network/VM Network", false);
     });
     host.vcenter(DST, |v| {
         v.add_datacenter("dst-dc");
@@ -91,7 +95,7 @@ fn a_healthy_cluster_passes_and_nothing_is_changed() {
         run.message(),
         "all checks passed: 1 target failure domain(s) well-formed; Infrastructure is vSphere (infraID cl-1), sources vc-src; \
          credentials present for every source and target vCenter; the Infrastructure CRD accepts 2 vCenters (at most 3); \
-         source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
+         source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); 4 source topology objects found in vCenter vc-src; target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
          6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy \
          (note: VM folder /dst-dc/vm/cl-1 does not exist yet in vCenter vc-dst; CreateFolder will create it)"
     );
@@ -241,4 +245,22 @@ fn plan_mode_is_the_same_read_only_check() {
     let run = host.plan_run::<Preflight>(&m());
     assert!(run.done(), "{:?}", run.outcome);
     assert!(host.plan().is_empty());
+}
+
+#[test]
+fn a_source_object_missing_from_vcenter_is_a_note_not_a_blocker() {
+    let host = cluster();
+    host.vcenter(SRC, |v| {
+        v.objects.remove("/src-dc/datastore/ds");
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(
+        run.message().contains(
+            "source failure domain source-fd: datastore /src-dc/datastore/ds not found in vCenter vc-src \
+             (a rollback that scales the source machines back up needs it)"
+        ),
+        "{}",
+        run.message()
+    );
 }

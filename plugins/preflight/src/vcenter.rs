@@ -4,6 +4,7 @@
 use vsm_common::infra;
 use vsm_sdk::VsphereError;
 use vsm_sdk::prelude::*;
+use vsm_sdk::spec::FailureDomain;
 
 use crate::Findings;
 use crate::topology::required_objects;
@@ -65,6 +66,33 @@ fn datacenters_of(vsphere: &Value, server: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The source's failure domains as the Infrastructure describes them: what is missing is
+/// worth knowing (a rollback scales the source machine sets back up there), not blocking.
+fn check_source_failure_domains(cx: &Cx, vsphere: &Value, source: &str, f: &mut Findings) {
+    let fds =
+        infra::failure_domains(vsphere).iter().filter(|fd| fd.get("server").and_then(Value::as_str) == Some(source));
+    let mut found = 0;
+    for raw in fds {
+        let Ok(fd) = serde_json::from_value::<FailureDomain>(raw.clone()) else {
+            f.note(format!("source failure domain {} could not be read", raw["name"]));
+            continue;
+        };
+        for (kind, path, what) in required_objects(&fd).into_iter().filter(|(k, _, _)| *k != ObjectKind::Datacenter) {
+            match cx.vsphere().lookup(source, kind, &path) {
+                Ok(Some(_)) => found += 1,
+                Ok(None) => f.note(format!(
+                    "source failure domain {}: {what} {path} not found in vCenter {source} (a rollback that scales the source machines back up needs it)",
+                    fd.name
+                )),
+                Err(e) => vs_problem(f, format!("looking up {what} {path} in vCenter {source}"), &e),
+            }
+        }
+    }
+    if found > 0 {
+        f.checked(format!("{found} source topology objects found in vCenter {source}"));
+    }
+}
+
 pub fn check_vcenters(cx: &Cx, spec: &MigrationSpec, infra: Option<&Object>, infra_id: Option<&str>, f: &mut Findings) {
     let vsphere = infra.map(infra::vsphere_spec).unwrap_or_default();
     for source in cx.source_servers() {
@@ -74,6 +102,7 @@ pub fn check_vcenters(cx: &Cx, spec: &MigrationSpec, infra: Option<&Object>, inf
         for dc in datacenters_of(&vsphere, source) {
             expect(cx, source, ObjectKind::Datacenter, &format!("/{dc}"), "source datacenter".into(), f);
         }
+        check_source_failure_domains(cx, &vsphere, source, f);
     }
     for server in spec.target_servers() {
         if !login(cx, server, "target", f) {

@@ -89,6 +89,17 @@ fn execute(cx: &Cx) -> Step {
         infra::require_vsphere(&live)?;
         let infra_id = infra::infra_id(&live)?;
         let current = infra::vsphere_spec(&live);
+        let listed = infra::vcenter_servers(&current);
+        let missing: Vec<&str> =
+            cx.source_servers().iter().map(String::as_str).filter(|s| !listed.iter().any(|l| l == s)).collect();
+        if !missing.is_empty() {
+            return Err(PhaseError::invalid(format!(
+                "the Infrastructure does not list the source vCenter(s) {} recorded when the migration started \
+                 (spec.platformSpec.vsphere.vcenters: {}); refusing to write vCenters without them",
+                missing.join(", "),
+                if listed.is_empty() { "empty".to_string() } else { listed.join(", ") }
+            )));
+        }
         let legacy = infra::undescribed_sources(&current, &targets);
         let t = Targets {
             failure_domains: &spec.failure_domains,

@@ -236,3 +236,22 @@ fn plan_mode_changes_nothing() {
     assert_eq!(live(&host), before);
     assert_eq!(host.plan().len(), 1);
 }
+
+#[test]
+fn an_infrastructure_without_the_recorded_source_is_never_written() {
+    // The Go controller treated a missing vSphere spec as success; writing the targets
+    // alone would drop the source vCenter the cluster still runs on.
+    let host = cluster(true);
+    host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| {
+        o["spec"]["platformSpec"]["vsphere"] = json!({});
+    });
+    let before = live(&host);
+    let run = host.run::<UpdateInfrastructure>(Direction::Execute, &m(vec![target_fd("t1", "dst-dc")]));
+    assert!(run.failed() && !run.retryable());
+    assert_eq!(
+        run.message(),
+        "the Infrastructure does not list the source vCenter(s) vc-src recorded when the migration started \
+         (spec.platformSpec.vsphere.vcenters: empty); refusing to write vCenters without them"
+    );
+    assert_eq!(live(&host), before);
+}
