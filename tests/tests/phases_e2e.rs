@@ -18,7 +18,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use vsm_host::runtime::Direction;
 use vsm_testenv::harness::{TARGET_FD, TARGET_TEMPLATE};
 use vsm_testenv::sim::cloud_config::parse;
 use vsm_testenv::sim::objects::{self as o, CVO_NAME, CVO_NS};
