@@ -182,6 +182,9 @@ async fn plugins(plugin_dir: PathBuf, plugin_config: Option<PathBuf>) -> Result<
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Before any TLS client: the Kubernetes client cannot choose between the two rustls
+    // providers compiled in and would panic.
+    vsm_vsphere::install_default_crypto_provider();
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
         Command::Crd => {

@@ -554,6 +554,7 @@ async fn finalize(
         other => ReconcileError::Kube(kube::Error::Service(other.to_string().into())),
     })?;
     services.state_store().delete_store().await?;
+    services.overlay_store().delete().await?;
     tracing::info!(migration = %m.metadata.name.clone().unwrap_or_default(), backups = removed, "migration deleted; its backups and state removed");
     set_finalizer(api, m, false).await?;
     Ok(Some(Action::await_change()))

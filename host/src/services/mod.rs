@@ -9,6 +9,7 @@
 
 pub mod journal;
 pub mod kube;
+pub mod overlay;
 pub mod plan;
 pub mod state;
 pub mod vsphere;
@@ -25,7 +26,8 @@ use vsm_vsphere as vs;
 
 use crate::api::{BackupRef, PlannedChange, SourceVCenter, VSphereMigration};
 use crate::runtime::bindings::{
-    BackupError, EventType, KubeError, Level, ObjectType, RestoreReport, Scope, SnapshotInfo, StateError, VsphereError,
+    BackupError, EventType, KubeError, Level, ObjectType, PatchType, RestoreReport, Scope, SnapshotInfo, StateError,
+    VsphereError,
 };
 use crate::runtime::{CallScope, Direction, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
 use journal::{Entry, EntryKind, Journal, JournalError, Stored};
@@ -71,6 +73,8 @@ pub struct ClusterServices {
     endpoints: Endpoints,
     journal: Journal,
     state: StateStore,
+    overlay_store: overlay::OverlayStore,
+    overlay: tokio::sync::Mutex<Option<overlay::Overlay>>,
     state_cache: tokio::sync::Mutex<Option<BTreeMap<String, String>>>,
     journalled: Mutex<HashSet<String>>,
     outputs: Mutex<CallOutputs>,
@@ -94,7 +98,9 @@ impl ClusterServices {
                 sources,
             },
             journal: Journal::new(ctx.client.clone(), &namespace, &name, owner.clone()),
-            state: StateStore::new(ctx.client.clone(), &namespace, &name, owner),
+            state: StateStore::new(ctx.client.clone(), &namespace, &name, owner.clone()),
+            overlay_store: overlay::OverlayStore::new(ctx.client.clone(), &namespace, &name, owner),
+            overlay: tokio::sync::Mutex::new(None),
             state_cache: tokio::sync::Mutex::new(None),
             journalled: Mutex::new(HashSet::new()),
             outputs: Mutex::new(CallOutputs::default()),
@@ -109,6 +115,10 @@ impl ClusterServices {
 
     pub fn state_store(&self) -> &StateStore {
         &self.state
+    }
+
+    pub fn overlay_store(&self) -> &overlay::OverlayStore {
+        &self.overlay_store
     }
 
     /// Take what the calls so far produced.
@@ -501,6 +511,159 @@ impl ClusterServices {
     }
 }
 
+impl ClusterServices {
+    /// Plan mode: reads see the cluster as the earlier planned changes would have left it
+    /// (the overlay); writes are validated by the API server with `dryRun=All`, recorded
+    /// in the plan, and their result laid into the overlay.
+    async fn plan_kube(&self, ty: &ResolvedType, op: KubeOp, manager: &str) -> Result<String, KubeError> {
+        let mut guard = self.overlay.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.overlay_store.load().await?);
+        }
+        let overlay = guard.as_mut().expect("loaded");
+        let namespace = op.namespace().map(str::to_string);
+        let ns = namespace.as_deref();
+        let client = &self.ctx.client;
+        let live_get = |name: String| async move {
+            match perform(client, ty, KubeOp::Get { namespace: ns.map(str::to_string), name }, "", false).await {
+                Ok(json) => {
+                    Ok(Some(serde_json::from_str::<Value>(&json).map_err(|e| KubeError::Transient(e.to_string()))?))
+                }
+                Err(KubeError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let parse = |json: &str| {
+            serde_json::from_str::<Value>(json)
+                .map_err(|e| KubeError::Invalid(format!("malformed JSON from the phase: {e}")))
+        };
+        let target = |name: &str| match ns {
+            Some(ns) => format!("{} {ns}/{name}", ty.kind),
+            None => format!("{} {name}", ty.kind),
+        };
+
+        // The object as earlier planned changes left it, or live.
+        let current =
+            |overlay: &overlay::Overlay, name: &str| overlay.get(&overlay::key(ty, ns, name)).map(|o| o.cloned());
+        match op {
+            KubeOp::Get { name, .. } => match current(overlay, &name) {
+                Some(Some(o)) => Ok(o.to_string()),
+                Some(None) => Err(KubeError::NotFound(format!("{} (deleted by the plan)", target(&name)))),
+                None => perform(client, ty, KubeOp::Get { namespace: ns.map(str::to_string), name }, "", false).await,
+            },
+            KubeOp::List { label_selector, .. } => {
+                let live = perform(
+                    client,
+                    ty,
+                    KubeOp::List { namespace: ns.map(str::to_string), label_selector: label_selector.clone() },
+                    "",
+                    false,
+                )
+                .await?;
+                let live: Vec<Value> = serde_json::from_str(&live).map_err(|e| KubeError::Transient(e.to_string()))?;
+                Ok(Value::Array(overlay.merge_list(ty, ns, label_selector.as_deref(), live)?).to_string())
+            }
+            KubeOp::Create { object, .. } => {
+                let name = target_name(&KubeOp::Create { namespace: None, object: object.clone() }).unwrap_or_default();
+                if matches!(current(overlay, &name), Some(Some(_))) {
+                    return Err(KubeError::AlreadyExists(format!("{} (created by the plan)", target(&name))));
+                }
+                let result =
+                    perform(client, ty, KubeOp::Create { namespace: ns.map(str::to_string), object }, manager, true)
+                        .await?;
+                let created = parse(&result)?;
+                overlay.objects.insert(overlay::key(ty, ns, &name), Some(created));
+                self.plan("kube", "create", target(&name), vec!["+ (new object)".into()]);
+                self.overlay_store.save(overlay).await?;
+                Ok(result)
+            }
+            KubeOp::Delete { name, .. } => {
+                let exists = match current(overlay, &name) {
+                    Some(o) => o.is_some(),
+                    None => live_get(name.clone()).await?.is_some(),
+                };
+                if !exists {
+                    return Err(KubeError::NotFound(target(&name)));
+                }
+                overlay.objects.insert(overlay::key(ty, ns, &name), None);
+                self.plan("kube", "delete", target(&name), vec![]);
+                self.overlay_store.save(overlay).await?;
+                Ok("{}".into())
+            }
+            update => {
+                let (name, action) = match &update {
+                    KubeOp::Replace { name, .. } => (name.clone(), "update"),
+                    KubeOp::Apply { name, .. } => (name.clone(), "apply"),
+                    KubeOp::Patch { name, .. } => (name.clone(), "patch"),
+                    _ => unreachable!("reads, create and delete are handled above"),
+                };
+                let live = live_get(name.clone()).await?;
+                let base = match current(overlay, &name) {
+                    Some(Some(o)) => Some(o),
+                    Some(None) => return Err(KubeError::NotFound(format!("{} (deleted by the plan)", target(&name)))),
+                    None => live.clone(),
+                };
+                let is_apply = matches!(update, KubeOp::Apply { .. });
+                let base = match (base, is_apply) {
+                    (Some(b), _) => b,
+                    (None, true) => Value::Object(Default::default()),
+                    (None, false) => return Err(KubeError::NotFound(target(&name))),
+                };
+                // The change applied to the planned object, as the API server would.
+                let mut desired = match update {
+                    KubeOp::Replace { object, .. } => parse(&object)?,
+                    KubeOp::Apply { object, .. } => {
+                        let mut d = base.clone();
+                        overlay::merge_patch(&mut d, &parse(&object)?);
+                        d
+                    }
+                    KubeOp::Patch { patch_type, patch, .. } => {
+                        let mut d = base.clone();
+                        match patch_type {
+                            PatchType::Merge => overlay::merge_patch(&mut d, &parse(&patch)?),
+                            PatchType::Json => overlay::json_patch(&mut d, &parse(&patch)?)?,
+                        }
+                        d
+                    }
+                    _ => unreachable!("only updates reach here"),
+                };
+                // Validated against the live object (or as a creation if only the plan has it).
+                let result = match live {
+                    Some(l) => {
+                        desired["metadata"]["resourceVersion"] = l["metadata"]["resourceVersion"].clone();
+                        desired["metadata"]["uid"] = l["metadata"]["uid"].clone();
+                        let object = desired.to_string();
+                        perform(
+                            client,
+                            ty,
+                            KubeOp::Replace { namespace: ns.map(str::to_string), name: name.clone(), object },
+                            manager,
+                            true,
+                        )
+                        .await?
+                    }
+                    None => {
+                        strip_server_fields(&mut desired);
+                        perform(
+                            client,
+                            ty,
+                            KubeOp::Create { namespace: ns.map(str::to_string), object: desired.to_string() },
+                            manager,
+                            true,
+                        )
+                        .await?
+                    }
+                };
+                let planned = parse(&result)?;
+                self.plan("kube", action, target(&name), plan::diff(&base, &planned));
+                overlay.objects.insert(overlay::key(ty, ns, &name), Some(planned));
+                self.overlay_store.save(overlay).await?;
+                Ok(result)
+            }
+        }
+    }
+}
+
 /// Put an object back as it was (`before`), or delete it if it did not exist.
 pub async fn restore_object(
     client: &::kube::Client,
@@ -560,37 +723,11 @@ impl PhaseServices for ClusterServices {
         let manager = format!("vsm-phase-{}", scope.phase.to_lowercase());
         let name = target_name(&op);
         self.out().kube_requests += 1;
+        if scope.dry_run {
+            return self.plan_kube(ty, op, &manager).await;
+        }
         if !op.is_mutation() {
             return perform(&self.ctx.client, ty, op, &manager, false).await;
-        }
-        if scope.dry_run {
-            let before = match &name {
-                Some(n) => perform(
-                    &self.ctx.client,
-                    ty,
-                    KubeOp::Get { namespace: op.namespace().map(str::to_string), name: n.clone() },
-                    "",
-                    false,
-                )
-                .await
-                .ok()
-                .and_then(|j| serde_json::from_str::<Value>(&j).ok()),
-                None => None,
-            };
-            let action = op.verbs()[0];
-            let target = match op.namespace() {
-                Some(ns) => format!("{} {ns}/{}", ty.kind, name.clone().unwrap_or_default()),
-                None => format!("{} {}", ty.kind, name.clone().unwrap_or_default()),
-            };
-            let is_delete = matches!(op, KubeOp::Delete { .. });
-            let result = perform(&self.ctx.client, ty, op, &manager, true).await?;
-            let details = match (&before, is_delete) {
-                (_, true) => vec![],
-                (Some(b), false) => plan::diff(b, &serde_json::from_str(&result).unwrap_or_default()),
-                (None, false) => vec!["+ (new object)".into()],
-            };
-            self.plan("kube", action, target, details);
-            return Ok(result);
         }
         let Some(name) = name else {
             return Err(KubeError::Invalid("the object has no metadata.name (generateName is not supported)".into()));

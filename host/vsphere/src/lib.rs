@@ -26,8 +26,34 @@ pub use retry::RetryPolicy;
 pub use session::{Client, ClientOptions, Credentials, PoolStats, Secret, ServerSpec, SessionPool};
 pub use soap::MoRef;
 pub use tags::{Cardinality, CategorySpec, TagInfo};
-pub use tls::{TlsPolicy, fetch_thumbprint, fetch_thumbprint_with_timeout};
+pub use tls::{TlsPolicy, fetch_thumbprint, fetch_thumbprint_with_timeout, install_default_crypto_provider};
 pub use vm::{PowerState, VmSummary};
+
+/// Entry points for the fuzz targets (`tests/fuzz`): the decoding of vCenter answers,
+/// without a connection. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::VsphereError;
+
+    /// A REST answer with this HTTP status and body, decoded as every REST call does.
+    pub fn rest_answer(status: u16, body: &str) -> Result<Option<serde_json::Value>, VsphereError> {
+        let status = reqwest::StatusCode::from_u16(status).map_err(|e| VsphereError::protocol(e.to_string()))?;
+        crate::session::rest_answer("vcenter.fuzz", status, body, "com/vmware/cis/tagging/tag", "GET tagging/tag")
+    }
+
+    /// A tag category answer (`value` of a REST answer), as `ensure_category` reads it:
+    /// (id, name, associable types).
+    pub fn category(value: Option<serde_json::Value>) -> Result<(String, String, Vec<String>), VsphereError> {
+        let c: crate::tags::CategoryModel = crate::tags::decode(value, "category")?;
+        Ok((c.id, c.name, c.associable_types))
+    }
+
+    /// A list of tags (`value` of a REST answer), as the tag calls read it: (id, name, category id).
+    pub fn tags(value: Option<serde_json::Value>) -> Result<Vec<(String, String, String)>, VsphereError> {
+        let tags: Vec<crate::tags::TagModel> = crate::tags::decode_list(value, "tags")?;
+        Ok(tags.into_iter().map(|t| (t.id, t.name, t.category_id)).collect())
+    }
+}
 
 /// The vCenter's `about` block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -858,43 +858,7 @@ impl Client {
         path: &str,
         call: &str,
     ) -> Result<Option<serde_json::Value>, VsphereError> {
-        let json: Option<serde_json::Value> =
-            if text.trim().is_empty() { None } else { serde_json::from_str(text).ok() };
-        if status.is_success() {
-            if !text.trim().is_empty() && json.is_none() {
-                return Err(VsphereError::protocol(format!("{call}: answer is not JSON")));
-            }
-            return Ok(json.and_then(|mut j| j.get_mut("value").map(serde_json::Value::take)));
-        }
-        let kind = json
-            .as_ref()
-            .and_then(|j| j.get("type").or_else(|| j.get("error_type")))
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let messages =
-            json.as_ref().and_then(|j| j.pointer("/value/messages")).map(|m| m.to_string()).unwrap_or_default();
-        Err(match (status.as_u16(), kind.as_str()) {
-            (401, _) | (_, "unauthenticated") => VsphereError::NotAuthenticated { server: self.server.clone() },
-            (403, _) | (_, "unauthorized") => {
-                VsphereError::PermissionDenied { privilege: messages, object: path.to_string() }
-            }
-            (404, _) | (_, "not_found") => VsphereError::not_found(path),
-            (_, "already_exists") => VsphereError::AlreadyExists { name: path.to_string() },
-            (_, "invalid_argument")
-            | (_, "not_allowed_in_current_state")
-            | (_, "resource_in_use")
-            | (_, "unsupported") => VsphereError::invalid(format!("{call}: {kind} {messages}")),
-            (_, "service_unavailable") | (_, "resource_busy") | (_, "timed_out") => VsphereError::Transient {
-                operation: call.to_string(),
-                attempts: 1,
-                reason: format!("{kind} {messages}"),
-            },
-            (s, _) => retry::classify_status(s, call, text),
-        })
+        rest_answer(&self.server, status, text, path, call)
     }
 
     async fn rest_with_retries(
@@ -1154,6 +1118,49 @@ impl Drop for Client {
 enum RestAuth<'a> {
     Basic(&'a Credentials),
     Session(&'a str),
+}
+
+/// What a REST answer means: the `value` of a 2xx JSON answer (None when empty), or the
+/// error its status and body say. `server`, `path` and `call` only go into error texts.
+pub(crate) fn rest_answer(
+    server: &str,
+    status: StatusCode,
+    text: &str,
+    path: &str,
+    call: &str,
+) -> Result<Option<serde_json::Value>, VsphereError> {
+    let json: Option<serde_json::Value> = if text.trim().is_empty() { None } else { serde_json::from_str(text).ok() };
+    if status.is_success() {
+        if !text.trim().is_empty() && json.is_none() {
+            return Err(VsphereError::protocol(format!("{call}: answer is not JSON")));
+        }
+        return Ok(json.and_then(|mut j| j.get_mut("value").map(serde_json::Value::take)));
+    }
+    let kind = json
+        .as_ref()
+        .and_then(|j| j.get("type").or_else(|| j.get("error_type")))
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let messages = json.as_ref().and_then(|j| j.pointer("/value/messages")).map(|m| m.to_string()).unwrap_or_default();
+    Err(match (status.as_u16(), kind.as_str()) {
+        (401, _) | (_, "unauthenticated") => VsphereError::NotAuthenticated { server: server.to_string() },
+        (403, _) | (_, "unauthorized") => {
+            VsphereError::PermissionDenied { privilege: messages, object: path.to_string() }
+        }
+        (404, _) | (_, "not_found") => VsphereError::not_found(path),
+        (_, "already_exists") => VsphereError::AlreadyExists { name: path.to_string() },
+        (_, "invalid_argument") | (_, "not_allowed_in_current_state") | (_, "resource_in_use") | (_, "unsupported") => {
+            VsphereError::invalid(format!("{call}: {kind} {messages}"))
+        }
+        (_, "service_unavailable") | (_, "resource_busy") | (_, "timed_out") => {
+            VsphereError::Transient { operation: call.to_string(), attempts: 1, reason: format!("{kind} {messages}") }
+        }
+        (s, _) => retry::classify_status(s, call, text),
+    })
 }
 
 /// The value of the SOAP session cookie in a Set-Cookie header, as sent back later.

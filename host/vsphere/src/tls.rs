@@ -82,6 +82,14 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Make ring the process-wide rustls provider, for the TLS clients that do not pick one
+/// themselves (the Kubernetes client). Several crates compile both ring and aws-lc-rs in,
+/// and rustls refuses to guess: without this a process panics at its first TLS client.
+/// Returns false if a default was installed already (which is fine).
+pub fn install_default_crypto_provider() -> bool {
+    rustls::crypto::ring::default_provider().install_default().is_ok()
+}
+
 #[derive(Debug)]
 enum Mode {
     /// Chain verification; the inner verifier does all the work.
