@@ -31,8 +31,33 @@ pub struct ApiServer {
     pub admin_cert_path: PathBuf,
     pub admin_key_path: PathBuf,
     pub ca_path: PathBuf,
+    /// The audit log (JSON lines), when started with [`ApiServer::start_with`] and `audit`.
+    pub audit_log_path: Option<PathBuf>,
     pub(crate) process: Process,
+    launch: Launch,
 }
+
+/// How the running server was started, so [`ApiServer::restart`] can start it again the same way.
+struct Launch {
+    bin: PathBuf,
+    dir: PathBuf,
+    etcd_url: String,
+    port: u16,
+    attempt: usize,
+    audit: bool,
+    restarts: usize,
+}
+
+/// The audit policy of [`ApiServer::start_with`]: every write (with who made it and how it
+/// ended), no reads.
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
 
 fn random_token() -> Result<String> {
     let mut buf = [0u8; 24];
@@ -45,6 +70,12 @@ impl ApiServer {
     /// Writes certificates and tokens under `dir` and starts the server; retries with a new
     /// port if the one picked was taken meanwhile.
     pub async fn start(bin: &Path, dir: &Path, ca: &TestCa, etcd_url: &str) -> Result<ApiServer> {
+        Self::start_with(bin, dir, ca, etcd_url, false).await
+    }
+
+    /// [`ApiServer::start`], with an audit log of every write at `dir/audit.log` when `audit`
+    /// ([`AUDIT_POLICY`]).
+    pub async fn start_with(bin: &Path, dir: &Path, ca: &TestCa, etcd_url: &str, audit: bool) -> Result<ApiServer> {
         let ca_path = dir.join("ca.crt");
         std::fs::write(&ca_path, &ca.cert_pem)?;
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -72,9 +103,21 @@ impl ApiServer {
                  {operator_token},{OPERATOR_USER},1001,\"system:serviceaccounts,system:serviceaccounts:{OPERATOR_NAMESPACE}\"\n"
             ),
         )?;
+        if audit {
+            std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)?;
+        }
         let mut last = None;
         for attempt in 0..START_ATTEMPTS {
-            match Self::try_start(bin, dir, etcd_url, attempt, &admin_token).await {
+            let launch = Launch {
+                bin: bin.to_path_buf(),
+                dir: dir.to_path_buf(),
+                etcd_url: etcd_url.to_string(),
+                port: free_port()?,
+                attempt,
+                audit,
+                restarts: 0,
+            };
+            match Self::try_start(&launch, &admin_token).await {
                 Ok((url, process)) => {
                     return Ok(ApiServer {
                         url,
@@ -83,7 +126,9 @@ impl ApiServer {
                         admin_cert_path,
                         admin_key_path,
                         ca_path,
+                        audit_log_path: audit.then(|| dir.join("audit.log")),
                         process,
+                        launch,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -92,19 +137,48 @@ impl ApiServer {
         Err(last.unwrap())
     }
 
-    async fn try_start(
-        bin: &Path,
-        dir: &Path,
-        etcd_url: &str,
-        attempt: usize,
-        admin_token: &str,
-    ) -> Result<(String, Process)> {
-        let port = free_port()?;
+    /// Stops the server (SIGTERM, or SIGKILL when `kill`) and starts it again on the same
+    /// port with the same certificates, tokens and etcd data, as a control-plane node
+    /// restart does; returns once it is ready again. Clients keep their configuration.
+    pub async fn restart(&mut self, kill: bool) -> Result<()> {
+        if kill {
+            // SAFETY: kill(2) on our own child; `wait_until` reaps it.
+            unsafe { libc::kill(self.process.pid() as libc::pid_t, libc::SIGKILL) };
+            self.process.wait_until(std::time::Instant::now() + Duration::from_secs(10));
+        } else {
+            self.process.stop();
+        }
+        self.launch.restarts += 1;
+        // The port may still be held for a moment by the old process's sockets.
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(&self.launch, &self.admin_token).await {
+                Ok((_, process)) => {
+                    self.process = process;
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        Err(last.unwrap())
+    }
+
+    /// The server's process id (it changes with every restart).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    async fn try_start(launch: &Launch, admin_token: &str) -> Result<(String, Process)> {
+        let Launch { bin, dir, etcd_url, port, attempt, audit, restarts } = launch;
+        let (dir, attempt) = (dir.as_path(), *attempt);
         let url = format!("https://127.0.0.1:{port}");
         let p = |name: &str| dir.join(name).display().to_string();
         let cert_dir = dir.join("cert-dir");
         std::fs::create_dir_all(&cert_dir)?;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             format!("--etcd-servers={etcd_url}"),
             // Unique per start, so a retry never sees a half-initialised previous attempt.
             format!("--etcd-prefix=/registry-{attempt}"),
@@ -129,7 +203,17 @@ impl ApiServer {
             // service endpoint, which the API refuses (loopback), every 10 s.
             "--endpoint-reconciler-type=none".into(),
         ];
-        let log = dir.join(format!("kube-apiserver-{attempt}.log"));
+        if *audit {
+            args.push(format!("--audit-policy-file={}", p("audit-policy.yaml")));
+            args.push(format!("--audit-log-path={}", p("audit.log")));
+            // Written as they happen (no batching), so a test reads what happened up to now.
+            args.push("--audit-log-mode=blocking".into());
+            args.push("--audit-log-format=json".into());
+        }
+        let log = match restarts {
+            0 => dir.join(format!("kube-apiserver-{attempt}.log")),
+            n => dir.join(format!("kube-apiserver-{attempt}-restart-{n}.log")),
+        };
         let process = Process::spawn("kube-apiserver", bin, &args, &[], &log, false)?;
         let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt"))?)?;
         let http = reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(10)).build()?;

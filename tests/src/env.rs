@@ -24,6 +24,9 @@ pub struct TestEnvOptions {
     pub project_crds: bool,
     /// Create [`crds::NAMESPACES`].
     pub namespaces: bool,
+    /// Let kube-apiserver write an audit log of every write ([`apiserver::AUDIT_POLICY`]);
+    /// see [`TestEnv::audit_log_path`].
+    pub audit_log: bool,
 }
 
 impl Default for TestEnvOptions {
@@ -34,6 +37,7 @@ impl Default for TestEnvOptions {
             openshift_crds: OpenShiftCrds::Auto,
             project_crds: true,
             namespaces: true,
+            audit_log: false,
         }
     }
 }
@@ -98,7 +102,8 @@ impl TestEnv {
             let kube_dir = dir.path().join("kube");
             std::fs::create_dir(&kube_dir)?;
             let etcd = Etcd::start(&bins.etcd, &kube_dir).await?;
-            let apiserver = ApiServer::start(&bins.kube_apiserver, &kube_dir, &ca, &etcd.client_url).await?;
+            let apiserver =
+                ApiServer::start_with(&bins.kube_apiserver, &kube_dir, &ca, &etcd.client_url, opts.audit_log).await?;
             anyhow::Ok((etcd, apiserver))
         };
         let (vcenters, kube_side) = tokio::join!(vcenters, kube_side);
@@ -228,6 +233,18 @@ impl TestEnv {
     /// The environment's temporary directory (logs, certificates, kubeconfigs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The API server's audit log (JSON lines), if [`TestEnvOptions::audit_log`] was set.
+    pub fn audit_log_path(&self) -> Option<&Path> {
+        self.apiserver.audit_log_path.as_deref()
+    }
+
+    /// Stop kube-apiserver (SIGTERM, or SIGKILL when `kill`) and start it again on the same
+    /// address with the same certificates, tokens and etcd, as when a control-plane node
+    /// restarts; returns when it is ready. Clients and kubeconfigs stay valid.
+    pub async fn restart_apiserver(&mut self, kill: bool) -> Result<()> {
+        self.apiserver.restart(kill).await
     }
 
     /// Process ids of etcd, kube-apiserver, source and target vcsim.

@@ -105,9 +105,16 @@ impl std::fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// Listen on a free 127.0.0.1 port and forward to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> Result<FaultProxy> {
+        Self::start_on("127.0.0.1".parse()?, upstream).await
+    }
+
+    /// Listen on a free port of `ip` (e.g. the vCenter's own loopback address, so its
+    /// certificate and the credential keys named after it still match) and forward to
+    /// `upstream`.
+    pub async fn start_on(ip: std::net::IpAddr, upstream: &str) -> Result<FaultProxy> {
         let upstream: SocketAddr =
             tokio::net::lookup_host(upstream).await?.next().with_context(|| format!("resolve {upstream}"))?;
-        let listener = bind("127.0.0.1:0".parse()?)?;
+        let listener = bind(SocketAddr::new(ip, 0))?;
         let addr = listener.local_addr()?;
         let (faults, _) = watch::channel(Faults::default());
         let (kill_epoch, _) = watch::channel(0);
@@ -126,6 +133,11 @@ impl FaultProxy {
     /// `127.0.0.1:PORT` to point the client at.
     pub fn addr(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// Replace the faults; they apply to new chunks and connections at once.

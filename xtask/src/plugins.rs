@@ -23,6 +23,9 @@ const TEST_COMPONENTS: &[(&str, &[&str], &str)] = &[
     ("vsm-test-hostile", &["alloc"], "hostile-alloc"),
     ("vsm-test-hostile", &["trap"], "hostile-trap"),
     ("vsm-test-hostile", &["forbidden"], "hostile-forbidden"),
+    ("vsm-test-hostile", &["oversized"], "hostile-oversized"),
+    ("vsm-test-hostile", &["panic"], "hostile-panic"),
+    ("vsm-test-exerciser", &["fence"], "exerciser-fence"),
     ("vsm-test-wrong-major", &[], "wrong-major"),
 ];
 

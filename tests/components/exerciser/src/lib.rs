@@ -33,6 +33,7 @@ impl Phase for Exerciser {
     fn execute(cx: &Cx) -> Step {
         let spec: Value = serde_json::from_str(&cx.call().migration.spec_json)?;
         match spec.get("action").and_then(Value::as_str).unwrap_or("noop") {
+            "noop" if cfg!(feature = "fence") => fence(cx),
             "noop" if cfg!(feature = "slow") && cx.attempt() < 3 => {
                 Ok(wait(300, (cx.attempt() * 40) as u8, format!("waiting ({} of 2)", cx.attempt())))
             }
@@ -54,6 +55,24 @@ impl Phase for Exerciser {
         let restored = cx.backup().restore_all()?;
         Ok(done(format!("restored {restored}")))
     }
+}
+
+/// One call that writes, stays busy for two seconds of wall-clock time, and writes again
+/// (ConfigMaps `fence-before` and `fence-after` in namespace `exerciser`, by server-side
+/// apply, so a repeated call is harmless). A leader frozen between the two writes and
+/// deposed meanwhile must not get the second one through when it resumes.
+fn fence(cx: &Cx) -> Step {
+    let cm = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "exerciser"},
+               "data": {"attempt": cx.attempt().to_string()}})
+    };
+    cx.kube().apply(&types::CONFIG_MAP, Some("exerciser"), "fence-before", &cm("fence-before"), true)?;
+    let start = cx.now_ms();
+    while cx.now_ms() < start + 2000 {
+        std::hint::spin_loop();
+    }
+    cx.kube().apply(&types::CONFIG_MAP, Some("exerciser"), "fence-after", &cm("fence-after"), true)?;
+    Ok(done(format!("fenced write done at attempt {}", cx.attempt())))
 }
 
 /// Record each call's result under its name: "ok", a value, or the error text.

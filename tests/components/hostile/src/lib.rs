@@ -9,7 +9,8 @@
 //! - `oversized`: return a 16 MiB message;
 //! - anything else: behave.
 //!
-//! Features `loop`, `alloc`, `trap` and `forbidden` force one misbehaviour.
+//! Features `loop`, `alloc`, `trap`, `forbidden`, `oversized` and `panic` force one
+//! misbehaviour.
 
 use serde_json::Value;
 use vsm_sdk::prelude::*;
@@ -33,6 +34,10 @@ impl Phase for Hostile {
             Some("trap")
         } else if cfg!(feature = "forbidden") {
             Some("forbidden")
+        } else if cfg!(feature = "oversized") {
+            Some("oversized")
+        } else if cfg!(feature = "panic") {
+            Some("panic")
         } else {
             None
         };
