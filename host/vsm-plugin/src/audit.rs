@@ -47,6 +47,13 @@ pub struct Audited {
     pub log: CallLog,
 }
 
+fn key(w: Scope, k: &str) -> String {
+    match w {
+        Scope::Phase => format!("phase:{k}"),
+        Scope::Migration => format!("migration:{k}"),
+    }
+}
+
 fn direction(scope: &CallScope) -> String {
     match scope.direction {
         Direction::Execute => "execute".into(),
@@ -119,12 +126,12 @@ impl PhaseServices for Audited {
     }
 
     async fn state_get(&self, s: &CallScope, w: Scope, k: &str) -> Option<String> {
-        self.log.push(self.record(s, "state", "get", format!("{w:?}:{k}"), None));
+        self.log.push(self.record(s, "state", "get", key(w, k), None));
         self.inner.state_get(s, w, k).await
     }
 
     async fn state_set(&self, s: &CallScope, w: Scope, k: &str, v: &str) -> Result<(), StateError> {
-        let mut call = self.record(s, "state", "set", format!("{w:?}:{k}"), None);
+        let mut call = self.record(s, "state", "set", key(w, k), None);
         let result = self.inner.state_set(s, w, k, v).await;
         call.error = result.as_ref().err().map(|e| format!("{e:?}"));
         self.log.push(call);
@@ -132,7 +139,7 @@ impl PhaseServices for Audited {
     }
 
     async fn state_delete(&self, s: &CallScope, w: Scope, k: &str) -> Result<(), StateError> {
-        let mut call = self.record(s, "state", "delete", format!("{w:?}:{k}"), None);
+        let mut call = self.record(s, "state", "delete", key(w, k), None);
         let result = self.inner.state_delete(s, w, k).await;
         call.error = result.as_ref().err().map(|e| format!("{e:?}"));
         self.log.push(call);
@@ -147,7 +154,8 @@ impl PhaseServices for Audited {
         name: &str,
     ) -> Result<SnapshotInfo, BackupError> {
         let group = if ty.group.is_empty() { "core" } else { ty.group.as_str() };
-        let mut call = self.record(s, "backup", "snapshot", format!("{group}/{} {name}", ty.resource), ns.map(Into::into));
+        let mut call =
+            self.record(s, "backup", "snapshot", format!("{group}/{} {name}", ty.resource), ns.map(Into::into));
         let result = self.inner.backup_snapshot(s, ty, ns, name).await;
         call.error = result.as_ref().err().map(|e| format!("{e:?}"));
         self.log.push(call);

@@ -151,7 +151,8 @@ async fn run(
 /// The phase's journal entries (what it changed, with before-images).
 async fn journal(h: &Harness, phase: &str) -> Result<Vec<Entry>, Error> {
     let services = h.services();
-    let entries = services.journal().list(EntryKind::Journal, Some(phase)).await.map_err(|e| Error::Env(e.to_string()))?;
+    let entries =
+        services.journal().list(EntryKind::Journal, Some(phase)).await.map_err(|e| Error::Env(e.to_string()))?;
     entries.into_iter().map(|r| r.map(|s| s.entry).map_err(|e| Error::Env(e.to_string()))).collect()
 }
 
@@ -222,7 +223,8 @@ fn check(checks: &mut Vec<Check>, name: &str, passed: bool, detail: impl Into<St
 }
 
 fn audit(plugin: &LoadedPlugin, calls: &[Call]) -> (Vec<CallCount>, Vec<String>) {
-    let mut counts: BTreeMap<(String, String, String, String, Option<String>), (usize, usize)> = BTreeMap::new();
+    type Key = (String, String, String, String, Option<String>);
+    let mut counts: BTreeMap<Key, (usize, usize)> = BTreeMap::new();
     for c in calls {
         let key = (c.direction.clone(), c.system.clone(), c.verb.clone(), c.what.clone(), c.namespace.clone());
         let e = counts.entry(key).or_default();
@@ -251,9 +253,9 @@ fn audit(plugin: &LoadedPlugin, calls: &[Call]) -> (Vec<CallCount>, Vec<String>)
         let group = if rule.group.is_empty() { "core" } else { rule.group.as_str() };
         let what = format!("{group}/{}", rule.resource);
         for verb in &rule.verbs {
-            let hit = used.iter().any(|(v, w, ns)| {
-                v == verb && *w == what && (rule.namespace.is_none() || rule.namespace == *ns)
-            });
+            let hit = used
+                .iter()
+                .any(|(v, w, ns)| v == verb && *w == what && (rule.namespace.is_none() || rule.namespace == *ns));
             if !hit {
                 let scope = rule.namespace.as_deref().map(|n| format!(" in {n}")).unwrap_or_default();
                 unused.push(format!("kube {verb} {what}{scope}"));
@@ -262,11 +264,13 @@ fn audit(plugin: &LoadedPlugin, calls: &[Call]) -> (Vec<CallCount>, Vec<String>)
     }
     for class in &plugin.caps.declared.vsphere {
         let used = calls.iter().any(|c| {
-            c.system == "vsphere"
-                && vsm_host::runtime::capability::VsphereClass::from(vsphere_class(&c.verb)) == *class
+            c.system == "vsphere" && vsm_host::runtime::capability::VsphereClass::from(vsphere_class(&c.verb)) == *class
         });
         if !used {
-            unused.push(format!("vsphere {}", serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+            unused.push(format!(
+                "vsphere {}",
+                serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            ));
         }
     }
     (summary, unused)
@@ -285,8 +289,8 @@ fn vsphere_class(op: &str) -> vsm_host::runtime::bindings::VsphereCapability {
 
 /// Run the whole test; `say` gets a line per step (progress for a terminal).
 pub async fn test_component(opts: &TestOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result<TestReport, Error> {
-    let bytes = std::fs::read(&opts.component)
-        .map_err(|e| Error::Usage(format!("{}: {e}", opts.component.display())))?;
+    let bytes =
+        std::fs::read(&opts.component).map_err(|e| Error::Usage(format!("{}: {e}", opts.component.display())))?;
     let component = opts.component.file_stem().and_then(|s| s.to_str()).unwrap_or("component").to_string();
     let spec = opts.spec.as_deref().map(load_spec).transpose()?;
 
@@ -378,7 +382,11 @@ async fn test_in(
             "idempotent",
             problems.is_empty(),
             if problems.is_empty() {
-                format!("re-run {} with no change ({} object(s) watched)", outcome_text(&second.outcome), changed.len())
+                format!(
+                    "re-run {} with no change to the {} thing(s) it changed",
+                    outcome_text(&second.outcome),
+                    changed.len()
+                )
             } else {
                 problems.join("; ")
             },
@@ -419,7 +427,11 @@ async fn test_in(
                 "rollback",
                 problems.is_empty(),
                 if problems.is_empty() {
-                    format!("{}; {} change(s) undone and checked; a second rollback is done too", outcome_text(&back.outcome), changed.len())
+                    format!(
+                        "{}; {} change(s) undone and checked; a second rollback is done too",
+                        outcome_text(&back.outcome),
+                        changed.len()
+                    )
                 } else {
                     problems.join("; ")
                 },
@@ -455,7 +467,10 @@ pub fn render(r: &TestReport) -> String {
     for c in &r.calls {
         let ns = c.namespace.as_deref().map(|n| format!(" in {n}")).unwrap_or_default();
         let errors = if c.errors > 0 { format!(" ({} failed)", c.errors) } else { String::new() };
-        s.push_str(&format!("  {:<8} {:<7} {:<17} {}{ns}  ×{}{errors}\n", c.direction, c.system, c.verb, c.what, c.count));
+        s.push_str(&format!(
+            "  {:<8} {:<7} {:<17} {}{ns}  ×{}{errors}\n",
+            c.direction, c.system, c.verb, c.what, c.count
+        ));
     }
     if !r.unused_capabilities.is_empty() {
         s.push_str("\ndeclared but never used (consider not asking for them):\n");

@@ -82,21 +82,20 @@ pub async fn inspect(path: &Path) -> Result<Inspection, Error> {
 
     let component = path.file_stem().and_then(|s| s.to_str()).unwrap_or("component").to_string();
     let runtime = Runtime::new(Default::default())?;
-    let (phase, load_error) =
-        match runtime.load(&component, &bytes, &PluginEntry::default(), Limits::default()).await {
-            Ok(p) => (
-                Some(DescribedPhase {
-                    name: p.info.name.clone(),
-                    version: p.info.version.clone(),
-                    purpose: p.info.purpose.clone(),
-                    has_rollback: p.info.has_rollback,
-                    default_deadline_ms: p.info.default_deadline_ms,
-                    capabilities: p.caps.declared.clone(),
-                }),
-                None,
-            ),
-            Err(e) => (None, Some(e.to_string())),
-        };
+    let (phase, load_error) = match runtime.load(&component, &bytes, &PluginEntry::default(), Limits::default()).await {
+        Ok(p) => (
+            Some(DescribedPhase {
+                name: p.info.name.clone(),
+                version: p.info.version.clone(),
+                purpose: p.info.purpose.clone(),
+                has_rollback: p.info.has_rollback,
+                default_deadline_ms: p.info.default_deadline_ms,
+                capabilities: p.caps.declared.clone(),
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Inspection {
         file: path.display().to_string(),
         sha256: sha256_hex(&bytes),
@@ -154,7 +153,10 @@ pub fn render(i: &Inspection) -> String {
                 line(format!("  kube     {}", rule_text(r)));
             }
             for c in &p.capabilities.vsphere {
-                line(format!("  vsphere  {}", serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+                line(format!(
+                    "  vsphere  {}",
+                    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+                ));
             }
         }
         (None, Some(e)) => line(format!("loads:       NO: {e}")),
@@ -169,7 +171,8 @@ mod tests {
 
     #[test]
     fn the_contract_version_comes_from_the_package_line() {
-        assert_eq!(contract_version(HOST_CONTRACT).as_deref(), Some("0.1.0"));
+        let host = contract_version(HOST_CONTRACT).unwrap();
+        assert_eq!(host.split('.').filter(|p| p.parse::<u64>().is_ok()).count(), 3, "{host}");
         assert_eq!(contract_version("// x\npackage vsm:phase@2.3.4;\n").as_deref(), Some("2.3.4"));
         assert_eq!(contract_version("interface x {}"), None);
     }

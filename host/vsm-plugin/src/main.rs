@@ -15,10 +15,7 @@ async fn run(cli: Cli) -> Result<bool> {
             for f in vsm_plugin::scaffold(&s, &dir)? {
                 println!("created {}", f.display());
             }
-            println!(
-                "\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2",
-                dir.display()
-            );
+            println!("\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2", dir.display());
             Ok(true)
         }
         Command::Inspect { component, output } => {

@@ -60,8 +60,8 @@ pub fn scaffold(s: &Scaffold, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     if dir.exists() {
         return Err(Error::Usage(format!("{} exists already", dir.display())));
     }
-    let sdk = std::fs::canonicalize(&s.sdk)
-        .map_err(|e| Error::Usage(format!("the SDK at {}: {e}", s.sdk.display())))?;
+    let sdk =
+        std::fs::canonicalize(&s.sdk).map_err(|e| Error::Usage(format!("the SDK at {}: {e}", s.sdk.display())))?;
     let lib = s.name.replace('-', "_");
     let fill = |t: &str| {
         t.replace("{{crate}}", &s.name)
