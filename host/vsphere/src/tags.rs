@@ -82,13 +82,19 @@ fn with_id(base: &str, id: &str) -> String {
     format!("{base}/id:{enc}")
 }
 
-pub(crate) fn decode<T: for<'de> Deserialize<'de>>(v: Option<serde_json::Value>, what: &str) -> Result<T, VsphereError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    v: Option<serde_json::Value>,
+    what: &str,
+) -> Result<T, VsphereError> {
     let v = v.unwrap_or(serde_json::Value::Null);
     serde_json::from_value(v).map_err(|e| VsphereError::protocol(format!("{what}: {e}")))
 }
 
 /// A list answer; vcsim omits `value` entirely when a list is empty.
-pub(crate) fn decode_list<T: for<'de> Deserialize<'de>>(v: Option<serde_json::Value>, what: &str) -> Result<Vec<T>, VsphereError> {
+pub(crate) fn decode_list<T: for<'de> Deserialize<'de>>(
+    v: Option<serde_json::Value>,
+    what: &str,
+) -> Result<Vec<T>, VsphereError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         v => decode(v, what),

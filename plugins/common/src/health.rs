@@ -92,7 +92,12 @@ mod tests {
 
     #[test]
     fn unavailable_or_degraded_operators_are_reported_unless_tolerated() {
-        let list = [co("a", "True", "False"), co("b", "False", "False"), co("c", "True", "True"), co("machine-config", "False", "True")];
+        let list = [
+            co("a", "True", "False"),
+            co("b", "False", "False"),
+            co("c", "True", "True"),
+            co("machine-config", "False", "True"),
+        ];
         let h = operators(&list, &["machine-config".to_string()]);
         assert_eq!(h.problems.len(), 2);
         assert!(h.problems[1].contains("operator c (available=True, degraded=True): pods restarting"));
@@ -103,8 +108,12 @@ mod tests {
 
     #[test]
     fn nodes_and_summary() {
-        let ready = Object(json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
-        let not = Object(json!({"metadata": {"name": "n2"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
+        let ready = Object(
+            json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        let not = Object(
+            json!({"metadata": {"name": "n2"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+        );
         let h = nodes(&[ready, not]) + Health { problems: vec!["x".into(), "y".into()] };
         assert_eq!(h.summary(2), "node n2 not Ready (False); x; and 1 more");
     }
