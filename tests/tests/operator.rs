@@ -27,7 +27,8 @@ fn plugin_dir(components: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins");
     for c in components {
-        std::fs::copy(built.join(format!("{c}.wasm")), dir.path().join(format!("{c}.wasm"))).expect("run `cargo xtask plugins`");
+        std::fs::copy(built.join(format!("{c}.wasm")), dir.path().join(format!("{c}.wasm")))
+            .expect("run `cargo xtask plugins`");
     }
     dir
 }
@@ -94,7 +95,12 @@ async fn get(env: &TestEnv, name: &str) -> Result<VSphereMigration> {
 }
 
 /// Wait (generously, only to avoid hanging forever) until `pred` holds.
-async fn until<F: Fn(&VSphereMigration) -> bool>(env: &TestEnv, name: &str, what: &str, pred: F) -> Result<VSphereMigration> {
+async fn until<F: Fn(&VSphereMigration) -> bool>(
+    env: &TestEnv,
+    name: &str,
+    what: &str,
+    pred: F,
+) -> Result<VSphereMigration> {
     for _ in 0..3000 {
         let m = get(env, name).await?;
         if pred(&m) {
@@ -126,8 +132,12 @@ async fn events(env: &TestEnv, name: &str) -> Result<Vec<Event>> {
 
 async fn patch_spec(env: &TestEnv, name: &str, manager: &str, spec: Value) -> Result<()> {
     let api: Api<VSphereMigration> = Api::namespaced(env.client(), NAMESPACE);
-    api.patch(name, &PatchParams { field_manager: Some(manager.into()), ..Default::default() }, &Patch::Merge(json!({"spec": spec})))
-        .await?;
+    api.patch(
+        name,
+        &PatchParams { field_manager: Some(manager.into()), ..Default::default() },
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await?;
     Ok(())
 }
 
@@ -163,8 +173,14 @@ async fn a_migration_runs_every_phase_in_order_to_completed_with_events_metrics_
         assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
     }
     let text = metrics(&op).await?;
-    assert!(text.contains("vsm_phase_outcomes_total{phase=\"Verify\",direction=\"execute\",result=\"Succeeded\"} 1"), "{text}");
-    assert!(text.contains("vsm_plugin_calls_total{phase=\"RestartPods\",direction=\"execute\",result=\"wait\"} 2"), "{text}");
+    assert!(
+        text.contains("vsm_phase_outcomes_total{phase=\"Verify\",direction=\"execute\",result=\"Succeeded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vsm_plugin_calls_total{phase=\"RestartPods\",direction=\"execute\",result=\"wait\"} 2"),
+        "{text}"
+    );
 
     // No credential ever reaches the status or the Events.
     let all = format!("{}{}", serde_json::to_string(&m)?, serde_json::to_string(&evs)?);
@@ -210,14 +226,26 @@ async fn a_crashing_phase_is_recorded_and_rolled_back_newest_first_exactly_once(
     let status = m.status.clone().unwrap();
     let failed = status.history.iter().find(|h| h.phase == "CreateTags").unwrap();
     assert!(failed.message.contains("plugin hostile-trap crashed"), "{}", failed.message);
-    let undone: Vec<&str> = status.history.iter().filter(|h| h.direction == vsm_host::api::Direction::Rollback).map(|h| h.phase.as_str()).collect();
-    assert_eq!(undone, ["UpdateSecrets", "DisableCVO", "Backup", "Preflight"], "completed phases undone newest first (the crashed one has no rollback)");
+    let undone: Vec<&str> = status
+        .history
+        .iter()
+        .filter(|h| h.direction == vsm_host::api::Direction::Rollback)
+        .map(|h| h.phase.as_str())
+        .collect();
+    assert_eq!(
+        undone,
+        ["UpdateSecrets", "DisableCVO", "Backup", "Preflight"],
+        "completed phases undone newest first (the crashed one has no rollback)"
+    );
     assert!(status.rollback.unwrap().reason.contains("CreateTags failed"));
     // Terminal: nothing runs again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(get(&env, "crashy").await?.status.unwrap().history.len(), status.history.len());
     let reasons: Vec<String> = events(&env, "crashy").await?.into_iter().filter_map(|e| e.reason).collect();
-    assert!(reasons.contains(&"PhaseFailed".to_string()) && reasons.contains(&"RollbackFinished".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"PhaseFailed".to_string()) && reasons.contains(&"RollbackFinished".to_string()),
+        "{reasons:?}"
+    );
     op.stop().await;
     Ok(())
 }
@@ -257,7 +285,11 @@ async fn an_operator_killed_mid_phase_is_replaced_and_the_migration_resumes() ->
     let status = m.status.unwrap();
     let runs: Vec<&str> = status.history.iter().map(|h| h.phase.as_str()).collect();
     assert_eq!(runs, PHASES.to_vec(), "no phase ran twice");
-    assert_eq!(status.history.iter().find(|h| h.phase == "CreateFolder").unwrap().attempts, 3, "the run continued where it was");
+    assert_eq!(
+        status.history.iter().find(|h| h.phase == "CreateFolder").unwrap().attempts,
+        3,
+        "the run continued where it was"
+    );
     second.stop().await;
     Ok(())
 }
@@ -280,7 +312,11 @@ async fn one_migration_at_a_time_and_spec_problems_name_the_field() -> Result<()
     bad.target_credentials_secret.name = "missing-creds".into();
     create(&env, "bad-secret", bad).await?;
     let m = until(&env, "bad-secret", "invalid", |m| condition(m, "Ready").1 == "InvalidSpec").await?;
-    assert!(condition(&m, "Ready").2.starts_with("spec.targetVCenterCredentialsSecret"), "{:?}", condition(&m, "Ready"));
+    assert!(
+        condition(&m, "Ready").2.starts_with("spec.targetVCenterCredentialsSecret"),
+        "{:?}",
+        condition(&m, "Ready")
+    );
 
     // What the schema can check, it rejects at the API server with the field named.
     let mut v = serde_json::to_value(spec(&env, &[], json!({})))?;
@@ -288,7 +324,10 @@ async fn one_migration_at_a_time_and_spec_problems_name_the_field() -> Result<()
     let api: Api<VSphereMigration> = Api::namespaced(env.client(), NAMESPACE);
     let obj = json!({"apiVersion": "migration.openshift.io/v1alpha1", "kind": "VSphereMigration", "metadata": {"name": "rejected"}, "spec": v});
     let err = api.create(&PostParams::default(), &serde_json::from_value(obj)?).await.unwrap_err();
-    assert!(err.to_string().contains("spec.machineSetConfig.failureDomain must name one of spec.failureDomains"), "{err}");
+    assert!(
+        err.to_string().contains("spec.machineSetConfig.failureDomain must name one of spec.failureDomains"),
+        "{err}"
+    );
     op.stop().await;
     Ok(())
 }
@@ -338,7 +377,8 @@ async fn two_replicas_elect_one_leader_fail_over_and_a_deposed_leader_never_writ
     until(&env, "ha", "two phases done", |m| m.status.as_ref().is_some_and(|s| s.history.len() >= 2)).await?;
 
     // Crash the leader (no lease release): the other takes over once the lease expires.
-    let (leader, follower) = if la { (a.take().unwrap(), b.take().unwrap()) } else { (b.take().unwrap(), a.take().unwrap()) };
+    let (leader, follower) =
+        if la { (a.take().unwrap(), b.take().unwrap()) } else { (b.take().unwrap(), a.take().unwrap()) };
     leader.abort();
     for _ in 0..600 {
         if follower.leader.is_leader() {
@@ -348,7 +388,8 @@ async fn two_replicas_elect_one_leader_fail_over_and_a_deposed_leader_never_writ
     }
     assert!(follower.leader.is_leader(), "the follower took over");
     let before = get(&env, "ha").await?.status.unwrap().history.len();
-    until(&env, "ha", "progress under the new leader", |m| m.status.as_ref().is_some_and(|s| s.history.len() > before)).await?;
+    until(&env, "ha", "progress under the new leader", |m| m.status.as_ref().is_some_and(|s| s.history.len() > before))
+        .await?;
 
     // Depose it by taking the lease away: it must stop writing within its renew deadline.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(env.client(), NAMESPACE);

@@ -138,7 +138,7 @@ pub async fn pause(api: &Api<VSphereMigration>, m: VSphereMigration, out: &mut d
     })
     .await?;
     if changed {
-        writeln!(out, "pausing {name}: it stops at the next phase boundary (kubectl vsm resume goes on)")?;
+        writeln!(out, "pausing {name}: no phase is called until it is resumed (kubectl vsm resume)")?;
     } else {
         writeln!(out, "{name} is already paused")?;
     }

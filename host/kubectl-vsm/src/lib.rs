@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(short = 'm', long)]
         migration: Option<String>,
     },
-    /// Stop at the next phase boundary (spec.state: Paused).
+    /// Call no phase until resumed; a call in flight finishes (spec.state: Paused).
     Pause { name: Option<String> },
     /// Go on after a pause, or start a Pending migration (spec.state: Running).
     Resume { name: Option<String> },

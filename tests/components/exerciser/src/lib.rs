@@ -17,7 +17,7 @@ const VERSION: &str = "0.1.0";
 #[cfg(feature = "v2")]
 const VERSION: &str = "0.2.0";
 
-struct Exerciser;
+pub struct Exerciser;
 
 impl Phase for Exerciser {
     fn describe() -> PhaseInfo {

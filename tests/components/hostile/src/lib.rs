@@ -15,7 +15,7 @@
 use serde_json::Value;
 use vsm_sdk::prelude::*;
 
-struct Hostile;
+pub struct Hostile;
 
 impl Phase for Hostile {
     fn describe() -> PhaseInfo {
