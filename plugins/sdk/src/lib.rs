@@ -151,11 +151,17 @@ pub fn __run(step: fn(&Cx) -> Step, ctx: CallContext) -> Outcome {
 
 /// Export a [`Phase`] implementation as the component's `describe`, `execute` and
 /// `rollback`.
+///
+/// The exports exist only when building for WebAssembly: natively they would be unmangled
+/// symbols named `execute`, `describe`..., so two phase crates could not be linked into one
+/// binary (the benchmarks run every phase natively beside its component).
 #[macro_export]
 macro_rules! export_phase {
     ($phase:ty) => {
+        #[cfg(target_arch = "wasm32")]
         struct __VsmExportedPhase;
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::Guest for __VsmExportedPhase {
             fn describe() -> $crate::PhaseInfo {
                 <$phase as $crate::Phase>::describe()
@@ -168,6 +174,7 @@ macro_rules! export_phase {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_phase_world!(__VsmExportedPhase with_types_in $crate::bindings);
     };
 }

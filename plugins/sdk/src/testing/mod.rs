@@ -558,6 +558,16 @@ impl FakeHost {
         }
     }
 
+    /// Make `P` the caller of the next imports (its declared capabilities, its state scope
+    /// and journal, `m`'s vCenters) without calling it, and return the context of such a
+    /// call: for running `P`'s logic elsewhere against this host, e.g. its component through
+    /// an adapter of the operator's services (the benchmarks compare the two).
+    pub fn context_for<P: Phase>(&self, direction: Direction, m: &Migration, attempt: u32) -> CallContext {
+        self.set_caller::<P>(direction, false, m);
+        let now = self.world.borrow().now_ms;
+        self.context(m, attempt, false, now)
+    }
+
     /// One call of phase `P`.
     pub fn call<P: Phase>(&self, direction: Direction, m: &Migration, attempt: u32) -> Outcome {
         self.set_caller::<P>(direction, false, m);

@@ -1,0 +1,389 @@
+//! The operator's [`PhaseServices`] over an SDK [`FakeHost`], so a phase component (through
+//! the real runtime: sandbox, capability checks, canonical ABI) and the same phase's logic
+//! called natively see one and the same in-memory cluster.
+//!
+//! The host's bindings and the SDK's are generated from the same `wit/phase.wit` but are
+//! distinct Rust types: everything crossing is converted field by field.
+
+use std::rc::Rc;
+use std::thread::ThreadId;
+
+use async_trait::async_trait;
+use vsm_host::runtime::bindings as h;
+use vsm_host::runtime::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
+use vsm_sdk::Host;
+use vsm_sdk::bindings::vsm::phase::{backup as sb, state as ss};
+use vsm_sdk::testing::FakeHost;
+use vsm_sdk::testing::kube::namespaced;
+use vsm_sdk::testing::plural;
+
+/// A value that may only be touched on the thread that made it.
+///
+/// `FakeHost` is single-threaded (`RefCell`s, hooks that are not `Send`), while the runtime
+/// wants `Send + Sync` services. The benchmark and the test call components on a
+/// current-thread tokio runtime: wasmtime runs the guest, and so every import, on the thread
+/// that polls the call, which is the thread that built the fixture. Every access (and the
+/// drop) checks that; a use from any other thread panics instead of racing.
+struct Confined<T> {
+    value: T,
+    thread: ThreadId,
+}
+
+// SAFETY: the value is only reachable through `get` and dropped in `drop`, both of which
+// panic unless called on the thread that created it, so it is never used concurrently or
+// from a thread it was not made on.
+unsafe impl<T> Send for Confined<T> {}
+// SAFETY: as above: shared references never reach the value from another thread.
+unsafe impl<T> Sync for Confined<T> {}
+
+impl<T> Confined<T> {
+    fn new(value: T) -> Self {
+        Confined { value, thread: std::thread::current().id() }
+    }
+
+    fn get(&self) -> &T {
+        assert_eq!(std::thread::current().id(), self.thread, "FakeServices used from another thread");
+        &self.value
+    }
+}
+
+impl<T> Drop for Confined<T> {
+    fn drop(&mut self) {
+        if std::thread::current().id() != self.thread && !std::thread::panicking() {
+            panic!("FakeServices dropped on another thread");
+        }
+    }
+}
+
+/// [`PhaseServices`] backed by a [`FakeHost`] (which also does its own checks of the
+/// caller's declared capabilities, set by `FakeHost::context_for`).
+pub struct FakeServices {
+    host: Confined<Rc<FakeHost>>,
+}
+
+impl FakeServices {
+    pub fn new(host: Rc<FakeHost>) -> Self {
+        FakeServices { host: Confined::new(host) }
+    }
+
+    fn host(&self) -> &FakeHost {
+        self.host.get()
+    }
+}
+
+// ----- host bindings → SDK -----
+
+fn object_type(ty: &ResolvedType) -> vsm_sdk::ObjectType {
+    let api_version = if ty.group.is_empty() { ty.version.clone() } else { format!("{}/{}", ty.group, ty.version) };
+    vsm_sdk::ObjectType { api_version, kind: ty.kind.clone() }
+}
+
+fn patch_type(p: h::PatchType) -> vsm_sdk::PatchType {
+    match p {
+        h::PatchType::Merge => vsm_sdk::PatchType::Merge,
+        h::PatchType::Json => vsm_sdk::PatchType::Json,
+    }
+}
+
+fn object_kind(k: h::ObjectKind) -> vsm_sdk::ObjectKind {
+    use vsm_sdk::ObjectKind as S;
+    match k {
+        h::ObjectKind::Datacenter => S::Datacenter,
+        h::ObjectKind::ComputeCluster => S::ComputeCluster,
+        h::ObjectKind::Datastore => S::Datastore,
+        h::ObjectKind::Network => S::Network,
+        h::ObjectKind::ResourcePool => S::ResourcePool,
+        h::ObjectKind::Folder => S::Folder,
+        h::ObjectKind::VirtualMachine => S::VirtualMachine,
+    }
+}
+
+fn object_ref(r: &h::ObjectRef) -> vsm_sdk::ObjectRef {
+    vsm_sdk::ObjectRef { kind: object_kind(r.kind), moref: r.moref.clone(), path: r.path.clone() }
+}
+
+fn category_spec(s: &h::CategorySpec) -> vsm_sdk::CategorySpec {
+    vsm_sdk::CategorySpec {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        cardinality: match s.cardinality {
+            h::Cardinality::Single => vsm_sdk::Cardinality::Single,
+            h::Cardinality::Multiple => vsm_sdk::Cardinality::Multiple,
+        },
+        associable_types: s.associable_types.clone(),
+    }
+}
+
+fn scope(s: h::Scope) -> vsm_sdk::Scope {
+    match s {
+        h::Scope::Phase => vsm_sdk::Scope::Phase,
+        h::Scope::Migration => vsm_sdk::Scope::Migration,
+    }
+}
+
+/// The call context the SDK built, as the runtime passes it.
+pub fn call_context(c: &vsm_sdk::CallContext) -> h::CallContext {
+    let m = &c.migration;
+    h::CallContext {
+        migration: h::Migration {
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            uid: m.uid.clone(),
+            spec_json: m.spec_json.clone(),
+            source_servers: m.source_servers.clone(),
+            target_servers: m.target_servers.clone(),
+        },
+        attempt: c.attempt,
+        dry_run: c.dry_run,
+        started_at_ms: c.started_at_ms,
+    }
+}
+
+/// A component's outcome as the SDK spells it, to compare with a native call's.
+pub fn outcome(o: &h::Outcome) -> vsm_sdk::Outcome {
+    match o {
+        h::Outcome::Done(m) => vsm_sdk::Outcome::Done(m.clone()),
+        h::Outcome::Wait(w) => vsm_sdk::Outcome::Wait(vsm_sdk::WaitInfo {
+            after_ms: w.after_ms,
+            progress: w.progress,
+            message: w.message.clone(),
+        }),
+        h::Outcome::Failed(f) => {
+            vsm_sdk::Outcome::Failed(vsm_sdk::Failure { message: f.message.clone(), retryable: f.retryable })
+        }
+    }
+}
+
+// ----- SDK → host bindings -----
+
+fn kube_error(e: vsm_sdk::KubeError) -> h::KubeError {
+    use vsm_sdk::KubeError as S;
+    match e {
+        S::NotFound(m) => h::KubeError::NotFound(m),
+        S::AlreadyExists(m) => h::KubeError::AlreadyExists(m),
+        S::Conflict(m) => h::KubeError::Conflict(m),
+        S::Forbidden(m) => h::KubeError::Forbidden(m),
+        S::Invalid(m) => h::KubeError::Invalid(m),
+        S::Transient(m) => h::KubeError::Transient(m),
+    }
+}
+
+fn vsphere_error(e: vsm_sdk::VsphereError) -> h::VsphereError {
+    use vsm_sdk::VsphereError as S;
+    match e {
+        S::NotFound(m) => h::VsphereError::NotFound(m),
+        S::AlreadyExists(m) => h::VsphereError::AlreadyExists(m),
+        S::PermissionDenied(m) => h::VsphereError::PermissionDenied(m),
+        S::AuthFailed(m) => h::VsphereError::AuthFailed(m),
+        S::Transient(m) => h::VsphereError::Transient(m),
+        S::Timeout(m) => h::VsphereError::Timeout(m),
+        S::Tls(m) => h::VsphereError::Tls(m),
+        S::Forbidden(m) => h::VsphereError::Forbidden(m),
+        S::Invalid(m) => h::VsphereError::Invalid(m),
+    }
+}
+
+fn state_error(e: ss::StateError) -> h::StateError {
+    match e {
+        ss::StateError::TooLarge(m) => h::StateError::TooLarge(m),
+        ss::StateError::Unavailable(m) => h::StateError::Unavailable(m),
+    }
+}
+
+fn backup_error(e: sb::BackupError) -> h::BackupError {
+    match e {
+        sb::BackupError::NotFound(m) => h::BackupError::NotFound(m),
+        sb::BackupError::TooLarge(m) => h::BackupError::TooLarge(m),
+        sb::BackupError::Corrupt(m) => h::BackupError::Corrupt(m),
+        sb::BackupError::Forbidden(m) => h::BackupError::Forbidden(m),
+        sb::BackupError::Failed(m) => h::BackupError::Failed(m),
+    }
+}
+
+fn host_kind(k: vsm_sdk::ObjectKind) -> h::ObjectKind {
+    use vsm_sdk::ObjectKind as S;
+    match k {
+        S::Datacenter => h::ObjectKind::Datacenter,
+        S::ComputeCluster => h::ObjectKind::ComputeCluster,
+        S::Datastore => h::ObjectKind::Datastore,
+        S::Network => h::ObjectKind::Network,
+        S::ResourcePool => h::ObjectKind::ResourcePool,
+        S::Folder => h::ObjectKind::Folder,
+        S::VirtualMachine => h::ObjectKind::VirtualMachine,
+    }
+}
+
+fn host_ref(r: vsm_sdk::ObjectRef) -> h::ObjectRef {
+    h::ObjectRef { kind: host_kind(r.kind), moref: r.moref, path: r.path }
+}
+
+fn ensured(e: vsm_sdk::Ensured) -> VsphereReply {
+    VsphereReply::Ensured(h::Ensured { id: e.id, created: e.created })
+}
+
+#[async_trait]
+impl PhaseServices for FakeServices {
+    async fn resolve(&self, ty: &h::ObjectType) -> Result<ResolvedType, h::KubeError> {
+        let (group, version) = match ty.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), ty.api_version.clone()),
+        };
+        Ok(ResolvedType {
+            group,
+            version,
+            kind: ty.kind.clone(),
+            resource: plural(&ty.kind),
+            namespaced: namespaced(&ty.kind),
+        })
+    }
+
+    async fn kube(&self, _: &CallScope, ty: &ResolvedType, op: KubeOp) -> Result<String, h::KubeError> {
+        let t = object_type(ty);
+        let host = self.host();
+        match op {
+            KubeOp::Get { namespace, name } => host.kube_get(&t, namespace.as_deref(), &name),
+            KubeOp::List { namespace, label_selector } => {
+                host.kube_list(&t, namespace.as_deref(), label_selector.as_deref())
+            }
+            KubeOp::Create { namespace, object } => host.kube_create(&t, namespace.as_deref(), &object),
+            KubeOp::Apply { namespace, name, object, force } => {
+                host.kube_apply(&t, namespace.as_deref(), &name, &object, force)
+            }
+            KubeOp::Patch { namespace, name, patch_type: p, patch } => {
+                host.kube_patch(&t, namespace.as_deref(), &name, patch_type(p), &patch)
+            }
+            KubeOp::Replace { namespace, name, object } => host.kube_replace(&t, namespace.as_deref(), &name, &object),
+            KubeOp::Delete { namespace, name, preconditions } => {
+                let pre =
+                    preconditions.map(|p| vsm_sdk::Preconditions { uid: p.uid, resource_version: p.resource_version });
+                host.kube_delete(&t, namespace.as_deref(), &name, pre.as_ref()).map(|()| String::new())
+            }
+        }
+        .map_err(kube_error)
+    }
+
+    async fn vsphere(&self, _: &CallScope, server: &str, op: VsphereOp) -> Result<VsphereReply, h::VsphereError> {
+        let host = self.host();
+        let reply = match op {
+            VsphereOp::About => host.vs_about(server).map(|a| {
+                VsphereReply::About(h::AboutInfo {
+                    product: a.product,
+                    version: a.version,
+                    api_version: a.api_version,
+                    instance_uuid: a.instance_uuid,
+                })
+            }),
+            VsphereOp::FindObject { kind, path } => {
+                host.vs_find(server, object_kind(kind), &path).map(|r| VsphereReply::Object(host_ref(r)))
+            }
+            VsphereOp::ListVms { folder } => host.vs_list_vms(server, &folder).map(|vms| {
+                VsphereReply::Vms(
+                    vms.into_iter()
+                        .map(|v| h::VmInfo {
+                            name: v.name,
+                            moref: v.moref,
+                            path: v.path,
+                            uuid: v.uuid,
+                            power_state: v.power_state,
+                            template: v.template,
+                        })
+                        .collect(),
+                )
+            }),
+            VsphereOp::CreateFolder { path } => host.vs_create_folder(server, &path).map(ensured),
+            VsphereOp::DeleteFolder { path } => host.vs_delete_folder(server, &path).map(VsphereReply::Flag),
+            VsphereOp::EnsureCategory { spec } => host.vs_ensure_category(server, &category_spec(&spec)).map(ensured),
+            VsphereOp::EnsureTag { category_id, name, description } => {
+                host.vs_ensure_tag(server, &category_id, &name, &description).map(ensured)
+            }
+            VsphereOp::DeleteTag { tag_id } => host.vs_delete_tag(server, &tag_id).map(VsphereReply::Flag),
+            VsphereOp::DeleteCategory { category_id } => {
+                host.vs_delete_category(server, &category_id).map(VsphereReply::Flag)
+            }
+            VsphereOp::AttachTag { tag_id, target } => {
+                host.vs_attach_tag(server, &tag_id, &object_ref(&target)).map(|()| VsphereReply::Unit)
+            }
+            VsphereOp::DetachTag { tag_id, target } => {
+                host.vs_detach_tag(server, &tag_id, &object_ref(&target)).map(|()| VsphereReply::Unit)
+            }
+            VsphereOp::ListAttachedTags { target } => {
+                host.vs_list_attached_tags(server, &object_ref(&target)).map(|t| {
+                    VsphereReply::Tags(
+                        t.into_iter()
+                            .map(|t| h::TagInfo {
+                                id: t.id,
+                                name: t.name,
+                                category_id: t.category_id,
+                                category_name: t.category_name,
+                                cardinality: match t.cardinality {
+                                    vsm_sdk::Cardinality::Single => h::Cardinality::Single,
+                                    vsm_sdk::Cardinality::Multiple => h::Cardinality::Multiple,
+                                },
+                            })
+                            .collect(),
+                    )
+                })
+            }
+        };
+        reply.map_err(vsphere_error)
+    }
+
+    async fn state_get(&self, _: &CallScope, which: h::Scope, key: &str) -> Option<String> {
+        self.host().state_get(scope(which), key)
+    }
+
+    async fn state_set(&self, _: &CallScope, which: h::Scope, key: &str, value: &str) -> Result<(), h::StateError> {
+        self.host().state_set(scope(which), key, value).map_err(state_error)
+    }
+
+    async fn state_delete(&self, _: &CallScope, which: h::Scope, key: &str) -> Result<(), h::StateError> {
+        self.host().state_delete(scope(which), key).map_err(state_error)
+    }
+
+    async fn backup_snapshot(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<h::SnapshotInfo, h::BackupError> {
+        self.host()
+            .backup_snapshot(&object_type(ty), namespace, name)
+            .map(|s| h::SnapshotInfo { name: s.name, sha256: s.sha256, size: s.size, created: s.created })
+            .map_err(backup_error)
+    }
+
+    async fn backup_restore_journal(&self, _: &CallScope) -> Vec<h::RestoreReport> {
+        self.host()
+            .backup_restore_journal()
+            .into_iter()
+            .map(|r| h::RestoreReport { subject: r.subject, error: r.error })
+            .collect()
+    }
+
+    fn log(&self, _: &CallScope, level: h::Level, message: &str, fields: &[(String, String)]) {
+        let level = match level {
+            h::Level::Debug => vsm_sdk::Level::Debug,
+            h::Level::Info => vsm_sdk::Level::Info,
+            h::Level::Warn => vsm_sdk::Level::Warn,
+            h::Level::Error => vsm_sdk::Level::Error,
+        };
+        self.host().log_write(level, message, fields)
+    }
+
+    async fn event(&self, _: &CallScope, ty: h::EventType, reason: &str, message: &str) {
+        let ty = match ty {
+            h::EventType::Normal => vsm_sdk::EventType::Normal,
+            h::EventType::Warning => vsm_sdk::EventType::Warning,
+        };
+        self.host().log_event(ty, reason, message)
+    }
+
+    fn progress(&self, _: &CallScope, percent: u8, message: &str) {
+        self.host().log_progress(percent, message)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.host().now_ms()
+    }
+}
