@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod plugins;
 mod testenv;
 mod wit_check;
@@ -49,6 +50,14 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// Run the cargo-fuzz targets of tests/fuzz, each for --seconds (installs the nightly
+    /// toolchain and cargo-fuzz when missing).
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (soap, rest, cloud_config, spec).
+        targets: Vec<String>,
+    },
     /// Everything the tests need, then every test: `cargo xtask test`.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -65,6 +74,7 @@ fn main() -> Result<()> {
         Task::Demo { manual, plan, workers, keep, instant } => demo(manual, plan, workers, keep, instant),
         Task::Testenv { keep } => testenv::run(keep),
         Task::Test { cargo_args } => test(&cargo_args),
+        Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets).map(|_| ()),
     }
 }
 
@@ -92,6 +102,8 @@ fn test(cargo_args: &[String]) -> Result<()> {
     // The Go tools of the test environment (instant when cached); built here so the first
     // test does not sit silently behind a multi-minute build.
     vsm_testenv::tools::ensure_built()?;
+    // The reliability suite runs the operator as a separate process: the release binary.
+    run(cargo().args(["build", "--release", "-p", "vsm-host", "--bin", "vsm-operator"]))?;
     run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(cargo_args))
 }
 

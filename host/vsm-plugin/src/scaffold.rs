@@ -16,6 +16,12 @@ pub fn default_sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/sdk")
 }
 
+/// The checkout's lock file: the generated crate starts with the dependency versions the
+/// SDK is tested with (cargo drops the entries it does not need).
+fn checkout_lock() -> Option<String> {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock")).ok()
+}
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct Scaffold {
@@ -79,8 +85,9 @@ pub fn scaffold(s: &Scaffold, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         ("src/lib.rs", fill(LIB_RS)),
         ("src/tests.rs", fill(TESTS_RS)),
     ];
+    let lock = checkout_lock().map(|l| ("Cargo.lock", l));
     let mut written = Vec::new();
-    for (rel, text) in files {
+    for (rel, text) in files.into_iter().chain(lock) {
         let path = dir.join(rel);
         std::fs::create_dir_all(path.parent().expect("files are in the crate"))?;
         std::fs::write(&path, text)?;
@@ -114,7 +121,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Scaffold { name: "site-gate".into(), phase: "monitorhealth".into(), sdk: default_sdk_path() };
         let files = scaffold(&s, &dir.path().join("site-gate")).unwrap();
-        assert_eq!(files.len(), 6);
+        assert_eq!(files.len(), 7, "{files:?}");
+        assert!(files.iter().any(|f| f.ends_with("Cargo.lock")), "the checkout's versions");
         let lib = std::fs::read_to_string(dir.path().join("site-gate/src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct SiteGate;") && lib.contains("PhaseInfo::new(\"MonitorHealth\""));
         assert!(!lib.contains("{{"), "every placeholder filled");

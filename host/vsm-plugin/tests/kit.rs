@@ -3,7 +3,7 @@
 //! test` passes against the real environment (execute, idempotent re-run, rollback that
 //! removes what it created, audit); a component calling outside its capabilities fails.
 //!
-//! The generated crate is built with the workspace's lock file and target directory.
+//! The generated crate is built in the workspace's target directory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,8 +36,7 @@ fn a_new_phase_passes_its_own_test_builds_inspects_and_passes_the_kit_test() {
     let out = vsm_plugin(&["new", "site-gate", "--phase", "monitorhealth", "--dir", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("created"), "{}", text(&out));
-    // The same dependency versions as the workspace (no download, no second copy of each).
-    std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    assert!(dir.join("Cargo.lock").is_file(), "the workspace's dependency versions (no download)");
 
     let out = cargo(&dir, &["test", "--offline"]);
     assert!(out.status.success(), "the generated crate's test fails:\n{}", text(&out));
