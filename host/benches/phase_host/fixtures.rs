@@ -13,40 +13,10 @@ pub const SRC: &str = "vc-a";
 pub const DST: &str = "vc-b";
 const INFRA_ID: &str = "cl-1";
 
-/// The ClusterOperators of an OpenShift 4.18 cluster (the seeded test cluster's).
-pub const CLUSTER_OPERATORS: &[&str] = &[
-    "authentication",
-    "baremetal",
-    "cloud-controller-manager",
-    "cloud-credential",
-    "cluster-autoscaler",
-    "config-operator",
-    "console",
-    "control-plane-machine-set",
-    "csi-snapshot-controller",
-    "dns",
-    "etcd",
-    "image-registry",
-    "ingress",
-    "insights",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kube-storage-version-migrator",
-    "machine-api",
-    "machine-approver",
-    "machine-config",
-    "marketplace",
-    "monitoring",
-    "network",
-    "node-tuning",
-    "openshift-apiserver",
-    "openshift-controller-manager",
-    "openshift-samples",
-    "operator-lifecycle-manager",
-    "service-ca",
-    "storage",
-];
+/// The ClusterOperators of the seeded test cluster.
+#[path = "../../../tests/src/sim/cluster_operators.rs"]
+mod cluster_operators;
+pub use cluster_operators::CLUSTER_OPERATORS;
 
 fn encode(s: &str) -> String {
     vsm_common::creds::encode(s)

@@ -104,6 +104,7 @@
 //! reconciling anything, the Infrastructure CRD's schema being restored, vSphere tags.
 
 pub mod cloud_config;
+mod cluster_operators;
 mod cpms;
 mod machine_api;
 pub mod objects;
@@ -120,10 +121,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use cluster_operators::CLUSTER_OPERATORS;
 pub use options::{CloudConfigFormat, SeedOptions, SimOptions};
 pub use provider::FailureDomain;
 pub use runtime::SimStats;
-pub use seed::{CLUSTER_OPERATORS, SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, seed};
+pub use seed::{SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, seed};
 
 use crate::TestEnv;
 use runtime::{Ctl, Shared};

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use vsm_vsphere::{Client, ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy, VsphereError};
 
 use super::cloud_config::{self, CloudConfigInput};
+use super::cluster_operators::CLUSTER_OPERATORS;
 use super::machine_api::{node_manifest, node_status};
 use super::objects::{self as o, name_suffix};
 use super::operators::healthy_conditions;
@@ -38,41 +39,6 @@ use crate::vcsim::{Vcsim, source, target};
 const MANAGER: &str = "vsm-sim-seed";
 pub const SOURCE_FAILURE_DOMAIN: &str = "source-fd";
 pub const TARGET_FAILURE_DOMAIN: &str = "target-fd";
-
-/// The ClusterOperators of an OpenShift 4.18 cluster on vSphere.
-pub const CLUSTER_OPERATORS: &[&str] = &[
-    "authentication",
-    "baremetal",
-    "cloud-controller-manager",
-    "cloud-credential",
-    "cluster-autoscaler",
-    "config-operator",
-    "console",
-    "control-plane-machine-set",
-    "csi-snapshot-controller",
-    "dns",
-    "etcd",
-    "image-registry",
-    "ingress",
-    "insights",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kube-storage-version-migrator",
-    "machine-api",
-    "machine-approver",
-    "machine-config",
-    "marketplace",
-    "monitoring",
-    "network",
-    "node-tuning",
-    "openshift-apiserver",
-    "openshift-controller-manager",
-    "openshift-samples",
-    "operator-lifecycle-manager",
-    "service-ca",
-    "storage",
-];
 
 /// One vCenter of the environment, as the seeded cluster names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
