@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod fuzz;
 mod plugins;
 mod testenv;
@@ -58,6 +59,25 @@ enum Task {
         /// Only these targets (soap, rest, cloud_config, spec).
         targets: Vec<String>,
     },
+    /// Benchmarks: criterion micro-benchmarks and whole-system figures of the operator
+    /// (footprint, controller overhead, scale, reconciles); JSON in target/bench/.
+    Bench {
+        /// Fewer samples and repetitions (a smoke run; not for the document).
+        #[arg(long)]
+        quick: bool,
+        /// Only these parts (comma-separated): runtime, phases, footprint, overhead, scale, reconcile.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Worker counts of the scale runs.
+        #[arg(long, value_delimiter = ',', default_value = "3,25,100,250")]
+        workers: Vec<u32>,
+        /// Operator start-ups per cache state (cold and warm) for the footprint.
+        #[arg(long)]
+        starts: Option<usize>,
+        /// Repetitions of each overhead migration (instant and realistic delays).
+        #[arg(long)]
+        runs: Option<usize>,
+    },
     /// Everything the tests need, then every test: `cargo xtask test`.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -75,6 +95,13 @@ fn main() -> Result<()> {
         Task::Testenv { keep } => testenv::run(keep),
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets).map(|_| ()),
+        Task::Bench { quick, only, workers, starts, runs } => bench::run_bench(bench::BenchOptions {
+            quick,
+            only,
+            workers,
+            starts: starts.unwrap_or(if quick { 2 } else { 5 }),
+            runs: runs.unwrap_or(if quick { 1 } else { 3 }),
+        }),
     }
 }
 
