@@ -164,6 +164,23 @@ impl TestEnv {
         new_client(&self.admin_config)
     }
 
+    /// An admin [`Api`] of any kind by group, version, kind and plural (the OpenShift kinds
+    /// have no Rust types here); namespaced when `ns` is given.
+    pub fn dynamic(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        ns: Option<&str>,
+    ) -> kube::Api<kube::api::DynamicObject> {
+        let ar = crate::sim::objects::resource(group, version, kind, plural);
+        match ns {
+            Some(ns) => kube::Api::namespaced_with(self.client(), ns, &ar),
+            None => kube::Api::all_with(self.client(), &ar),
+        }
+    }
+
     /// Client authenticating as [`apiserver::OPERATOR_USER`] with a static token. RBAC denies
     /// it everything until a test grants it roles.
     pub fn operator_client(&self) -> kube::Client {

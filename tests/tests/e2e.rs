@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_host::api::{PHASES, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::{Operator, OperatorConfig};
@@ -111,49 +110,34 @@ fn phase(m: &VSphereMigration) -> String {
     m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
 }
 
-fn dynamic(
-    env: &TestEnv,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-    ns: Option<&str>,
-) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    match ns {
-        Some(ns) => Api::namespaced_with(env.client(), ns, &ar),
-        None => Api::all_with(env.client(), &ar),
-    }
-}
-
 /// The cluster as the migration sees it, reduced to what must come back after a rollback.
 async fn snapshot(c: &Cluster) -> Result<BTreeMap<String, Value>> {
     let env = &c.env;
     let mut s = BTreeMap::new();
     let infra =
-        dynamic(env, "config.openshift.io", "v1", "Infrastructure", "infrastructures", None).get("cluster").await?;
+        env.dynamic("config.openshift.io", "v1", "Infrastructure", "infrastructures", None).get("cluster").await?;
     s.insert("infrastructure.spec".into(), infra.data["spec"].clone());
     let cm: ConfigMap = Api::namespaced(env.client(), "openshift-config").get("cloud-provider-config").await?;
     s.insert("cloud-provider-config".into(), json!(cm.data));
     let creds: Secret = Api::namespaced(env.client(), "kube-system").get("vsphere-creds").await?;
     s.insert("vsphere-creds".into(), serde_json::to_value(&creds.data)?);
-    let cpms = dynamic(
-        env,
-        "machine.openshift.io",
-        "v1",
-        "ControlPlaneMachineSet",
-        "controlplanemachinesets",
-        Some("openshift-machine-api"),
-    )
-    .get("cluster")
-    .await?;
+    let cpms = env
+        .dynamic(
+            "machine.openshift.io",
+            "v1",
+            "ControlPlaneMachineSet",
+            "controlplanemachinesets",
+            Some("openshift-machine-api"),
+        )
+        .get("cluster")
+        .await?;
     let mut cpms_spec = cpms.data["spec"].clone();
     cpms_spec.as_object_mut().map(|o| o.remove("replicas"));
     s.insert("cpms.spec".into(), cpms_spec);
-    let sets =
-        dynamic(env, "machine.openshift.io", "v1beta1", "MachineSet", "machinesets", Some("openshift-machine-api"))
-            .list(&Default::default())
-            .await?;
+    let sets = env
+        .dynamic("machine.openshift.io", "v1beta1", "MachineSet", "machinesets", Some("openshift-machine-api"))
+        .list(&Default::default())
+        .await?;
     let sets: BTreeMap<String, Value> = sets
         .items
         .iter()
@@ -167,10 +151,10 @@ async fn snapshot(c: &Cluster) -> Result<BTreeMap<String, Value>> {
     s.insert("machinesets".into(), json!(sets));
     // Machines: how many of each role run on which vCenter (names change when machines
     // are replaced and replaced back).
-    let machines =
-        dynamic(env, "machine.openshift.io", "v1beta1", "Machine", "machines", Some("openshift-machine-api"))
-            .list(&Default::default())
-            .await?;
+    let machines = env
+        .dynamic("machine.openshift.io", "v1beta1", "Machine", "machines", Some("openshift-machine-api"))
+        .list(&Default::default())
+        .await?;
     let mut placement: BTreeMap<String, u32> = BTreeMap::new();
     for m in &machines.items {
         let role = m

@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vsm_host::api::{Direction, PhaseResult, VSphereMigration};
@@ -20,27 +19,12 @@ use vsm_vsphere::{ClientOptions, Credentials, ObjectKind, ServerSpec, SessionPoo
 
 use super::Lab;
 
-pub fn dynamic(
-    env: &TestEnv,
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-    ns: Option<&str>,
-) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    match ns {
-        Some(ns) => Api::namespaced_with(env.client(), ns, &ar),
-        None => Api::all_with(env.client(), &ar),
-    }
-}
-
 pub fn machines(env: &TestEnv) -> Api<DynamicObject> {
-    dynamic(env, "machine.openshift.io", "v1beta1", "Machine", "machines", Some(o::MACHINE_API_NS))
+    env.dynamic("machine.openshift.io", "v1beta1", "Machine", "machines", Some(o::MACHINE_API_NS))
 }
 
 pub fn machinesets(env: &TestEnv) -> Api<DynamicObject> {
-    dynamic(env, "machine.openshift.io", "v1beta1", "MachineSet", "machinesets", Some(o::MACHINE_API_NS))
+    env.dynamic("machine.openshift.io", "v1beta1", "MachineSet", "machinesets", Some(o::MACHINE_API_NS))
 }
 
 fn server_of(m: &DynamicObject, template: bool) -> String {
@@ -151,7 +135,7 @@ pub async fn final_state(lab: &Lab, name: &str) -> Result<BTreeMap<String, Value
         .collect();
     s.insert("migration.executed".into(), json!(executed));
     let infra =
-        dynamic(env, "config.openshift.io", "v1", "Infrastructure", "infrastructures", None).get("cluster").await?;
+        env.dynamic("config.openshift.io", "v1", "Infrastructure", "infrastructures", None).get("cluster").await?;
     s.insert("infrastructure.vsphere".into(), normalise_value(lab, &infra.data["spec"]["platformSpec"]["vsphere"]));
     let cm: ConfigMap = Api::namespaced(env.client(), o::CLOUD_CONFIG_NS).get(o::CLOUD_CONFIG_NAME).await?;
     let config = cm.data.unwrap_or_default().get(o::CLOUD_CONFIG_KEY).cloned().unwrap_or_default();
@@ -178,16 +162,16 @@ pub async fn final_state(lab: &Lab, name: &str) -> Result<BTreeMap<String, Value
         *placement.entry(format!("{role} on {} {phase}", server_of(&m, false))).or_default() += 1;
     }
     s.insert("machines".into(), json!(placement));
-    let cpms = dynamic(
-        env,
-        "machine.openshift.io",
-        "v1",
-        "ControlPlaneMachineSet",
-        "controlplanemachinesets",
-        Some(o::MACHINE_API_NS),
-    )
-    .get(o::CPMS_NAME)
-    .await?;
+    let cpms = env
+        .dynamic(
+            "machine.openshift.io",
+            "v1",
+            "ControlPlaneMachineSet",
+            "controlplanemachinesets",
+            Some(o::MACHINE_API_NS),
+        )
+        .get(o::CPMS_NAME)
+        .await?;
     s.insert("cpms.state".into(), cpms.data["spec"]["state"].clone());
     s.insert(
         "cpms.failureDomains".into(),
