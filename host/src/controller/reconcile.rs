@@ -296,10 +296,22 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
 
     let label = |r: &str| ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: r.into() }).inc();
     // Was this reconcile due (the requeue the machine asked for) or woken early?
+    // An event inside the rate limit of early wake-ups (`MIN_CALL_INTERVAL` after the last
+    // call) must not be lost until the phase's own timer: it wakes the phase when the limit
+    // ends (found by `cargo xtask bench`: with an instant simulator every event of a wait
+    // came within the limit, and CreateWorkers sat out its whole 30 s poll).
+    let mut woken_by_event_at: Option<Timestamp> = None;
     if let Some(cur) = m.status.as_ref().and_then(|s| s.current.as_ref()) {
         let due = cur.next_call_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).is_none_or(|t| t <= now());
         let trigger = if due { "timer" } else { "event" };
         ctx.metrics.reconcile_triggers.get_or_create(&crate::metrics::TriggerLabels { trigger: trigger.into() }).inc();
+        if !due && cur.delay == Some(crate::api::Delay::Wait) {
+            // Timestamps have second precision: one more second covers the rounding.
+            woken_by_event_at = cur.last_call_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).and_then(|t| {
+                t.checked_add(jiff::SignedDuration::try_from(machine::MIN_CALL_INTERVAL + Duration::from_secs(1)).ok()?)
+                    .ok()
+            });
+        }
     }
     let _start_guard =
         if m.status.as_ref().is_none_or(|s| s.started_at.is_none()) { Some(ctx.start_lock.lock().await) } else { None };
@@ -336,6 +348,10 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
             Next::Call { phase, direction, attempt, dry_run } => (phase, direction, attempt, dry_run),
             Next::RequeueAt(t) => {
                 label("waiting");
+                let t = match woken_by_event_at {
+                    Some(limit_ends) if calls == 0 => t.min(limit_ends),
+                    _ => t,
+                };
                 return Ok(requeue_at(t));
             }
             Next::Idle => {
