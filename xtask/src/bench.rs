@@ -85,7 +85,10 @@ pub fn run_bench(opts: BenchOptions) -> Result<()> {
         ["footprint", "overhead", "scale", "reconcile"].into_iter().filter(|p| opts.wants(p)).collect();
     if !system.is_empty() {
         vsm_testenv::tools::ensure_built()?;
-        run(cargo().args(["build", "--release", "-p", "vsm-host", "--bin", "vsm-operator"]))?;
+        // `VSM_OPERATOR_BIN` names a release operator built beforehand (skips the build).
+        if std::env::var_os("VSM_OPERATOR_BIN").is_none() {
+            run(cargo().args(["build", "--release", "-p", "vsm-host", "--bin", "vsm-operator"]))?;
+        }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         summary.extend(rt.block_on(whole_system(&opts))?);
     }
@@ -126,7 +129,10 @@ fn machine(opts: &BenchOptions) -> Value {
         "cpu_model": first_line_with("/proc/cpuinfo", "model name"),
         "memory": first_line_with("/proc/meminfo", "MemTotal"),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        "os": first_line_with("/etc/os-release", "PRETTY_NAME").map(|s| s.replace("=", "").replace('"', "")),
+        "os": std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())),
         "rustc": command_output("rustc", &["--version"]),
         "load_average_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "git": command_output("git", &["-C", &root().to_string_lossy(), "rev-parse", "--short", "HEAD"]),
