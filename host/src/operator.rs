@@ -108,7 +108,8 @@ impl Operator {
             }
             None => LeaderHandle::always(),
         };
-        let ops = OperatorContext::new(client.clone(), SessionPool::new(cfg.vsphere.clone()), &cfg.identity);
+        let ops =
+            OperatorContext::new(client.clone(), SessionPool::new(cfg.vsphere.clone()), &cfg.identity, leader.clone());
 
         // The controller runs only while this replica leads.
         {

@@ -153,7 +153,7 @@ impl Harness {
             .await
             .context("creating the migration")?;
         let vsphere = SessionPool::new(ClientOptions::default());
-        let ctx = OperatorContext::new(client.clone(), vsphere, "harness");
+        let ctx = OperatorContext::new(client.clone(), vsphere, "harness", vsm_host::leader::LeaderHandle::always());
         // Compiled components are cached beside the Go tools: test binaries start fast.
         let cache = crate::tools::cache_dir()?.with_file_name("wasm-cache");
         let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() })?;

@@ -31,6 +31,7 @@ use crate::services::OperatorContext;
 
 pub use approvals::approvals_seen;
 pub use reconcile::{ReconcileError, reconcile};
+use status::WriteError;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -152,6 +153,12 @@ pub async fn run(
 }
 
 fn error_policy(_m: Arc<VSphereMigration>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    if matches!(error, ReconcileError::Write(WriteError::Stale { .. })) {
+        // The cache is behind the status: its watch event is on the way.
+        ctx.metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { result: "stale".into() }).inc();
+        tracing::debug!(%error, "reconcile from a stale object");
+        return Action::requeue(Duration::from_millis(250));
+    }
     ctx.metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { result: "error".into() }).inc();
     tracing::warn!(%error, "reconcile error");
     Action::requeue(Duration::from_secs(5))

@@ -14,6 +14,8 @@ use crate::leader::LeaderHandle;
 pub enum WriteError {
     #[error("not the leader any more: status not written")]
     NotLeader,
+    #[error("the status of {name} changed since it was read: not written, reconciling again")]
+    Stale { name: String },
     #[error("writing the status of {name} failed after {attempts} attempts: {source}")]
     Failed { name: String, attempts: u32, source: kube::Error },
 }
@@ -47,10 +49,15 @@ pub async fn write_status(
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                // Someone changed the object since we read it (a spec edit, usually). Take
-                // its resourceVersion and write again: the leader check above keeps a
-                // deposed replica from doing the same.
+                // The object changed since we read it. A spec or metadata edit leaves the
+                // status we started from in place: take the new resourceVersion and write
+                // again. A changed status means ours was computed from an older one (a
+                // cache behind our own last write, a write whose answer was lost): writing
+                // it would undo what happened since, so the reconcile starts over.
                 if let Ok(fresh) = api.get(&name).await {
+                    if fresh.status != m.status {
+                        return Err(WriteError::Stale { name });
+                    }
                     m.metadata.resource_version = fresh.metadata.resource_version;
                     m.metadata.generation = fresh.metadata.generation;
                 }

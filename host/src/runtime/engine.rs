@@ -296,7 +296,13 @@ impl LoadedPlugin {
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return RuntimeError::CpuBudget { plugin: self.component.clone(), budget: self.limits.cpu_budget() };
         }
-        RuntimeError::Trap { plugin: self.component.clone(), message: format!("{error:#}"), stderr }
+        // The trap says what happened; the wasm backtrace (offsets, no names) is for the log.
+        tracing::debug!(plugin = %self.component, error = format!("{error:?}"), "guest trapped");
+        let message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => error.root_cause().to_string(),
+        };
+        RuntimeError::Trap { plugin: self.component.clone(), message, stderr }
     }
 
     /// Run describe() in a fresh instance with no imports available.

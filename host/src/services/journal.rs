@@ -153,6 +153,20 @@ pub struct Stored {
     pub size: u64,
 }
 
+impl Stored {
+    /// Its entry in `status.backups`.
+    pub fn reference(&self, kind: EntryKind) -> BackupRef {
+        BackupRef {
+            name: self.secret.clone(),
+            subject: self.entry.subject(),
+            phase: self.phase.clone(),
+            kind: kind.label().into(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("{subject} is {size} bytes; a backup holds at most {MAX_ENTRY_BYTES}")]

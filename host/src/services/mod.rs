@@ -25,6 +25,7 @@ use serde_json::Value;
 use vsm_vsphere as vs;
 
 use crate::api::{BackupRef, PlannedChange, SourceVCenter, VSphereMigration};
+use crate::leader::LeaderHandle;
 use crate::runtime::bindings::{
     BackupError, EventType, KubeError, Level, ObjectType, PatchType, RestoreReport, Scope, SnapshotInfo, StateError,
     VsphereError,
@@ -41,10 +42,13 @@ pub struct OperatorContext {
     pub discovery: Discovery,
     pub vsphere: vs::SessionPool,
     pub recorder: Recorder,
+    /// Checked before every change a phase asks for: a replica that lost the lease while a
+    /// call was in flight (frozen, partitioned) must not change anything when it goes on.
+    pub leader: LeaderHandle,
 }
 
 impl OperatorContext {
-    pub fn new(client: ::kube::Client, vsphere: vs::SessionPool, instance: &str) -> Arc<Self> {
+    pub fn new(client: ::kube::Client, vsphere: vs::SessionPool, instance: &str, leader: LeaderHandle) -> Arc<Self> {
         let reporter =
             Reporter { controller: "vsphere-migration-operator".into(), instance: Some(instance.to_string()) };
         Arc::new(OperatorContext {
@@ -52,9 +56,17 @@ impl OperatorContext {
             client,
             discovery: Discovery::default(),
             vsphere,
+            leader,
         })
     }
+
+    /// Why a change must not be made now, if it must not.
+    fn fenced(&self) -> Option<String> {
+        (!self.leader.is_leader()).then(|| NOT_LEADER.to_string())
+    }
 }
+
+const NOT_LEADER: &str = "this operator replica is no longer the leader: nothing was changed";
 
 /// What the calls of one reconcile produced for the status and the metrics.
 #[derive(Debug, Default, Clone)]
@@ -153,6 +165,8 @@ impl ClusterServices {
         match self.journal.read(&secret).await {
             // A restored entry is spent; `Journal::write` replaces it below.
             Ok(stored) if !stored.restored => {
+                // Listed again: the call that wrote it may have died before the status did.
+                self.out().backups.push(stored.reference(EntryKind::Journal));
                 self.journalled.lock().expect("journal lock").insert(secret);
                 return Ok(None);
             }
@@ -181,11 +195,10 @@ impl ClusterServices {
                 e => journal_error(e),
             })?;
         self.journalled.lock().expect("journal lock").insert(secret.clone());
-        if created {
-            self.out().backups.push(reference);
-            return Ok(Some(secret));
-        }
-        Ok(None)
+        // Reported whether new or found: a call that wrote it may have died before the
+        // status listed it (the status merge drops duplicates).
+        self.out().backups.push(reference);
+        Ok(created.then_some(secret))
     }
 
     async fn state_map(&self) -> Result<tokio::sync::MutexGuard<'_, Option<BTreeMap<String, String>>>, StateError> {
@@ -257,9 +270,8 @@ impl ClusterServices {
         let (reference, created) = self.journal.write(EntryKind::Journal, &scope.phase, entry).await.map_err(|e| {
             VsphereError::Transient(format!("cannot journal {} before creating it: {e}", entry.subject()))
         })?;
-        if created {
-            self.out().backups.push(reference.clone());
-        }
+        // Reported even when found (see `journal_before`).
+        self.out().backups.push(reference.clone());
         Ok((reference.name, created))
     }
 
@@ -729,6 +741,9 @@ impl PhaseServices for ClusterServices {
         if !op.is_mutation() {
             return perform(&self.ctx.client, ty, op, &manager, false).await;
         }
+        if let Some(why) = self.ctx.fenced() {
+            return Err(KubeError::Transient(why));
+        }
         let Some(name) = name else {
             return Err(KubeError::Invalid("the object has no metadata.name (generateName is not supported)".into()));
         };
@@ -750,6 +765,11 @@ impl PhaseServices for ClusterServices {
 
     async fn vsphere(&self, scope: &CallScope, server: &str, op: VsphereOp) -> Result<VsphereReply, VsphereError> {
         self.out().vsphere_calls += 1;
+        if !scope.dry_run
+            && let Some(why) = self.ctx.fenced()
+        {
+            return Err(VsphereError::Transient(why));
+        }
         self.vsphere_op(scope, server, op).await
     }
 
@@ -765,6 +785,9 @@ impl PhaseServices for ClusterServices {
     }
 
     async fn state_set(&self, scope: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError> {
+        if let Some(why) = self.ctx.fenced() {
+            return Err(StateError::Unavailable(why));
+        }
         let full = full_key(&scope.phase, which, key, scope.dry_run);
         let mut map = self.state_map().await?;
         self.state.put(&full, Some(value)).await?;
@@ -773,6 +796,9 @@ impl PhaseServices for ClusterServices {
     }
 
     async fn state_delete(&self, scope: &CallScope, which: Scope, key: &str) -> Result<(), StateError> {
+        if let Some(why) = self.ctx.fenced() {
+            return Err(StateError::Unavailable(why));
+        }
         let full = full_key(&scope.phase, which, key, scope.dry_run);
         let mut map = self.state_map().await?;
         self.state.put(&full, None).await?;
@@ -807,11 +833,13 @@ impl PhaseServices for ClusterServices {
             self.plan("kube", "snapshot", entry.subject(), vec![]);
             return Ok(SnapshotInfo { name: "planned".into(), sha256: String::new(), size: 0, created: true });
         }
+        if let Some(why) = self.ctx.fenced() {
+            return Err(BackupError::Failed(why));
+        }
         match self.journal.write(EntryKind::Snapshot, &scope.phase, &entry).await {
             Ok((reference, created)) => {
-                if created {
-                    self.out().backups.push(reference.clone());
-                }
+                // Reported even when found (see `journal_before`).
+                self.out().backups.push(reference.clone());
                 Ok(SnapshotInfo { name: reference.name, sha256: reference.sha256, size: reference.size, created })
             }
             Err(JournalError::TooLarge { subject, size }) => {
@@ -823,6 +851,9 @@ impl PhaseServices for ClusterServices {
     }
 
     async fn backup_restore_journal(&self, scope: &CallScope) -> Vec<RestoreReport> {
+        if let Some(why) = self.ctx.fenced() {
+            return vec![RestoreReport { subject: format!("journal of {}", scope.phase), error: Some(why) }];
+        }
         let entries = match self.journal.list(EntryKind::Journal, Some(&scope.phase)).await {
             Ok(e) => e,
             Err(e) => {
@@ -865,7 +896,7 @@ impl PhaseServices for ClusterServices {
     }
 
     async fn event(&self, scope: &CallScope, ty: EventType, reason: &str, message: &str) {
-        if scope.dry_run {
+        if scope.dry_run || self.ctx.fenced().is_some() {
             return;
         }
         let event = KubeEvent {
