@@ -179,6 +179,7 @@ async fn hostile_components_are_stopped_with_typed_errors_and_the_host_keeps_ser
 
     let err = execute(&hostile, rec.clone(), json!({"hostile": "trap"})).await.unwrap_err();
     assert!(matches!(err, RuntimeError::Trap { .. }), "{err}");
+    assert!(err.to_string().contains("unreachable"), "the trap is named: {err}");
 
     let err = execute(&hostile, rec.clone(), json!({"hostile": "panic"})).await.unwrap_err();
     assert!(

@@ -10,7 +10,7 @@ mod reliability_support;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_host::api::VSphereMigration;
 use vsm_testenv::harness::{NAMESPACE, TARGET_CREDS, VCENTER_CA};
@@ -176,10 +176,15 @@ fn schema_cases() -> Vec<(&'static str, Edit, &'static str)> {
 }
 
 fn object(name: &str, spec: &Value) -> Result<VSphereMigration> {
-    Ok(serde_json::from_value(json!({
+    Ok(serde_json::from_value(raw_object(name, spec))?)
+}
+
+/// As sent by a client without our types: a spec missing required fields too.
+fn raw_object(name: &str, spec: &Value) -> Value {
+    json!({
         "apiVersion": "migration.openshift.io/v1alpha1", "kind": "VSphereMigration",
         "metadata": {"name": name}, "spec": spec
-    }))?)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,11 +199,14 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
 
     // 1. The schema and its CEL rules, at the API server.
     let api = lab.migrations();
+    let raw =
+        lab.env.dynamic("migration.openshift.io", "v1alpha1", "VSphereMigration", "vspheremigrations", Some(NAMESPACE));
     for (i, (case, edit, expected)) in schema_cases().into_iter().enumerate() {
         let mut spec = base.clone();
         edit(&mut spec);
         cases += 1;
-        match api.create(&PostParams::default(), &object(&format!("bad-{i}"), &spec)?).await {
+        let obj: DynamicObject = serde_json::from_value(raw_object(&format!("bad-{i}"), &spec))?;
+        match raw.create(&PostParams::default(), &obj).await {
             Ok(_) => failures.push(format!("{case}: accepted")),
             Err(e) if e.to_string().contains(expected) => {
                 report(&lab.dir, format!("schema  | {case:<42} | {}", first_cause(&e.to_string(), expected)))

@@ -18,7 +18,7 @@ use reliability_support::{Lab, LabOptions, OperatorOptions, checks, condition, p
 const HOSTILE: [(&str, &[&str]); 6] = [
     ("hostile-loop", &["hostile-loop", "CPU budget"]),
     ("hostile-alloc", &["hostile-alloc", "memory"]),
-    ("hostile-trap", &["hostile-trap", "crashed"]),
+    ("hostile-trap", &["hostile-trap", "crashed", "unreachable"]),
     ("hostile-panic", &["hostile-panic", "panicked on purpose"]),
     ("hostile-forbidden", &["may not get core/secrets in namespace kube-system"]),
     ("hostile-oversized", &["hostile-oversized", "bytes; the limit is"]),

@@ -234,14 +234,18 @@ async fn a_vcenter_that_stops_answering_ends_in_a_clear_failure_after_the_phase_
 async fn a_password_rotated_mid_migration_is_picked_up_without_a_restart() -> Result<()> {
     let lab = Lab::start(LabOptions::new("vsphere-rotation")).await?;
     let op = lab.operator(OperatorOptions::new("solo")).await?;
-    lab.create("rotate", lab.spec(json!({}))?).await?;
-    // Preflight logged in to the target; rotate before UpdateSecrets copies the credentials
-    // into the cluster, and end every live session so the next call must log in again.
-    lab.until("rotate", "DisableCVO", |m| current_is(m, "DisableCVO")).await?;
+    // Preflight logs in to the target; the migration then stops for approval before
+    // UpdateSecrets copies the credentials into the cluster. Rotate there (so the copy is of
+    // the new password, not a race with it), end every live session so the next call must
+    // log in again, and let it go on.
+    let spec = json!({"approvalMode": "Manual", "approvals": ["Preflight", "Backup", "DisableCVO"]});
+    lab.create("rotate", lab.spec(spec)?).await?;
+    lab.until("rotate", "awaiting approval of UpdateSecrets", |m| phase(m) == "UpdateSecrets").await?;
     let new_password = "dst-Rotated-3?";
     lab.rotate_target_password(new_password).await?;
     let ended = lab.env.target().terminate_sessions().await?;
     let before = lab.env.target().stats().await?;
+    lab.patch_spec("rotate", json!({"approvals": PHASES})).await?;
     let m = lab.finished("rotate").await?;
     ensure!(phase(&m) == "Completed", "{:#?}", m.status);
     let after = lab.env.target().stats().await?;
@@ -249,7 +253,7 @@ async fn a_password_rotated_mid_migration_is_picked_up_without_a_restart() -> Re
     report(
         &lab.dir,
         format!(
-            "target password rotated during DisableCVO ({ended} live sessions ended): Completed; {relogins} re-logins by the operator, target logins since {} (failed {}), operator process {} never restarted",
+            "target password rotated before UpdateSecrets ({ended} live sessions ended): Completed; {relogins} re-logins by the operator, target logins since {} (failed {}), operator process {} never restarted",
             after.login_attempts - before.login_attempts,
             after.login_failures - before.login_failures,
             op.pid
