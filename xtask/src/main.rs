@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod fuzz;
 mod plugins;
+mod test_runner;
 mod testenv;
 mod wit_check;
 
@@ -80,7 +81,10 @@ enum Task {
     },
     /// Everything the tests need, then every test: `cargo xtask test`.
     Test {
-        /// Extra arguments for `cargo test` (after `--`).
+        /// Test binaries run at the same time.
+        #[arg(long, env = "VSM_TEST_JOBS", default_value_t = 2)]
+        jobs: usize,
+        /// Extra arguments for building the tests, e.g. `-- -p vsm-host` (after `--`).
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
@@ -93,7 +97,7 @@ fn main() -> Result<()> {
         Task::Crds => crds(),
         Task::Demo { manual, plan, workers, keep, instant } => demo(manual, plan, workers, keep, instant),
         Task::Testenv { keep } => testenv::run(keep),
-        Task::Test { cargo_args } => test(&cargo_args),
+        Task::Test { jobs, cargo_args } => test(&cargo_args, jobs),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets).map(|_| ()),
         Task::Bench { quick, only, workers, starts, runs } => bench::run_bench(bench::BenchOptions {
             quick,
@@ -124,14 +128,14 @@ pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn test(cargo_args: &[String]) -> Result<()> {
+fn test(cargo_args: &[String], jobs: usize) -> Result<()> {
     plugins::build_all()?;
     // The Go tools of the test environment (instant when cached); built here so the first
     // test does not sit silently behind a multi-minute build.
     vsm_testenv::tools::ensure_built()?;
     // The reliability suite runs the operator as a separate process: the release binary.
     run(cargo().args(["build", "--release", "-p", "vsm-host", "--bin", "vsm-operator"]))?;
-    run(cargo().args(["test", "--workspace", "--exclude", "xtask"]).args(cargo_args))
+    test_runner::run(cargo_args, jobs)
 }
 
 /// Write the CRD YAML the operator generates from its types into `crds/`.
