@@ -95,6 +95,9 @@ fn run_one(bin: &TestBinary, log: &Path) -> Result<bool> {
         .current_dir(&bin.package_dir)
         .env("CARGO", std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .env("CARGO_MANIFEST_DIR", &bin.package_dir)
+        // The release operator `test` built: the reliability suite runs it instead of
+        // building it again (a nested cargo may be another toolchain's and rebuild it).
+        .env("VSM_OPERATOR_BIN", root().join("target/release/vsm-operator"))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
