@@ -35,13 +35,17 @@ async fn create_folder_honours_topology_folder_and_removes_only_its_own_levels()
     // Default folder.
     let run = c.execute_done().await?;
     ensure!(run.message() == format!("VM folders ready in vCenter {host}: {default} created"), "{}", run.message());
+    let journalled: Vec<String> = run.outputs.backups.iter().map(|b| b.name.clone()).collect();
     ensure!(exists(&vc, &default).await?);
 
     // Idempotent.
     let state = c.state().await?;
     let run = c.execute_done().await?;
     ensure!(run.message() == format!("VM folders ready in vCenter {host}: {default} existed"), "{}", run.message());
-    ensure!(run.outputs.backups.is_empty() && c.state().await? == state, "a re-run changed something");
+    ensure!(
+        run.outputs.backups.iter().all(|b| journalled.contains(&b.name)) && c.state().await? == state,
+        "a re-run changed something"
+    );
 
     // Rollback.
     let run = c.rollback_done().await?;

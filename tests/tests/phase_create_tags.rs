@@ -65,6 +65,7 @@ async fn create_tags_tags_the_target_and_undoes_only_its_own() -> Result<()> {
     // Success.
     let run = c.execute_done().await?;
     ensure!(run.message().starts_with("tagged 2 object(s) (2 attachment(s) new)"), "{}", run.message());
+    let journalled: Vec<String> = run.outputs.backups.iter().map(|b| b.name.clone()).collect();
     tagged(&vc).await?;
     for name in [REGION, ZONE] {
         ensure!(vc.category_id(name).await?.is_some(), "category {name} made");
@@ -75,7 +76,12 @@ async fn create_tags_tags_the_target_and_undoes_only_its_own() -> Result<()> {
     // Idempotent: nothing new journalled or attached.
     let run = c.execute_done().await?;
     ensure!(run.message().starts_with("tagged 2 object(s) (0 attachment(s) new)"), "{}", run.message());
-    ensure!(run.outputs.backups.is_empty(), "a re-run journalled {:?}", run.outputs.backups);
+    // (A re-run lists the entries it finds, in case the status lost them; none is new.)
+    ensure!(
+        run.outputs.backups.iter().all(|b| journalled.contains(&b.name)),
+        "a re-run journalled {:?}",
+        run.outputs.backups
+    );
     tagged(&vc).await?;
 
     // Rollback removes everything it made.

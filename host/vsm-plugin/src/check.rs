@@ -87,7 +87,8 @@ struct RunResult {
     outcome: Outcome,
     calls: u32,
     denials: Vec<String>,
-    new_backups: usize,
+    /// The backups the calls listed (written, or found from an earlier run).
+    backups: BTreeSet<String>,
 }
 
 fn outcome_text(o: &Outcome) -> String {
@@ -115,7 +116,7 @@ async fn run(
     let servers: Vec<String> = sources.iter().chain(targets.iter()).cloned().collect();
     let deadline = Instant::now() + timeout;
     let mut denials = Vec::new();
-    let mut new_backups = 0;
+    let mut backups = BTreeSet::new();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -135,14 +136,14 @@ async fn run(
         };
         let report = plugin.call(services.clone(), ctx, direction, servers.clone()).await?;
         denials.extend(report.denials.clone());
-        new_backups += services.inner.take_outputs().backups.len();
+        backups.extend(services.inner.take_outputs().backups.into_iter().map(|b| b.name));
         let pause = match &report.outcome {
             Outcome::Wait(w) => Duration::from_millis(w.after_ms).min(Duration::from_millis(250)),
             Outcome::Failed(f) if f.retryable => Duration::from_millis(500),
-            _ => return Ok(RunResult { outcome: report.outcome, calls: attempt, denials, new_backups }),
+            _ => return Ok(RunResult { outcome: report.outcome, calls: attempt, denials, backups }),
         };
         if Instant::now() > deadline {
-            return Ok(RunResult { outcome: report.outcome, calls: attempt, denials, new_backups });
+            return Ok(RunResult { outcome: report.outcome, calls: attempt, denials, backups });
         }
         tokio::time::sleep(pause).await;
     }
@@ -374,8 +375,9 @@ async fn test_in(
         if !created.is_empty() {
             problems.push(format!("created again in vCenter: {}", created.join(", ")));
         }
-        if second.new_backups > 0 {
-            problems.push(format!("{} new backup(s): it changed something new", second.new_backups));
+        let new_backups: Vec<&String> = second.backups.difference(&first.backups).collect();
+        if !new_backups.is_empty() {
+            problems.push(format!("{} new backup(s): it changed something new", new_backups.len()));
         }
         check(
             &mut checks,
