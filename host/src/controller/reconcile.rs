@@ -23,6 +23,7 @@ use crate::machine::{
 use crate::metrics::{OutcomeLabels, PhaseLabels, ReconcileLabels};
 use crate::runtime::bindings::{CallContext, Migration, Outcome};
 use crate::runtime::{Direction as CallDirection, LoadedPlugin, RuntimeError};
+use crate::services::journal::EntryKind;
 use crate::services::{CallOutputs, ClusterServices};
 
 /// Calls made in one reconcile before yielding to others.
@@ -219,9 +220,12 @@ fn merge_outputs(status: &mut MigrationStatus, phase: &str, direction: Direction
             None => status.plan.push(PlannedPhase { phase: phase.to_string(), changes: outputs.plan, waits: vec![] }),
         }
     }
+    // By name: an entry listed again carries its current checksum (a vSphere entry is
+    // completed with the created object's id after it was first listed).
     for b in outputs.backups {
-        if !status.backups.iter().any(|x: &BackupRef| x.name == b.name) {
-            status.backups.push(b);
+        match status.backups.iter_mut().find(|x: &&mut BackupRef| x.name == b.name) {
+            Some(listed) => *listed = b,
+            None => status.backups.push(b),
         }
     }
 }
@@ -523,7 +527,19 @@ async fn call(
     if let Err(e) = &result {
         tracing::warn!(phase = %plugin.info.name, plugin = %plugin.component, error = %e, "plugin call failed");
     }
-    Some((to_call_result(result), services.take_outputs()))
+    let result = to_call_result(result);
+    let mut outputs = services.take_outputs();
+    if matches!(result, CallResult::Done(_)) && direction == Direction::Execute && !dry_run {
+        // Backups written by calls that died before the status listed them (a kill, a lost
+        // status write) and that the phase did not meet again: listed from the store itself.
+        for kind in [EntryKind::Journal, EntryKind::Snapshot] {
+            match services.journal().list(kind, Some(&plugin.info.name)).await {
+                Ok(found) => outputs.backups.extend(found.into_iter().flatten().map(|s| s.reference(kind))),
+                Err(e) => tracing::warn!(phase = %plugin.info.name, error = %e, "could not list the phase's backups"),
+            }
+        }
+    }
+    Some((result, outputs))
 }
 
 /// Deletion: refuse while the migration is in flight (Some: handled, stop here; None:

@@ -276,15 +276,17 @@ impl Journal {
     }
 
     /// Replace the content of an existing entry (to fill in an id learnt after the call).
-    pub async fn update(&self, secret: &str, entry: &Entry) -> Result<(), JournalError> {
+    /// Replace an entry's content; returns its new sha256 and size (for `status.backups`).
+    pub async fn update(&self, secret: &str, entry: &Entry) -> Result<(String, u64), JournalError> {
         let bytes = serde_json::to_vec(entry).expect("entries serialize");
         let sha = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
         let patch = serde_json::json!({
             "metadata": {"annotations": {labels::SHA256: sha}},
             "data": {DATA_KEY: ByteString(bytes)},
         });
         self.secrets.patch(secret, &PatchParams::default(), &Patch::Merge(patch)).await?;
-        Ok(())
+        Ok((sha, size))
     }
 
     pub async fn delete(&self, secret: &str) -> Result<(), JournalError> {

@@ -516,8 +516,15 @@ impl ClusterServices {
             return;
         }
         if created || matches!(self.journal.exists(&secret).await, Ok(true)) {
-            if let Err(e) = self.journal.update(&secret, &filled).await {
-                tracing::warn!(secret, error = %e, "could not record the id of a created vSphere object; rollback will look it up by name");
+            match self.journal.update(&secret, &filled).await {
+                Ok((sha256, size)) => {
+                    for b in self.out().backups.iter_mut().filter(|b| b.name == secret) {
+                        (b.sha256, b.size) = (sha256.clone(), size);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(secret, error = %e, "could not record the id of a created vSphere object; rollback will look it up by name")
+                }
             }
         }
     }
