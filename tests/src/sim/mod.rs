@@ -167,6 +167,14 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
+    /// A vCenter's password changed (rotated by a test): the simulated operators check
+    /// `vsphere-creds` against this one from now on.
+    pub fn set_vcenter_password(&self, host: &str, password: &str) {
+        if let Some(vc) = self.shared.vcenters.by_host(host) {
+            *vc.password.lock().expect("password lock") = password.to_string();
+        }
+    }
+
     pub fn stats(&self) -> SimStats {
         self.shared.stats()
     }

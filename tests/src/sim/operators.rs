@@ -99,8 +99,16 @@ pub(crate) fn evaluate(sh: &Shared) -> BTreeMap<&'static str, Vec<Problem>> {
                 "VSphereCredentialsMissing",
                 format!("vCenter {s} has no {s}.username/{s}.password in kube-system/vsphere-creds"),
             )),
-            Some(c) if vc.is_some_and(|vc| c.username != vc.username || c.password.expose() != vc.password) => creds
-                .push(problem("VSphereLoginFailed", format!("vCenter {s} rejects the credentials in vsphere-creds"))),
+            Some(c)
+                if vc.is_some_and(|vc| {
+                    c.username != vc.username || c.password.expose() != *vc.password.lock().expect("password lock")
+                }) =>
+            {
+                creds.push(problem(
+                    "VSphereLoginFailed",
+                    format!("vCenter {s} rejects the credentials in vsphere-creds"),
+                ))
+            }
             Some(_) => {}
         }
     }

@@ -20,9 +20,10 @@ pub(crate) struct VCenter {
     /// `host:port`, where the client connects.
     pub server: String,
     pub port: u16,
-    /// What the vCenter accepts (to tell a cloud provider's login would fail).
+    /// What the vCenter accepts (to tell a cloud provider's login would fail); the
+    /// password changes when a test rotates it.
     pub username: String,
-    pub password: String,
+    pub password: Arc<std::sync::Mutex<String>>,
 }
 
 pub(crate) struct VCenters {
@@ -42,7 +43,7 @@ impl VCenters {
                 server: vc.server(),
                 port: vc.port(),
                 username: vc.username.clone(),
-                password: vc.password.clone(),
+                password: Arc::new(std::sync::Mutex::new(vc.password.clone())),
             })
             .collect();
         VCenters {

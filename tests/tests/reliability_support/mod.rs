@@ -318,6 +318,9 @@ impl Lab {
         *self.target_password.lock().unwrap() = password.to_string();
         let dst = self.env.target();
         dst.set_credentials(&dst.username, password).await?;
+        if let Some(sim) = &self.sim {
+            sim.set_vcenter_password(&dst.host(), password);
+        }
         let secrets: Api<Secret> = Api::namespaced(self.env.client(), NAMESPACE);
         let patch = json!({"stringData": {format!("{}.password", dst.host()): password}});
         secrets.patch(TARGET_CREDS, &PatchParams::default(), &Patch::Merge(patch)).await?;
