@@ -42,8 +42,17 @@ fn normalise(lab: &Lab, text: &str) -> String {
     text.replace(&dst, "<target-port>").replace(&src, "<source-port>")
 }
 
+/// The same over a JSON value: inside strings, and a port given as a number.
 fn normalise_value(lab: &Lab, v: &Value) -> Value {
-    serde_json::from_str(&normalise(lab, &v.to_string())).expect("normalised JSON stays JSON")
+    let port = |p: u16| Value::from(p);
+    match v {
+        Value::String(s) => Value::String(normalise(lab, s)),
+        n @ Value::Number(_) if *n == port(lab.env.target().port()) => Value::from("<target-port>"),
+        n @ Value::Number(_) if *n == port(lab.env.source().port()) => Value::from("<source-port>"),
+        Value::Array(items) => Value::Array(items.iter().map(|i| normalise_value(lab, i)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, i)| (k.clone(), normalise_value(lab, i))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A session on one of the lab's vCenters, as an administrator.
