@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -286,8 +286,18 @@ async fn plan_mode_changes_nothing_and_lists_the_intended_changes() -> Result<()
 async fn pause_stops_the_migration_at_any_point_and_resume_finishes_it() -> Result<()> {
     let c = Cluster::start(1).await?;
     c.create("paused", json!({})).await?;
+    let index = |p: &str| PHASES.iter().position(|x| *x == p);
     for at in ["UpdateConfig", "CreateWorkers"] {
-        c.until("paused", at, |m| phase(m) == at).await?;
+        // At `at` or past it: a phase that finishes between two polls is not waited for.
+        let m = c
+            .until("paused", at, |m| {
+                index(&phase(m)) >= index(at) || m.status.as_ref().is_some_and(|s| s.finished_at.is_some())
+            })
+            .await?;
+        ensure!(
+            m.status.as_ref().is_some_and(|s| s.finished_at.is_none()),
+            "finished before it could be paused at {at}"
+        );
         c.set_state("paused", "Paused").await?;
         let m = c.until("paused", "paused", |m| m.status.as_ref().is_some_and(|s| s.paused_at.is_some())).await?;
         let calls = |m: &VSphereMigration| {

@@ -31,7 +31,7 @@ use crate::services::OperatorContext;
 
 pub use approvals::approvals_seen;
 pub use reconcile::{ReconcileError, reconcile};
-use status::WriteError;
+use status::{LastWrites, WriteError};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -45,6 +45,7 @@ pub struct Context {
     /// This controller run (process id and start time): a run continued by another
     /// instance was taken over after a restart or a leader change.
     pub instance: String,
+    pub last_writes: LastWrites,
 }
 
 /// The objects phases wait for, by namespace (None: cluster-scoped or all namespaces).
@@ -134,8 +135,16 @@ pub async fn run(
     }
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let instance = format!("{}-{}", std::process::id(), started.as_millis());
-    let ctx =
-        Arc::new(Context { ops, registry, metrics, leader, migrations: reader, start_lock: Mutex::new(()), instance });
+    let ctx = Arc::new(Context {
+        ops,
+        registry,
+        metrics,
+        leader,
+        migrations: reader,
+        start_lock: Mutex::new(()),
+        instance,
+        last_writes: LastWrites::default(),
+    });
     controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
+use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::approvals::approvals_seen;
@@ -275,6 +275,12 @@ fn observe_finished(ctx: &Context, before: &MigrationStatus, after: &MigrationSt
     }
 }
 
+/// Whether the spec moved on, or a deletion began, while the reconcile ran (both bump the
+/// generation; a status write that met a conflict took the current object).
+fn changed_since_read(m: &VSphereMigration, generation: i64) -> bool {
+    m.metadata.generation.unwrap_or_default() != generation
+}
+
 fn requeue_at(t: Timestamp) -> Action {
     let wait = t.duration_since(now());
     Action::requeue(Duration::try_from(wait).unwrap_or_default().max(Duration::from_millis(50)))
@@ -287,6 +293,9 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
     let api: Api<VSphereMigration> = Api::namespaced(ctx.ops.client.clone(), &ns);
     let mut m = (*obj).clone();
+    if ctx.last_writes.may_be_behind(&m) {
+        m = api.get(&m.name_any()).await?;
+    }
 
     if m.metadata.deletion_timestamp.is_some() {
         if let Some(done) = finalize(&ctx, &api, &mut m).await? {
@@ -296,6 +305,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
         // release it.
     } else if !m.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER)) {
         m = set_finalizer(&api, &m, true).await?;
+        ctx.last_writes.record(&m);
     }
 
     let label = |r: &str| ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: r.into() }).inc();
@@ -343,7 +353,13 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
         let before = m.status.clone().unwrap_or_default();
         controller_conditions(&mut decision.status, &m, &facts.missing_plugins, generation);
         if decision.status != before {
-            write_status(&api, &mut m, &decision.status, &ctx.leader).await?;
+            write_status(&api, &mut m, &decision.status, &ctx.leader, &ctx.last_writes).await?;
+        }
+        if changed_since_read(&m, generation) {
+            // A spec edit (a pause, a rollback, an approval) or a deletion landed while
+            // this reconcile worked: decide again from the current object.
+            label("spec-changed");
+            return Ok(Action::requeue(Duration::from_millis(10)));
         }
         observe_finished(&ctx, &before, &decision.status);
         publish(&ctx, &m, &decision.events).await;
@@ -400,7 +416,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
                     generation,
                     &now_s,
                 );
-                write_status(&api, &mut m, &status, &ctx.leader).await?;
+                write_status(&api, &mut m, &status, &ctx.leader, &ctx.last_writes).await?;
                 label("plugin-missing");
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
@@ -434,7 +450,11 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
             }
         }
         if stamped {
-            write_status(&api, &mut m, &status, &ctx.leader).await?;
+            write_status(&api, &mut m, &status, &ctx.leader, &ctx.last_writes).await?;
+            if changed_since_read(&m, generation) {
+                label("spec-changed");
+                return Ok(Action::requeue(Duration::from_millis(10)));
+            }
         }
         if let Some(event) = resumed {
             publish(&ctx, &m, &[event]).await;
@@ -575,7 +595,7 @@ async fn finalize(
                 generation,
                 &now_s,
             );
-            write_status(api, m, &status, &ctx.leader).await?;
+            write_status(api, m, &status, &ctx.leader, &ctx.last_writes).await?;
             publish(ctx, m, &[machine::Event { type_: EventType::Warning, reason: "DeletionBlocked", message }]).await;
         }
         return Ok(None);
@@ -589,5 +609,6 @@ async fn finalize(
     services.overlay_store().delete().await?;
     tracing::info!(migration = %m.metadata.name.clone().unwrap_or_default(), backups = removed, "migration deleted; its backups and state removed");
     set_finalizer(api, m, false).await?;
+    ctx.last_writes.forget(m);
     Ok(Some(Action::await_change()))
 }

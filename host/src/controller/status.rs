@@ -2,6 +2,8 @@
 //! retried until it sticks, guarded by the resourceVersion last seen (so a write from a
 //! deposed leader fails) and by the leader check before every attempt.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -22,12 +24,48 @@ pub enum WriteError {
 
 const ATTEMPTS: u32 = 8;
 
-/// Apply `status` to the migration; on success `m` carries the new resourceVersion.
+/// The resourceVersion each migration had after this instance last wrote it.
+///
+/// The watch cache can lag behind our own writes: a requeue that fires before the watch
+/// event of our last status write hands the reconcile the object from before it, and a
+/// phase would be called a second time for a step it already took. A reconcile whose
+/// object is not the one we last wrote reads it afresh first.
+#[derive(Debug, Default)]
+pub struct LastWrites(Mutex<HashMap<String, String>>);
+
+impl LastWrites {
+    pub fn record(&self, m: &VSphereMigration) {
+        if let (Some(uid), Some(rv)) = (&m.metadata.uid, &m.metadata.resource_version) {
+            self.0.lock().expect("last writes lock").insert(uid.clone(), rv.clone());
+        }
+    }
+
+    /// Whether `m` may be older than our last write (it is another version than the one
+    /// we wrote; a newer one costs only a needless read).
+    pub fn may_be_behind(&self, m: &VSphereMigration) -> bool {
+        let Some(uid) = &m.metadata.uid else { return false };
+        self.0
+            .lock()
+            .expect("last writes lock")
+            .get(uid)
+            .is_some_and(|rv| m.metadata.resource_version.as_ref() != Some(rv))
+    }
+
+    pub fn forget(&self, m: &VSphereMigration) {
+        if let Some(uid) = &m.metadata.uid {
+            self.0.lock().expect("last writes lock").remove(uid);
+        }
+    }
+}
+
+/// Apply `status` to the migration; on success `m` carries the new resourceVersion, which
+/// `writes` remembers.
 pub async fn write_status(
     api: &Api<VSphereMigration>,
     m: &mut VSphereMigration,
     status: &MigrationStatus,
     leader: &LeaderHandle,
+    writes: &LastWrites,
 ) -> Result<(), WriteError> {
     let name = m.metadata.name.clone().unwrap_or_default();
     let mut delay = Duration::from_millis(100);
@@ -46,6 +84,7 @@ pub async fn write_status(
             Ok(updated) => {
                 m.metadata.resource_version = updated.metadata.resource_version;
                 m.status = Some(status.clone());
+                writes.record(m);
                 return Ok(());
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -58,8 +97,9 @@ pub async fn write_status(
                     if fresh.status != m.status {
                         return Err(WriteError::Stale { name });
                     }
-                    m.metadata.resource_version = fresh.metadata.resource_version;
-                    m.metadata.generation = fresh.metadata.generation;
+                    // Carry the new spec and metadata: the caller sees the change (a
+                    // new generation) and decides again before calling another phase.
+                    *m = fresh;
                 }
                 last = Some(kube::Error::Api(s));
             }
