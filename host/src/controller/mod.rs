@@ -94,6 +94,21 @@ fn active(store: &Store<VSphereMigration>) -> Vec<ObjectRef<VSphereMigration>> {
         .collect()
 }
 
+/// The controller's backoff over all its trigger streams, made a no-op: each stream has
+/// its own.
+struct NoSharedBackoff;
+
+impl Iterator for NoSharedBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoSharedBackoff {
+    fn reset(&mut self) {}
+}
+
 /// Only spec edits, deletion and finalizer changes of a migration trigger a reconcile;
 /// its own status writes do not.
 fn spec_or_lifecycle(m: &VSphereMigration) -> Option<u64> {
@@ -123,15 +138,32 @@ pub async fn run(
         .default_backoff()
         .touched_objects()
         .predicate_filter(spec_or_lifecycle, Default::default());
-    let mut controller = Controller::for_stream(stream, reader.clone()).graceful_shutdown_on(shutdown);
+    // Every watch backs off on its own: the controller's shared trigger backoff would pause
+    // all of them, the migrations' own cache included, whenever any one failed. After an
+    // API server restart each watch meets one "too old resourceVersion" and relists; shared,
+    // those errors added up to minutes of a stale cache.
+    let mut controller =
+        Controller::for_stream(stream, reader.clone()).trigger_backoff(NoSharedBackoff).graceful_shutdown_on(shutdown);
     for (ar, ns) in related(&POD_NAMESPACES) {
         let api: Api<DynamicObject> = match &ns {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
         let store = reader.clone();
+        let kind = ar.kind.clone();
         // Status changes are what phases wait for, so every change counts (no predicate).
-        controller = controller.watches_with(api, ar, watcher::Config::default(), move |_| active(&store));
+        let wakes = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+            .filter_map(move |event| {
+                if let Err(error) = &event {
+                    // Kinds a cluster lacks (no OpenShift CRDs) fail here, harmlessly.
+                    tracing::debug!(kind = %kind, %error, "watch of a related kind");
+                }
+                futures::future::ready(event.ok())
+            })
+            .flat_map(move |_| futures::stream::iter(active(&store)));
+        controller = controller.reconcile_on(wakes);
     }
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let instance = format!("{}-{}", std::process::id(), started.as_millis());
