@@ -355,14 +355,15 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
         if decision.status != before {
             write_status(&api, &mut m, &decision.status, &ctx.leader, &ctx.last_writes).await?;
         }
+        observe_finished(&ctx, &before, &decision.status);
+        publish(&ctx, &m, &decision.events).await;
         if changed_since_read(&m, generation) {
             // A spec edit (a pause, a rollback, an approval) or a deletion landed while
-            // this reconcile worked: decide again from the current object.
+            // this reconcile worked: what it recorded stands, but the next step is decided
+            // from the current object.
             label("spec-changed");
             return Ok(Action::requeue(Duration::from_millis(10)));
         }
-        observe_finished(&ctx, &before, &decision.status);
-        publish(&ctx, &m, &decision.events).await;
 
         let (phase, direction, attempt, dry_run) = match decision.action.clone() {
             Next::Call { phase, direction, attempt, dry_run } => (phase, direction, attempt, dry_run),
