@@ -23,7 +23,6 @@ use crate::machine::{
 use crate::metrics::{OutcomeLabels, PhaseLabels, ReconcileLabels};
 use crate::runtime::bindings::{CallContext, Migration, Outcome};
 use crate::runtime::{Direction as CallDirection, LoadedPlugin, RuntimeError};
-use crate::services::journal::EntryKind;
 use crate::services::{CallOutputs, ClusterServices};
 
 /// Calls made in one reconcile before yielding to others.
@@ -553,11 +552,9 @@ async fn call(
     if matches!(result, CallResult::Done(_)) && direction == Direction::Execute && !dry_run {
         // Backups written by calls that died before the status listed them (a kill, a lost
         // status write) and that the phase did not meet again: listed from the store itself.
-        for kind in [EntryKind::Journal, EntryKind::Snapshot] {
-            match services.journal().list(kind, Some(&plugin.info.name)).await {
-                Ok(found) => outputs.backups.extend(found.into_iter().flatten().map(|s| s.reference(kind))),
-                Err(e) => tracing::warn!(phase = %plugin.info.name, error = %e, "could not list the phase's backups"),
-            }
+        match services.journal().list_phase(&plugin.info.name).await {
+            Ok(found) => outputs.backups.extend(found.into_iter().flatten().map(|s| s.reference())),
+            Err(e) => tracing::warn!(phase = %plugin.info.name, error = %e, "could not list the phase's backups"),
         }
     }
     Some((result, outputs))

@@ -133,6 +133,9 @@ impl EntryKind {
             EntryKind::Snapshot => "snapshot",
         }
     }
+    fn from_label(label: &str) -> Option<EntryKind> {
+        [EntryKind::Journal, EntryKind::Snapshot].into_iter().find(|k| k.label() == label)
+    }
     fn short(self) -> &'static str {
         match self {
             EntryKind::Journal => "j",
@@ -147,6 +150,7 @@ pub struct Stored {
     pub secret: String,
     pub entry: Entry,
     pub phase: String,
+    pub kind: EntryKind,
     pub sequence: u64,
     pub restored: bool,
     pub sha256: String,
@@ -155,7 +159,8 @@ pub struct Stored {
 
 impl Stored {
     /// Its entry in `status.backups`.
-    pub fn reference(&self, kind: EntryKind) -> BackupRef {
+    pub fn reference(&self) -> BackupRef {
+        let kind = self.kind;
         BackupRef {
             name: self.secret.clone(),
             subject: self.entry.subject(),
@@ -318,6 +323,7 @@ impl Journal {
             secret: name,
             entry,
             phase: labels.get(labels::PHASE).cloned().unwrap_or_default(),
+            kind: labels.get(labels::KIND).and_then(|k| EntryKind::from_label(k)).unwrap_or(EntryKind::Journal),
             sequence: annotations.get(labels::SEQUENCE).and_then(|s| s.parse().ok()).unwrap_or_default(),
             restored: annotations.contains_key(labels::RESTORED),
             sha256: computed,
@@ -337,27 +343,44 @@ impl Journal {
         kind: EntryKind,
         phase: Option<&str>,
     ) -> Result<Vec<Result<Stored, JournalError>>, JournalError> {
-        let mut selector =
-            format!("{}={},{}={}", labels::MIGRATION_UID, self.migration_uid, labels::KIND, kind.label());
+        self.select(Some(kind), phase).await
+    }
+
+    /// Every entry of one phase, journal entries first, each kind oldest first (one LIST).
+    pub async fn list_phase(&self, phase: &str) -> Result<Vec<Result<Stored, JournalError>>, JournalError> {
+        self.select(None, Some(phase)).await
+    }
+
+    async fn select(
+        &self,
+        kind: Option<EntryKind>,
+        phase: Option<&str>,
+    ) -> Result<Vec<Result<Stored, JournalError>>, JournalError> {
+        let mut selector = format!("{}={}", labels::MIGRATION_UID, self.migration_uid);
+        if let Some(kind) = kind {
+            selector.push_str(&format!(",{}={}", labels::KIND, kind.label()));
+        }
         if let Some(phase) = phase {
             selector.push_str(&format!(",{}={phase}", labels::PHASE));
         }
         let list = self.secrets.list(&ListParams::default().labels(&selector)).await?;
-        let mut out: Vec<(u64, Result<Stored, JournalError>)> = list
+        let mut out: Vec<((bool, u64), Result<Stored, JournalError>)> = list
             .items
             .into_iter()
             .map(|s| {
-                let seq = s
-                    .metadata
+                let meta = &s.metadata;
+                let snapshot = meta.labels.as_ref().and_then(|l| l.get(labels::KIND)).map(String::as_str)
+                    == Some(EntryKind::Snapshot.label());
+                let seq = meta
                     .annotations
                     .as_ref()
                     .and_then(|a| a.get(labels::SEQUENCE))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_default();
-                (seq, self.decode(s))
+                ((snapshot, seq), self.decode(s))
             })
             .collect();
-        out.sort_by_key(|(seq, _)| *seq);
+        out.sort_by_key(|(order, _)| *order);
         Ok(out.into_iter().map(|(_, r)| r).collect())
     }
 

@@ -166,7 +166,7 @@ impl ClusterServices {
             // A restored entry is spent; `Journal::write` replaces it below.
             Ok(stored) if !stored.restored => {
                 // Listed again: the call that wrote it may have died before the status did.
-                self.out().backups.push(stored.reference(EntryKind::Journal));
+                self.out().backups.push(stored.reference());
                 self.journalled.lock().expect("journal lock").insert(secret);
                 return Ok(None);
             }
