@@ -167,9 +167,19 @@ async fn a_migration_runs_every_phase_in_order_to_completed_with_events_metrics_
     assert_eq!(status.sources[0].server, env.source().host());
     assert!(status.history.iter().all(|h| h.plugin.as_ref().is_some_and(|p| p.component.starts_with("exerciser"))));
 
-    let evs = events(&env, "full").await?;
-    let reasons: Vec<String> = evs.iter().filter_map(|e| e.reason.clone()).collect();
-    for r in ["MigrationStarted", "PhaseStarted", "PhaseCompleted", "MigrationCompleted"] {
+    // The Events of a transition are posted after its status write: the last one may
+    // still be on its way when the status shows Completed.
+    let wanted = ["MigrationStarted", "PhaseStarted", "PhaseCompleted", "MigrationCompleted"];
+    let (mut evs, mut reasons) = (Vec::new(), Vec::new());
+    for _ in 0..600 {
+        evs = events(&env, "full").await?;
+        reasons = evs.iter().filter_map(|e| e.reason.clone()).collect::<Vec<String>>();
+        if wanted.iter().all(|r| reasons.iter().any(|x| x == r)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for r in wanted {
         assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
     }
     let text = metrics(&op).await?;

@@ -128,3 +128,44 @@ pub async fn set_finalizer(
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": m.metadata.resource_version}});
     api.patch(m.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::VSphereMigration;
+
+    fn migration(uid: &str, rv: &str) -> VSphereMigration {
+        let mut m: VSphereMigration = serde_json::from_value(json!({
+            "apiVersion": "migration.openshift.io/v1alpha1",
+            "kind": "VSphereMigration",
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {
+                "state": "Running",
+                "targetVCenterCredentialsSecret": {"name": "target-creds"},
+                "failureDomains": [{"name": "fd", "region": "r", "zone": "z", "server": "vc-b",
+                    "topology": {"datacenter": "dc", "computeCluster": "/dc/host/c", "datastore": "/dc/datastore/d",
+                        "networks": ["n"], "template": "/dc/vm/t"}}],
+                "machineSetConfig": {"replicas": 3, "failureDomain": "fd"},
+                "controlPlaneMachineSetConfig": {"failureDomain": "fd"}
+            },
+        }))
+        .expect("a minimal migration");
+        m.metadata.uid = Some(uid.into());
+        m.metadata.resource_version = Some(rv.into());
+        m
+    }
+
+    #[test]
+    fn only_a_version_other_than_our_last_write_is_read_afresh() {
+        let writes = LastWrites::default();
+        // Nothing written yet by this instance: the cache is trusted.
+        assert!(!writes.may_be_behind(&migration("a", "5")));
+        writes.record(&migration("a", "7"));
+        assert!(!writes.may_be_behind(&migration("a", "7")), "the version we wrote");
+        assert!(writes.may_be_behind(&migration("a", "5")), "older than our write (a lagging cache)");
+        assert!(writes.may_be_behind(&migration("a", "9")), "another version: read, to be sure");
+        assert!(!writes.may_be_behind(&migration("b", "1")), "another migration");
+        writes.forget(&migration("a", "7"));
+        assert!(!writes.may_be_behind(&migration("a", "5")), "forgotten once deleted");
+    }
+}
