@@ -132,24 +132,10 @@ pub async fn set_finalizer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::VSphereMigration;
+    use crate::api::VSphereMigrationSpec;
 
     fn migration(uid: &str, rv: &str) -> VSphereMigration {
-        let mut m: VSphereMigration = serde_json::from_value(json!({
-            "apiVersion": "migration.openshift.io/v1alpha1",
-            "kind": "VSphereMigration",
-            "metadata": {"name": "m", "namespace": "ns"},
-            "spec": {
-                "state": "Running",
-                "targetVCenterCredentialsSecret": {"name": "target-creds"},
-                "failureDomains": [{"name": "fd", "region": "r", "zone": "z", "server": "vc-b",
-                    "topology": {"datacenter": "dc", "computeCluster": "/dc/host/c", "datastore": "/dc/datastore/d",
-                        "networks": ["n"], "template": "/dc/vm/t"}}],
-                "machineSetConfig": {"replicas": 3, "failureDomain": "fd"},
-                "controlPlaneMachineSetConfig": {"failureDomain": "fd"}
-            },
-        }))
-        .expect("a minimal migration");
+        let mut m = VSphereMigration::new("m", VSphereMigrationSpec { spec: crate::machine::tests::spec(json!({})) });
         m.metadata.uid = Some(uid.into());
         m.metadata.resource_version = Some(rv.into());
         m

@@ -15,7 +15,7 @@
 mod conditions;
 mod duration;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::Duration;
 

@@ -9,7 +9,8 @@ use serde_json::json;
 use super::*;
 use crate::api::{MigrationSpec, MigrationStatus};
 
-fn spec(extra: serde_json::Value) -> MigrationSpec {
+/// A valid spec for tests, with `extra` fields set on top.
+pub(crate) fn spec(extra: serde_json::Value) -> MigrationSpec {
     let mut base = json!({
         "state": "Running",
         "targetVCenterCredentialsSecret": {"name": "target-creds"},
