@@ -271,6 +271,30 @@ async fn a_restart_loads_components_from_the_precompiled_cache() {
     assert_eq!(done_message(&report.outcome), "exerciser 0.1.0");
 }
 
+/// Several runtimes of one process compiling the same component into one cache directory
+/// at once (as the test binaries do) each write their own temporary file: every load
+/// succeeds and the one entry left behind is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_loads_share_the_cache_safely() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeConfig::default() };
+    let loads: Vec<_> = (0..4)
+        .map(|_| {
+            let rt = Runtime::new(config.clone()).unwrap();
+            tokio::spawn(async move { load(&rt, "exerciser", &grant_declared(), Limits::default()).await.map(|_| ()) })
+        })
+        .collect();
+    for load in loads {
+        load.await.unwrap().expect("every concurrent first load succeeds");
+    }
+    let files: Vec<String> =
+        std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(files.len() == 1 && files[0].ends_with(".cwasm"), "one whole entry, no temporary files: {files:?}");
+    let rt = Runtime::new(config).unwrap();
+    load(&rt, "exerciser", &grant_declared(), Limits::default()).await.unwrap();
+    assert_eq!(rt.cache_counts(), (0, 1), "the entry left behind loads");
+}
+
 /// Replace a file the way a deployment should: write beside it, then rename over it.
 fn replace_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));

@@ -91,19 +91,22 @@ async fn plan_mode_changes_nothing_and_records_the_intended_changes() -> Result<
     let env = TestEnv::shared().await?;
     let h = harness(env, "services-plan").await?;
     let plugin = exerciser(&h).await?;
-    let spec =
-        json!({"action": "all", "namespace": "exerciser", "server": env.target().host(), "datacenter": "dst-dc"});
+    // Its own object names: the other tests of this binary create and delete `exercised`
+    // alongside, and plan mode must find nothing in place to plan every create.
+    let spec = json!({"action": "all", "namespace": "exerciser", "server": env.target().host(),
+        "datacenter": "dst-dc", "name": "planned"});
     let (report, outputs) = call_with_spec(&h, &plugin, Direction::Execute, spec, true).await?;
     assert!(matches!(report.outcome, Outcome::Done(_)));
     assert!(outputs.backups.is_empty(), "plan mode journals nothing");
     let actions: Vec<String> = outputs.plan.iter().map(|c| format!("{} {} {}", c.system, c.action, c.target)).collect();
-    assert!(actions.iter().any(|a| a == "kube create ConfigMap exerciser/exercised"), "{actions:?}");
+    assert!(actions.iter().any(|a| a == "kube create ConfigMap exerciser/planned"), "{actions:?}");
     assert!(actions.iter().any(|a| a.starts_with("vsphere create-folder")), "{actions:?}");
     assert!(actions.iter().any(|a| a.starts_with("vsphere create-tag-category")), "{actions:?}");
     let cms: Api<ConfigMap> = Api::namespaced(env.client(), "exerciser");
-    assert!(cms.get_opt("exercised").await?.is_none(), "dry-run create persisted nothing");
+    assert!(cms.get_opt("planned").await?.is_none(), "dry-run create persisted nothing");
     let vc = h.vsphere(&env.target().host()).await?;
-    assert!(vc.find(ObjectKind::Folder, "/dst-dc/vm/exercised/deeper").await.is_err());
+    assert!(vc.find(ObjectKind::Folder, "/dst-dc/vm/planned").await.is_err());
+    assert!(vc.category_id("planned").await?.is_none());
     Ok(())
 }
 

@@ -69,7 +69,11 @@ impl ComponentCache {
                 .precompile_component(bytes)
                 .map_err(|e| RuntimeError::Compile { component: name.to_string(), message: format!("{e:#}") })?;
             self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-            store(&path, &compiled)?;
+            // The compiled bytes are in hand: a cache that cannot be written costs the next
+            // start a compile, not this load.
+            if let Err(e) = store(&path, &compiled) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot store compiled component");
+            }
             // SAFETY: the bytes were produced just now by `precompile_component`.
             return unsafe { Component::deserialize(engine, &compiled) }
                 .map_err(|e| RuntimeError::Engine(format!("{e:#}")));
@@ -80,10 +84,17 @@ impl ComponentCache {
     }
 }
 
-/// Write atomically: a crash never leaves a truncated entry behind.
+/// Write atomically: a crash never leaves a truncated entry behind, and two loads of the
+/// same component at once (several runtimes in one process, or several processes) each
+/// write their own temporary file, so neither renames the other's half-written one.
 fn store(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let io = |source| RuntimeError::Io { path: path.display().to_string(), source };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{unique}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }

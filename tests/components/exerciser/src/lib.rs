@@ -3,7 +3,9 @@
 //!
 //! - `{"action": "noop"}`: return at once (the baseline for call-cost benchmarks);
 //! - `{"action": "clock", "count": N}`: N host round trips to `clock.now-ms`;
-//! - `{"action": "all", "namespace": NS, "server": S, "datacenter": DC}`: every import once.
+//! - `{"action": "all", "namespace": NS, "server": S, "datacenter": DC, "name": N}`: every
+//!   import once, on objects called N (default `exercised`) so that tests sharing one
+//!   environment can run side by side.
 //!
 //! Built twice by `cargo xtask plugins`: once as is and once with the `v2` feature, so the
 //! hot-reload tests can tell two versions of the same phase apart.
@@ -92,6 +94,7 @@ fn everything(cx: &Cx, spec: &Value) -> Value {
     let ns = spec.get("namespace").and_then(Value::as_str).unwrap_or("exerciser");
     let server = spec.get("server").and_then(Value::as_str).unwrap_or("vcenter");
     let dc = spec.get("datacenter").and_then(Value::as_str).unwrap_or("DC0");
+    let name = spec.get("name").and_then(Value::as_str).unwrap_or("exercised");
     let mut r = Report(Map::new());
 
     r.put("clock", Ok::<_, ()>(cx.now_ms()), |v| json!(v));
@@ -107,44 +110,44 @@ fn everything(cx: &Cx, spec: &Value) -> Value {
     r.put("state.delete", cx.state().delete("k"), |_| json!("ok"));
 
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "exercised", "namespace": ns}, "data": {"a": "1"}});
+        "metadata": {"name": name, "namespace": ns}, "data": {"a": "1"}});
     r.put("kube.create", cx.kube().create(&types::CONFIG_MAP, Some(ns), &cm), |o| json!(o.name()));
-    r.put("kube.get", cx.kube().get(&types::CONFIG_MAP, Some(ns), "exercised"), |o| {
+    r.put("kube.get", cx.kube().get(&types::CONFIG_MAP, Some(ns), name), |o| {
         json!(o.map(|o| o.str_at("/data/a").map(str::to_string)))
     });
     r.put("kube.list", cx.kube().list(&types::CONFIG_MAP, Some(ns), None), |l| json!(l.len()));
     r.put(
         "kube.merge_patch",
-        cx.kube().merge_patch(&types::CONFIG_MAP, Some(ns), "exercised", &json!({"data": {"b": "2"}})),
+        cx.kube().merge_patch(&types::CONFIG_MAP, Some(ns), name, &json!({"data": {"b": "2"}})),
         |o| json!(o.str_at("/data/b")),
     );
-    r.put("kube.apply", cx.kube().apply(&types::CONFIG_MAP, Some(ns), "exercised", &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "exercised", "namespace": ns}, "data": {"c": "3"}}), true), |o| json!(o.str_at("/data/c")));
-    let replaced = cx.kube().get_required(&types::CONFIG_MAP, Some(ns), "exercised").and_then(|mut o| {
+    r.put("kube.apply", cx.kube().apply(&types::CONFIG_MAP, Some(ns), name, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {"c": "3"}}), true), |o| json!(o.str_at("/data/c")));
+    let replaced = cx.kube().get_required(&types::CONFIG_MAP, Some(ns), name).and_then(|mut o| {
         o.set("/data/d", json!("4"));
         cx.kube().replace(&types::CONFIG_MAP, &o)
     });
     r.put("kube.replace", replaced, |o| json!(o.str_at("/data/d")));
     r.put(
         "backup.snapshot",
-        cx.backup().snapshot(&types::CONFIG_MAP, Some(ns), "exercised"),
+        cx.backup().snapshot(&types::CONFIG_MAP, Some(ns), name),
         |s| json!({"name": s.name, "created": s.created}),
     );
-    r.put("kube.delete", cx.kube().delete(&types::CONFIG_MAP, Some(ns), "exercised", None), |b| json!(b));
+    r.put("kube.delete", cx.kube().delete(&types::CONFIG_MAP, Some(ns), name, None), |b| json!(b));
 
     r.put("vsphere.about", cx.vsphere().about(server), |a| json!(a.api_version));
     let dc_ref = cx.vsphere().find(server, ObjectKind::Datacenter, &format!("/{dc}"));
     r.put("vsphere.find", dc_ref.clone(), |o| json!(o.moref));
     r.put("vsphere.list_vms", cx.vsphere().list_vms(server, &format!("/{dc}/vm")), |v| json!(v.len()));
-    r.put("vsphere.create_folder", cx.vsphere().create_folder(server, &format!("/{dc}/vm/exercised/deeper")), |e| {
+    r.put("vsphere.create_folder", cx.vsphere().create_folder(server, &format!("/{dc}/vm/{name}/deeper")), |e| {
         json!(e.created)
     });
-    r.put("vsphere.delete_folder", cx.vsphere().delete_folder(server, &format!("/{dc}/vm/exercised/deeper")), |b| {
+    r.put("vsphere.delete_folder", cx.vsphere().delete_folder(server, &format!("/{dc}/vm/{name}/deeper")), |b| {
         json!(b)
     });
     let category = cx.vsphere().ensure_category(
         server,
         &CategorySpec {
-            name: "exercised".into(),
+            name: name.into(),
             description: "test".into(),
             cardinality: Cardinality::Single,
             associable_types: vec!["Datacenter".into()],
@@ -152,7 +155,7 @@ fn everything(cx: &Cx, spec: &Value) -> Value {
     );
     r.put("vsphere.ensure_category", category.clone(), |e| json!(e.created));
     if let (Ok(category), Ok(dc_ref)) = (category, dc_ref) {
-        let tag = cx.vsphere().ensure_tag(server, &category.id, "exercised", "test");
+        let tag = cx.vsphere().ensure_tag(server, &category.id, name, "test");
         r.put("vsphere.ensure_tag", tag.clone(), |e| json!(e.created));
         if let Ok(tag) = tag {
             r.put("vsphere.attach_tag", cx.vsphere().attach_tag(server, &tag.id, &dc_ref), |_| json!("ok"));
