@@ -431,11 +431,11 @@ mod tests {
         let mut refused = false;
         for _ in 0..100 {
             // A connect racing the close may be reset from the backlog; wait for a refusal.
-            if let Err(e) = TcpStream::connect(p.addr()).await {
-                if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    refused = true;
-                    break;
-                }
+            if let Err(e) = TcpStream::connect(p.addr()).await
+                && e.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                refused = true;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

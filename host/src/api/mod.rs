@@ -25,6 +25,8 @@ pub const MIGRATION_LABEL: &str = "migration.openshift.io/migration";
 pub const FIELD_MANAGER: &str = "vsphere-migration-operator";
 
 /// Spec of a `VSphereMigration`; see [`MigrationSpec`] for the fields.
+// Each printcolumn names its own type; clippy reads them as one attribute list.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "migration.openshift.io",

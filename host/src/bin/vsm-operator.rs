@@ -27,7 +27,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator.
-    Run(Run),
+    Run(Box<Run>),
     /// Print the VSphereMigration CustomResourceDefinition (YAML).
     Crd,
     /// Load and validate every component of a plugin directory; print what serves which phase.
@@ -186,7 +186,7 @@ async fn main() -> Result<()> {
     // providers compiled in and would panic.
     vsm_vsphere::install_default_crypto_provider();
     match Cli::parse().command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Crd => {
             print!("{}", vsm_host::api::crd_yaml());
             Ok(())

@@ -142,10 +142,11 @@ async fn gather(ctx: &Context, m: &VSphereMigration) -> Facts {
     let ns = m.metadata.namespace.clone().unwrap_or_default();
     let terminal = status.finished_at.is_some();
     let mut invalid = None;
-    if !terminal && m.spec.state != MigrationState::Pending {
-        if let Err(problem) = crate::facts::validate_spec(&ctx.ops.client, &ns, &m.spec).await {
-            invalid = Some(problem);
-        }
+    if !terminal
+        && m.spec.state != MigrationState::Pending
+        && let Err(problem) = crate::facts::validate_spec(&ctx.ops.client, &ns, &m.spec).await
+    {
+        invalid = Some(problem);
     }
     let mut sources = None;
     let mut blocked_by = None;
@@ -543,7 +544,7 @@ async fn call(
     let result = plugin.call(services.clone(), context, call_direction, servers).await;
     let labels = PhaseLabels { phase: plugin.info.name.clone(), direction: direction_label(direction).into() };
     ctx.metrics.call_duration.get_or_create(&labels).observe(t0.elapsed().as_secs_f64());
-    ctx.metrics.vcenter_sessions.set(ctx.ops.vsphere.stats().open_sessions as i64);
+    ctx.metrics.vcenter_sessions.set(ctx.ops.vsphere.stats().open_sessions);
     if let Err(e) = &result {
         tracing::warn!(phase = %plugin.info.name, plugin = %plugin.component, error = %e, "plugin call failed");
     }

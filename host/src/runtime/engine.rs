@@ -132,14 +132,14 @@ impl Runtime {
         limits: Limits,
     ) -> Result<LoadedPlugin, RuntimeError> {
         let sha256 = sha256_hex(bytes);
-        if let Some(pin) = &entry.sha256 {
-            if !pin.eq_ignore_ascii_case(&sha256) {
-                return Err(RuntimeError::PinMismatch {
-                    component: component.into(),
-                    expected: pin.clone(),
-                    actual: sha256,
-                });
-            }
+        if let Some(pin) = &entry.sha256
+            && !pin.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(RuntimeError::PinMismatch {
+                component: component.into(),
+                expected: pin.clone(),
+                actual: sha256,
+            });
         }
         if limits.memory_mib > self.config.max_memory_mib {
             return Err(RuntimeError::Config(format!(

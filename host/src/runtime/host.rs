@@ -119,7 +119,7 @@ impl HostState {
 
     async fn vsphere(&mut self, server: String, op: VsphereOp) -> Result<VsphereReply, VsphereError> {
         let env = self.env().map_err(VsphereError::Forbidden)?;
-        if !env.servers.iter().any(|s| *s == server) {
+        if !env.servers.contains(&server) {
             return Err(VsphereError::Forbidden(
                 self.deny(&env, format!("use vCenter {server}, which is not part of the migration")),
             ));

@@ -90,7 +90,7 @@ impl PhaseServices for Recorder {
         let mut objects = self.objects.lock().unwrap();
         match op {
             KubeOp::Get { namespace, name } => {
-                objects.get(&key(ty, &namespace, &name)).map(|o| o.to_string()).ok_or_else(|| KubeError::NotFound(name))
+                objects.get(&key(ty, &namespace, &name)).map(|o| o.to_string()).ok_or(KubeError::NotFound(name))
             }
             KubeOp::List { namespace, .. } => {
                 let ns = namespace.unwrap_or_default();
