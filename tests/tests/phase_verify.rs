@@ -67,13 +67,22 @@ async fn verify_waits_for_the_end_state_then_restores_the_remembered_cvo_replica
 
     run_phases(&c, &["cleanup"]).await?;
 
-    // A Node no target machine owns is a leftover: waited for.
+    // A Node no target machine owns is a leftover: waited for. A Node of another platform
+    // (a mixed cluster's bare-metal host) is in no vCenter: not the migration's to wait for.
     let nodes_api: Api<Node> = Api::all(c.client());
     let stray: Node = serde_json::from_value(json!({"metadata": {"name": "stray-node"}}))?;
-    nodes_api.create(&PostParams::default(), &stray).await?;
+    let metal: Node = serde_json::from_value(json!({"metadata": {"name": "metal-node"},
+        "spec": {"providerID": "baremetalhost:///openshift-machine-api/host-0/0b0c"}}))?;
+    for node in [&stray, &metal] {
+        nodes_api.create(&PostParams::default(), node).await?;
+    }
     let msg = one_call(&c, Direction::Execute).await?;
-    ensure!(wait_text(&msg)?.contains("node(s) without a machine in a target vCenter: stray-node"), "{msg:?}");
-    nodes_api.delete("stray-node", &DeleteParams::default()).await?;
+    let msg = wait_text(&msg)?;
+    ensure!(msg.contains("node(s) without a machine in a target vCenter: stray-node"), "{msg:?}");
+    ensure!(!msg.contains("metal-node"), "{msg:?}");
+    for node in ["stray-node", "metal-node"] {
+        nodes_api.delete(node, &DeleteParams::default()).await?;
+    }
 
     // Success: the remembered 2, Ready.
     let before = content(&c.deployment(CVO_NS, CVO_NAME).await?);

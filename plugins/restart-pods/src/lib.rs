@@ -6,6 +6,11 @@
 //! (after a crash, or once the phase is done) never deletes a replacement pod. A group is
 //! ready again when its old pods are gone and at least as many new pods as it had are
 //! Running and Ready; the wait message names the first group that is not.
+//!
+//! The kube-controller-manager is not restarted (the Go controller deletes its pods): on
+//! OpenShift it runs as static pods, and deleting a static pod's mirror through the API
+//! restarts nothing, and since vSphere clusters run the external cloud controller manager
+//! (OpenShift 4.13 and later) it no longer talks to vCenter.
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,8 @@
 //! - the cloud provider config lists every target and no source (INI: nor as
 //!   `[Workspace]`); vsphere-creds has the targets' keys and none of the sources';
 //! - every Machine runs in a target vCenter and is Running with a Ready Node, every Node
-//!   is Ready and belongs to such a Machine; no MachineSet in a source wants machines; the
+//!   on vSphere is Ready and belongs to such a Machine (Nodes of another platform are
+//!   noted, not waited for); no MachineSet in a source wants machines; the
 //!   ControlPlaneMachineSet is Active in target failure domains;
 //! - every ClusterOperator is Available and not Degraded;
 //!
@@ -145,6 +146,14 @@ fn configuration(cx: &Cx, f: &mut Findings, sources: &[String], targets: &[&str]
     Ok(listed.len())
 }
 
+/// Whether a Node may be a vSphere VM. One whose providerID names another platform (a
+/// bare-metal or cloud node of a mixed cluster) runs in no vCenter: the migration neither
+/// moves it nor waits for it. A Node without a providerID yet (the cloud controller manager
+/// sets it) may be a VM the migration must account for.
+fn on_vsphere(node: &Object) -> bool {
+    node.str_at("/spec/providerID").is_none_or(|id| id.is_empty() || id.starts_with("vsphere://"))
+}
+
 fn machines_and_nodes(
     cx: &Cx,
     f: &mut Findings,
@@ -153,7 +162,8 @@ fn machines_and_nodes(
 ) -> Result<(usize, usize), PhaseError> {
     let spec = cx.spec()?;
     let all = cx.kube().list(&types::MACHINE, NS, None)?;
-    let nodes = cx.kube().list(&types::NODE, None, None)?;
+    let (nodes, elsewhere_nodes): (Vec<Object>, Vec<Object>) =
+        cx.kube().list(&types::NODE, None, None)?.into_iter().partition(on_vsphere);
     let elsewhere: Vec<String> = all
         .iter()
         .filter(|m| !targets.contains(&machines::machine_server(m)))
@@ -174,6 +184,14 @@ fn machines_and_nodes(
     });
     let unready = health::nodes(&nodes);
     f.check(unready.is_healthy(), || unready.summary(3));
+    if !elsewhere_nodes.is_empty() {
+        let names: Vec<String> = elsewhere_nodes.iter().map(|n| n.name().to_string()).collect();
+        f.notes.push(format!(
+            "{} node(s) on another platform left as they are: {}",
+            names.len(),
+            machines::list_some(&names, 3)
+        ));
+    }
 
     let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
     for s in sets.iter().filter(|s| sources.iter().any(|src| src == machines::machine_set_server(s))) {
