@@ -6,13 +6,12 @@
 //! single calls (criterion reports means and medians of batches).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use vsm_host::runtime::bindings::{CallContext, Migration};
 use vsm_host::runtime::config::{Limits, PluginEntry};
-use vsm_host::runtime::{Direction, LoadedPlugin, NoServices, PhaseServices, Runtime, RuntimeConfig};
+use vsm_host::runtime::{Backends, Direction, LoadedPlugin, Runtime, RuntimeConfig};
 
 fn component(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins").join(format!("{name}.wasm"));
@@ -38,7 +37,7 @@ fn context(spec: &str) -> CallContext {
 struct Fixture {
     tokio: tokio::runtime::Runtime,
     plugin: LoadedPlugin,
-    services: Arc<dyn PhaseServices>,
+    backends: Backends,
 }
 
 impl Fixture {
@@ -47,13 +46,13 @@ impl Fixture {
         let rt = Runtime::new(RuntimeConfig::default()).unwrap();
         let entry = PluginEntry { grant_declared: true, ..Default::default() };
         let plugin = tokio.block_on(rt.load("exerciser", &component("exerciser"), &entry, Limits::default())).unwrap();
-        Fixture { tokio, plugin, services: Arc::new(NoServices) }
+        Fixture { tokio, plugin, backends: Backends::unavailable() }
     }
 
     fn call(&self, spec: &str) {
         let report = self
             .tokio
-            .block_on(self.plugin.call(self.services.clone(), context(spec), Direction::Execute, vec![]))
+            .block_on(self.plugin.call(self.backends.clone(), context(spec), Direction::Execute, vec![]))
             .unwrap();
         std::hint::black_box(report);
     }

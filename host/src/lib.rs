@@ -2,6 +2,7 @@
 //! to another, one sandboxed WebAssembly phase at a time.
 
 pub mod api;
+pub mod backends;
 pub mod controller;
 pub mod facts;
 pub mod leader;
@@ -10,4 +11,3 @@ pub mod metrics;
 pub mod operator;
 pub mod runtime;
 pub mod server;
-pub mod services;

@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use vsm_vsphere::{ClientOptions, SessionPool};
 
+use crate::backends::OperatorContext;
 use crate::leader::{Elector, LeaderConfig, LeaderHandle};
 use crate::metrics::Metrics;
 use crate::runtime::config::PluginConfig;
 use crate::runtime::{LoadState, Registry, Runtime, RuntimeConfig, RuntimeError};
 use crate::server::{self, Health};
-use crate::services::OperatorContext;
 
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {

@@ -31,7 +31,7 @@ async fn execute(
     services: Arc<Recorder>,
     spec: Value,
 ) -> Result<vsm_host::runtime::CallReport, RuntimeError> {
-    plugin.call(services, context(spec), Direction::Execute, servers()).await
+    plugin.call(services.backends(), context(spec), Direction::Execute, servers()).await
 }
 
 fn done_message(outcome: &Outcome) -> &str {

@@ -1,5 +1,5 @@
 //! Run one phase component against the real test environment, exactly as the operator
-//! would (same runtime, same services), and look at what it did.
+//! would (same runtime, same backends), and look at what it did.
 //!
 //! ```no_run
 //! # async fn demo(env: &vsm_testenv::TestEnv) -> anyhow::Result<()> {
@@ -20,10 +20,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vsm_host::api::{MigrationSpec, SourceVCenter, VSphereMigration, VSphereMigrationSpec};
+use vsm_host::backends::{CallOutputs, MigrationBackends, OperatorContext};
 use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};
 use vsm_host::runtime::config::{Limits, PluginEntry};
-use vsm_host::runtime::{CallReport, Direction, LoadedPlugin, Runtime, RuntimeConfig};
-use vsm_host::services::{CallOutputs, ClusterServices, OperatorContext};
+use vsm_host::runtime::{
+    CallReport, CallScope, Direction, Import, ImportObserver, LoadedPlugin, Runtime, RuntimeConfig,
+};
 use vsm_vsphere::{ClientOptions, SessionPool};
 
 use crate::TestEnv;
@@ -168,9 +170,10 @@ impl Harness {
         Ok(self.runtime.load(component, &bytes, &entry, Limits::default()).await?)
     }
 
-    /// The services the next call would use (fresh per call, as in a reconcile).
-    pub fn services(&self) -> Arc<ClusterServices> {
-        Arc::new(ClusterServices::new(self.ctx.clone(), &self.migration, self.sources.clone()))
+    /// The backends the next call would use (fresh per call, as in a reconcile; plan mode's
+    /// with `dry_run`).
+    pub fn backends(&self, dry_run: bool) -> MigrationBackends {
+        MigrationBackends::new(&self.ctx, &self.migration, self.sources.clone(), dry_run)
     }
 
     fn context(&self, attempt: u32, dry_run: bool, started_at_ms: u64) -> CallContext {
@@ -209,11 +212,11 @@ impl Harness {
         attempt: u32,
         dry_run: bool,
     ) -> Result<(CallReport, CallOutputs)> {
-        let services = self.services();
+        let b = self.backends(dry_run);
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
         let report =
-            plugin.call(services.clone(), self.context(attempt, dry_run, started), direction, self.servers()).await?;
-        Ok((report, services.take_outputs()))
+            plugin.call(b.backends, self.context(attempt, dry_run, started), direction, self.servers()).await?;
+        Ok((report, b.outputs.take()))
     }
 
     /// One call with a spec JSON of the test's choosing (test components read orders there).
@@ -224,16 +227,15 @@ impl Harness {
         spec_json: String,
         dry_run: bool,
     ) -> Result<(CallReport, CallOutputs)> {
-        let services = self.services();
-        let report = plugin
-            .call(services.clone(), self.context_raw(spec_json, 1, dry_run, 0), direction, self.servers())
-            .await?;
-        Ok((report, services.take_outputs()))
+        let b = self.backends(dry_run);
+        let report =
+            plugin.call(b.backends, self.context_raw(spec_json, 1, dry_run, 0), direction, self.servers()).await?;
+        Ok((report, b.outputs.take()))
     }
 
     /// A vSphere client for a server of the migration, resolved as the operator does.
     pub async fn vsphere(&self, server: &str) -> Result<Arc<vsm_vsphere::Client>> {
-        let endpoints = vsm_host::services::vsphere::Endpoints {
+        let endpoints = vsm_host::backends::vcenter::Endpoints {
             client: self.client.clone(),
             spec: self.migration.spec.spec.clone(),
             migration_namespace: NAMESPACE.into(),
@@ -257,11 +259,10 @@ impl Harness {
         let mut reports = Vec::new();
         let mut outputs = CallOutputs::default();
         for attempt in 1..=self.max_calls {
-            let services = self.services();
-            let report = plugin
-                .call(services.clone(), self.context(attempt, dry_run, started), direction, self.servers())
-                .await?;
-            let out = services.take_outputs();
+            let b = self.backends(dry_run);
+            let report =
+                plugin.call(b.backends, self.context(attempt, dry_run, started), direction, self.servers()).await?;
+            let out = b.outputs.take();
             outputs.plan.extend(out.plan);
             outputs.backups.extend(out.backups);
             outputs.kube_requests += out.kube_requests;
@@ -301,79 +302,23 @@ pub async fn ensure_secrets(env: &TestEnv, client: &kube::Client) -> Result<()> 
     Ok(())
 }
 
-/// Services that "crash" the call at the n-th import: the import never returns and the
-/// call is abandoned, exactly as if the operator died there. Imports before it happened.
+/// An observer that "crashes" the call at the n-th import: the import never returns and
+/// the call is abandoned, exactly as if the operator died there. Imports before it happened.
+/// Logs, Events and the clock do not count.
 struct CrashAfter {
-    inner: Arc<ClusterServices>,
     remaining: std::sync::atomic::AtomicI64,
     crashed: Arc<tokio::sync::Notify>,
 }
 
-impl CrashAfter {
-    async fn gate(&self) {
+#[async_trait::async_trait]
+impl ImportObserver for CrashAfter {
+    async fn before(&self, _: &CallScope, import: &Import<'_>) {
+        if matches!(import, Import::Event { .. }) {
+            return;
+        }
         if self.remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 1 {
             self.crashed.notify_one();
             std::future::pending::<()>().await;
-        }
-    }
-}
-
-mod crash_impl {
-    use super::CrashAfter;
-    use async_trait::async_trait;
-    use vsm_host::runtime::bindings::*;
-    use vsm_host::runtime::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
-
-    #[async_trait]
-    impl PhaseServices for CrashAfter {
-        async fn resolve(&self, ty: &ObjectType) -> Result<ResolvedType, KubeError> {
-            self.inner.resolve(ty).await
-        }
-        async fn kube(&self, s: &CallScope, ty: &ResolvedType, op: KubeOp) -> Result<String, KubeError> {
-            self.gate().await;
-            self.inner.kube(s, ty, op).await
-        }
-        async fn vsphere(&self, s: &CallScope, server: &str, op: VsphereOp) -> Result<VsphereReply, VsphereError> {
-            self.gate().await;
-            self.inner.vsphere(s, server, op).await
-        }
-        async fn state_get(&self, s: &CallScope, w: Scope, k: &str) -> Option<String> {
-            self.gate().await;
-            self.inner.state_get(s, w, k).await
-        }
-        async fn state_set(&self, s: &CallScope, w: Scope, k: &str, v: &str) -> Result<(), StateError> {
-            self.gate().await;
-            self.inner.state_set(s, w, k, v).await
-        }
-        async fn state_delete(&self, s: &CallScope, w: Scope, k: &str) -> Result<(), StateError> {
-            self.gate().await;
-            self.inner.state_delete(s, w, k).await
-        }
-        async fn backup_snapshot(
-            &self,
-            s: &CallScope,
-            ty: &ResolvedType,
-            ns: Option<&str>,
-            name: &str,
-        ) -> Result<SnapshotInfo, BackupError> {
-            self.gate().await;
-            self.inner.backup_snapshot(s, ty, ns, name).await
-        }
-        async fn backup_restore_journal(&self, s: &CallScope) -> Vec<RestoreReport> {
-            self.gate().await;
-            self.inner.backup_restore_journal(s).await
-        }
-        fn log(&self, s: &CallScope, l: Level, m: &str, f: &[(String, String)]) {
-            self.inner.log(s, l, m, f)
-        }
-        async fn event(&self, s: &CallScope, t: EventType, r: &str, m: &str) {
-            self.inner.event(s, t, r, m).await
-        }
-        fn progress(&self, s: &CallScope, p: u8, m: &str) {
-            self.inner.progress(s, p, m)
-        }
-        fn now_ms(&self) -> u64 {
-            self.inner.now_ms()
         }
     }
 }
@@ -389,10 +334,10 @@ impl Harness {
         n: u32,
     ) -> Result<Option<CallReport>> {
         let crashed = Arc::new(tokio::sync::Notify::new());
-        let services =
-            Arc::new(CrashAfter { inner: self.services(), remaining: (n as i64).into(), crashed: crashed.clone() });
+        let observer = Arc::new(CrashAfter { remaining: (n as i64).into(), crashed: crashed.clone() });
+        let backends = self.backends(false).backends.observed(observer);
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-        let call = plugin.call(services, self.context(attempt, false, started), direction, self.servers());
+        let call = plugin.call(backends, self.context(attempt, false, started), direction, self.servers());
         tokio::select! {
             report = call => Ok(Some(report?)),
             _ = crashed.notified() => Ok(None),

@@ -12,8 +12,8 @@ use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use vsm_host::backends::journal::{Entry, EntryKind, labels};
 use vsm_host::runtime::Direction;
-use vsm_host::services::journal::{Entry, EntryKind, labels};
 use vsm_testenv::harness::NAMESPACE;
 use vsm_testenv::sim::objects as o;
 
@@ -22,7 +22,7 @@ use phase_support::*;
 /// Snapshot subjects → the object each holds.
 async fn snapshots(c: &Ctx) -> Result<BTreeMap<String, Value>> {
     let mut out = BTreeMap::new();
-    for stored in c.h.services().journal().list(EntryKind::Snapshot, None).await? {
+    for stored in c.h.backends(false).journal.list(EntryKind::Snapshot, None).await? {
         let stored = stored?;
         if let Entry::Object { before, .. } = &stored.entry {
             out.insert(stored.entry.subject(), before.clone().unwrap_or(Value::Null));

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use anyhow::{Result, ensure};
 use kube::ResourceExt;
 use serde_json::Value;
+use vsm_host::backends::state::full_key;
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Scope;
-use vsm_host::services::state::full_key;
 use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator};
 
 use part2_support::*;

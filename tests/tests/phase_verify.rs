@@ -14,9 +14,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use vsm_host::backends::state::full_key;
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::{Outcome, Scope};
-use vsm_host::services::state::full_key;
 use vsm_testenv::sim::objects::{CVO_NAME, CVO_NS};
 use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator};
 
@@ -128,7 +128,7 @@ async fn verify_waits_for_the_end_state_then_restores_the_remembered_cvo_replica
     // Plan mode: says what it would do, the CVO stays down. (A plan sees only facts
     // recorded in plan mode: in a planned migration DisableCVO's plan run records the count.)
     let planned = full_key("", Scope::Migration, "cvo-replicas", true);
-    c.h.services().state_store().put(&planned, Some("2")).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.h.backends(false).state.put(&planned, Some("2")).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let plan = c.h.plan(&c.plugin).await?;
     ensure!(
         plan.message()

@@ -7,10 +7,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_host::api::SourceVCenter;
+use vsm_host::backends::journal::EntryKind;
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Outcome;
 use vsm_host::runtime::config::{Limits, PluginEntry};
-use vsm_host::services::journal::EntryKind;
 use vsm_testenv::TestEnv;
 use vsm_testenv::harness::{Harness, NAMESPACE, target_spec};
 use vsm_vsphere::ObjectKind;
@@ -79,7 +79,7 @@ async fn every_import_works_against_the_real_cluster_and_vcenter_and_rollback_un
     let cms: Api<ConfigMap> = Api::namespaced(env.client(), "exerciser");
     assert!(cms.get_opt("exercised").await?.is_none());
     // The journal is marked restored: the rollback call finds nothing more to undo.
-    let entries = h.services().journal().list(EntryKind::Journal, Some("Exerciser")).await?;
+    let entries = h.backends(false).journal.list(EntryKind::Journal, Some("Exerciser")).await?;
     assert!(!entries.is_empty() && entries.iter().all(|e| e.as_ref().is_ok_and(|s| s.restored)));
     let (report, _) = call_with_spec(&h, &plugin, Direction::Rollback, ctx_spec, false).await?;
     assert!(matches!(report.outcome, Outcome::Done(ref m) if m == "restored 0"), "{:?}", report.outcome);
@@ -112,7 +112,7 @@ async fn plan_mode_changes_nothing_and_records_the_intended_changes() -> Result<
 
 #[tokio::test]
 async fn the_journal_restores_a_mutated_secret_exactly_and_snapshots_are_never_overwritten() -> Result<()> {
-    use vsm_host::runtime::{CallScope, KubeOp, PhaseServices};
+    use vsm_host::runtime::CallScope;
     let env = TestEnv::shared().await?;
     let h = harness(env, "services-journal").await?;
     let secrets: Api<Secret> = Api::namespaced(env.client(), "exerciser");
@@ -121,7 +121,7 @@ async fn the_journal_restores_a_mutated_secret_exactly_and_snapshots_are_never_o
     secrets.create(&PostParams::default(), &serde_json::from_value(original)?).await?;
     let before = secrets.get("creds").await?;
 
-    let services = h.services();
+    let services = h.backends(false);
     let scope = CallScope {
         plugin: "test".into(),
         phase: "UpdateSecrets".into(),
@@ -132,36 +132,27 @@ async fn the_journal_restores_a_mutated_secret_exactly_and_snapshots_are_never_o
         direction: Direction::Execute,
     };
     let ty = services
+        .backends
+        .kube
         .resolve(&vsm_host::runtime::bindings::ObjectType { api_version: "v1".into(), kind: "Secret".into() })
         .await
         .unwrap();
     for patch in
         [json!({"data": {"b.username": "dXNlcg=="}}), json!({"data": {"a.password": "bmV3", "a.username": null}})]
     {
-        services
-            .kube(
-                &scope,
-                &ty,
-                KubeOp::Patch {
-                    namespace: Some("exerciser".into()),
-                    name: "creds".into(),
-                    patch_type: vsm_host::runtime::bindings::PatchType::Merge,
-                    patch: patch.to_string(),
-                },
-            )
-            .await
-            .unwrap();
+        let merge = vsm_host::runtime::bindings::PatchType::Merge;
+        services.backends.kube.patch(&scope, &ty, Some("exerciser"), "creds", merge, &patch.to_string()).await.unwrap();
     }
-    let outputs = services.take_outputs();
+    let outputs = services.outputs.take();
     assert_eq!(outputs.backups.len(), 1, "one before-image per object per phase, taken at the first mutation");
 
-    let first = services.backup_snapshot(&scope, &ty, Some("exerciser"), "creds").await.unwrap();
+    let first = services.backends.backup.snapshot(&scope, &ty, Some("exerciser"), "creds").await.unwrap();
     assert!(first.created);
-    let again = services.backup_snapshot(&scope, &ty, Some("exerciser"), "creds").await.unwrap();
+    let again = services.backends.backup.snapshot(&scope, &ty, Some("exerciser"), "creds").await.unwrap();
     assert!(!again.created, "a re-run never overwrites an earlier snapshot");
     assert_eq!(again.sha256, first.sha256);
 
-    let reports = services.backup_restore_journal(&scope).await;
+    let reports = services.backends.backup.restore_journal(&scope).await;
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].error, None, "{reports:?}");
     let after = secrets.get("creds").await?;
@@ -169,13 +160,13 @@ async fn the_journal_restores_a_mutated_secret_exactly_and_snapshots_are_never_o
     assert_eq!(after.metadata.labels, before.metadata.labels);
 
     // A corrupted journal entry is refused, not restored.
-    let journal = services.journal();
+    let journal = &services.journal;
     let list = journal.list(EntryKind::Journal, Some("UpdateSecrets")).await?;
     let secret_name = list[0].as_ref().unwrap().secret.clone();
     let own: Api<Secret> = Api::namespaced(env.client(), NAMESPACE);
     own.patch(&secret_name, &PatchParams::default(), &Patch::Merge(json!({"data": {"entry.json": "e30="}}))).await?;
     let read = journal.read(&secret_name).await;
-    assert!(matches!(read, Err(vsm_host::services::journal::JournalError::Corrupt { .. })), "{read:?}");
+    assert!(matches!(read, Err(vsm_host::backends::journal::JournalError::Corrupt { .. })), "{read:?}");
     Ok(())
 }
 
@@ -186,6 +177,6 @@ async fn call_with_spec(
     direction: Direction,
     orders: Value,
     dry_run: bool,
-) -> Result<(vsm_host::runtime::CallReport, vsm_host::services::CallOutputs)> {
+) -> Result<(vsm_host::runtime::CallReport, vsm_host::backends::CallOutputs)> {
     h.call_raw(plugin, direction, orders.to_string(), dry_run).await
 }

@@ -1,4 +1,4 @@
-//! The operator's [`PhaseServices`] over an SDK [`FakeHost`], so a phase component (through
+//! The runtime's backends over an SDK [`FakeHost`], so a phase component (through
 //! the real runtime: sandbox, capability checks, canonical ABI) and the same phase's logic
 //! called natively see one and the same in-memory cluster.
 //!
@@ -9,8 +9,13 @@ use std::rc::Rc;
 use std::thread::ThreadId;
 
 use async_trait::async_trait;
+use std::sync::Arc;
 use vsm_host::runtime::bindings as h;
-use vsm_host::runtime::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
+
+use vsm_host::runtime::{
+    Backends, BackupBackend, CallScope, ClockBackend, KubeBackend, LogBackend, ResolvedType, StateBackend,
+    VsphereBackend,
+};
 use vsm_sdk::Host;
 use vsm_sdk::bindings::vsm::phase::{backup as sb, state as ss};
 use vsm_sdk::testing::FakeHost;
@@ -20,7 +25,7 @@ use vsm_sdk::testing::plural;
 /// A value that may only be touched on the thread that made it.
 ///
 /// `FakeHost` is single-threaded (`RefCell`s, hooks that are not `Send`), while the runtime
-/// wants `Send + Sync` services. The benchmark and the test call components on a
+/// wants `Send + Sync` backends. The benchmark and the test call components on a
 /// current-thread tokio runtime: wasmtime runs the guest, and so every import, on the thread
 /// that polls the call, which is the thread that built the fixture. Every access (and the
 /// drop) checks that; a use from any other thread panics instead of racing.
@@ -55,7 +60,7 @@ impl<T> Drop for Confined<T> {
     }
 }
 
-/// [`PhaseServices`] backed by a [`FakeHost`] (which also does its own checks of the
+/// Every backend trait served by a [`FakeHost`] (which also does its own checks of the
 /// caller's declared capabilities, set by `FakeHost::context_for`).
 pub struct FakeServices {
     host: Confined<Rc<FakeHost>>,
@@ -217,12 +222,41 @@ fn host_ref(r: vsm_sdk::ObjectRef) -> h::ObjectRef {
     h::ObjectRef { kind: host_kind(r.kind), moref: r.moref, path: r.path }
 }
 
-fn ensured(e: vsm_sdk::Ensured) -> VsphereReply {
-    VsphereReply::Ensured(h::Ensured { id: e.id, created: e.created })
+fn ensured(e: vsm_sdk::Ensured) -> h::Ensured {
+    h::Ensured { id: e.id, created: e.created }
+}
+
+fn tag_info(t: vsm_sdk::TagInfo) -> h::TagInfo {
+    h::TagInfo {
+        id: t.id,
+        name: t.name,
+        category_id: t.category_id,
+        category_name: t.category_name,
+        cardinality: match t.cardinality {
+            vsm_sdk::Cardinality::Single => h::Cardinality::Single,
+            vsm_sdk::Cardinality::Multiple => h::Cardinality::Multiple,
+        },
+    }
+}
+
+impl FakeServices {
+    /// One [`Backends`] set, every interface served by this host.
+    pub fn backends(self) -> Backends {
+        let this = Arc::new(self);
+        Backends {
+            kube: this.clone(),
+            vsphere: this.clone(),
+            state: this.clone(),
+            backup: this.clone(),
+            log: this.clone(),
+            clock: this,
+            observer: None,
+        }
+    }
 }
 
 #[async_trait]
-impl PhaseServices for FakeServices {
+impl KubeBackend for FakeServices {
     async fn resolve(&self, ty: &h::ObjectType) -> Result<ResolvedType, h::KubeError> {
         let (group, version) = match ty.api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
@@ -236,111 +270,189 @@ impl PhaseServices for FakeServices {
             namespaced: namespaced(&ty.kind),
         })
     }
-
-    async fn kube(&self, _: &CallScope, ty: &ResolvedType, op: KubeOp) -> Result<String, h::KubeError> {
-        let t = object_type(ty);
-        let host = self.host();
-        match op {
-            KubeOp::Get { namespace, name } => host.kube_get(&t, namespace.as_deref(), &name),
-            KubeOp::List { namespace, label_selector } => {
-                host.kube_list(&t, namespace.as_deref(), label_selector.as_deref())
-            }
-            KubeOp::Create { namespace, object } => host.kube_create(&t, namespace.as_deref(), &object),
-            KubeOp::Apply { namespace, name, object, force } => {
-                host.kube_apply(&t, namespace.as_deref(), &name, &object, force)
-            }
-            KubeOp::Patch { namespace, name, patch_type: p, patch } => {
-                host.kube_patch(&t, namespace.as_deref(), &name, patch_type(p), &patch)
-            }
-            KubeOp::Replace { namespace, name, object } => host.kube_replace(&t, namespace.as_deref(), &name, &object),
-            KubeOp::Delete { namespace, name, preconditions } => {
-                let pre =
-                    preconditions.map(|p| vsm_sdk::Preconditions { uid: p.uid, resource_version: p.resource_version });
-                host.kube_delete(&t, namespace.as_deref(), &name, pre.as_ref()).map(|()| String::new())
-            }
-        }
-        .map_err(kube_error)
+    async fn get(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_get(&object_type(ty), ns, name).map_err(kube_error)
     }
-
-    async fn vsphere(&self, _: &CallScope, server: &str, op: VsphereOp) -> Result<VsphereReply, h::VsphereError> {
-        let host = self.host();
-        let reply = match op {
-            VsphereOp::About => host.vs_about(server).map(|a| {
-                VsphereReply::About(h::AboutInfo {
-                    product: a.product,
-                    version: a.version,
-                    api_version: a.api_version,
-                    instance_uuid: a.instance_uuid,
-                })
-            }),
-            VsphereOp::FindObject { kind, path } => {
-                host.vs_find(server, object_kind(kind), &path).map(|r| VsphereReply::Object(host_ref(r)))
-            }
-            VsphereOp::ListVms { folder } => host.vs_list_vms(server, &folder).map(|vms| {
-                VsphereReply::Vms(
-                    vms.into_iter()
-                        .map(|v| h::VmInfo {
-                            name: v.name,
-                            moref: v.moref,
-                            path: v.path,
-                            uuid: v.uuid,
-                            power_state: v.power_state,
-                            template: v.template,
-                        })
-                        .collect(),
-                )
-            }),
-            VsphereOp::CreateFolder { path } => host.vs_create_folder(server, &path).map(ensured),
-            VsphereOp::DeleteFolder { path } => host.vs_delete_folder(server, &path).map(VsphereReply::Flag),
-            VsphereOp::EnsureCategory { spec } => host.vs_ensure_category(server, &category_spec(&spec)).map(ensured),
-            VsphereOp::EnsureTag { category_id, name, description } => {
-                host.vs_ensure_tag(server, &category_id, &name, &description).map(ensured)
-            }
-            VsphereOp::DeleteTag { tag_id } => host.vs_delete_tag(server, &tag_id).map(VsphereReply::Flag),
-            VsphereOp::DeleteCategory { category_id } => {
-                host.vs_delete_category(server, &category_id).map(VsphereReply::Flag)
-            }
-            VsphereOp::AttachTag { tag_id, target } => {
-                host.vs_attach_tag(server, &tag_id, &object_ref(&target)).map(|()| VsphereReply::Unit)
-            }
-            VsphereOp::DetachTag { tag_id, target } => {
-                host.vs_detach_tag(server, &tag_id, &object_ref(&target)).map(|()| VsphereReply::Unit)
-            }
-            VsphereOp::ListAttachedTags { target } => {
-                host.vs_list_attached_tags(server, &object_ref(&target)).map(|t| {
-                    VsphereReply::Tags(
-                        t.into_iter()
-                            .map(|t| h::TagInfo {
-                                id: t.id,
-                                name: t.name,
-                                category_id: t.category_id,
-                                category_name: t.category_name,
-                                cardinality: match t.cardinality {
-                                    vsm_sdk::Cardinality::Single => h::Cardinality::Single,
-                                    vsm_sdk::Cardinality::Multiple => h::Cardinality::Multiple,
-                                },
-                            })
-                            .collect(),
-                    )
-                })
-            }
-        };
-        reply.map_err(vsphere_error)
+    async fn list(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        sel: Option<&str>,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_list(&object_type(ty), ns, sel).map_err(kube_error)
     }
+    async fn create(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        o: &str,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_create(&object_type(ty), ns, o).map_err(kube_error)
+    }
+    async fn apply(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        o: &str,
+        force: bool,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_apply(&object_type(ty), ns, name, o, force).map_err(kube_error)
+    }
+    async fn patch(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        p: h::PatchType,
+        patch: &str,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_patch(&object_type(ty), ns, name, patch_type(p), patch).map_err(kube_error)
+    }
+    async fn replace(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        o: &str,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_replace(&object_type(ty), ns, name, o).map_err(kube_error)
+    }
+    async fn delete(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        pre: Option<h::Preconditions>,
+    ) -> Result<(), h::KubeError> {
+        let pre = pre.map(|p| vsm_sdk::Preconditions { uid: p.uid, resource_version: p.resource_version });
+        self.host().kube_delete(&object_type(ty), ns, name, pre.as_ref()).map_err(kube_error)
+    }
+}
 
-    async fn state_get(&self, _: &CallScope, which: h::Scope, key: &str) -> Option<String> {
+#[async_trait]
+impl VsphereBackend for FakeServices {
+    async fn about(&self, _: &CallScope, server: &str) -> Result<h::AboutInfo, h::VsphereError> {
+        self.host()
+            .vs_about(server)
+            .map(|a| h::AboutInfo {
+                product: a.product,
+                version: a.version,
+                api_version: a.api_version,
+                instance_uuid: a.instance_uuid,
+            })
+            .map_err(vsphere_error)
+    }
+    async fn find_object(
+        &self,
+        _: &CallScope,
+        server: &str,
+        kind: h::ObjectKind,
+        path: &str,
+    ) -> Result<h::ObjectRef, h::VsphereError> {
+        self.host().vs_find(server, object_kind(kind), path).map(host_ref).map_err(vsphere_error)
+    }
+    async fn list_vms(&self, _: &CallScope, server: &str, folder: &str) -> Result<Vec<h::VmInfo>, h::VsphereError> {
+        let vms = self.host().vs_list_vms(server, folder).map_err(vsphere_error)?;
+        Ok(vms
+            .into_iter()
+            .map(|v| h::VmInfo {
+                name: v.name,
+                moref: v.moref,
+                path: v.path,
+                uuid: v.uuid,
+                power_state: v.power_state,
+                template: v.template,
+            })
+            .collect())
+    }
+    async fn create_folder(&self, _: &CallScope, server: &str, path: &str) -> Result<h::Ensured, h::VsphereError> {
+        self.host().vs_create_folder(server, path).map(ensured).map_err(vsphere_error)
+    }
+    async fn delete_folder(&self, _: &CallScope, server: &str, path: &str) -> Result<bool, h::VsphereError> {
+        self.host().vs_delete_folder(server, path).map_err(vsphere_error)
+    }
+    async fn ensure_category(
+        &self,
+        _: &CallScope,
+        server: &str,
+        spec: &h::CategorySpec,
+    ) -> Result<h::Ensured, h::VsphereError> {
+        self.host().vs_ensure_category(server, &category_spec(spec)).map(ensured).map_err(vsphere_error)
+    }
+    async fn ensure_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        category_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<h::Ensured, h::VsphereError> {
+        self.host().vs_ensure_tag(server, category_id, name, description).map(ensured).map_err(vsphere_error)
+    }
+    async fn delete_tag(&self, _: &CallScope, server: &str, tag_id: &str) -> Result<bool, h::VsphereError> {
+        self.host().vs_delete_tag(server, tag_id).map_err(vsphere_error)
+    }
+    async fn delete_category(&self, _: &CallScope, server: &str, id: &str) -> Result<bool, h::VsphereError> {
+        self.host().vs_delete_category(server, id).map_err(vsphere_error)
+    }
+    async fn attach_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        tag_id: &str,
+        target: &h::ObjectRef,
+    ) -> Result<(), h::VsphereError> {
+        self.host().vs_attach_tag(server, tag_id, &object_ref(target)).map_err(vsphere_error)
+    }
+    async fn detach_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        tag_id: &str,
+        target: &h::ObjectRef,
+    ) -> Result<(), h::VsphereError> {
+        self.host().vs_detach_tag(server, tag_id, &object_ref(target)).map_err(vsphere_error)
+    }
+    async fn list_attached_tags(
+        &self,
+        _: &CallScope,
+        server: &str,
+        target: &h::ObjectRef,
+    ) -> Result<Vec<h::TagInfo>, h::VsphereError> {
+        let tags = self.host().vs_list_attached_tags(server, &object_ref(target)).map_err(vsphere_error)?;
+        Ok(tags.into_iter().map(tag_info).collect())
+    }
+}
+
+#[async_trait]
+impl StateBackend for FakeServices {
+    async fn get(&self, _: &CallScope, which: h::Scope, key: &str) -> Option<String> {
         self.host().state_get(scope(which), key)
     }
-
-    async fn state_set(&self, _: &CallScope, which: h::Scope, key: &str, value: &str) -> Result<(), h::StateError> {
+    async fn set(&self, _: &CallScope, which: h::Scope, key: &str, value: &str) -> Result<(), h::StateError> {
         self.host().state_set(scope(which), key, value).map_err(state_error)
     }
-
-    async fn state_delete(&self, _: &CallScope, which: h::Scope, key: &str) -> Result<(), h::StateError> {
+    async fn delete(&self, _: &CallScope, which: h::Scope, key: &str) -> Result<(), h::StateError> {
         self.host().state_delete(scope(which), key).map_err(state_error)
     }
+}
 
-    async fn backup_snapshot(
+#[async_trait]
+impl BackupBackend for FakeServices {
+    async fn snapshot(
         &self,
         _: &CallScope,
         ty: &ResolvedType,
@@ -352,16 +464,18 @@ impl PhaseServices for FakeServices {
             .map(|s| h::SnapshotInfo { name: s.name, sha256: s.sha256, size: s.size, created: s.created })
             .map_err(backup_error)
     }
-
-    async fn backup_restore_journal(&self, _: &CallScope) -> Vec<h::RestoreReport> {
+    async fn restore_journal(&self, _: &CallScope) -> Vec<h::RestoreReport> {
         self.host()
             .backup_restore_journal()
             .into_iter()
             .map(|r| h::RestoreReport { subject: r.subject, error: r.error })
             .collect()
     }
+}
 
-    fn log(&self, _: &CallScope, level: h::Level, message: &str, fields: &[(String, String)]) {
+#[async_trait]
+impl LogBackend for FakeServices {
+    fn write(&self, _: &CallScope, level: h::Level, message: &str, fields: &[(String, String)]) {
         let level = match level {
             h::Level::Debug => vsm_sdk::Level::Debug,
             h::Level::Info => vsm_sdk::Level::Info,
@@ -370,7 +484,6 @@ impl PhaseServices for FakeServices {
         };
         self.host().log_write(level, message, fields)
     }
-
     async fn event(&self, _: &CallScope, ty: h::EventType, reason: &str, message: &str) {
         let ty = match ty {
             h::EventType::Normal => vsm_sdk::EventType::Normal,
@@ -378,11 +491,12 @@ impl PhaseServices for FakeServices {
         };
         self.host().log_event(ty, reason, message)
     }
-
     fn progress(&self, _: &CallScope, percent: u8, message: &str) {
         self.host().log_progress(percent, message)
     }
+}
 
+impl ClockBackend for FakeServices {
     fn now_ms(&self) -> u64 {
         self.host().now_ms()
     }

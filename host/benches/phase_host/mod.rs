@@ -14,11 +14,10 @@ pub mod fixtures;
 
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use vsm_host::runtime::bindings as h;
 use vsm_host::runtime::config::{Limits, PluginEntry};
-use vsm_host::runtime::{Direction, LoadedPlugin, PhaseServices, Runtime};
+use vsm_host::runtime::{Backends, Direction, LoadedPlugin, Runtime};
 use vsm_sdk::testing::{self, FakeHost};
 use vsm_sdk::{CallContext, Cx, Migration, Outcome, Phase, Step};
 
@@ -65,13 +64,13 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// A fixture ready for one call: the host, the context, and the same context and services
+/// A fixture ready for one call: the host, the context, and the same context and backends
 /// as the runtime takes them.
 pub struct Prepared {
     pub host: Rc<FakeHost>,
     pub ctx: CallContext,
     host_ctx: h::CallContext,
-    services: Arc<dyn PhaseServices>,
+    backends: Backends,
     servers: Vec<String>,
 }
 
@@ -85,7 +84,7 @@ impl Case {
         servers.extend(m.target_servers.iter().cloned());
         Prepared {
             host_ctx: adapter::call_context(&ctx),
-            services: Arc::new(adapter::FakeServices::new(host.clone())),
+            backends: adapter::FakeServices::new(host.clone()).backends(),
             host,
             ctx,
             servers,
@@ -109,7 +108,7 @@ impl Case {
 /// Returns the outcome, the number of host imports the guest made, and the host.
 pub async fn wasm(plugin: &LoadedPlugin, p: Prepared) -> (Outcome, u64, Rc<FakeHost>) {
     let report = plugin
-        .call(p.services, p.host_ctx, Direction::Execute, p.servers)
+        .call(p.backends, p.host_ctx, Direction::Execute, p.servers)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", plugin.component));
     assert!(report.denials.is_empty(), "{}: denied {:?}", plugin.component, report.denials);

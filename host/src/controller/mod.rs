@@ -24,10 +24,10 @@ use kube::runtime::{WatchStreamExt, predicates};
 use tokio::sync::Mutex;
 
 use crate::api::VSphereMigration;
+use crate::backends::OperatorContext;
 use crate::leader::LeaderHandle;
 use crate::metrics::Metrics;
 use crate::runtime::Registry;
-use crate::services::OperatorContext;
 
 pub use approvals::approvals_seen;
 pub use reconcile::{ReconcileError, reconcile};

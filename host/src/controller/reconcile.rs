@@ -17,13 +17,13 @@ use super::status::{WriteError, set_finalizer, write_status};
 use crate::api::{
     BackupRef, Direction, FINALIZER, MigrationState, MigrationStatus, PHASES, PlannedPhase, PluginRef, VSphereMigration,
 };
+use crate::backends::{CallOutputs, MigrationBackends};
 use crate::machine::{
     self, Action as Next, CallResult, Catalogue, Decision, EventType, Input, PhaseEntry, condition_types, results,
 };
 use crate::metrics::{OutcomeLabels, PhaseLabels, ReconcileLabels};
 use crate::runtime::bindings::{CallContext, Migration, Outcome};
 use crate::runtime::{Direction as CallDirection, LoadedPlugin, RuntimeError};
-use crate::services::{CallOutputs, ClusterServices};
 
 /// Calls made in one reconcile before yielding to others.
 const MAX_CALLS_PER_RECONCILE: usize = 16;
@@ -500,7 +500,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
     }
 }
 
-/// One plugin call with the operator's services. None if leadership was lost first.
+/// One plugin call with the operator's backends. None if leadership was lost first.
 async fn call(
     ctx: &Context,
     m: &VSphereMigration,
@@ -513,7 +513,7 @@ async fn call(
     if !ctx.leader.is_leader() {
         return None;
     }
-    let services = Arc::new(ClusterServices::new(ctx.ops.clone(), m, status.sources.clone()));
+    let call_backends = MigrationBackends::new(&ctx.ops, m, status.sources.clone(), dry_run);
     let sources: Vec<String> = status.sources.iter().map(|s| s.server.clone()).collect();
     let targets: Vec<String> = m.spec.target_servers().into_iter().map(str::to_string).collect();
     let started_at_ms = status
@@ -541,7 +541,7 @@ async fn call(
     };
     let servers: Vec<String> = sources.into_iter().chain(targets).collect();
     let t0 = Instant::now();
-    let result = plugin.call(services.clone(), context, call_direction, servers).await;
+    let result = plugin.call(call_backends.backends.clone(), context, call_direction, servers).await;
     let labels = PhaseLabels { phase: plugin.info.name.clone(), direction: direction_label(direction).into() };
     ctx.metrics.call_duration.get_or_create(&labels).observe(t0.elapsed().as_secs_f64());
     ctx.metrics.vcenter_sessions.set(ctx.ops.vsphere.stats().open_sessions);
@@ -549,11 +549,11 @@ async fn call(
         tracing::warn!(phase = %plugin.info.name, plugin = %plugin.component, error = %e, "plugin call failed");
     }
     let result = to_call_result(result);
-    let mut outputs = services.take_outputs();
+    let mut outputs = call_backends.outputs.take();
     if matches!(result, CallResult::Done(_)) && direction == Direction::Execute && !dry_run {
         // Backups written by calls that died before the status listed them (a kill, a lost
         // status write) and that the phase did not meet again: listed from the store itself.
-        match services.journal().list_phase(&plugin.info.name).await {
+        match call_backends.journal.list_phase(&plugin.info.name).await {
             Ok(found) => outputs.backups.extend(found.into_iter().flatten().map(|s| s.reference())),
             Err(e) => tracing::warn!(phase = %plugin.info.name, error = %e, "could not list the phase's backups"),
         }
@@ -599,13 +599,13 @@ async fn finalize(
         }
         return Ok(None);
     }
-    let services = ClusterServices::new(ctx.ops.clone(), m, status.sources.clone());
-    let removed = services.journal().delete_all().await.map_err(|e| match e {
-        crate::services::journal::JournalError::Kube(k) => ReconcileError::Kube(k),
+    let stores = MigrationBackends::new(&ctx.ops, m, status.sources.clone(), false);
+    let removed = stores.journal.delete_all().await.map_err(|e| match e {
+        crate::backends::journal::JournalError::Kube(k) => ReconcileError::Kube(k),
         other => ReconcileError::Kube(kube::Error::Service(other.to_string().into())),
     })?;
-    services.state_store().delete_store().await?;
-    services.overlay_store().delete().await?;
+    stores.state.delete_store().await?;
+    stores.overlay.delete().await?;
     tracing::info!(migration = %m.metadata.name.clone().unwrap_or_default(), backups = removed, "migration deleted; its backups and state removed");
     set_finalizer(api, m, false).await?;
     ctx.last_writes.forget(m);

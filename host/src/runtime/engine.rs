@@ -12,14 +12,14 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use super::backend::{Backends, CallScope, Direction};
 use super::bindings::{CallContext, Outcome, Phase, PhaseInfo, PhasePre};
 use super::cache::{ComponentCache, sha256_hex};
 use super::capability::{CapabilitySet, Effective};
 use super::config::{Limits, PluginEntry};
 use super::error::RuntimeError;
-use super::host::{CallEnv, HostState, MemoryLimiter};
+use super::imports::{CallEnv, HostState, MemoryLimiter};
 use super::output::GuestOutput;
-use super::services::{CallScope, Direction, PhaseServices};
 
 /// Largest message a phase may return in an outcome.
 pub const MAX_OUTCOME_MESSAGE: usize = 32 << 10;
@@ -322,10 +322,10 @@ impl LoadedPlugin {
         }
     }
 
-    /// One execute or rollback call against `services`.
+    /// One execute or rollback call, its imports served by `backends`.
     pub async fn call(
         &self,
-        services: Arc<dyn PhaseServices>,
+        backends: Backends,
         ctx: CallContext,
         direction: Direction,
         servers: Vec<String>,
@@ -339,7 +339,7 @@ impl LoadedPlugin {
             dry_run: ctx.dry_run,
             direction,
         };
-        let env = Arc::new(CallEnv { services, scope, caps: self.caps.clone(), servers });
+        let env = Arc::new(CallEnv { backends, scope, caps: self.caps.clone(), servers });
         let mut guest = self.new_store(Some(env));
         let timeout = self.limits.call_timeout();
         let result = tokio::time::timeout(timeout, async {

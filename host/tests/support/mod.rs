@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use vsm_host::runtime::bindings::*;
-use vsm_host::runtime::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
+use vsm_host::runtime::{
+    Backends, BackupBackend, CallScope, ClockBackend, KubeBackend, LogBackend, ResolvedType, StateBackend,
+    VsphereBackend,
+};
 
 /// The test components built by `cargo xtask plugins`.
 pub fn test_component(name: &str) -> PathBuf {
@@ -48,27 +51,47 @@ impl Recorder {
     }
 }
 
-fn key(ty: &ResolvedType, ns: &Option<String>, name: &str) -> (String, String, String) {
-    (ty.resource.clone(), ns.clone().unwrap_or_default(), name.to_string())
+fn key(ty: &ResolvedType, ns: Option<&str>, name: &str) -> (String, String, String) {
+    (ty.resource.clone(), ns.unwrap_or_default().to_string(), name.to_string())
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
+impl Recorder {
+    /// Every interface served by this recorder.
+    pub fn backends(self: &Arc<Self>) -> Backends {
+        Backends {
+            kube: self.clone(),
+            vsphere: self.clone(),
+            state: self.clone(),
+            backup: self.clone(),
+            log: self.clone(),
+            clock: self.clone(),
+            observer: None,
         }
-        (t, p) => *t = p.clone(),
+    }
+
+    fn object_call(&self, verb: &str, ty: &ResolvedType) {
+        self.record(format!("kube.{verb} {}", ty.resource));
+    }
+
+    fn upsert(&self, ty: &ResolvedType, ns: Option<&str>, name: &str, body: &str) -> Result<String, KubeError> {
+        let o: Value = serde_json::from_str(body).map_err(|e| KubeError::Invalid(e.to_string()))?;
+        let mut objects = self.objects.lock().unwrap();
+        let entry = objects.entry(key(ty, ns, name)).or_insert(json!({}));
+        json_patch::merge(entry, &o);
+        Ok(entry.to_string())
+    }
+
+    fn vsphere_call(&self, op: &str, server: &str) {
+        self.record(format!("vsphere.{op} {server}"));
+    }
+
+    fn ensured(&self) -> Ensured {
+        Ensured { id: self.id("urn"), created: true }
     }
 }
 
 #[async_trait]
-impl PhaseServices for Recorder {
+impl KubeBackend for Recorder {
     async fn resolve(&self, ty: &ObjectType) -> Result<ResolvedType, KubeError> {
         let (group, version) = match ty.api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
@@ -83,93 +106,193 @@ impl PhaseServices for Recorder {
             namespaced,
         })
     }
-
-    async fn kube(&self, _: &CallScope, ty: &ResolvedType, op: KubeOp) -> Result<String, KubeError> {
-        let verb = op.verbs()[0];
-        self.record(format!("kube.{verb} {}", ty.resource));
-        let mut objects = self.objects.lock().unwrap();
-        match op {
-            KubeOp::Get { namespace, name } => {
-                objects.get(&key(ty, &namespace, &name)).map(|o| o.to_string()).ok_or(KubeError::NotFound(name))
-            }
-            KubeOp::List { namespace, .. } => {
-                let ns = namespace.unwrap_or_default();
-                let items: Vec<&Value> = objects
-                    .iter()
-                    .filter(|((r, n, _), _)| *r == ty.resource && (ns.is_empty() || *n == ns))
-                    .map(|(_, v)| v)
-                    .collect();
-                Ok(json!(items).to_string())
-            }
-            KubeOp::Create { namespace, object } => {
-                let o: Value = serde_json::from_str(&object).map_err(|e| KubeError::Invalid(e.to_string()))?;
-                let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                let k = key(ty, &namespace, &name);
-                if objects.contains_key(&k) {
-                    return Err(KubeError::AlreadyExists(name));
-                }
-                objects.insert(k, o.clone());
-                Ok(o.to_string())
-            }
-            KubeOp::Apply { namespace, name, object, .. } | KubeOp::Replace { namespace, name, object } => {
-                let o: Value = serde_json::from_str(&object).map_err(|e| KubeError::Invalid(e.to_string()))?;
-                let entry = objects.entry(key(ty, &namespace, &name)).or_insert(json!({}));
-                merge(entry, &o);
-                Ok(entry.to_string())
-            }
-            KubeOp::Patch { namespace, name, patch, .. } => {
-                let p: Value = serde_json::from_str(&patch).map_err(|e| KubeError::Invalid(e.to_string()))?;
-                let entry =
-                    objects.get_mut(&key(ty, &namespace, &name)).ok_or_else(|| KubeError::NotFound(name.clone()))?;
-                merge(entry, &p);
-                Ok(entry.to_string())
-            }
-            KubeOp::Delete { namespace, name, .. } => {
-                objects.remove(&key(ty, &namespace, &name)).map(|_| "{}".to_string()).ok_or(KubeError::NotFound(name))
-            }
-        }
+    async fn get(&self, _: &CallScope, ty: &ResolvedType, ns: Option<&str>, name: &str) -> Result<String, KubeError> {
+        self.object_call("get", ty);
+        let objects = self.objects.lock().unwrap();
+        objects.get(&key(ty, ns, name)).map(|o| o.to_string()).ok_or(KubeError::NotFound(name.into()))
     }
+    async fn list(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<String, KubeError> {
+        self.object_call("list", ty);
+        let ns = ns.unwrap_or_default();
+        let objects = self.objects.lock().unwrap();
+        let items: Vec<&Value> = objects
+            .iter()
+            .filter(|((r, n, _), _)| *r == ty.resource && (ns.is_empty() || *n == ns))
+            .map(|(_, v)| v)
+            .collect();
+        Ok(json!(items).to_string())
+    }
+    async fn create(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.object_call("create", ty);
+        let o: Value = serde_json::from_str(object).map_err(|e| KubeError::Invalid(e.to_string()))?;
+        let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let mut objects = self.objects.lock().unwrap();
+        let k = key(ty, ns, &name);
+        if objects.contains_key(&k) {
+            return Err(KubeError::AlreadyExists(name));
+        }
+        objects.insert(k, o.clone());
+        Ok(o.to_string())
+    }
+    async fn apply(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+        _: bool,
+    ) -> Result<String, KubeError> {
+        self.object_call("patch", ty);
+        self.upsert(ty, ns, name, object)
+    }
+    async fn patch(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        _: PatchType,
+        patch: &str,
+    ) -> Result<String, KubeError> {
+        self.object_call("patch", ty);
+        if !self.objects.lock().unwrap().contains_key(&key(ty, ns, name)) {
+            return Err(KubeError::NotFound(name.into()));
+        }
+        self.upsert(ty, ns, name, patch)
+    }
+    async fn replace(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.object_call("update", ty);
+        self.upsert(ty, ns, name, object)
+    }
+    async fn delete(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        _: Option<Preconditions>,
+    ) -> Result<(), KubeError> {
+        self.object_call("delete", ty);
+        self.objects.lock().unwrap().remove(&key(ty, ns, name)).map(|_| ()).ok_or(KubeError::NotFound(name.into()))
+    }
+}
 
-    async fn vsphere(&self, _: &CallScope, server: &str, op: VsphereOp) -> Result<VsphereReply, VsphereError> {
-        let name = serde_json::to_value(&op).unwrap()["op"].as_str().unwrap().to_string();
-        self.record(format!("vsphere.{name} {server}"));
-        Ok(match op {
-            VsphereOp::About => VsphereReply::About(AboutInfo {
-                product: "sim".into(),
-                version: "8.0.3".into(),
-                api_version: "8.0.3.0".into(),
-                instance_uuid: "uuid".into(),
-            }),
-            VsphereOp::FindObject { kind, path } => {
-                VsphereReply::Object(ObjectRef { kind, moref: "datacenter-1".into(), path })
-            }
-            VsphereOp::ListVms { .. } => VsphereReply::Vms(vec![]),
-            VsphereOp::CreateFolder { .. } | VsphereOp::EnsureCategory { .. } | VsphereOp::EnsureTag { .. } => {
-                VsphereReply::Ensured(Ensured { id: self.id("urn"), created: true })
-            }
-            VsphereOp::DeleteFolder { .. } | VsphereOp::DeleteTag { .. } | VsphereOp::DeleteCategory { .. } => {
-                VsphereReply::Flag(true)
-            }
-            VsphereOp::AttachTag { .. } | VsphereOp::DetachTag { .. } => VsphereReply::Unit,
-            VsphereOp::ListAttachedTags { .. } => VsphereReply::Tags(vec![]),
+#[async_trait]
+impl VsphereBackend for Recorder {
+    async fn about(&self, _: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
+        self.vsphere_call("about", server);
+        Ok(AboutInfo {
+            product: "sim".into(),
+            version: "8.0.3".into(),
+            api_version: "8.0.3.0".into(),
+            instance_uuid: "uuid".into(),
         })
     }
+    async fn find_object(
+        &self,
+        _: &CallScope,
+        server: &str,
+        kind: ObjectKind,
+        path: &str,
+    ) -> Result<ObjectRef, VsphereError> {
+        self.vsphere_call("findObject", server);
+        Ok(ObjectRef { kind, moref: "datacenter-1".into(), path: path.into() })
+    }
+    async fn list_vms(&self, _: &CallScope, server: &str, _: &str) -> Result<Vec<VmInfo>, VsphereError> {
+        self.vsphere_call("listVms", server);
+        Ok(vec![])
+    }
+    async fn create_folder(&self, _: &CallScope, server: &str, _: &str) -> Result<Ensured, VsphereError> {
+        self.vsphere_call("createFolder", server);
+        Ok(self.ensured())
+    }
+    async fn delete_folder(&self, _: &CallScope, server: &str, _: &str) -> Result<bool, VsphereError> {
+        self.vsphere_call("deleteFolder", server);
+        Ok(true)
+    }
+    async fn ensure_category(&self, _: &CallScope, server: &str, _: &CategorySpec) -> Result<Ensured, VsphereError> {
+        self.vsphere_call("ensureCategory", server);
+        Ok(self.ensured())
+    }
+    async fn ensure_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Ensured, VsphereError> {
+        self.vsphere_call("ensureTag", server);
+        Ok(self.ensured())
+    }
+    async fn delete_tag(&self, _: &CallScope, server: &str, _: &str) -> Result<bool, VsphereError> {
+        self.vsphere_call("deleteTag", server);
+        Ok(true)
+    }
+    async fn delete_category(&self, _: &CallScope, server: &str, _: &str) -> Result<bool, VsphereError> {
+        self.vsphere_call("deleteCategory", server);
+        Ok(true)
+    }
+    async fn attach_tag(&self, _: &CallScope, server: &str, _: &str, _: &ObjectRef) -> Result<(), VsphereError> {
+        self.vsphere_call("attachTag", server);
+        Ok(())
+    }
+    async fn detach_tag(&self, _: &CallScope, server: &str, _: &str, _: &ObjectRef) -> Result<(), VsphereError> {
+        self.vsphere_call("detachTag", server);
+        Ok(())
+    }
+    async fn list_attached_tags(
+        &self,
+        _: &CallScope,
+        server: &str,
+        _: &ObjectRef,
+    ) -> Result<Vec<TagInfo>, VsphereError> {
+        self.vsphere_call("listAttachedTags", server);
+        Ok(vec![])
+    }
+}
 
-    async fn state_get(&self, _: &CallScope, which: Scope, key: &str) -> Option<String> {
+#[async_trait]
+impl StateBackend for Recorder {
+    async fn get(&self, _: &CallScope, which: Scope, key: &str) -> Option<String> {
         self.record(format!("state.get {which:?}"));
         self.state.lock().unwrap().get(&format!("{which:?}/{key}")).cloned()
     }
-    async fn state_set(&self, _: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError> {
+    async fn set(&self, _: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError> {
         self.record(format!("state.set {which:?}"));
         self.state.lock().unwrap().insert(format!("{which:?}/{key}"), value.to_string());
         Ok(())
     }
-    async fn state_delete(&self, _: &CallScope, which: Scope, key: &str) -> Result<(), StateError> {
+    async fn delete(&self, _: &CallScope, which: Scope, key: &str) -> Result<(), StateError> {
         self.record(format!("state.delete {which:?}"));
         self.state.lock().unwrap().remove(&format!("{which:?}/{key}"));
         Ok(())
     }
-    async fn backup_snapshot(
+}
+
+#[async_trait]
+impl BackupBackend for Recorder {
+    async fn snapshot(
         &self,
         _: &CallScope,
         ty: &ResolvedType,
@@ -179,11 +302,15 @@ impl PhaseServices for Recorder {
         self.record(format!("backup.snapshot {}", ty.resource));
         Ok(SnapshotInfo { name: format!("snap-{name}"), sha256: "0".repeat(64), size: 1, created: true })
     }
-    async fn backup_restore_journal(&self, _: &CallScope) -> Vec<RestoreReport> {
+    async fn restore_journal(&self, _: &CallScope) -> Vec<RestoreReport> {
         self.record("backup.restore_journal");
         vec![RestoreReport { subject: "ConfigMap exerciser/exercised".into(), error: None }]
     }
-    fn log(&self, _: &CallScope, level: Level, message: &str, _: &[(String, String)]) {
+}
+
+#[async_trait]
+impl LogBackend for Recorder {
+    fn write(&self, _: &CallScope, level: Level, message: &str, _: &[(String, String)]) {
         self.record(format!("log.write {level:?} {message}"));
     }
     async fn event(&self, _: &CallScope, _: EventType, reason: &str, _: &str) {
@@ -192,6 +319,9 @@ impl PhaseServices for Recorder {
     fn progress(&self, _: &CallScope, percent: u8, _: &str) {
         self.record(format!("log.progress {percent}"));
     }
+}
+
+impl ClockBackend for Recorder {
     fn now_ms(&self) -> u64 {
         1_700_000_000_000
     }

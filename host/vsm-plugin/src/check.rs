@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use vsm_host::api::MigrationSpec;
+use vsm_host::backends::journal::{Entry, EntryKind};
+use vsm_host::backends::kubernetes::{get_json, strip_server_fields};
 use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};
 use vsm_host::runtime::config::{Limits, PluginEntry};
-use vsm_host::runtime::{Direction, KubeOp, LoadedPlugin};
-use vsm_host::services::journal::{Entry, EntryKind};
-use vsm_host::services::kube::{perform, strip_server_fields};
+use vsm_host::runtime::{Direction, LoadedPlugin};
 use vsm_testenv::TestEnv;
 use vsm_testenv::harness::{Harness, target_spec};
 use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator, seed};
@@ -120,7 +120,8 @@ async fn run(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let services = Arc::new(Audited { inner: h.services(), log: log.clone() });
+        let b = h.backends(false);
+        let backends = b.backends.clone().observed(Arc::new(Audited { log: log.clone() }));
         let ctx = CallContext {
             migration: Migration {
                 name: h.migration.metadata.name.clone().unwrap_or_default(),
@@ -134,9 +135,9 @@ async fn run(
             dry_run: false,
             started_at_ms: started_ms,
         };
-        let report = plugin.call(services.clone(), ctx, direction, servers.clone()).await?;
+        let report = plugin.call(backends, ctx, direction, servers.clone()).await?;
         denials.extend(report.denials.clone());
-        backups.extend(services.inner.take_outputs().backups.into_iter().map(|b| b.name));
+        backups.extend(b.outputs.take().backups.into_iter().map(|b| b.name));
         let pause = match &report.outcome {
             Outcome::Wait(w) => Duration::from_millis(w.after_ms).min(Duration::from_millis(250)),
             Outcome::Failed(f) if f.retryable => Duration::from_millis(500),
@@ -151,9 +152,8 @@ async fn run(
 
 /// The phase's journal entries (what it changed, with before-images).
 async fn journal(h: &Harness, phase: &str) -> Result<Vec<Entry>, Error> {
-    let services = h.services();
     let entries =
-        services.journal().list(EntryKind::Journal, Some(phase)).await.map_err(|e| Error::Env(e.to_string()))?;
+        h.backends(false).journal.list(EntryKind::Journal, Some(phase)).await.map_err(|e| Error::Env(e.to_string()))?;
     entries.into_iter().map(|r| r.map(|s| s.entry).map_err(|e| Error::Env(e.to_string()))).collect()
 }
 
@@ -161,14 +161,11 @@ async fn journal(h: &Harness, phase: &str) -> Result<Vec<Entry>, Error> {
 async fn current(h: &Harness, entry: &Entry) -> Result<Option<Value>, Error> {
     let Entry::Object { namespace, name, .. } = entry else { return Ok(None) };
     let ty = entry.resolved_type().expect("object entries have a type");
-    let op = KubeOp::Get { namespace: namespace.clone(), name: name.clone() };
-    match perform(&h.client, &ty, op, "", false).await {
-        Ok(json) => {
-            let mut v: Value = serde_json::from_str(&json).map_err(|e| Error::Env(e.to_string()))?;
+    match get_json(&h.client, &ty, namespace.as_deref(), name).await {
+        Ok(v) => Ok(v.map(|mut v| {
             strip_server_fields(&mut v);
-            Ok(Some(v))
-        }
-        Err(vsm_host::runtime::bindings::KubeError::NotFound(_)) => Ok(None),
+            v
+        })),
         Err(e) => Err(Error::Env(format!("reading {}: {e:?}", entry.subject()))),
     }
 }
@@ -207,7 +204,7 @@ async fn vsphere_gone(h: &Harness, entry: &Entry) -> Result<Option<String>, Erro
         }
         Entry::Attachment { server, tag_id, target } => {
             let c = h.vsphere(server).await.map_err(|e| Error::Env(e.to_string()))?;
-            let mo = vsm_host::services::vsphere::from_ref_json(target).map_err(|e| Error::Env(format!("{e:?}")))?;
+            let mo = vsm_host::backends::vcenter::from_ref_json(target).map_err(|e| Error::Env(format!("{e:?}")))?;
             c.list_attached_tags(&mo).await.map_err(env_err)?.iter().any(|t| t.id == *tag_id)
         }
     };
@@ -361,7 +358,7 @@ async fn test_in(
             let now = current(&h, e).await?;
             if now != *b {
                 let diff = match (b, &now) {
-                    (Some(b), Some(n)) => vsm_host::services::plan::diff(b, n).join(", "),
+                    (Some(b), Some(n)) => vsm_host::backends::plan::diff::diff(b, n).join(", "),
                     _ => "created or deleted".into(),
                 };
                 problems.push(format!("{} changed again: {diff}", e.subject()));
@@ -409,7 +406,7 @@ async fn test_in(
                     let want = stripped(before);
                     if now != want {
                         let diff = match (&want, &now) {
-                            (Some(w), Some(n)) => vsm_host::services::plan::diff(w, n).join(", "),
+                            (Some(w), Some(n)) => vsm_host::backends::plan::diff::diff(w, n).join(", "),
                             (None, Some(_)) => "it did not exist before, and still does".into(),
                             (Some(_), None) => "it existed before, and is gone".into(),
                             (None, None) => String::new(),

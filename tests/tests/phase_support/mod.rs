@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
+use vsm_host::backends::state::full_key;
 use vsm_host::runtime::bindings::Outcome;
 use vsm_host::runtime::{Direction, LoadedPlugin};
-use vsm_host::services::state::full_key;
 use vsm_testenv::TestEnv;
 use vsm_testenv::harness::{Harness, Run, target_spec};
 use vsm_testenv::sim::objects as o;
@@ -76,7 +76,7 @@ impl Ctx {
 
     /// The migration's state store (`p.<phase>.<key>`, `m.<key>`).
     pub async fn state(&self) -> Result<BTreeMap<String, String>> {
-        self.h.services().state_store().load().await.map_err(|e| anyhow::anyhow!("{e:?}"))
+        self.h.backends(false).state.load().await.map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 
     /// One migration-scope value.
@@ -91,7 +91,7 @@ impl Ctx {
             Some(p) => full_key(p, Scope::Phase, key, false),
             None => full_key("", Scope::Migration, key, false),
         };
-        self.h.services().state_store().put(&full, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))
+        self.h.backends(false).state.put(&full, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 
     pub async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {

@@ -1,18 +1,22 @@
-//! vSphere calls on behalf of phases: which credentials and TLS settings a server uses,
-//! the calls on the shared session pool, conversion to the contract's types, and undoing
-//! created objects.
+//! The live vSphere backend: which credentials and TLS settings a server uses, the calls
+//! on the shared session pool, and conversion between the client's types and the
+//! contract's.
 
 use std::sync::Arc;
+
+use async_trait::async_trait;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use vsm_vsphere as vs;
 
+use super::Outputs;
+use super::journal::ObjectRefJson;
 use crate::api::{MigrationSpec, SourceVCenter};
 use crate::runtime::bindings::{
     AboutInfo, Cardinality, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError,
 };
-use crate::services::journal::ObjectRefJson;
+use crate::runtime::{CallScope, VsphereBackend};
 
 /// The root credentials Secret OpenShift keeps for its vCenters.
 pub const ROOT_CREDS: (&str, &str) = ("kube-system", "vsphere-creds");
@@ -213,6 +217,125 @@ impl Endpoints {
     pub async fn client(&self, pool: &vs::SessionPool, server: &str) -> Result<Arc<vs::Client>, VsphereError> {
         let spec = self.resolve(server).await?;
         pool.client(&spec).await.map_err(map_error)
+    }
+}
+
+/// vSphere itself: each call on the host-owned session for its server.
+pub struct LiveVsphere {
+    pub endpoints: Endpoints,
+    pub pool: vs::SessionPool,
+    pub outputs: Outputs,
+}
+
+impl LiveVsphere {
+    /// The session for `server`, counting the operation it is for.
+    pub async fn client(&self, server: &str) -> Result<Arc<vs::Client>, VsphereError> {
+        self.outputs.count_vsphere();
+        self.endpoints.client(&self.pool, server).await
+    }
+}
+
+#[async_trait]
+impl VsphereBackend for LiveVsphere {
+    async fn about(&self, _: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
+        Ok(about(self.client(server).await?.about().await.map_err(map_error)?))
+    }
+
+    async fn find_object(
+        &self,
+        _: &CallScope,
+        server: &str,
+        kind: ObjectKind,
+        path: &str,
+    ) -> Result<ObjectRef, VsphereError> {
+        let client = self.client(server).await?;
+        Ok(to_ref(&client.find(kind_to_client(kind), path).await.map_err(map_error)?))
+    }
+
+    async fn list_vms(&self, _: &CallScope, server: &str, folder: &str) -> Result<Vec<VmInfo>, VsphereError> {
+        let client = self.client(server).await?;
+        Ok(client.list_vms(folder).await.map_err(map_error)?.into_iter().map(vm).collect())
+    }
+
+    async fn create_folder(&self, _: &CallScope, server: &str, path: &str) -> Result<Ensured, VsphereError> {
+        if folder_levels(path).is_empty() {
+            return Err(VsphereError::Invalid(format!("{path} is not a VM folder path (/<datacenter>/vm/<folder>)")));
+        }
+        let (mo, created) = self.client(server).await?.create_folder(path).await.map_err(map_error)?;
+        Ok(ensured(to_ref(&mo).moref, created))
+    }
+
+    async fn delete_folder(&self, _: &CallScope, server: &str, path: &str) -> Result<bool, VsphereError> {
+        self.client(server).await?.delete_folder(path).await.map_err(map_error)
+    }
+
+    async fn ensure_category(&self, _: &CallScope, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
+        let (id, created) =
+            self.client(server).await?.ensure_category(&category_spec(spec)).await.map_err(map_error)?;
+        Ok(ensured(id, created))
+    }
+
+    async fn ensure_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        category_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<Ensured, VsphereError> {
+        let client = self.client(server).await?;
+        let (id, created) = client.ensure_tag(category_id, name, description).await.map_err(map_error)?;
+        Ok(ensured(id, created))
+    }
+
+    async fn delete_tag(&self, _: &CallScope, server: &str, tag_id: &str) -> Result<bool, VsphereError> {
+        self.client(server).await?.delete_tag(tag_id).await.map_err(map_error)
+    }
+
+    async fn delete_category(&self, _: &CallScope, server: &str, category_id: &str) -> Result<bool, VsphereError> {
+        self.client(server).await?.delete_category(category_id).await.map_err(map_error)
+    }
+
+    /// Idempotent: a tag already attached is left as it is.
+    async fn attach_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        tag_id: &str,
+        target: &ObjectRef,
+    ) -> Result<(), VsphereError> {
+        let mo = from_ref(target)?;
+        let client = self.client(server).await?;
+        if client.list_attached_tags(&mo).await.map_err(map_error)?.iter().any(|t| t.id == tag_id) {
+            return Ok(());
+        }
+        client.attach_tag(tag_id, &mo).await.map_err(map_error)
+    }
+
+    /// Idempotent: a tag that is not attached (or no longer exists) is fine.
+    async fn detach_tag(
+        &self,
+        _: &CallScope,
+        server: &str,
+        tag_id: &str,
+        target: &ObjectRef,
+    ) -> Result<(), VsphereError> {
+        let mo = from_ref(target)?;
+        match self.client(server).await?.detach_tag(tag_id, &mo).await {
+            Ok(()) | Err(vs::VsphereError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    async fn list_attached_tags(
+        &self,
+        _: &CallScope,
+        server: &str,
+        target: &ObjectRef,
+    ) -> Result<Vec<TagInfo>, VsphereError> {
+        let mo = from_ref(target)?;
+        let tags = self.client(server).await?.list_attached_tags(&mo).await.map_err(map_error)?;
+        Ok(tags.into_iter().map(tag).collect())
     }
 }
 

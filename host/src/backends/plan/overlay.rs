@@ -188,7 +188,7 @@ impl OverlayStore {
     }
 
     pub async fn load(&self) -> Result<Overlay, KubeError> {
-        let secret = self.secrets.get_opt(&self.name).await.map_err(super::kube::map_error)?;
+        let secret = self.secrets.get_opt(&self.name).await.map_err(crate::backends::kubernetes::map_error)?;
         let Some(bytes) = secret.and_then(|s| s.data).and_then(|d| d.get(DATA_KEY).cloned()) else {
             return Ok(Overlay::default());
         };
@@ -217,7 +217,7 @@ impl OverlayStore {
             .patch(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
             .await
             .map(|_| ())
-            .map_err(super::kube::map_error)
+            .map_err(crate::backends::kubernetes::map_error)
     }
 
     pub async fn delete(&self) -> Result<(), kube::Error> {

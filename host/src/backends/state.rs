@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -11,6 +12,7 @@ use serde_json::json;
 
 use crate::api::FIELD_MANAGER;
 use crate::runtime::bindings::{Scope, StateError};
+use crate::runtime::{CallScope, StateBackend};
 
 #[derive(Clone)]
 pub struct StateStore {
@@ -108,6 +110,61 @@ impl StateStore {
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The `state` interface over the store, read once per call and kept in step with the
+/// call's own writes. Plan mode uses the same store under its own keys.
+pub struct StoreState {
+    store: StateStore,
+    cache: tokio::sync::Mutex<Option<BTreeMap<String, String>>>,
+}
+
+impl StoreState {
+    pub fn new(store: StateStore) -> Self {
+        StoreState { store, cache: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn map(&self) -> Result<tokio::sync::MutexGuard<'_, Option<BTreeMap<String, String>>>, StateError> {
+        let mut cache = self.cache.lock().await;
+        if cache.is_none() {
+            *cache = Some(self.store.load().await?);
+        }
+        Ok(cache)
+    }
+
+    async fn put(&self, s: &CallScope, which: Scope, key: &str, value: Option<&str>) -> Result<(), StateError> {
+        let full = full_key(&s.phase, which, key, s.dry_run);
+        let mut map = self.map().await?;
+        self.store.put(&full, value).await?;
+        let map = map.get_or_insert_with(BTreeMap::new);
+        match value {
+            Some(v) => map.insert(full, v.to_string()),
+            None => map.remove(&full),
+        };
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateBackend for StoreState {
+    async fn get(&self, s: &CallScope, which: Scope, key: &str) -> Option<String> {
+        let full = full_key(&s.phase, which, key, s.dry_run);
+        match self.map().await {
+            Ok(map) => map.as_ref().and_then(|m| m.get(&full).cloned()),
+            Err(e) => {
+                tracing::warn!(error = ?e, "state store unreadable; the phase sees no state");
+                None
+            }
+        }
+    }
+
+    async fn set(&self, s: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError> {
+        self.put(s, which, key, Some(value)).await
+    }
+
+    async fn delete(&self, s: &CallScope, which: Scope, key: &str) -> Result<(), StateError> {
+        self.put(s, which, key, None).await
     }
 }
 
