@@ -18,10 +18,8 @@ use http::{Method, Request};
 use kube::client::Body;
 
 use crate::leader::LeaderHandle;
-use crate::runtime::bindings::{
-    AboutInfo, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError,
-};
-use crate::runtime::{CallScope, VsphereBackend};
+use crate::runtime::bindings::VsphereError;
+use crate::runtime::{VsphereBackend, VsphereOp};
 
 /// The refusal.
 #[derive(Debug, thiserror::Error)]
@@ -49,86 +47,13 @@ pub struct FencedVsphere {
     pub leader: LeaderHandle,
 }
 
-impl FencedVsphere {
-    fn check(&self) -> Result<(), VsphereError> {
-        if self.leader.is_leader() { Ok(()) } else { Err(VsphereError::Transient(NotLeader.to_string())) }
-    }
-}
-
+/// Reads go on; a change is refused while this replica does not lead.
 #[async_trait]
 impl VsphereBackend for FencedVsphere {
-    async fn about(&self, s: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
-        self.inner.about(s, server).await
-    }
-    async fn find_object(
-        &self,
-        s: &CallScope,
-        server: &str,
-        kind: ObjectKind,
-        path: &str,
-    ) -> Result<ObjectRef, VsphereError> {
-        self.inner.find_object(s, server, kind, path).await
-    }
-    async fn list_vms(&self, s: &CallScope, server: &str, folder: &str) -> Result<Vec<VmInfo>, VsphereError> {
-        self.inner.list_vms(s, server, folder).await
-    }
-    async fn create_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<Ensured, VsphereError> {
-        self.check()?;
-        self.inner.create_folder(s, server, path).await
-    }
-    async fn delete_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<bool, VsphereError> {
-        self.check()?;
-        self.inner.delete_folder(s, server, path).await
-    }
-    async fn ensure_category(&self, s: &CallScope, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
-        self.check()?;
-        self.inner.ensure_category(s, server, spec).await
-    }
-    async fn ensure_tag(
-        &self,
-        s: &CallScope,
-        server: &str,
-        category_id: &str,
-        name: &str,
-        description: &str,
-    ) -> Result<Ensured, VsphereError> {
-        self.check()?;
-        self.inner.ensure_tag(s, server, category_id, name, description).await
-    }
-    async fn delete_tag(&self, s: &CallScope, server: &str, tag_id: &str) -> Result<bool, VsphereError> {
-        self.check()?;
-        self.inner.delete_tag(s, server, tag_id).await
-    }
-    async fn delete_category(&self, s: &CallScope, server: &str, category_id: &str) -> Result<bool, VsphereError> {
-        self.check()?;
-        self.inner.delete_category(s, server, category_id).await
-    }
-    async fn attach_tag(
-        &self,
-        s: &CallScope,
-        server: &str,
-        tag_id: &str,
-        target: &ObjectRef,
-    ) -> Result<(), VsphereError> {
-        self.check()?;
-        self.inner.attach_tag(s, server, tag_id, target).await
-    }
-    async fn detach_tag(
-        &self,
-        s: &CallScope,
-        server: &str,
-        tag_id: &str,
-        target: &ObjectRef,
-    ) -> Result<(), VsphereError> {
-        self.check()?;
-        self.inner.detach_tag(s, server, tag_id, target).await
-    }
-    async fn list_attached_tags(
-        &self,
-        s: &CallScope,
-        server: &str,
-        target: &ObjectRef,
-    ) -> Result<Vec<TagInfo>, VsphereError> {
-        self.inner.list_attached_tags(s, server, target).await
+    fn route(&self, op: VsphereOp) -> Result<&dyn VsphereBackend, VsphereError> {
+        if op.is_mutation() && !self.leader.is_leader() {
+            return Err(VsphereError::Transient(NotLeader.to_string()));
+        }
+        Ok(self.inner.as_ref())
     }
 }

@@ -201,20 +201,42 @@ pub trait KubeBackend: Send + Sync {
 }
 
 /// The `vsphere` interface, on the host-owned session for `server`.
+///
+/// Layers implement only the operations they change and [`VsphereBackend::route`] for the
+/// rest: every method's default body hands the call to the backend `route` names (the
+/// layer below), or fails with its error (fencing refusing a change, plan mode refusing a
+/// change it cannot record). So a new operation needs a default body here and an
+/// implementation in the live backend, and every layer treats it by its class.
 #[async_trait]
 pub trait VsphereBackend: Send + Sync {
-    async fn about(&self, s: &CallScope, server: &str) -> Result<AboutInfo, VsphereError>;
+    /// Where an operation this backend does not implement itself goes.
+    fn route(&self, op: VsphereOp) -> Result<&dyn VsphereBackend, VsphereError> {
+        Err(VsphereError::Invalid(format!("{} is not served here", op.name())))
+    }
+    async fn about(&self, s: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
+        self.route(VsphereOp::About)?.about(s, server).await
+    }
     async fn find_object(
         &self,
         s: &CallScope,
         server: &str,
         kind: ObjectKind,
         path: &str,
-    ) -> Result<ObjectRef, VsphereError>;
-    async fn list_vms(&self, s: &CallScope, server: &str, folder: &str) -> Result<Vec<VmInfo>, VsphereError>;
-    async fn create_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<Ensured, VsphereError>;
-    async fn delete_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<bool, VsphereError>;
-    async fn ensure_category(&self, s: &CallScope, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError>;
+    ) -> Result<ObjectRef, VsphereError> {
+        self.route(VsphereOp::FindObject)?.find_object(s, server, kind, path).await
+    }
+    async fn list_vms(&self, s: &CallScope, server: &str, folder: &str) -> Result<Vec<VmInfo>, VsphereError> {
+        self.route(VsphereOp::ListVms)?.list_vms(s, server, folder).await
+    }
+    async fn create_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<Ensured, VsphereError> {
+        self.route(VsphereOp::CreateFolder)?.create_folder(s, server, path).await
+    }
+    async fn delete_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<bool, VsphereError> {
+        self.route(VsphereOp::DeleteFolder)?.delete_folder(s, server, path).await
+    }
+    async fn ensure_category(&self, s: &CallScope, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
+        self.route(VsphereOp::EnsureCategory)?.ensure_category(s, server, spec).await
+    }
     async fn ensure_tag(
         &self,
         s: &CallScope,
@@ -222,29 +244,41 @@ pub trait VsphereBackend: Send + Sync {
         category_id: &str,
         name: &str,
         description: &str,
-    ) -> Result<Ensured, VsphereError>;
-    async fn delete_tag(&self, s: &CallScope, server: &str, tag_id: &str) -> Result<bool, VsphereError>;
-    async fn delete_category(&self, s: &CallScope, server: &str, category_id: &str) -> Result<bool, VsphereError>;
+    ) -> Result<Ensured, VsphereError> {
+        self.route(VsphereOp::EnsureTag)?.ensure_tag(s, server, category_id, name, description).await
+    }
+    async fn delete_tag(&self, s: &CallScope, server: &str, tag_id: &str) -> Result<bool, VsphereError> {
+        self.route(VsphereOp::DeleteTag)?.delete_tag(s, server, tag_id).await
+    }
+    async fn delete_category(&self, s: &CallScope, server: &str, category_id: &str) -> Result<bool, VsphereError> {
+        self.route(VsphereOp::DeleteCategory)?.delete_category(s, server, category_id).await
+    }
     async fn attach_tag(
         &self,
         s: &CallScope,
         server: &str,
         tag_id: &str,
         target: &ObjectRef,
-    ) -> Result<(), VsphereError>;
+    ) -> Result<(), VsphereError> {
+        self.route(VsphereOp::AttachTag)?.attach_tag(s, server, tag_id, target).await
+    }
     async fn detach_tag(
         &self,
         s: &CallScope,
         server: &str,
         tag_id: &str,
         target: &ObjectRef,
-    ) -> Result<(), VsphereError>;
+    ) -> Result<(), VsphereError> {
+        self.route(VsphereOp::DetachTag)?.detach_tag(s, server, tag_id, target).await
+    }
     async fn list_attached_tags(
         &self,
         s: &CallScope,
         server: &str,
         target: &ObjectRef,
-    ) -> Result<Vec<TagInfo>, VsphereError>;
+    ) -> Result<Vec<TagInfo>, VsphereError> {
+        self.route(VsphereOp::ListAttachedTags)?.list_attached_tags(s, server, target).await
+    }
 }
 
 /// The `state` interface.
@@ -366,10 +400,6 @@ fn no_cluster() -> KubeError {
     KubeError::Transient("no cluster".into())
 }
 
-fn no_vcenter(server: &str) -> VsphereError {
-    VsphereError::NotFound(format!("no vCenter {server}"))
-}
-
 #[async_trait]
 impl KubeBackend for Unavailable {
     async fn resolve(&self, ty: &ObjectType) -> Result<ResolvedType, KubeError> {
@@ -436,59 +466,8 @@ impl KubeBackend for Unavailable {
 
 #[async_trait]
 impl VsphereBackend for Unavailable {
-    async fn about(&self, _: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn find_object(
-        &self,
-        _: &CallScope,
-        server: &str,
-        _: ObjectKind,
-        _: &str,
-    ) -> Result<ObjectRef, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn list_vms(&self, _: &CallScope, server: &str, _: &str) -> Result<Vec<VmInfo>, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn create_folder(&self, _: &CallScope, server: &str, _: &str) -> Result<Ensured, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn delete_folder(&self, _: &CallScope, server: &str, _: &str) -> Result<bool, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn ensure_category(&self, _: &CallScope, server: &str, _: &CategorySpec) -> Result<Ensured, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn ensure_tag(
-        &self,
-        _: &CallScope,
-        server: &str,
-        _: &str,
-        _: &str,
-        _: &str,
-    ) -> Result<Ensured, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn delete_tag(&self, _: &CallScope, server: &str, _: &str) -> Result<bool, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn delete_category(&self, _: &CallScope, server: &str, _: &str) -> Result<bool, VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn attach_tag(&self, _: &CallScope, server: &str, _: &str, _: &ObjectRef) -> Result<(), VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn detach_tag(&self, _: &CallScope, server: &str, _: &str, _: &ObjectRef) -> Result<(), VsphereError> {
-        Err(no_vcenter(server))
-    }
-    async fn list_attached_tags(
-        &self,
-        _: &CallScope,
-        server: &str,
-        _: &ObjectRef,
-    ) -> Result<Vec<TagInfo>, VsphereError> {
-        Err(no_vcenter(server))
+    fn route(&self, _: VsphereOp) -> Result<&dyn VsphereBackend, VsphereError> {
+        Err(VsphereError::NotFound("no vCenter".into()))
     }
 }
 

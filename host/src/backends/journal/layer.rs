@@ -10,10 +10,9 @@ use crate::backends::Outputs;
 use crate::backends::kubernetes::{LiveKube, get_json, name_of};
 use crate::backends::vcenter::{LiveVsphere, ensured, folder_levels, map_error, to_ref};
 use crate::runtime::bindings::{
-    AboutInfo, CategorySpec, Ensured, KubeError, ObjectKind, ObjectRef, ObjectType, PatchType, Preconditions, TagInfo,
-    VmInfo, VsphereError,
+    CategorySpec, Ensured, KubeError, ObjectRef, ObjectType, PatchType, Preconditions, VsphereError,
 };
-use crate::runtime::{CallScope, Direction, KubeBackend, ResolvedType, VsphereBackend};
+use crate::runtime::{CallScope, Direction, KubeBackend, ResolvedType, VsphereBackend, VsphereOp};
 use vsm_vsphere as vs;
 
 /// Entries are written by executing phases; a rollback undoes, it records nothing.
@@ -253,22 +252,9 @@ impl JournaledVsphere {
 
 #[async_trait]
 impl VsphereBackend for JournaledVsphere {
-    async fn about(&self, s: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
-        self.inner.about(s, server).await
-    }
-
-    async fn find_object(
-        &self,
-        s: &CallScope,
-        server: &str,
-        kind: ObjectKind,
-        path: &str,
-    ) -> Result<ObjectRef, VsphereError> {
-        self.inner.find_object(s, server, kind, path).await
-    }
-
-    async fn list_vms(&self, s: &CallScope, server: &str, folder: &str) -> Result<Vec<VmInfo>, VsphereError> {
-        self.inner.list_vms(s, server, folder).await
+    /// What creates nothing passes through.
+    fn route(&self, _: VsphereOp) -> Result<&dyn VsphereBackend, VsphereError> {
+        Ok(self.inner.as_ref())
     }
 
     /// Journalled from the first level that is missing (rollback removes only those).
@@ -287,10 +273,6 @@ impl VsphereBackend for JournaledVsphere {
             unjournal(&self.journal, &self.outputs, &secret).await;
         }
         Ok(result)
-    }
-
-    async fn delete_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<bool, VsphereError> {
-        self.inner.delete_folder(s, server, path).await
     }
 
     async fn ensure_category(&self, s: &CallScope, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
@@ -333,14 +315,6 @@ impl VsphereBackend for JournaledVsphere {
         Ok(result)
     }
 
-    async fn delete_tag(&self, s: &CallScope, server: &str, tag_id: &str) -> Result<bool, VsphereError> {
-        self.inner.delete_tag(s, server, tag_id).await
-    }
-
-    async fn delete_category(&self, s: &CallScope, server: &str, category_id: &str) -> Result<bool, VsphereError> {
-        self.inner.delete_category(s, server, category_id).await
-    }
-
     async fn attach_tag(
         &self,
         s: &CallScope,
@@ -357,24 +331,5 @@ impl VsphereBackend for JournaledVsphere {
             self.journal_ahead(s, &entry).await?;
         }
         self.inner.attach_tag(s, server, tag_id, target).await
-    }
-
-    async fn detach_tag(
-        &self,
-        s: &CallScope,
-        server: &str,
-        tag_id: &str,
-        target: &ObjectRef,
-    ) -> Result<(), VsphereError> {
-        self.inner.detach_tag(s, server, tag_id, target).await
-    }
-
-    async fn list_attached_tags(
-        &self,
-        s: &CallScope,
-        server: &str,
-        target: &ObjectRef,
-    ) -> Result<Vec<TagInfo>, VsphereError> {
-        self.inner.list_attached_tags(s, server, target).await
     }
 }

@@ -19,10 +19,10 @@ use super::journal::{Entry, snapshot_source};
 use super::kubernetes::{LiveKube, get_json, name_of, parse, strip_server_fields};
 use super::vcenter::{LiveVsphere, ensured, folder_levels, map_error, to_ref};
 use crate::runtime::bindings::{
-    AboutInfo, BackupError, CategorySpec, Ensured, KubeError, ObjectKind, ObjectRef, ObjectType, PatchType,
-    Preconditions, RestoreReport, SnapshotInfo, TagInfo, VmInfo, VsphereError,
+    BackupError, CategorySpec, Ensured, KubeError, ObjectRef, ObjectType, PatchType, Preconditions, RestoreReport,
+    SnapshotInfo, VsphereError,
 };
-use crate::runtime::{BackupBackend, CallScope, KubeBackend, ResolvedType, VsphereBackend};
+use crate::runtime::{BackupBackend, CallScope, KubeBackend, ResolvedType, VsphereBackend, VsphereOp};
 use overlay::{Overlay, OverlayStore, key};
 use vsm_vsphere as vs;
 
@@ -269,22 +269,12 @@ impl PlanVsphere {
 
 #[async_trait]
 impl VsphereBackend for PlanVsphere {
-    async fn about(&self, s: &CallScope, server: &str) -> Result<AboutInfo, VsphereError> {
-        self.live.about(s, server).await
-    }
-
-    async fn find_object(
-        &self,
-        s: &CallScope,
-        server: &str,
-        kind: ObjectKind,
-        path: &str,
-    ) -> Result<ObjectRef, VsphereError> {
-        self.live.find_object(s, server, kind, path).await
-    }
-
-    async fn list_vms(&self, s: &CallScope, server: &str, folder: &str) -> Result<Vec<VmInfo>, VsphereError> {
-        self.live.list_vms(s, server, folder).await
+    /// Reads are live; a change this layer does not record is refused, never made.
+    fn route(&self, op: VsphereOp) -> Result<&dyn VsphereBackend, VsphereError> {
+        if op.is_mutation() {
+            return Err(VsphereError::Invalid(format!("plan mode cannot plan {}", op.name())));
+        }
+        Ok(self.live.as_ref())
     }
 
     async fn create_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<Ensured, VsphereError> {
@@ -381,15 +371,6 @@ impl VsphereBackend for PlanVsphere {
     ) -> Result<(), VsphereError> {
         self.plan("detach-tag", format!("vCenter {server} {}", target.path), vec![format!("tag {tag_id}")]);
         Ok(())
-    }
-
-    async fn list_attached_tags(
-        &self,
-        s: &CallScope,
-        server: &str,
-        target: &ObjectRef,
-    ) -> Result<Vec<TagInfo>, VsphereError> {
-        self.live.list_attached_tags(s, server, target).await
     }
 }
 
