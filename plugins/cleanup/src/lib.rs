@@ -39,14 +39,6 @@ impl Phase for Cleanup {
     fn execute(cx: &Cx) -> Step {
         execute(cx)
     }
-
-    fn rollback(cx: &Cx) -> Step {
-        let restored = cx.backup().restore_all()?;
-        Ok(done(match restored {
-            0 => "nothing to undo: nothing was removed".to_string(),
-            n => format!("restored {n} object(s) as they were before Cleanup"),
-        }))
-    }
 }
 
 fn execute(cx: &Cx) -> Step {

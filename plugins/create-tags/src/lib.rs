@@ -41,15 +41,6 @@ impl Phase for CreateTags {
     fn execute(cx: &Cx) -> Step {
         execute(cx)
     }
-
-    fn rollback(cx: &Cx) -> Step {
-        let restored = cx.backup().restore_all()?;
-        Ok(done(if restored == 0 {
-            "nothing to undo: this phase created and attached no tags".to_string()
-        } else {
-            format!("removed the {restored} tag categories, tags and attachments this phase made")
-        }))
-    }
 }
 
 /// Which tag one object must carry.

@@ -120,7 +120,7 @@ fn rollback_removes_only_what_this_phase_made() {
     host.run::<CreateTags>(Direction::Execute, &m());
     assert_eq!(host.journal().len(), 5, "zone category, two zone tags, two attachments");
     let run = host.run::<CreateTags>(Direction::Rollback, &m());
-    assert_eq!(run.message(), "removed the 5 tag categories, tags and attachments this phase made");
+    assert_eq!(run.message(), "undid 5 journalled change(s): every object as it was before the phase");
     host.vcenter(VC, |v| {
         let cats: Vec<&str> = v.categories.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(cats, ["openshift-region"]);
@@ -129,7 +129,7 @@ fn rollback_removes_only_what_this_phase_made() {
     assert_eq!(tags_on(&host, "/dc"), ["openshift-region=us-east"]);
     assert!(tags_on(&host, "/dc/host/c1").is_empty());
     let run = host.run::<CreateTags>(Direction::Rollback, &m());
-    assert_eq!(run.message(), "nothing to undo: this phase created and attached no tags");
+    assert_eq!(run.message(), "nothing to undo");
 }
 
 #[test]

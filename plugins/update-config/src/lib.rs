@@ -34,14 +34,6 @@ impl Phase for UpdateConfig {
     fn execute(cx: &Cx) -> Step {
         execute(cx)
     }
-
-    fn rollback(cx: &Cx) -> Step {
-        let restored = cx.backup().restore_all()?;
-        Ok(done(match restored {
-            0 => "nothing to undo: the cloud provider config was not changed".to_string(),
-            _ => format!("restored {CLOUD_CONFIG_NAMESPACE}/{CLOUD_CONFIG} as it was before the phase"),
-        }))
-    }
 }
 
 /// The config's entry for one target server, as the migration describes it.

@@ -39,15 +39,6 @@ impl Phase for UpdateInfrastructure {
     fn execute(cx: &Cx) -> Step {
         execute(cx)
     }
-
-    fn rollback(cx: &Cx) -> Step {
-        let restored = cx.backup().restore_all()?;
-        Ok(done(if restored == 0 {
-            "nothing to undo: this phase did not change the Infrastructure".to_string()
-        } else {
-            "restored the Infrastructure cluster as it was before this phase".to_string()
-        }))
-    }
 }
 
 /// Failure domains describing the legacy sources, from the masters' provider specs.
