@@ -405,7 +405,7 @@ fn access(namespace: Option<&str>, group: &str, resource: &str, verb: &str) -> A
 pub fn host_needs() -> Vec<(Access, &'static str)> {
     let ns = Some(NAMESPACE);
     let mig = "migration.openshift.io";
-    let mut out = vec![
+    let out = vec![
         (access(None, mig, "vspheremigrations", "list"), "host: one active migration per cluster (lists all)"),
         (access(ns, mig, "vspheremigrations", "watch"), "host: the controller watches its namespace"),
         (access(ns, mig, "vspheremigrations", "get"), "host: status write after a conflict"),
@@ -432,36 +432,23 @@ pub fn host_needs() -> Vec<(Access, &'static str)> {
         (access(Some("kube-system"), "", "secrets", "get"), "host: source vCenter credentials"),
         (access(None, "config.openshift.io", "infrastructures", "get"), "host: source vCenters"),
     ];
-    // The controller's watches (controller/mod.rs `related`): waits end on events.
-    let mapi = Some("openshift-machine-api");
-    let watched = [
-        (mapi, "machine.openshift.io", "machines"),
-        (mapi, "machine.openshift.io", "machinesets"),
-        (mapi, "machine.openshift.io", "controlplanemachinesets"),
-        (None, "config.openshift.io", "clusteroperators"),
-        (None, "", "nodes"),
-        (Some("openshift-cluster-version"), "apps", "deployments"),
-    ];
-    for (ns, group, resource) in watched {
-        for verb in ["list", "watch"] {
-            out.push((access(ns, group, resource, verb), "host: controller watch"));
-        }
-    }
-    for ns in vsm_host::controller::POD_NAMESPACES {
-        for verb in ["list", "watch"] {
-            out.push((access(Some(ns), "", "pods", verb), "host: controller watch"));
-        }
-    }
     out
 }
 
 /// The permissions each loaded component needs, derived from what it may do (declared and
-/// granted: `LoadedPlugin::caps`): the verbs themselves; `get` on whatever it mutates (the
+/// granted: `LoadedPlugin::caps`): the controller's watches of what they read; the verbs themselves; `get` on whatever it mutates (the
 /// host reads the before-image into the journal first); and, for a phase with a rollback,
 /// what restoring a before-image takes (a created object is deleted, an updated or patched
 /// one updated, a deleted one created again or, if something recreated it, updated).
 pub fn phase_needs(plugins: &[Arc<vsm_host::runtime::LoadedPlugin>]) -> Vec<(Access, String)> {
     let mut out = Vec::new();
+    // The controller watches what the phases read (controller::watches): waits end on events.
+    for w in vsm_host::controller::watches::watches(plugins.iter().map(|p| p.caps.as_ref())) {
+        for verb in ["list", "watch"] {
+            let at = access(w.namespace.as_deref(), &w.group, &w.resource, verb);
+            out.push((at, format!("host: controller watch of what the phases read ({}/{})", w.group, w.resource)));
+        }
+    }
     for p in plugins {
         for rule in &p.caps.granted.kube {
             for verb in &rule.verbs {

@@ -1,22 +1,23 @@
 //! The kube-rs controller for `VSphereMigration`s.
 //!
 //! Reconciles are triggered by spec edits of a migration (not by its own status writes),
-//! by watch events on the objects phases wait for — Machines, MachineSets, the CPMS,
-//! Nodes, ClusterOperators, the CVO Deployment and the vSphere consumer pods — mapped to
-//! the active migration, and by the requeue times the state machine asks for. So waits end
-//! on events, not on fixed polls.
+//! by watch events on the kinds the loaded phases read ([`watches`]: Machines, MachineSets,
+//! the CPMS, Nodes, ClusterOperators, the CVO Deployment and pods for the shipped phases,
+//! whatever a vendor's phase reads besides) mapped to the active migration, and by the
+//! requeue times the state machine asks for. So waits end on events, not on fixed polls.
 
 mod approvals;
 mod reconcile;
 mod status;
+pub mod watches;
 
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
-use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -32,6 +33,7 @@ use crate::runtime::Registry;
 pub use approvals::approvals_seen;
 pub use reconcile::{ReconcileError, reconcile};
 use status::{LastWrites, WriteError};
+use watches::Watch;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -48,38 +50,11 @@ pub struct Context {
     pub last_writes: LastWrites,
 }
 
-/// The objects phases wait for, by namespace (None: cluster-scoped or all namespaces).
-fn related(namespaces: &[&str]) -> Vec<(ApiResource, Option<String>)> {
-    let gvk = |g: &str, v: &str, k: &str, plural: &str| {
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural)
-    };
-    let mut out = vec![
-        (gvk("machine.openshift.io", "v1beta1", "Machine", "machines"), Some("openshift-machine-api".to_string())),
-        (
-            gvk("machine.openshift.io", "v1beta1", "MachineSet", "machinesets"),
-            Some("openshift-machine-api".to_string()),
-        ),
-        (
-            gvk("machine.openshift.io", "v1", "ControlPlaneMachineSet", "controlplanemachinesets"),
-            Some("openshift-machine-api".to_string()),
-        ),
-        (gvk("config.openshift.io", "v1", "ClusterOperator", "clusteroperators"), None),
-        (gvk("", "v1", "Node", "nodes"), None),
-        (gvk("apps", "v1", "Deployment", "deployments"), Some("openshift-cluster-version".to_string())),
-    ];
-    for ns in namespaces {
-        out.push((gvk("", "v1", "Pod", "pods"), Some(ns.to_string())));
-    }
-    out
+/// The kinds the loaded plugins read, which the controller watches (see [`watches`]).
+pub fn wanted_watches(registry: &Registry) -> BTreeSet<Watch> {
+    let loaded = registry.loaded();
+    watches::watches(loaded.iter().map(|p| p.caps.as_ref()))
 }
-
-/// Namespaces whose pods the RestartPods, Verify and DisableCVO phases wait for.
-pub const POD_NAMESPACES: [&str; 4] = [
-    "openshift-cloud-controller-manager",
-    "openshift-machine-api",
-    "openshift-cluster-csi-drivers",
-    "openshift-cluster-version",
-];
 
 /// Migrations that are running (started and not finished): the ones watch events wake.
 fn active(store: &Store<VSphereMigration>) -> Vec<ObjectRef<VSphereMigration>> {
@@ -143,7 +118,7 @@ pub async fn run(
     // those errors added up to minutes of a stale cache.
     let mut controller =
         Controller::for_stream(stream, reader.clone()).trigger_backoff(NoSharedBackoff).graceful_shutdown_on(shutdown);
-    for (ar, ns) in related(&POD_NAMESPACES) {
+    for (ar, ns) in watches::resolve(&client, &wanted_watches(&registry)).await {
         // Only the metadata travels: the event is the news, the phase reads what it needs
         // (whole objects decoded here were 6 % of the operator's CPU at 250 workers).
         let api: Api<PartialObjectMeta<DynamicObject>> = match &ns {
