@@ -8,6 +8,14 @@
 //! - Retries with backoff on transient faults only; rejected credentials are never sent
 //!   again until they change, so directory accounts are not locked out.
 //! - Every SOAP method and REST call is a tracing span; bodies at debug level, redacted.
+//!
+//! Modules, bottom up (each depends only on those above it):
+//! - [`error`]: the typed errors; [`redact`]: secrets out of traced text; [`retry`]: when
+//!   to try again.
+//! - [`soap`]: vim25 envelopes, the response tree, answer readers and faults (no I/O).
+//! - `endpoint`: how a vCenter is reached: its address, [`tls`] trust, the HTTP client.
+//! - [`session`]: the pool, clients, and the SOAP and REST sessions on an endpoint.
+//! - [`inventory`], [`folders`], [`vm`], [`tags`]: the operations, as methods of [`Client`].
 
 mod endpoint;
 pub mod error;

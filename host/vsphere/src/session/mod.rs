@@ -6,8 +6,8 @@
 //! - `auth`: the credentials in use, the rejected mark, single-flight logins;
 //! - `wire`: the per-client context of every request (endpoint, options, counters,
 //!   auth), the retry loop and the secrets to redact;
-//! - `slot`: [`SessionSlot`](slot::SessionSlot), one session of one protocol with
-//!   re-login, keep-alive and logout, generic over the [`Protocol`](slot::Protocol);
+//! - `slot`: `SessionSlot<P>`, one session of one protocol with re-login, keep-alive
+//!   and logout, generic over the `Protocol` (its login and logout requests);
 //! - `soap`, `rest`: the two protocols on the wire, traced and redacted;
 //! - `client`: [`Client`], both sessions and the calls operations are built on;
 //! - `pool`: [`SessionPool`].

@@ -141,3 +141,147 @@ impl<P: Protocol> SessionSlot<P> {
         self.set_id(None).map(|id| self.protocol.logout_request(wire, &id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::time::Duration;
+
+    use reqwest::Method;
+
+    use super::*;
+    use crate::endpoint::tls::TlsPolicy;
+    use crate::endpoint::{Address, Endpoint};
+    use crate::session::config::ClientOptions;
+
+    /// Hands out `"s1"`, `"s2"`, ... (quoted, like a SOAP cookie), or rejects the
+    /// credentials when told to.
+    #[derive(Default)]
+    struct Fake {
+        logins: AtomicU32,
+        reject: AtomicBool,
+        logouts: Mutex<Vec<String>>,
+    }
+
+    impl Protocol for Fake {
+        const NAME: &'static str = "FAKE";
+
+        async fn login(&self, wire: &Wire, _creds: &Credentials) -> Result<String, VsphereError> {
+            let n = self.logins.fetch_add(1, Ordering::SeqCst) + 1;
+            // Long enough for concurrent callers to pile up behind the login lock.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.reject.load(Ordering::SeqCst) {
+                return Err(wire.auth_failed(false));
+            }
+            Ok(format!("\"s{n}\""))
+        }
+
+        async fn logout(&self, _wire: &Wire, id: &str) {
+            self.logouts.lock().unwrap().push(id.to_string());
+        }
+
+        fn logout_request(&self, wire: &Wire, id: &str) -> reqwest::RequestBuilder {
+            wire.endpoint
+                .request(Method::DELETE, wire.endpoint.rest("session"), Duration::from_secs(1))
+                .header("id", id)
+        }
+    }
+
+    fn wire() -> Wire {
+        let insecure = TlsPolicy { insecure: true, ..Default::default() };
+        let endpoint = Endpoint::new(Address::parse("vc.test").unwrap(), &insecure, Duration::from_secs(1)).unwrap();
+        Wire::new(endpoint, ClientOptions::default(), Arc::default(), Credentials::new("u", "pw"))
+    }
+
+    /// A call that only the session `good` may make.
+    async fn only_with(id: Option<String>, good: &str) -> Result<String, VsphereError> {
+        match id {
+            Some(id) if id == good => Ok(id),
+            _ => Err(VsphereError::NotAuthenticated { server: "vc.test:443".into() }),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_relogin() {
+        let wire = wire();
+        let slot = SessionSlot::new(Fake::default(), &wire);
+        slot.login(&wire).await.unwrap();
+        assert_eq!(slot.id().as_deref(), Some("\"s1\""));
+        // The server forgot s1: every caller fails once, one of them logs in again.
+        let call = || slot.with_session(&wire, |id| only_with(id, "\"s2\""));
+        let (a, b, c) = tokio::join!(call(), call(), call());
+        for r in [a, b, c] {
+            assert_eq!(r.unwrap(), "\"s2\"");
+        }
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2);
+        assert_eq!(wire.counters.relogins.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_logs_in_again_at_most_once() {
+        let wire = wire();
+        let slot = SessionSlot::new(Fake::default(), &wire);
+        slot.login(&wire).await.unwrap();
+        let err = slot.with_session(&wire, |id| only_with(id, "never")).await.unwrap_err();
+        assert!(matches!(err, VsphereError::NotAuthenticated { .. }), "{err:?}");
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2);
+        // Other failures never lead to a login.
+        let err = slot.with_session(&wire, |_| async { Err::<(), _>(VsphereError::not_found("/x")) }).await;
+        assert!(matches!(err, Err(VsphereError::NotFound { .. })));
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn rejected_credentials_are_not_sent_again_until_they_change() {
+        let wire = wire();
+        let slot = SessionSlot::new(Fake::default(), &wire);
+        slot.login(&wire).await.unwrap();
+        slot.protocol().reject.store(true, Ordering::SeqCst);
+        let err = slot.with_session(&wire, |id| only_with(id, "\"s2\"")).await.unwrap_err();
+        assert!(matches!(err, VsphereError::AuthFailed { cached: false, .. }), "{err:?}");
+        for _ in 0..3 {
+            let err = slot.with_session(&wire, |id| only_with(id, "\"s3\"")).await.unwrap_err();
+            assert!(matches!(err, VsphereError::AuthFailed { cached: true, .. }), "{err:?}");
+        }
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2, "the rejected login was the last one");
+        assert_eq!(wire.counters.logins_suppressed.load(Ordering::SeqCst), 3);
+        // New credentials: the next expired call logs in with them.
+        slot.protocol().reject.store(false, Ordering::SeqCst);
+        wire.auth.update(&Credentials::new("u", "new-pw"));
+        assert_eq!(slot.with_session(&wire, |id| only_with(id, "\"s3\"")).await.unwrap(), "\"s3\"");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_logs_in_only_when_the_probe_says_so() {
+        let wire = wire();
+        let slot = SessionSlot::new(Fake::default(), &wire);
+        slot.login(&wire).await.unwrap();
+        slot.keep_alive(&wire, |id| async move { Ok(id.is_some()) }).await.unwrap();
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 1);
+        slot.keep_alive(&wire, |_| async { Ok(false) }).await.unwrap();
+        assert_eq!(slot.id().as_deref(), Some("\"s2\""));
+        let err = slot.keep_alive(&wire, |_| async { Err(VsphereError::not_found("x")) }).await;
+        assert!(err.is_err());
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn ids_are_redacted_and_forgotten_at_logout() {
+        let wire = wire();
+        let slot = SessionSlot::new(Fake::default(), &wire);
+        assert_eq!(wire.secrets(), vec!["pw".to_string()]);
+        slot.login(&wire).await.unwrap();
+        assert_eq!(wire.secrets(), vec!["pw".to_string(), "s1".into(), "\"s1\"".into()]);
+        let logout = slot.logout(&wire);
+        assert_eq!(slot.id(), None, "forgotten before the logout runs");
+        logout.await;
+        assert_eq!(*slot.protocol().logouts.lock().unwrap(), vec!["\"s1\"".to_string()]);
+        slot.logout(&wire).await;
+        assert_eq!(slot.protocol().logouts.lock().unwrap().len(), 1, "nothing left to log out");
+        assert!(slot.detached_logout(&wire).is_none());
+        slot.login(&wire).await.unwrap();
+        assert!(slot.detached_logout(&wire).is_some());
+        assert_eq!(slot.id(), None);
+    }
+}
