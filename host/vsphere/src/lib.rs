@@ -8,7 +8,16 @@
 //! - Retries with backoff on transient faults only; rejected credentials are never sent
 //!   again until they change, so directory accounts are not locked out.
 //! - Every SOAP method and REST call is a tracing span; bodies at debug level, redacted.
+//!
+//! Modules, bottom up (each depends only on those above it):
+//! - [`error`]: the typed errors; [`redact`]: secrets out of traced text; [`retry`]: when
+//!   to try again.
+//! - [`soap`]: vim25 envelopes, the response tree, answer readers and faults (no I/O).
+//! - `endpoint`: how a vCenter is reached: its address, [`tls`] trust, the HTTP client.
+//! - [`session`]: the pool, clients, and the SOAP and REST sessions on an endpoint.
+//! - [`inventory`], [`folders`], [`vm`], [`tags`]: the operations, as methods of [`Client`].
 
+mod endpoint;
 pub mod error;
 pub mod folders;
 pub mod inventory;
@@ -17,14 +26,15 @@ pub mod retry;
 pub mod session;
 pub mod soap;
 pub mod tags;
-pub mod tls;
 pub mod vm;
 
+pub use endpoint::tls;
 pub use error::VsphereError;
 pub use inventory::{ManagedObject, ObjectKind};
 pub use retry::RetryPolicy;
 pub use session::{Client, ClientOptions, Credentials, PoolStats, Secret, ServerSpec, SessionPool};
 pub use soap::MoRef;
+pub use soap::parse::About;
 pub use tags::{Cardinality, CategorySpec, TagInfo};
 pub use tls::{TlsPolicy, fetch_thumbprint, fetch_thumbprint_with_timeout, install_default_crypto_provider};
 pub use vm::{PowerState, VmSummary};
@@ -38,7 +48,7 @@ pub mod fuzzing {
     /// A REST answer with this HTTP status and body, decoded as every REST call does.
     pub fn rest_answer(status: u16, body: &str) -> Result<Option<serde_json::Value>, VsphereError> {
         let status = reqwest::StatusCode::from_u16(status).map_err(|e| VsphereError::protocol(e.to_string()))?;
-        crate::session::rest_answer("vcenter.fuzz", status, body, "com/vmware/cis/tagging/tag", "GET tagging/tag")
+        crate::session::rest::rest_answer("vcenter.fuzz", status, body, "com/vmware/cis/tagging/tag", "GET tagging/tag")
     }
 
     /// A tag category answer (`value` of a REST answer), as `ensure_category` reads it:
@@ -52,29 +62,5 @@ pub mod fuzzing {
     pub fn tags(value: Option<serde_json::Value>) -> Result<Vec<(String, String, String)>, VsphereError> {
         let tags: Vec<crate::tags::TagModel> = crate::tags::decode_list(value, "tags")?;
         Ok(tags.into_iter().map(|t| (t.id, t.name, t.category_id)).collect())
-    }
-}
-
-/// The vCenter's `about` block.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct About {
-    pub name: String,
-    pub full_name: String,
-    /// License product name (`VMware VirtualCenter Server`), or `name` if absent.
-    pub product: String,
-    pub version: String,
-    pub build: String,
-    pub api_version: String,
-    /// `VirtualCenter` for a vCenter, `HostAgent` for a bare ESXi.
-    pub api_type: String,
-    /// Unique per vCenter: how the operator tells two vCenters apart.
-    pub instance_uuid: String,
-}
-
-impl Client {
-    /// Product, version and instance UUID, as read at login (they do not change while
-    /// a session lives).
-    pub async fn about(&self) -> Result<About, VsphereError> {
-        Ok(self.sc.about.clone())
     }
 }

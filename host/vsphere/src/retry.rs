@@ -1,4 +1,5 @@
-//! Retry policy and the classification of transport failures.
+//! When to try again: the retry policy (exponential backoff with jitter, bounded by
+//! attempts and total delay) and which HTTP statuses are worth retrying.
 
 use std::time::Duration;
 
@@ -48,31 +49,6 @@ impl RetryPolicy {
         }
         b.build()
     }
-}
-
-/// Map a reqwest failure to a typed error. TLS failures are permanent (retrying a wrong
-/// certificate cannot help) and carry the presented thumbprint; everything else at the
-/// transport level (refused, reset, request timeout, broken body) is transient.
-pub(crate) fn classify_transport(
-    err: &reqwest::Error,
-    server: &str,
-    operation: &str,
-    last_presented: Option<String>,
-) -> VsphereError {
-    if let Some((thumb, reason)) = crate::tls::find_tls_failure(err) {
-        return VsphereError::Tls { server: server.to_string(), thumbprint_sha256: thumb.or(last_presented), reason };
-    }
-    if err.is_builder() {
-        return VsphereError::invalid(format!("{operation}: {}", chain(err)));
-    }
-    let what = if err.is_timeout() {
-        "request timed out"
-    } else if err.is_connect() {
-        "cannot connect"
-    } else {
-        "connection failed"
-    };
-    VsphereError::Transient { operation: operation.to_string(), attempts: 1, reason: format!("{what}: {}", chain(err)) }
 }
 
 /// HTTP status without a usable body: 5xx and 429 are worth retrying, the rest is not.

@@ -1,5 +1,6 @@
-//! Construction failing half-way (SOAP logged in, REST refused) must log SOAP out again.
-//! vcsim checks SOAP and REST credentials alike, so this uses a tiny scripted HTTPS server.
+//! Construction failing half-way (SOAP logged in, REST refused or cut off by the login
+//! deadline) must log SOAP out again. vcsim checks SOAP and REST credentials alike, so
+//! this uses a tiny scripted HTTPS server.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -20,8 +21,9 @@ const SERVICE_CONTENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:
 const LOGIN: &str = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><LoginResponse xmlns="urn:vim25"><returnval><key>k</key><userName>u</userName></returnval></LoginResponse></soapenv:Body></soapenv:Envelope>"#;
 const LOGOUT: &str = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><LogoutResponse xmlns="urn:vim25"></LogoutResponse></soapenv:Body></soapenv:Envelope>"#;
 
-/// Serves SOAP like a vCenter and answers REST session logins with `rest_status`.
-fn fake_vcenter(rest_status: u16) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
+/// Serves SOAP like a vCenter and answers REST session logins with `rest_status`, after
+/// `rest_delay`.
+fn fake_vcenter(rest_status: u16, rest_delay: Duration) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let der = key.cert.der().clone();
     let thumb = vsm_vsphere::tls::thumbprint_sha256(&der);
@@ -54,7 +56,10 @@ fn fake_vcenter(rest_status: u16) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
                             (200, Some("vmware_soap_session=\"fake-soap-session\"; Path=/; HttpOnly"), LOGIN)
                         }
                         ("POST", "/sdk") if req.body.contains("<Logout ") => (200, None, LOGOUT),
-                        ("POST", "/rest/com/vmware/cis/session") => (rest_status, None, ""),
+                        ("POST", "/rest/com/vmware/cis/session") => {
+                            std::thread::sleep(rest_delay);
+                            (rest_status, None, "")
+                        }
                         _ => (404, None, ""),
                     };
                     log.lock().unwrap().push(req);
@@ -123,15 +128,24 @@ fn options() -> ClientOptions {
 }
 
 async fn half_way(rest_status: u16) -> (VsphereError, Vec<Seen>, SessionPool) {
-    let (addr, thumb, seen) = fake_vcenter(rest_status);
-    let pool = SessionPool::new(options());
+    let (err, seen, pool) = half_way_with(rest_status, Duration::ZERO, options()).await;
+    let seen = seen.lock().unwrap().clone();
+    (err, seen, pool)
+}
+
+async fn half_way_with(
+    rest_status: u16,
+    rest_delay: Duration,
+    opts: ClientOptions,
+) -> (VsphereError, Arc<Mutex<Vec<Seen>>>, SessionPool) {
+    let (addr, thumb, seen) = fake_vcenter(rest_status, rest_delay);
+    let pool = SessionPool::new(opts);
     let spec = ServerSpec {
         server: addr,
         credentials: Credentials::new("u", "p4ssw0rd"),
         tls: TlsPolicy { thumbprint_sha256: Some(thumb), ..Default::default() },
     };
     let err = pool.client(&spec).await.unwrap_err();
-    let seen = seen.lock().unwrap().clone();
     (err, seen, pool)
 }
 
@@ -161,4 +175,21 @@ async fn rest_unavailable_logs_soap_out() {
     assert_eq!(rest_logins, 2, "retried up to max_attempts");
     assert_eq!(pool.stats().open_sessions, 0);
     assert_eq!(pool.stats().login_failures, 0);
+}
+
+#[tokio::test]
+async fn login_cut_off_by_its_deadline_logs_soap_out() {
+    // The REST login answers only after the login deadline has passed.
+    let opts = ClientOptions { operation_timeout: Duration::from_millis(500), ..options() };
+    let (err, seen, pool) = half_way_with(200, Duration::from_secs(2), opts).await;
+    assert!(matches!(err, VsphereError::Timeout { .. }), "{err:?}");
+    assert_eq!(pool.stats().open_sessions, 0);
+    // The SOAP session it already had is logged out in the background.
+    for _ in 0..50 {
+        if logged_out(&seen.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no SOAP Logout after the login timed out: {:?}", seen.lock().unwrap());
 }

@@ -3,7 +3,7 @@
 
 use quick_xml::escape::escape;
 
-use super::parse::MoRef;
+use super::tree::MoRef;
 
 const ENVELOPE_OPEN: &str = concat!(
     r#"<?xml version="1.0" encoding="UTF-8"?>"#,
@@ -150,7 +150,7 @@ pub fn retrieve_properties_ex(spec: &FilterSpec, max_objects: Option<u32>) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::soap::parse::parse;
+    use crate::soap::tree::parse;
 
     #[test]
     fn escapes_text_and_attributes() {

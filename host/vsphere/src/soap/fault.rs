@@ -1,6 +1,7 @@
-//! SOAP faults → typed errors.
+//! SOAP faults → typed errors: a `<Fault>` (or a task's `LocalizedMethodFault`) read
+//! from the response tree and mapped to the [`VsphereError`] variant phases act on.
 
-use super::parse::Node;
+use super::tree::Node;
 use crate::error::VsphereError;
 
 /// Fault types that say "try again later", not "this is wrong".
@@ -103,7 +104,7 @@ pub fn from_detail(d: &Node, message: &str) -> VsphereError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::soap::parse::{body_payload, parse};
+    use crate::soap::tree::{body_payload, parse};
 
     fn fault(xml_detail: &str, msg: &str) -> SoapFault {
         let xml = format!(

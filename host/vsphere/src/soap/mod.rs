@@ -1,8 +1,11 @@
-//! SOAP (vim25 over `/sdk`): request envelopes, a small response tree, fault mapping.
+//! SOAP (vim25 over `/sdk`): request envelopes, the response tree, readers for vim25
+//! answers and fault mapping. Dependencies run one way: `envelope` → `tree`,
+//! `fault` → `tree`, `parse` → `tree` and `fault`.
 
 pub mod envelope;
 pub mod fault;
 pub mod parse;
+mod tree;
 
 pub use envelope::XmlWriter;
-pub use parse::{MoRef, Node};
+pub use tree::{MoRef, Node};

@@ -1,5 +1,6 @@
-//! TLS: verified by default (system roots plus an optional CA bundle), SHA-256 leaf
-//! pinning, explicit insecure mode, and the presented thumbprint in every failure.
+//! Whom to trust: the server certificate is verified by default (system roots plus an
+//! optional CA bundle), or pinned to one SHA-256 leaf, or not checked when explicitly
+//! asked; every failure names the presented thumbprint. Also the thumbprint helpers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error as TlsError, OtherError, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+use super::address::Address;
 use crate::error::VsphereError;
 
 /// How the server certificate is checked.
@@ -106,7 +108,14 @@ enum Mode {
 pub(crate) struct Verifier {
     mode: Mode,
     algs: WebPkiSupportedAlgorithms,
-    pub(crate) last_presented: Mutex<Option<String>>,
+    last_presented: Mutex<Option<String>>,
+}
+
+impl Verifier {
+    /// SHA-256 of the leaf the server presented last, for errors raised after the handshake.
+    pub(crate) fn last_presented(&self) -> Option<String> {
+        self.last_presented.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl ServerCertVerifier for Verifier {
@@ -258,9 +267,9 @@ pub async fn fetch_thumbprint(server: &str) -> Result<String, VsphereError> {
 
 /// [`fetch_thumbprint`] with an explicit connect and handshake timeout.
 pub async fn fetch_thumbprint_with_timeout(server: &str, timeout: Duration) -> Result<String, VsphereError> {
-    let endpoint = crate::session::Endpoint::parse(server)?;
-    let host = endpoint.host.clone();
-    let addr = endpoint.authority();
+    let address = Address::parse(server)?;
+    let host = address.host.clone();
+    let addr = address.authority();
     let verifier = verifier(&TlsPolicy { insecure: true, ..Default::default() })?;
     let cfg = Arc::new(client_config(verifier.clone())?);
     let job = tokio::task::spawn_blocking(move || -> Result<String, VsphereError> {
