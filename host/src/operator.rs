@@ -136,11 +136,20 @@ impl Operator {
                     }
                     metrics.leader.set(1);
                     tracing::info!("leading: starting the controller");
-                    let (l2, s2, n2) = (leader.clone(), stop.clone(), stopped.clone());
+                    let (l2, s2, n2, r2) = (leader.clone(), stop.clone(), stopped.clone(), registry.clone());
+                    // The watches follow the loaded plugins: a hot reload that changes what
+                    // they read restarts the controller with the new set.
+                    let watching = crate::controller::wanted_watches(&registry);
                     let shutdown = async move {
                         let mut changes = l2.subscribe();
                         loop {
                             if s2.load(Ordering::SeqCst) || !l2.is_leader() {
+                                return;
+                            }
+                            if crate::controller::wanted_watches(&r2) != watching {
+                                tracing::info!(
+                                    "the loaded plugins read other kinds now: restarting the controller's watches"
+                                );
                                 return;
                             }
                             tokio::select! {

@@ -202,6 +202,41 @@ async fn a_migration_runs_every_phase_in_order_to_completed_with_events_metrics_
 }
 
 #[tokio::test]
+async fn a_phase_is_woken_by_events_of_a_kind_no_shipped_phase_reads() -> Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+    let env = prepared_env().await?;
+    let namespaces: Api<Namespace> = Api::all(env.client());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "exerciser"}});
+    namespaces.patch("exerciser", &PatchParams::apply("test").force(), &Patch::Apply(ns)).await?;
+    let components = ["exerciser", "exerciser-quota"];
+    let dir = plugin_dir(&components);
+    let op = Operator::start(env.client(), config(&dir, &components, "solo", false)).await?;
+    create(&env, "woken", spec(&env, &[("Preflight", "exerciser-quota")], json!({}))).await?;
+    let waiting = until(&env, "woken", "Preflight waiting for its quota", |m| {
+        m.status.as_ref().and_then(|s| s.current.as_ref()).is_some_and(|c| c.message.contains("ResourceQuota"))
+    })
+    .await?;
+    let timer = waiting.status.unwrap().current.unwrap().next_call_at.context("a wait sets the next call")?;
+
+    let quotas: Api<ResourceQuota> = Api::namespaced(env.client(), "exerciser");
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "go"}, "spec": {}});
+    quotas.create(&PostParams::default(), &serde_json::from_value(quota)?).await?;
+    let m = until(&env, "woken", "Preflight done", |m| {
+        m.status.as_ref().is_some_and(|s| s.history.iter().any(|h| h.phase == "Preflight"))
+    })
+    .await?;
+    let record = m.status.unwrap().history.into_iter().find(|h| h.phase == "Preflight").unwrap();
+    let (finished, timer): (jiff::Timestamp, jiff::Timestamp) = (record.finished_at.parse()?, timer.parse()?);
+    assert!(
+        finished < timer,
+        "Preflight finished at {finished}, not before its own timer ({timer}): the quota's event did not wake it"
+    );
+    assert!(record.message.contains("exists"), "{}", record.message);
+    op.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn manual_mode_blocks_before_every_phase_until_it_is_approved() -> Result<()> {
     let env = prepared_env().await?;
     let dir = plugin_dir(&["exerciser"]);

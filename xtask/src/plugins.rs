@@ -26,6 +26,7 @@ const TEST_COMPONENTS: &[(&str, &[&str], &str)] = &[
     ("vsm-test-hostile", &["oversized"], "hostile-oversized"),
     ("vsm-test-hostile", &["panic"], "hostile-panic"),
     ("vsm-test-exerciser", &["fence"], "exerciser-fence"),
+    ("vsm-test-exerciser", &["quota"], "exerciser-quota"),
     ("vsm-test-wrong-major", &[], "wrong-major"),
 ];
 

@@ -23,8 +23,10 @@ pub struct Exerciser;
 
 impl Phase for Exerciser {
     fn describe() -> PhaseInfo {
-        PhaseInfo::new("Exerciser", VERSION, "Calls every host import (test component)")
-            .kube("", "configmaps", &["get", "list", "create", "update", "patch", "delete"], Some("exerciser"))
+        let info = PhaseInfo::new("Exerciser", VERSION, "Calls every host import (test component)");
+        #[cfg(feature = "quota")]
+        let info = info.kube("", "resourcequotas", &["list"], Some("exerciser"));
+        info.kube("", "configmaps", &["get", "list", "create", "update", "patch", "delete"], Some("exerciser"))
             .vsphere(VsphereCapability::ReadInventory)
             .vsphere(VsphereCapability::ManageFolders)
             .vsphere(VsphereCapability::ManageTags)
@@ -36,6 +38,7 @@ impl Phase for Exerciser {
         let spec: Value = serde_json::from_str(&cx.call().migration.spec_json)?;
         match spec.get("action").and_then(Value::as_str).unwrap_or("noop") {
             "noop" if cfg!(feature = "fence") => fence(cx),
+            "noop" if cfg!(feature = "quota") => quota(cx),
             "noop" if cfg!(feature = "slow") && cx.attempt() < 3 => {
                 Ok(wait(300, (cx.attempt() * 40) as u8, format!("waiting ({} of 2)", cx.attempt())))
             }
@@ -57,6 +60,17 @@ impl Phase for Exerciser {
         let restored = cx.backup().restore_all()?;
         Ok(done(format!("restored {restored}")))
     }
+}
+
+/// Done once ResourceQuota `exerciser/go` exists; until then a wait of ten minutes, which
+/// only a watch event of that kind cuts short.
+fn quota(cx: &Cx) -> Step {
+    const RESOURCE_QUOTA: vsm_sdk::types::TypeConst =
+        vsm_sdk::types::TypeConst { api_version: "v1", kind: "ResourceQuota" };
+    if cx.kube().list(&RESOURCE_QUOTA, Some("exerciser"), None)?.iter().any(|q| q.name() == "go") {
+        return Ok(done("ResourceQuota exerciser/go exists"));
+    }
+    Ok(wait(600_000, 0, "waiting for ResourceQuota exerciser/go"))
 }
 
 /// One call that writes, stays busy for two seconds of wall-clock time, and writes again
