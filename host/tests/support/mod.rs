@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use vsm_host::runtime::bindings::*;
 use vsm_host::runtime::{CallScope, KubeOp, PhaseServices, ResolvedType, VsphereOp, VsphereReply};
+use vsm_sdk::patch::merge_patch;
 
 /// The test components built by `cargo xtask plugins`.
 pub fn test_component(name: &str) -> PathBuf {
@@ -50,21 +51,6 @@ impl Recorder {
 
 fn key(ty: &ResolvedType, ns: &Option<String>, name: &str) -> (String, String, String) {
     (ty.resource.clone(), ns.clone().unwrap_or_default(), name.to_string())
-}
-
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
 }
 
 #[async_trait]
@@ -114,14 +100,14 @@ impl PhaseServices for Recorder {
             KubeOp::Apply { namespace, name, object, .. } | KubeOp::Replace { namespace, name, object } => {
                 let o: Value = serde_json::from_str(&object).map_err(|e| KubeError::Invalid(e.to_string()))?;
                 let entry = objects.entry(key(ty, &namespace, &name)).or_insert(json!({}));
-                merge(entry, &o);
+                merge_patch(entry, &o);
                 Ok(entry.to_string())
             }
             KubeOp::Patch { namespace, name, patch, .. } => {
                 let p: Value = serde_json::from_str(&patch).map_err(|e| KubeError::Invalid(e.to_string()))?;
                 let entry =
                     objects.get_mut(&key(ty, &namespace, &name)).ok_or_else(|| KubeError::NotFound(name.clone()))?;
-                merge(entry, &p);
+                merge_patch(entry, &p);
                 Ok(entry.to_string())
             }
             KubeOp::Delete { namespace, name, .. } => {
