@@ -44,7 +44,8 @@ enum Task {
     },
     /// Regenerate crds/ from the Rust types.
     Crds,
-    /// Check that wit/phase.wit is a compatible upgrade of the last release of its major.
+    /// Check that wit/phase.wit is a compatible upgrade of the releases of its track, and
+    /// that a released version (docs included) is unchanged.
     WitCheck,
     /// Build the test tools and start the test environment (etcd, kube-apiserver, two
     /// vCenters): a smoke check, then stop; with --keep, print how to reach it until Ctrl-C.

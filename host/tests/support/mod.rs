@@ -15,6 +15,7 @@ use vsm_host::runtime::{
     Backends, BackupBackend, CallScope, ClockBackend, KubeBackend, LogBackend, ResolvedType, StateBackend,
     VsphereBackend,
 };
+use vsm_sdk::patch::merge_patch;
 
 /// The test components built by `cargo xtask plugins`.
 pub fn test_component(name: &str) -> PathBuf {
@@ -77,7 +78,7 @@ impl Recorder {
         let o: Value = serde_json::from_str(body).map_err(|e| KubeError::Invalid(e.to_string()))?;
         let mut objects = self.objects.lock().unwrap();
         let entry = objects.entry(key(ty, ns, name)).or_insert(json!({}));
-        json_patch::merge(entry, &o);
+        merge_patch(entry, &o);
         Ok(entry.to_string())
     }
 

@@ -10,3 +10,4 @@ pub mod duration;
 pub mod health;
 pub mod infra;
 pub mod machines;
+pub mod shared_state;

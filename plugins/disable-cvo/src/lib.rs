@@ -3,14 +3,12 @@
 //! until its pods are gone.
 //!
 //! The original replica count is recorded once, before the first change, in the
-//! migration's state under [`REPLICAS_KEY`] (a JSON number): the Verify phase re-enables
+//! migration's state under [`CVO_REPLICAS`] (a JSON number; this phase owns the key): the Verify phase re-enables
 //! the CVO with it, and the rollback restores it (the Go controller assumed 1).
 
+use vsm_common::shared_state::CVO_REPLICAS;
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{CVO, CVO_NAMESPACE};
-
-/// Migration-scope state key holding the CVO's replica count before the migration.
-pub const REPLICAS_KEY: &str = "cvo-replicas";
 
 /// How long to wait between looks at the pods (the host also calls back on pod events).
 const POLL_MS: u64 = 5_000;
@@ -74,9 +72,9 @@ pub fn pod_selector(deployment: &Object) -> Result<String, PhaseError> {
 
 /// The remembered count, if recorded.
 pub fn remembered(cx: &Cx) -> Result<Option<i64>, PhaseError> {
-    match cx.shared().get_json::<i64>(REPLICAS_KEY)? {
+    match cx.shared().get_json::<i64>(CVO_REPLICAS)? {
         Some(n) if n >= 0 => Ok(Some(n)),
-        Some(n) => Err(PhaseError::invalid(format!("state {REPLICAS_KEY} holds a negative replica count ({n})"))),
+        Some(n) => Err(PhaseError::invalid(format!("state {CVO_REPLICAS} holds a negative replica count ({n})"))),
         None => Ok(None),
     }
 }
@@ -93,7 +91,7 @@ fn execute(cx: &Cx) -> Step {
         Some(n) => n,
         None => {
             // Recorded before the first change, so a crash right after it loses nothing.
-            cx.shared().put(REPLICAS_KEY, &current)?;
+            cx.shared().put(CVO_REPLICAS, &current)?;
             if current == 0 {
                 cx.warn(format!("{} was already scaled to 0 before the migration; it will be left at 0", cvo_name()));
             }

@@ -68,7 +68,7 @@ fn scales_to_zero_remembers_the_count_in_migration_scope_and_waits_for_the_pods(
     );
     assert_eq!(cvo_replicas(&host), 0);
     assert!(host.list(&types::POD).is_empty());
-    assert_eq!(host.shared_state(REPLICAS_KEY).as_deref(), Some("2"), "a JSON number in migration scope");
+    assert_eq!(host.shared_state(CVO_REPLICAS).as_deref(), Some("2"), "a JSON number in migration scope");
     assert!(host.denials().is_empty(), "{:?}", host.denials());
 }
 
@@ -80,7 +80,7 @@ fn a_second_run_changes_nothing_and_never_overwrites_the_remembered_count() {
     let run = host.run::<DisableCvo>(Direction::Execute, &m());
     assert!(run.done());
     assert_eq!(host.get(&types::DEPLOYMENT, Some(CVO_NAMESPACE), CVO).unwrap(), before);
-    assert_eq!(host.shared_state(REPLICAS_KEY).as_deref(), Some("2"));
+    assert_eq!(host.shared_state(CVO_REPLICAS).as_deref(), Some("2"));
 }
 
 #[test]
@@ -117,12 +117,12 @@ fn a_crash_at_any_point_converges_with_the_original_count_remembered() {
                 h.put(p.0);
             }
             h.on_wait(controller);
-            vsm_sdk::Host::state_delete(h, vsm_sdk::Scope::Migration, REPLICAS_KEY).unwrap();
+            vsm_sdk::Host::state_delete(h, vsm_sdk::Scope::Migration, CVO_REPLICAS).unwrap();
         },
         |h, n| {
             assert_eq!(cvo_replicas(h), 0, "crash at {n}");
             assert!(h.list(&types::POD).is_empty(), "crash at {n}");
-            assert_eq!(h.shared_state(REPLICAS_KEY).as_deref(), Some("3"), "crash at {n}");
+            assert_eq!(h.shared_state(CVO_REPLICAS).as_deref(), Some("3"), "crash at {n}");
         },
     );
     assert!(points >= 3, "{points}");
@@ -133,7 +133,7 @@ fn a_cvo_already_at_zero_is_remembered_as_zero_and_rollback_leaves_it_there() {
     let host = cluster(0);
     let run = host.run::<DisableCvo>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
-    assert_eq!(host.shared_state(REPLICAS_KEY).as_deref(), Some("0"));
+    assert_eq!(host.shared_state(CVO_REPLICAS).as_deref(), Some("0"));
     assert!(host.logged("was already scaled to 0 before the migration"));
     assert!(host.run::<DisableCvo>(Direction::Rollback, &m()).done());
     assert_eq!(cvo_replicas(&host), 0);
@@ -164,6 +164,6 @@ fn plan_mode_changes_nothing_and_says_what_it_would_do() {
         "would scale Deployment openshift-cluster-version/cluster-version-operator from 2 to 0 replicas and wait for its pods to stop"
     );
     assert_eq!(cvo_replicas(&host), 2);
-    assert_eq!(host.shared_state(REPLICAS_KEY), None, "plan mode leaves no facts for a real run");
+    assert_eq!(host.shared_state(CVO_REPLICAS), None, "plan mode leaves no facts for a real run");
     assert_eq!(host.plan().len(), 1);
 }

@@ -46,6 +46,8 @@ mod cx;
 mod error;
 mod host;
 mod object;
+pub mod patch;
+pub mod selector;
 pub mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;

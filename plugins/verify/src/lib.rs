@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 
 use vsm_common::machines::{self, Readiness};
+use vsm_common::shared_state::CVO_REPLICAS;
 use vsm_common::{cloud_config, creds, health, infra};
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{
@@ -23,8 +24,6 @@ use vsm_sdk::types::names::{
     MACHINE_API_NAMESPACE, VSPHERE_CREDS, VSPHERE_CREDS_NAMESPACE,
 };
 
-/// Migration-scope key where DisableCVO recorded the CVO's replicas (a JSON number).
-pub const CVO_REPLICAS_KEY: &str = "cvo-replicas";
 /// Phase state: set (to the summary of the checks) once the checks passed and the CVO was
 /// scaled back.
 const RESTORED_KEY: &str = "cvo-restored";
@@ -233,17 +232,15 @@ fn restore_cvo(cx: &Cx, notes: &str) -> Step {
     let what = format!("the cluster-version operator (Deployment {CVO_NAMESPACE}/{CVO})");
     let cvo = cx.kube().get_required(&types::DEPLOYMENT, Some(CVO_NAMESPACE), CVO)?;
     let current = cvo.i64_at("/spec/replicas").unwrap_or(1);
-    let want = match cx.shared().get_json::<i64>(CVO_REPLICAS_KEY)? {
+    let want = match cx.shared().get_json::<i64>(CVO_REPLICAS)? {
         Some(n) if n >= 0 => n,
         Some(n) => {
-            return Err(PhaseError::invalid(format!(
-                "migration state {CVO_REPLICAS_KEY} holds {n}, not a replica count"
-            )));
+            return Err(PhaseError::invalid(format!("migration state {CVO_REPLICAS} holds {n}, not a replica count")));
         }
         None if current > 0 => current,
         None => {
             return Err(PhaseError::invalid(format!(
-                "{what} is at 0 replicas and DisableCVO recorded no original count (migration state {CVO_REPLICAS_KEY}): scale it back by hand"
+                "{what} is at 0 replicas and DisableCVO recorded no original count (migration state {CVO_REPLICAS}): scale it back by hand"
             )));
         }
     };

@@ -4,6 +4,10 @@
 //! Infrastructure that never received the target). Each planned write is still validated
 //! by the API server (`dryRun=All`); the result goes into the overlay, which is kept in a
 //! Secret owned by the migration (planned objects may carry credentials).
+//!
+//! Patches are applied to the planned object and lists filtered by label selector with
+//! [`vsm_sdk::patch`] and [`vsm_sdk::selector`], the implementations the SDK's FakeHost
+//! uses, so a plan computes the object the phase tests check (the parity tests below).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::Value;
+use vsm_sdk::selector::Selector;
 
 use crate::api::FIELD_MANAGER;
 use crate::runtime::ResolvedType;
@@ -46,7 +51,7 @@ impl Overlay {
         selector: Option<&str>,
         live: Vec<Value>,
     ) -> Result<Vec<Value>, KubeError> {
-        let selector = Selector::parse(selector.unwrap_or(""))?;
+        let selector = Selector::parse(selector.unwrap_or("")).map_err(|e| KubeError::Invalid(e.to_string()))?;
         let prefix = format!("{}/{}/", ty.group, ty.resource);
         let mut by_key: BTreeMap<String, Value> = live
             .into_iter()
@@ -71,106 +76,21 @@ impl Overlay {
                 }
             }
         }
-        Ok(by_key.into_values().filter(|o| selector.matches(o.pointer("/metadata/labels"))).collect())
+        Ok(by_key.into_values().filter(|o| selector.matches_object(o)).collect())
     }
 }
 
-/// RFC 7386 merge patch.
+/// RFC 7386 merge patch: [`vsm_sdk::patch::merge_patch`], the implementation FakeHost
+/// uses too.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
+    vsm_sdk::patch::merge_patch(target, patch);
 }
 
-/// RFC 6902 JSON patch (test operations included).
+/// RFC 6902 JSON patch, all or nothing: [`vsm_sdk::patch::json_patch`], the
+/// implementation FakeHost uses too; a patch that is malformed or does not apply (a failed
+/// `test`) is `invalid`, as the API server's 400 and 422 are.
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), KubeError> {
-    let patch: json_patch::Patch = serde_json::from_value(ops.clone())
-        .map_err(|e| KubeError::Invalid(format!("not an RFC 6902 JSON patch: {e}")))?;
-    json_patch::patch(target, &patch).map_err(|e| KubeError::Invalid(format!("JSON patch does not apply: {e}")))
-}
-
-/// Equality- and set-based label selectors (`a=b`, `a!=b`, `a in (x,y)`, `a notin (x)`,
-/// `a`, `!a`).
-#[derive(Debug, Default)]
-pub struct Selector(Vec<Requirement>);
-
-#[derive(Debug)]
-enum Requirement {
-    Eq(String, String),
-    NotEq(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    NotExists(String),
-}
-
-fn split_top(text: &str) -> Vec<String> {
-    let (mut parts, mut cur, mut depth) = (Vec::new(), String::new(), 0);
-    for c in text.chars() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    parts.push(cur);
-    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
-}
-
-fn values(list: &str) -> Vec<String> {
-    list.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_string()).collect()
-}
-
-impl Selector {
-    pub fn parse(text: &str) -> Result<Selector, KubeError> {
-        let mut reqs = Vec::new();
-        for part in split_top(text) {
-            let bad = || KubeError::Invalid(format!("label selector {text:?}: cannot parse {part:?}"));
-            let req = if let Some((k, v)) = part.split_once("!=") {
-                Requirement::NotEq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                Requirement::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = part.split_once(" notin ") {
-                Requirement::NotIn(k.trim().into(), values(v))
-            } else if let Some((k, v)) = part.split_once(" in ") {
-                Requirement::In(k.trim().into(), values(v))
-            } else if let Some(k) = part.strip_prefix('!') {
-                Requirement::NotExists(k.trim().into())
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c)) {
-                Requirement::Exists(part.clone())
-            } else {
-                return Err(bad());
-            };
-            reqs.push(req);
-        }
-        Ok(Selector(reqs))
-    }
-
-    pub fn matches(&self, labels: Option<&Value>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        self.0.iter().all(|r| match r {
-            Requirement::Eq(k, v) => get(k) == Some(v.as_str()),
-            Requirement::NotEq(k, v) => get(k) != Some(v.as_str()),
-            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-            Requirement::NotIn(k, vs) => get(k).is_none_or(|x| !vs.iter().any(|v| v == x)),
-            Requirement::Exists(k) => get(k).is_some(),
-            Requirement::NotExists(k) => get(k).is_none(),
-        })
-    }
+    vsm_sdk::patch::json_patch(target, ops).map_err(|e| KubeError::Invalid(e.to_string()))
 }
 
 /// Where the overlay of one migration is kept.
@@ -262,40 +182,221 @@ mod tests {
         assert_eq!(names(o.merge_list(&t, Some("m"), None, live.clone()).unwrap()), ["kept", "new", "plain"]);
         assert_eq!(names(o.merge_list(&t, Some("m"), Some("role=worker"), live).unwrap()), ["new", "plain"]);
     }
+}
 
-    #[test]
-    fn selectors() {
-        let labels = json!({"a": "1", "b": "x"});
-        for (sel, want) in [
-            ("a=1", true),
-            ("a==1,b=x", true),
-            ("a!=1", false),
-            ("b in (x, y)", true),
-            ("b notin (x)", false),
-            ("a", true),
-            ("!c", true),
-            ("c", false),
-            ("", true),
-        ] {
-            assert_eq!(Selector::parse(sel).unwrap().matches(Some(&labels)), want, "{sel}");
+/// The plan overlay and the SDK's FakeHost are the two places that apply Kubernetes
+/// semantics without an API server. The same cases go through the overlay's functions
+/// and through FakeHost's `kube-patch` / `kube-list` imports, and must come out the same:
+/// the same object, or the same error kind and message.
+#[cfg(test)]
+mod parity {
+    use serde_json::{Value, json};
+    use vsm_sdk::Host as _;
+    use vsm_sdk::testing::FakeHost;
+
+    use super::{Overlay, json_patch, key, merge_patch};
+    use crate::runtime::ResolvedType;
+    use crate::runtime::bindings::KubeError;
+
+    const NS: &str = "parity";
+
+    fn config_map_type() -> (ResolvedType, vsm_sdk::ObjectType) {
+        let resolved = ResolvedType {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            resource: "configmaps".into(),
+            namespaced: true,
+        };
+        (resolved, vsm_sdk::ObjectType { api_version: "v1".into(), kind: "ConfigMap".into() })
+    }
+
+    fn object(name: &str, body: Value) -> Value {
+        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": NS}});
+        for (k, v) in body.as_object().expect("an object body") {
+            match (k.as_str(), v) {
+                ("metadata", Value::Object(meta)) => meta.iter().for_each(|(m, v)| o["metadata"][m] = v.clone()),
+                _ => o[k] = v.clone(),
+            }
         }
-        assert!(Selector::parse("a b c").is_err());
+        o
+    }
+
+    /// What the host's errors and FakeHost's errors are, side by side.
+    fn host_error(e: KubeError) -> (&'static str, String) {
+        match e {
+            KubeError::NotFound(m) => ("not-found", m),
+            KubeError::AlreadyExists(m) => ("already-exists", m),
+            KubeError::Conflict(m) => ("conflict", m),
+            KubeError::Forbidden(m) => ("forbidden", m),
+            KubeError::Invalid(m) => ("invalid", m),
+            KubeError::Transient(m) => ("transient", m),
+        }
+    }
+
+    fn sdk_error(e: vsm_sdk::KubeError) -> (&'static str, String) {
+        use vsm_sdk::KubeError as E;
+        match e {
+            E::NotFound(m) => ("not-found", m),
+            E::AlreadyExists(m) => ("already-exists", m),
+            E::Conflict(m) => ("conflict", m),
+            E::Forbidden(m) => ("forbidden", m),
+            E::Invalid(m) => ("invalid", m),
+            E::Transient(m) => ("transient", m),
+        }
+    }
+
+    /// The counters an update bumps (the API server's dry run bumps them for the overlay).
+    fn without_counters(mut o: Value) -> Value {
+        let meta = o["metadata"].as_object_mut().expect("metadata");
+        meta.remove("resourceVersion");
+        meta.remove("generation");
+        o
+    }
+
+    type Outcome = Result<Value, (&'static str, String)>;
+
+    /// One patch through both: the stored object FakeHost would keep, and the object the
+    /// overlay computes from the same stored object.
+    fn both(body: Value, json: bool, patch: Value) -> (Outcome, Outcome) {
+        let (_, ty) = config_map_type();
+        let host = FakeHost::new();
+        let live = host.put(object("o", body)).0;
+        let kind = if json { vsm_sdk::PatchType::Json } else { vsm_sdk::PatchType::Merge };
+        let fake = host
+            .kube_patch(&ty, Some(NS), "o", kind, &patch.to_string())
+            .map(|o| without_counters(serde_json::from_str(&o).expect("JSON")))
+            .map_err(sdk_error);
+        let mut planned = live;
+        let applied = if json {
+            json_patch(&mut planned, &patch)
+        } else {
+            merge_patch(&mut planned, &patch);
+            Ok(())
+        };
+        let overlay = applied.map(|()| without_counters(planned)).map_err(host_error);
+        (fake, overlay)
     }
 
     #[test]
-    fn patches_apply_locally() {
-        let mut v = json!({"spec": {"a": 1, "b": 2}});
-        merge_patch(&mut v, &json!({"spec": {"a": null, "c": 3}}));
-        assert_eq!(v, json!({"spec": {"b": 2, "c": 3}}));
-        json_patch(
-            &mut v,
-            &json!([{"op": "test", "path": "/spec/b", "value": 2}, {"op": "replace", "path": "/spec/b", "value": 5}]),
-        )
-        .unwrap();
-        assert_eq!(v["spec"]["b"], 5);
-        assert!(
-            json_patch(&mut v, &json!([{"op": "test", "path": "/spec/b", "value": 2}])).is_err(),
-            "a failed test op refuses the patch"
+    fn merge_patches_give_the_same_object() {
+        for (body, patch, want) in [
+            (
+                json!({"data": {"a": "1", "b": "2"}}),
+                json!({"data": {"a": null, "c": "3"}}),
+                json!({"b": "2", "c": "3"}),
+            ),
+            // Nested nulls in a patch object put into a missing member: dropped (the
+            // overlay used to store them).
+            (
+                json!({"data": {}}),
+                json!({"data": {"new": {"gone": null, "deeper": {"x": null, "y": "1"}}}}),
+                json!({"new": {"deeper": {"y": "1"}}}),
+            ),
+            (json!({}), json!({"data": {"a": null, "b": {"c": null}}}), json!({"b": {}})),
+            (json!({"data": {"a": "1"}}), json!({"data": {"a": {"b": null, "c": "2"}}}), json!({"a": {"c": "2"}})),
+            // Lists are values: replaced whole, nulls inside kept.
+            (json!({"data": {"l": [1, 2]}}), json!({"data": {"l": [{"x": null}]}}), json!({"l": [{"x": null}]})),
+        ] {
+            let (fake, overlay) = both(body.clone(), false, patch.clone());
+            assert_eq!(fake, overlay, "{body} + {patch}");
+            assert_eq!(overlay.expect("applies")["data"], want, "{body} + {patch}");
+        }
+        let (fake, overlay) = both(
+            json!({"metadata": {"labels": {"a": "1"}}}),
+            false,
+            json!({"metadata": {"labels": {"a": null, "b": "2"}}}),
         );
+        assert_eq!(fake, overlay);
+        assert_eq!(overlay.unwrap()["metadata"]["labels"], json!({"b": "2"}));
+    }
+
+    #[test]
+    fn json_patches_give_the_same_object_or_the_same_error() {
+        let body = json!({"data": {"a": "1", "b/c": "2"}, "list": ["x", "y"]});
+        for (patch, applies) in [
+            (
+                json!([{"op": "test", "path": "/data/a", "value": "1"}, {"op": "replace", "path": "/data/a", "value": "9"}]),
+                true,
+            ),
+            (json!([{"op": "add", "path": "/list/-", "value": "z"}, {"op": "remove", "path": "/list/0"}]), true),
+            (
+                json!([{"op": "copy", "from": "/data/b~1c", "path": "/data/d"}, {"op": "move", "from": "/data/a", "path": "/data/e"}]),
+                true,
+            ),
+            (json!([{"op": "add", "path": "/data/n", "value": null}]), true),
+            // A failed test refuses the whole patch, the replace before it included.
+            (
+                json!([{"op": "replace", "path": "/data/a", "value": "9"}, {"op": "test", "path": "/data/a", "value": "1"}]),
+                false,
+            ),
+            (json!([{"op": "remove", "path": "/data/missing"}]), false),
+            (json!([{"op": "replace", "path": "/data/missing", "value": "x"}]), false),
+            (json!([{"op": "add", "path": "/nothing/here", "value": "x"}]), false),
+            (json!([{"op": "remove", "path": "/list/5"}]), false),
+            (json!([{"op": "move", "from": "/data", "path": "/data/inner"}]), false),
+            // Malformed: not a list, an unknown operation, a missing value.
+            (json!({"op": "add", "path": "/data/x", "value": "1"}), false),
+            (json!([{"op": "frobnicate", "path": "/data/a"}]), false),
+            (json!([{"op": "test", "path": "/data/a"}]), false),
+        ] {
+            let (fake, overlay) = both(body.clone(), true, patch.clone());
+            assert_eq!(fake, overlay, "{patch}");
+            match overlay {
+                Ok(_) => assert!(applies, "{patch} should not apply"),
+                Err((kind, message)) => {
+                    assert!(!applies, "{patch}: {message}");
+                    assert_eq!(kind, "invalid", "{patch}: the API server answers 400 or 422");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn selectors_select_the_same_objects() {
+        let (resolved, ty) = config_map_type();
+        let host = FakeHost::new();
+        let mut overlay = Overlay::default();
+        let labelled = [
+            ("plain", json!({})),
+            ("master", json!({"role": "master", "tier": "control"})),
+            ("worker", json!({"role": "worker", "n": "3"})),
+            ("prefixed", json!({"machine.openshift.io/cluster-api-machine-role": "infra", "empty": ""})),
+        ];
+        for (name, labels) in labelled {
+            let o = object(name, json!({"metadata": {"labels": labels}}));
+            overlay.objects.insert(key(&resolved, Some(NS), name), Some(host.put(o).0));
+        }
+        let names = |items: Vec<Value>| {
+            items.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
+        };
+        for selector in [
+            "",
+            "role=master",
+            "role==worker,n=3",
+            "role!=master",
+            "role in (master, worker)",
+            "role notin (master)",
+            "role",
+            "!role",
+            "machine.openshift.io/cluster-api-machine-role=infra",
+            "empty=",
+            "n>2",
+            "n<3",
+            "role=",
+            // Refused alike:
+            "a b",
+            "role in ()",
+            "role=master,",
+            "role=@",
+        ] {
+            let fake = host
+                .kube_list(&ty, Some(NS), Some(selector))
+                .map(|l| names(serde_json::from_str(&l).expect("a JSON list")))
+                .map_err(sdk_error);
+            let planned =
+                overlay.merge_list(&resolved, Some(NS), Some(selector), Vec::new()).map(names).map_err(host_error);
+            assert_eq!(fake, planned, "{selector:?}");
+        }
     }
 }

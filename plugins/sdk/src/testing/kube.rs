@@ -1,7 +1,8 @@
 //! The in-memory Kubernetes store of [`FakeHost`](super::FakeHost): objects by type,
 //! namespace and name, with the API server behaviour phases rely on (resourceVersion
 //! conflicts, uid/generation, Secret `stringData`, finalizers, label selectors, merge and
-//! JSON patches, preconditions).
+//! JSON patches, preconditions). Selectors and patches are [`crate::selector`] and
+//! [`crate::patch`], the implementations the host's plan overlay uses too.
 //!
 //! Not modelled: schemas and CEL rules (use a hook to reject), server-side apply field
 //! ownership (apply is a deep merge), admission, watches.
@@ -12,6 +13,8 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::KubeError;
+use crate::patch::merge_patch;
+use crate::selector::Selector;
 
 /// Kinds that are cluster-scoped (everything else is namespaced).
 const CLUSTER_SCOPED: &[&str] = &[
@@ -100,16 +103,13 @@ impl Store {
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> Result<Vec<Value>, KubeError> {
-        let selector = match selector {
-            Some(s) if !s.trim().is_empty() => Some(Selector::parse(s)?),
-            _ => None,
-        };
+        let selector = Selector::parse(selector.unwrap_or_default())?;
         Ok(self
             .objects
             .iter()
             .filter(|(k, _)| k.api_version == api_version && k.kind == kind)
             .filter(|(k, _)| namespace.is_none() || k.namespace.as_deref() == namespace)
-            .filter(|(_, v)| selector.as_ref().is_none_or(|s| s.matches(v.pointer("/metadata/labels"))))
+            .filter(|(_, v)| selector.matches_object(v))
             .map(|(_, v)| v.clone())
             .collect())
     }
@@ -330,211 +330,23 @@ fn normalize(object: &mut Value, key: &Key) -> Result<(), KubeError> {
     Ok(())
 }
 
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let t = target.as_object_mut().expect("just made");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// A deep merge standing in for server-side apply: objects merge, everything else
-/// (lists included) is replaced; `null` values are ignored.
+/// A stand-in for server-side apply (no field ownership is modelled): the applied object
+/// merged in as a merge patch in which `null` means nothing, so nothing is removed;
+/// objects merge, everything else (lists included) is replaced.
 pub fn apply_merge(target: &mut Value, applied: &Value) {
-    match applied {
-        Value::Object(a) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let t = target.as_object_mut().expect("just made");
-            for (k, v) in a {
-                if !v.is_null() {
-                    apply_merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        Value::Null => {}
-        other => *target = other.clone(),
+    if !applied.is_null() {
+        merge_patch(target, &without_nulls(applied));
     }
 }
 
-fn unescape(token: &str) -> String {
-    token.replace("~1", "/").replace("~0", "~")
-}
-
-fn split_pointer(path: &str) -> Result<(String, String), KubeError> {
-    let (parent, last) =
-        path.rsplit_once('/').ok_or_else(|| KubeError::Invalid(format!("bad JSON pointer {path:?}")))?;
-    Ok((parent.to_string(), unescape(last)))
-}
-
-fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), KubeError> {
-    if path.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
-    let (parent, last) = split_pointer(path)?;
-    match doc.pointer_mut(&parent) {
-        Some(Value::Object(m)) => {
-            m.insert(last, value);
-            Ok(())
-        }
-        Some(Value::Array(a)) => {
-            let index = if last == "-" {
-                a.len()
-            } else {
-                last.parse::<usize>().map_err(|_| KubeError::Invalid(format!("bad array index in {path}")))?
-            };
-            if index > a.len() {
-                return Err(KubeError::Invalid(format!("index out of range in {path}")));
-            }
-            a.insert(index, value);
-            Ok(())
-        }
-        _ => Err(KubeError::Invalid(format!("doc is missing path: {path}"))),
-    }
-}
-
-fn remove_at(doc: &mut Value, path: &str) -> Result<Value, KubeError> {
-    let (parent, last) = split_pointer(path)?;
-    let missing = || KubeError::Invalid(format!("doc is missing path: {path}"));
-    match doc.pointer_mut(&parent) {
-        Some(Value::Object(m)) => m.remove(&last).ok_or_else(missing),
-        Some(Value::Array(a)) => {
-            let index: usize = last.parse().map_err(|_| missing())?;
-            if index >= a.len() {
-                return Err(missing());
-            }
-            Ok(a.remove(index))
-        }
-        _ => Err(missing()),
-    }
-}
-
-/// RFC 6902 JSON patch (add, remove, replace, move, copy, test). A failed `test` is
-/// `invalid`, as the API server answers (422).
-pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), KubeError> {
-    let ops = ops.as_array().ok_or_else(|| KubeError::Invalid("a JSON patch is a list of operations".into()))?;
-    let mut work = doc.clone();
-    for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
-        let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
-        let value = || op.get("value").cloned().ok_or_else(|| KubeError::Invalid(format!("{kind} {path}: no value")));
-        match kind {
-            "add" => add_at(&mut work, path, value()?)?,
-            "remove" => {
-                remove_at(&mut work, path)?;
-            }
-            "replace" => {
-                remove_at(&mut work, path)?;
-                add_at(&mut work, path, value()?)?;
-            }
-            "move" | "copy" => {
-                let from = op.get("from").and_then(Value::as_str).unwrap_or_default();
-                let v = if kind == "move" {
-                    remove_at(&mut work, from)?
-                } else {
-                    work.pointer(from)
-                        .cloned()
-                        .ok_or_else(|| KubeError::Invalid(format!("doc is missing path: {from}")))?
-                };
-                add_at(&mut work, path, v)?;
-            }
-            "test" => {
-                if work.pointer(path) != Some(&value()?) {
-                    return Err(KubeError::Invalid(format!(
-                        "the server rejected our request: test operation failed at {path}"
-                    )));
-                }
-            }
-            other => return Err(KubeError::Invalid(format!("unknown JSON patch operation {other:?}"))),
-        }
-    }
-    *doc = work;
-    Ok(())
-}
-
-/// A parsed label selector (`a=b,c!=d,e,!f,g in (h,i),j notin (k)`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Selector(Vec<Requirement>);
-
-#[derive(Debug, Clone, PartialEq)]
-enum Requirement {
-    Eq(String, String),
-    NotEq(String, String),
-    Exists(String),
-    NotExists(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-impl Selector {
-    pub fn parse(text: &str) -> Result<Selector, KubeError> {
-        // Split on commas outside parentheses.
-        let mut parts = Vec::new();
-        let (mut depth, mut start) = (0, 0);
-        for (i, c) in text.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                ',' if depth == 0 => {
-                    parts.push(&text[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        parts.push(&text[start..]);
-        let bad = |p: &str| KubeError::Invalid(format!("unable to parse requirement {p:?} of label selector {text:?}"));
-        let set = |s: &str| -> Vec<String> {
-            s.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|v| v.trim().to_string()).collect()
-        };
-        let mut reqs = Vec::new();
-        for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-            let req = if let Some((k, v)) = p.split_once("!=") {
-                Requirement::NotEq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once("==") {
-                Requirement::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once('=') {
-                Requirement::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once(" notin ") {
-                Requirement::NotIn(k.trim().into(), set(v))
-            } else if let Some((k, v)) = p.split_once(" in ") {
-                Requirement::In(k.trim().into(), set(v))
-            } else if let Some(k) = p.strip_prefix('!') {
-                Requirement::NotExists(k.trim().into())
-            } else if p.contains(|c: char| c.is_whitespace() || c == '(') {
-                return Err(bad(p));
-            } else {
-                Requirement::Exists(p.into())
-            };
-            reqs.push(req);
-        }
-        Ok(Selector(reqs))
-    }
-
-    pub fn matches(&self, labels: Option<&Value>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        self.0.iter().all(|r| match r {
-            Requirement::Eq(k, v) => get(k) == Some(v.as_str()),
-            Requirement::NotEq(k, v) => get(k) != Some(v.as_str()),
-            Requirement::Exists(k) => get(k).is_some(),
-            Requirement::NotExists(k) => get(k).is_none(),
-            Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-            Requirement::NotIn(k, vs) => get(k).is_none_or(|x| !vs.iter().any(|v| v == x)),
-        })
+/// `value` without the `null` members of its objects, at every depth (lists are values
+/// and kept whole).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -543,55 +355,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn selectors_cover_the_kubernetes_syntax() {
-        let labels = json!({"app": "cvo", "tier": "control", "role": "master"});
-        let m = |s: &str| Selector::parse(s).unwrap().matches(Some(&labels));
-        assert!(m("app=cvo"));
-        assert!(m("app==cvo,tier=control"));
-        assert!(!m("app=other"));
-        assert!(m("app!=other"));
-        assert!(m("role"));
-        assert!(!m("!role"));
-        assert!(m("!missing"));
-        assert!(m("role in (master,worker)"));
-        assert!(!m("role notin (master, worker)"));
-        assert!(m("missing notin (x)"));
-        assert!(!m("missing in (x)"));
-        assert!(Selector::parse("a b").is_err());
-    }
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
+    fn apply_merges_objects_ignores_nulls_and_replaces_lists() {
         let mut doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
-        merge_patch(&mut doc, &json!({"a": {"b": null, "d": 3}, "l": [3]}));
-        assert_eq!(doc, json!({"a": {"c": 2, "d": 3}, "l": [3]}));
-    }
-
-    #[test]
-    fn json_patch_applies_all_or_nothing() {
-        let mut doc = json!({"data": {"a": "1"}, "l": [1, 2]});
-        json_patch(
-            &mut doc,
-            &json!([
-                {"op": "test", "path": "/data/a", "value": "1"},
-                {"op": "add", "path": "/data/b~1c", "value": "2"},
-                {"op": "replace", "path": "/data/a", "value": "9"},
-                {"op": "add", "path": "/l/-", "value": 3},
-                {"op": "remove", "path": "/l/0"},
-                {"op": "copy", "from": "/data/a", "path": "/copied"},
-                {"op": "move", "from": "/copied", "path": "/moved"}
-            ]),
-        )
-        .unwrap();
-        assert_eq!(doc, json!({"data": {"a": "9", "b/c": "2"}, "l": [2, 3], "moved": "9"}));
-        let before = doc.clone();
-        let failed = json_patch(
-            &mut doc,
-            &json!([{"op": "remove", "path": "/data/a"}, {"op": "test", "path": "/data/b~1c", "value": "x"}]),
-        );
-        assert!(matches!(failed, Err(KubeError::Invalid(_))));
-        assert_eq!(doc, before, "a failed patch changes nothing");
-        assert!(json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+        apply_merge(&mut doc, &json!({"a": {"b": null, "d": {"e": null, "f": 3}}, "l": [null, 3]}));
+        assert_eq!(doc, json!({"a": {"b": 1, "c": 2, "d": {"f": 3}}, "l": [null, 3]}));
+        apply_merge(&mut doc, &Value::Null);
+        assert_eq!(doc["a"]["b"], json!(1));
     }
 
     #[test]

@@ -930,8 +930,8 @@ impl Host for FakeHost {
             let live = s.get(&key)?;
             let mut patched = live.clone();
             match kind {
-                PatchType::Merge => kube::merge_patch(&mut patched, &patch),
-                PatchType::Json => kube::json_patch(&mut patched, &patch)?,
+                PatchType::Merge => crate::patch::merge_patch(&mut patched, &patch),
+                PatchType::Json => crate::patch::json_patch(&mut patched, &patch)?,
             }
             s.prepare_update(&key, &live, patched, true).map(Some)
         })?;
