@@ -192,6 +192,19 @@ async fn a_migration_runs_every_phase_in_order_to_completed_with_events_metrics_
         "{text}"
     );
 
+    // `kubectl get vsm` shows the CRD's printer columns, from the real API server.
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["get", "vsm", "full", "-n", NAMESPACE])
+        .output()
+        .context("running kubectl (the test environment needs it on PATH)")?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubectl get vsm: {}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "PHASE", "STATE", "PROGRESS", "AGE"], "{table}");
+    assert_eq!(rows[1][..5], ["full", "Completed", "Running", "16/16", "(100%)"], "{table}");
+
     // No credential ever reaches the status or the Events.
     let all = format!("{}{}", serde_json::to_string(&m)?, serde_json::to_string(&evs)?);
     for secret in [env.target().password.as_str(), env.source().password.as_str()] {
@@ -232,6 +245,49 @@ async fn a_phase_is_woken_by_events_of_a_kind_no_shipped_phase_reads() -> Result
         "Preflight finished at {finished}, not before its own timer ({timer}): the quota's event did not wake it"
     );
     assert!(record.message.contains("exists"), "{}", record.message);
+    op.stop().await;
+    Ok(())
+}
+
+/// All reconciles so far, whatever their result.
+async fn reconciles(op: &Operator) -> Result<f64> {
+    let text = metrics(op).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("vsm_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::test]
+async fn a_status_only_update_does_not_trigger_a_reconcile_and_a_spec_edit_does() -> Result<()> {
+    let env = prepared_env().await?;
+    let dir = plugin_dir(&["exerciser"]);
+    let op = Operator::start(env.client(), config(&dir, &["exerciser"], "solo", false)).await?;
+    create(&env, "quiet", spec(&env, &[], json!({"state": "Pending"}))).await?;
+    until(&env, "quiet", "reconciled once", |m| condition(m, "Ready").1 == "Pending").await?;
+    // Pending is idle: nothing requeues it for ten minutes, so every reconcile from here on
+    // is one a watch event triggered.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = reconciles(&op).await?;
+
+    let api: Api<VSphereMigration> = Api::namespaced(env.client(), NAMESPACE);
+    let status = json!({"status": {"progress": "written by someone else"}});
+    api.patch_status("quiet", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reconciles(&op).await?, before, "a status-only update triggered a reconcile");
+
+    // The positive control: a spec edit does (and the counter sees it).
+    patch_spec(&env, "quiet", "test", json!({"approvalMode": "Manual"})).await?;
+    let mut after = before;
+    for _ in 0..600 {
+        after = reconciles(&op).await?;
+        if after > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after > before, "a spec edit did not trigger a reconcile");
     op.stop().await;
     Ok(())
 }
