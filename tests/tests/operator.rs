@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::{MigrationSpec, PHASES, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{MigrationSpec, PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::leader::LeaderConfig;
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
@@ -113,7 +113,7 @@ async fn until<F: Fn(&VSphereMigration) -> bool>(
 }
 
 fn phase(m: &VSphereMigration) -> String {
-    m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    m.status.as_ref().and_then(|s| s.phase.as_ref()).map(Stage::to_string).unwrap_or_default()
 }
 
 fn condition(m: &VSphereMigration, type_: &str) -> (String, String, String) {
@@ -239,7 +239,7 @@ async fn a_crashing_phase_is_recorded_and_rolled_back_newest_first_exactly_once(
     let undone: Vec<&str> = status
         .history
         .iter()
-        .filter(|h| h.direction == vsm_host::api::Direction::Rollback)
+        .filter(|h| h.direction == vsm_api::Direction::Rollback)
         .map(|h| h.phase.as_str())
         .collect();
     assert_eq!(

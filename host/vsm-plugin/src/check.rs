@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
-use vsm_host::api::MigrationSpec;
+use vsm_api::MigrationSpec;
 use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};
 use vsm_host::runtime::config::{Limits, PluginEntry};
 use vsm_host::runtime::{Direction, KubeOp, LoadedPlugin};
