@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde_json::json;
-use vsm_host::api::{Direction, MigrationStatus, PhaseResult, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{Direction, MigrationStatus, PhaseResult, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
 
@@ -135,10 +135,7 @@ impl View {
         let mut lines = Vec::new();
         for h in &status.history {
             let dir = if h.direction == Direction::Rollback { " (undo)" } else { "" };
-            let secs = match (h.started_at.parse::<jiff::Timestamp>(), h.finished_at.parse::<jiff::Timestamp>()) {
-                (Ok(s), Ok(f)) => f.duration_since(s).as_secs(),
-                _ => 0,
-            };
+            let secs = h.finished_at.seconds_since(h.started_at);
             let mark = if h.result == PhaseResult::Failed { "✗" } else { "✓" };
             lines.push(format!("  {mark} {:<22}{dir:<7} {:>4}s  {}", h.phase, secs, truncate(&h.message, 70)));
         }
@@ -154,7 +151,7 @@ impl View {
         }
         let head = format!(
             "vsphere-migration demo — {}  progress {}  elapsed {}m{:02}s",
-            status.phase.clone().unwrap_or_else(|| "starting".into()),
+            status.phase.as_ref().map_or("starting", Stage::as_str),
             status.progress.clone().unwrap_or_default(),
             elapsed / 60,
             elapsed % 60
@@ -259,9 +256,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     // A short stability window after the control-plane rollout: the simulated control plane
     // does not regress, and a demo should not sit still for the production default.
     spec.health.stability_window = Some("15s".into());
-    spec.mode = if opts.plan { vsm_host::api::Mode::Plan } else { vsm_host::api::Mode::Apply };
-    spec.approval_mode =
-        if opts.manual { vsm_host::api::ApprovalMode::Manual } else { vsm_host::api::ApprovalMode::Automatic };
+    spec.mode = if opts.plan { vsm_api::Mode::Plan } else { vsm_api::Mode::Apply };
+    spec.approval_mode = if opts.manual { vsm_api::ApprovalMode::Manual } else { vsm_api::ApprovalMode::Automatic };
     let api: Api<VSphereMigration> = Api::namespaced(env.client(), NAMESPACE);
     api.create(&PostParams::default(), &VSphereMigration::new(MIGRATION, VSphereMigrationSpec { spec })).await?;
     say(&format!(
@@ -285,7 +281,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         if opts.manual
             && let Some(c) = status.condition("AwaitingApproval").filter(|c| c.status == "True")
         {
-            let phase = status.phase.clone().unwrap_or_default();
+            let phase = status.phase.as_ref().map(Stage::to_string).unwrap_or_default();
             if asked.as_deref() != Some(&phase) {
                 asked = Some(phase.clone());
                 if !opts.quiet {
@@ -326,10 +322,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             phase: h.phase.clone(),
             direction: format!("{:?}", h.direction),
             result: format!("{:?}", h.result),
-            seconds: match (h.started_at.parse::<jiff::Timestamp>(), h.finished_at.parse::<jiff::Timestamp>()) {
-                (Ok(s), Ok(f)) => f.duration_since(s).as_secs_f64(),
-                _ => 0.0,
-            },
+            seconds: h.finished_at.seconds_since(h.started_at) as f64,
             attempts: h.attempts,
             message: h.message.clone(),
         })
@@ -347,7 +340,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         .collect();
     let report_path = out_dir.join("report.json");
     let report = DemoReport {
-        result: status.phase.clone().unwrap_or_default(),
+        result: status.phase.as_ref().map(Stage::to_string).unwrap_or_default(),
         wall_seconds: wall.as_secs_f64(),
         simulated_delay_seconds: stats.delay_wall.as_secs_f64(),
         phases,

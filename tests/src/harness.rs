@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use vsm_host::api::{MigrationSpec, SourceVCenter, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{MigrationSpec, SourceVCenter, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::backends::{CallOutputs, MigrationBackends, OperatorContext};
 use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};
 use vsm_host::runtime::config::{Limits, PluginEntry};

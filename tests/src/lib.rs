@@ -44,6 +44,7 @@ pub mod process;
 pub mod sim;
 pub mod tools;
 pub mod vcsim;
+pub mod workspace;
 
 pub use crds::OpenShiftCrds;
 pub use env::{TestEnv, TestEnvOptions};

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use vsm_host::api::{Direction, PHASES, PhaseResult, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{Direction, PHASES, PhaseResult, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
 use vsm_testenv::TestEnv;
 use vsm_testenv::deploy::{self, Access, covers};
@@ -79,12 +79,7 @@ async fn the_service_account_alone_runs_a_whole_migration_and_uses_every_permiss
     })
     .await?;
     let status = m.status.clone().unwrap_or_default();
-    assert_eq!(
-        status.phase.as_deref(),
-        Some("Completed"),
-        "history: {}",
-        serde_json::to_string_pretty(&status.history)?
-    );
+    assert_eq!(status.phase, Some(Stage::Completed), "history: {}", serde_json::to_string_pretty(&status.history)?);
     let ran: Vec<&str> = status
         .history
         .iter()

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::{Value, json};
-use vsm_host::api::{ApprovalMode, MigrationState, Mode, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{ApprovalMode, MigrationState, Mode, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
 use vsm_host::runtime::config::PluginConfig;
 use vsm_testenv::TestEnv;
@@ -301,7 +301,7 @@ impl Cluster {
             "stringData": {"ca.crt": self.env.ca_pem()}})
     }
 
-    fn migration(&self, name: &str, edit: impl FnOnce(&mut vsm_host::api::MigrationSpec)) -> Value {
+    fn migration(&self, name: &str, edit: impl FnOnce(&mut vsm_api::MigrationSpec)) -> Value {
         let mut spec = target_spec(&self.env);
         spec.health.stability_window = Some("5s".into());
         edit(&mut spec);

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::{PHASES, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
 use vsm_testenv::TestEnv;
@@ -107,7 +107,7 @@ impl Cluster {
 }
 
 fn phase(m: &VSphereMigration) -> String {
-    m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    m.status.as_ref().and_then(|s| s.phase.as_ref()).map(Stage::to_string).unwrap_or_default()
 }
 
 /// The cluster as the migration sees it, reduced to what must come back after a rollback.

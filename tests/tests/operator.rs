@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::{MigrationSpec, PHASES, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{MigrationSpec, PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::leader::LeaderConfig;
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
@@ -113,7 +113,7 @@ async fn until<F: Fn(&VSphereMigration) -> bool>(
 }
 
 fn phase(m: &VSphereMigration) -> String {
-    m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    m.status.as_ref().and_then(|s| s.phase.as_ref()).map(Stage::to_string).unwrap_or_default()
 }
 
 fn condition(m: &VSphereMigration, type_: &str) -> (String, String, String) {
@@ -239,7 +239,7 @@ async fn a_phase_is_woken_by_events_of_a_kind_no_shipped_phase_reads() -> Result
     })
     .await?;
     let record = m.status.unwrap().history.into_iter().find(|h| h.phase == "Preflight").unwrap();
-    let (finished, timer): (jiff::Timestamp, jiff::Timestamp) = (record.finished_at.parse()?, timer.parse()?);
+    let finished = record.finished_at;
     assert!(
         finished < timer,
         "Preflight finished at {finished}, not before its own timer ({timer}): the quota's event did not wake it"
@@ -330,7 +330,7 @@ async fn a_crashing_phase_is_recorded_and_rolled_back_newest_first_exactly_once(
     let undone: Vec<&str> = status
         .history
         .iter()
-        .filter(|h| h.direction == vsm_host::api::Direction::Rollback)
+        .filter(|h| h.direction == vsm_api::Direction::Rollback)
         .map(|h| h.phase.as_str())
         .collect();
     assert_eq!(

@@ -12,7 +12,7 @@ mod phase_support;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use vsm_host::api::SourceVCenter;
+use vsm_api::SourceVCenter;
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Outcome;
 use vsm_testenv::harness::{Harness, TARGET_FD, target_spec};

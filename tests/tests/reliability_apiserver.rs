@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use serde_json::json;
-use vsm_host::api::PHASES;
+use vsm_api::PHASES;
 
 use reliability_support::{Lab, LabOptions, OperatorOptions, checks, phase, report};
 
@@ -65,8 +65,7 @@ async fn the_operator_rides_out_api_server_restarts_and_completes() -> Result<()
     let backups = checks::backups_consistent(&lab, "restarts").await?;
     let wall = status
         .started_at
-        .as_deref()
-        .zip(status.finished_at.as_deref())
+        .zip(status.finished_at)
         .map(|(a, b)| reliability_support::seconds_between(a, b))
         .unwrap_or(f64::NAN);
     let errors =

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use vsm_host::api::{Direction, PHASES, PhaseResult, VSphereMigration};
+use vsm_api::{Direction, PHASES, PhaseResult, VSphereMigration};
 
 use reliability_support::checks;
 use reliability_support::rng::{self, Rng};

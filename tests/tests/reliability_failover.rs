@@ -119,7 +119,7 @@ async fn a_killed_or_frozen_leader_is_replaced_and_a_deposed_one_never_writes() 
     let survivor = procs[0].identity.clone();
     let (_, took) = wait_holder(&lab, Some(&survivor)).await?;
     let before = lab.get("ha").await?.status.unwrap_or_default();
-    let progress = |m: &vsm_host::api::VSphereMigration| {
+    let progress = |m: &vsm_api::VSphereMigration| {
         let s = m.status.clone().unwrap_or_default();
         s.history.len() > before.history.len()
             || s.current.as_ref().map(|c| c.attempt) != before.current.as_ref().map(|c| c.attempt)

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::VSphereMigration;
+use vsm_api::VSphereMigration;
 use vsm_testenv::harness::{NAMESPACE, TARGET_CREDS, VCENTER_CA};
 
 use reliability_support::{Lab, LabOptions, OperatorOptions, condition, report};

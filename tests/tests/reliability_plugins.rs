@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
-use vsm_host::api::{Direction, PhaseResult};
+use vsm_api::{Direction, PhaseResult};
 
 use reliability_support::{Lab, LabOptions, OperatorOptions, checks, condition, phase, report};
 

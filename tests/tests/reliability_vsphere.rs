@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use vsm_host::api::PHASES;
+use vsm_api::PHASES;
 use vsm_testenv::fault_proxy::{FaultProxy, Faults, Mode};
 
 use reliability_support::{Lab, LabOptions, OperatorOptions, OperatorProc, checks, condition, phase, report};
@@ -46,7 +46,7 @@ async fn proxies(lab: &Lab) -> Result<Proxied> {
 }
 
 /// A spec reaching both vCenters through the proxies, with the late phases a no-op.
-fn proxied_spec(lab: &Lab, p: &Proxied, extra: Value) -> Result<vsm_host::api::MigrationSpec> {
+fn proxied_spec(lab: &Lab, p: &Proxied, extra: Value) -> Result<vsm_api::MigrationSpec> {
     let (src, dst) = (lab.env.source(), lab.env.target());
     let mut plugins = serde_json::Map::new();
     for phase in PHASES.iter().filter(|p| !REAL.contains(p)) {
@@ -88,7 +88,7 @@ fn logins(op: &OperatorProc) -> BTreeMap<String, usize> {
     out
 }
 
-fn current_is(m: &vsm_host::api::VSphereMigration, phase: &str) -> bool {
+fn current_is(m: &vsm_api::VSphereMigration, phase: &str) -> bool {
     m.status.as_ref().and_then(|s| s.current.as_ref()).is_some_and(|c| c.name == phase)
 }
 
@@ -196,13 +196,13 @@ async fn a_vcenter_that_stops_answering_ends_in_a_clear_failure_after_the_phase_
         &lab.dir,
         format!(
             "target black-holed: CreateTags failed after {:.0}s of the run ({} calls), {:.0}s after the fault; Ready={reason}: {message}",
-            reliability_support::seconds_between(&failed.started_at, &failed.finished_at),
+            reliability_support::seconds_between(failed.started_at, failed.finished_at),
             failed.attempts,
             took.as_secs_f64()
         ),
     );
     ensure!(
-        reliability_support::seconds_between(&failed.started_at, &failed.finished_at) >= 20.0,
+        reliability_support::seconds_between(failed.started_at, failed.finished_at) >= 20.0,
         "not given up before the 20s deadline: {failed:?}"
     );
     ensure!(

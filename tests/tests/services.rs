@@ -6,7 +6,7 @@ use anyhow::Result;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::SourceVCenter;
+use vsm_api::SourceVCenter;
 use vsm_host::backends::journal::EntryKind;
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Outcome;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::{VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_testenv::TestEnv;
 use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
 use vsm_testenv::process::{Process, free_port};
@@ -658,10 +658,10 @@ async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptio
         .iter()
         .map(|h| {
             json!({"phase": h.phase, "result": format!("{:?}", h.result), "attempts": h.attempts,
-                   "seconds": seconds_between(&h.started_at, &h.finished_at)})
+                   "seconds": h.finished_at.seconds_since(h.started_at) as f64})
         })
         .collect();
-    let result = status.phase.clone().unwrap_or_default();
+    let result = status.phase.as_ref().map_or("", Stage::as_str);
     println!(
         "[bench]   {name}: {result} in {wall:.1} s (simulated delays {delay_wall:.1} s), operator CPU {cpu:.2} s, \
          peak RSS {:.1} MiB, {api_total} API requests",
@@ -698,13 +698,6 @@ async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptio
         bail!("{name}: the migration ended {result}; see {}", out_dir().join("runs").join(name).display());
     }
     Ok(row)
-}
-
-fn seconds_between(a: &str, b: &str) -> f64 {
-    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
-        (Ok(a), Ok(b)) => b.duration_since(a).as_secs_f64(),
-        _ => f64::NAN,
-    }
 }
 
 fn overhead_summary(rows: &[Value]) -> Value {

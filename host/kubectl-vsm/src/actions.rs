@@ -7,7 +7,7 @@ use std::io::Write;
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use vsm_host::api::{ApprovalMode, Direction, MigrationState, PHASES, PhaseResult, VSphereMigration};
+use vsm_api::{ApprovalMode, Direction, MigrationState, PHASES, PhaseResult, Stage, VSphereMigration};
 
 use crate::{Error, FIELD_MANAGER, Result};
 
@@ -17,7 +17,7 @@ fn name_of(m: &VSphereMigration) -> String {
     format!("{}/{}", m.metadata.namespace.clone().unwrap_or_default(), m.metadata.name.clone().unwrap_or_default())
 }
 
-fn finished(m: &VSphereMigration) -> Option<String> {
+fn finished(m: &VSphereMigration) -> Option<Stage> {
     let s = m.status.as_ref()?;
     s.finished_at.as_ref()?;
     s.phase.clone()
@@ -75,12 +75,12 @@ pub async fn approve(
         None => {
             let status = m.status.clone().unwrap_or_default();
             let waiting = status.condition("AwaitingApproval").is_some_and(|c| c.status == "True");
-            match status.phase.as_deref().filter(|_| waiting) {
+            match status.phase.as_ref().and_then(Stage::phase).filter(|_| waiting) {
                 Some(p) => phase_name(p)?,
                 None => {
                     return Err(Error::Refused(format!(
                         "no phase of {name} waits for approval now (phase {}); name one to approve it ahead",
-                        status.phase.as_deref().unwrap_or("-")
+                        status.phase.as_ref().map_or("-", Stage::as_str)
                     )));
                 }
             }
@@ -177,7 +177,7 @@ pub async fn rollback(api: &Api<VSphereMigration>, m: VSphereMigration, out: &mu
         match status.condition("RollbackAvailable") {
             Some(c) if c.status == "True" => Ok(()),
             Some(c) => {
-                let when = status.phase.as_deref().unwrap_or("not started");
+                let when = status.phase.as_ref().map_or("not started", Stage::as_str);
                 Err(Error::Refused(format!("{} cannot be rolled back ({when}): {}", name_of(m), c.message)))
             }
             None => Err(Error::Refused(format!("{} has not started: there is nothing to roll back", name_of(m)))),
@@ -185,7 +185,7 @@ pub async fn rollback(api: &Api<VSphereMigration>, m: VSphereMigration, out: &mu
     })
     .await?;
     if !changed {
-        let phase = status.phase.as_deref().unwrap_or("-");
+        let phase = status.phase.as_ref().map_or("-", Stage::as_str);
         writeln!(out, "{name}: a rollback was requested already ({phase})")?;
         return Ok(());
     }

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use vsm_host::api::VSphereMigration;
-use vsm_host::services::journal::labels;
+use vsm_api::VSphereMigration;
+use vsm_api::labels;
 
 use crate::render::{Cell, Color, Style, table, truncate};
 use crate::{Error, Output, Result, encode};
@@ -95,7 +95,7 @@ pub async fn check_backups(client: &kube::Client, m: &VSphereMigration) -> Resul
         }
     }
     let order = |c: &BackupCheck| {
-        let idx = vsm_host::api::PHASES.iter().position(|p| *p == c.phase).unwrap_or(usize::MAX);
+        let idx = vsm_api::PHASES.iter().position(|p| *p == c.phase).unwrap_or(usize::MAX);
         (idx, c.kind.clone(), c.subject.clone())
     };
     out.sort_by_key(order);

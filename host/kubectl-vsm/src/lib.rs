@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams};
-use vsm_host::api::VSphereMigration;
+use vsm_api::VSphereMigration;
 
 pub use backups::{BackupCheck, Verdict, check_backups};
 pub use render::Style;

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use jiff::Timestamp;
+use vsm_api::Time;
 
 /// A colour for a table cell or a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,24 +114,10 @@ pub fn duration(secs: i64) -> String {
     }
 }
 
-pub fn parse_time(s: &str) -> Option<Timestamp> {
-    s.parse().ok()
-}
-
-/// Seconds from `from` to `to` (RFC 3339 strings); None if either is missing or invalid.
-pub fn seconds_between(from: &str, to: &str) -> Option<i64> {
-    Some(parse_time(to)?.duration_since(parse_time(from)?).as_secs())
-}
-
 /// How long ago `t` was, e.g. `5m02s ago`; `in 4s` for a time in the future.
-pub fn relative(t: &str, now: Timestamp) -> String {
-    match parse_time(t) {
-        Some(t) => {
-            let secs = now.duration_since(t).as_secs();
-            if secs >= 0 { format!("{} ago", duration(secs)) } else { format!("in {}", duration(-secs)) }
-        }
-        None => t.to_string(),
-    }
+pub fn relative(t: Time, now: Time) -> String {
+    let secs = now.seconds_since(t);
+    if secs >= 0 { format!("{} ago", duration(secs)) } else { format!("in {}", duration(-secs)) }
 }
 
 /// Shorten to `n` characters with an ellipsis.
@@ -176,10 +162,10 @@ mod tests {
         assert_eq!(duration(0), "0s");
         assert_eq!(duration(65), "1m05s");
         assert_eq!(duration(3720), "1h02m");
-        let now: Timestamp = "2025-01-01T00:10:00Z".parse().unwrap();
-        assert_eq!(relative("2025-01-01T00:05:00Z", now), "5m00s ago");
-        assert_eq!(relative("2025-01-01T00:10:04Z", now), "in 4s");
-        assert_eq!(seconds_between("2025-01-01T00:00:00Z", "2025-01-01T00:00:42Z"), Some(42));
+        let t = |s: &str| -> Time { s.parse().unwrap() };
+        let now = t("2025-01-01T00:10:00Z");
+        assert_eq!(relative(t("2025-01-01T00:05:00Z"), now), "5m00s ago");
+        assert_eq!(relative(t("2025-01-01T00:10:04Z"), now), "in 4s");
         assert_eq!(truncate("abcdef", 4), "abc…");
     }
 }

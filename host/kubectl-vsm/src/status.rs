@@ -3,12 +3,11 @@
 
 use std::io::Write;
 
-use jiff::Timestamp;
-use vsm_host::api::{
-    Delay, Direction, MigrationState, MigrationStatus, PHASES, PhaseRecord, PhaseResult, VSphereMigration,
+use vsm_api::{
+    Delay, Direction, MigrationState, MigrationStatus, PHASES, PhaseRecord, PhaseResult, Stage, Time, VSphereMigration,
 };
 
-use crate::render::{Cell, Color, Style, duration, relative, seconds_between, table, truncate};
+use crate::render::{Cell, Color, Style, duration, relative, table, truncate};
 use crate::{Output, Result, encode};
 
 /// One line of the phase table.
@@ -31,8 +30,7 @@ fn awaiting_approval(status: &MigrationStatus) -> bool {
 }
 
 /// The state of every phase, in migration order.
-pub fn phase_rows(status: &MigrationStatus, now: Timestamp) -> Vec<PhaseRow> {
-    let now_s = now.to_string();
+pub fn phase_rows(status: &MigrationStatus, now: Time) -> Vec<PhaseRow> {
     PHASES
         .iter()
         .map(|&phase| {
@@ -49,12 +47,12 @@ pub fn phase_rows(status: &MigrationStatus, now: Timestamp) -> Vec<PhaseRow> {
                 return PhaseRow {
                     state: format!("{verb} {}%", cur.progress),
                     attempts: Some(cur.attempt),
-                    seconds: seconds_between(&cur.started_at, &now_s),
+                    seconds: Some(now.seconds_since(cur.started_at)),
                     message: cur.message.clone(),
                     ..row("", Some(Color::Yellow))
                 };
             }
-            if awaiting_approval(status) && status.phase.as_deref() == Some(phase) {
+            if awaiting_approval(status) && status.phase.as_ref().and_then(Stage::phase) == Some(phase) {
                 return row("awaiting approval", Some(Color::Cyan));
             }
             let to_undo = status.rollback.as_ref().is_some_and(|r| r.remaining.iter().any(|p| p == phase));
@@ -70,7 +68,7 @@ pub fn phase_rows(status: &MigrationStatus, now: Timestamp) -> Vec<PhaseRow> {
                     };
                     PhaseRow {
                         attempts: Some(rec.attempts),
-                        seconds: seconds_between(&rec.started_at, &rec.finished_at),
+                        seconds: Some(rec.finished_at.seconds_since(rec.started_at)),
                         message: rec.message.clone(),
                         ..row(state, Some(color))
                     }
@@ -82,13 +80,13 @@ pub fn phase_rows(status: &MigrationStatus, now: Timestamp) -> Vec<PhaseRow> {
 }
 
 /// Why the migration is not moving right now, one sentence each (empty while it runs).
-pub fn waiting_reasons(m: &VSphereMigration, now: Timestamp) -> Vec<String> {
+pub fn waiting_reasons(m: &VSphereMigration, now: Time) -> Vec<String> {
     let status = m.status.clone().unwrap_or_default();
     let mut out = Vec::new();
     if status.started_at.is_none() && m.spec.state == MigrationState::Pending {
         out.push("not started: spec.state is Pending (kubectl vsm resume starts it)".to_string());
     }
-    if let Some(at) = &status.paused_at {
+    if let Some(at) = status.paused_at {
         out.push(format!("paused since {at} ({}): kubectl vsm resume", relative(at, now)));
     } else if m.spec.state == MigrationState::Paused && status.finished_at.is_none() {
         out.push("pausing: the phase running now finishes its call first".to_string());
@@ -97,7 +95,7 @@ pub fn waiting_reasons(m: &VSphereMigration, now: Timestamp) -> Vec<String> {
         out.push(c.message.clone());
     }
     if let Some(cur) = &status.current
-        && let (Some(delay), Some(at)) = (cur.delay, &cur.next_call_at)
+        && let (Some(delay), Some(at)) = (cur.delay, cur.next_call_at)
     {
         out.push(match delay {
             Delay::Wait => {
@@ -133,22 +131,22 @@ pub fn show(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn Wr
         m.metadata.managed_fields = None;
         return encode(out, output, &m);
     }
-    let now = Timestamp::now();
+    let now = Time::now();
     let status = m.status.clone().unwrap_or_default();
     let name =
         format!("{}/{}", m.metadata.namespace.clone().unwrap_or_default(), m.metadata.name.clone().unwrap_or_default());
-    let phase = status.phase.clone().unwrap_or_else(|| "-".into());
-    let phase_color = match phase.as_str() {
-        "Completed" | "Planned" | "RolledBack" => Color::Green,
-        "Failed" | "RollbackFailed" => Color::Red,
+    let phase_color = match &status.phase {
+        Some(stage) if stage.ended_cleanly() => Color::Green,
+        Some(Stage::Failed | Stage::RollbackFailed) => Color::Red,
         _ => Color::Yellow,
     };
+    let phase = status.phase.as_ref().map_or("-", Stage::as_str);
     writeln!(out, "{} {}", style.paint(Color::Bold, "Migration:"), name)?;
     writeln!(
         out,
         "{} {}   state {:?}, mode {:?}, approval {:?}",
         style.paint(Color::Bold, "Phase:    "),
-        style.paint(phase_color, &phase),
+        style.paint(phase_color, phase),
         m.spec.state,
         m.spec.mode,
         m.spec.approval_mode
@@ -159,9 +157,9 @@ pub fn show(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn Wr
         style.paint(Color::Bold, "Progress: "),
         status.progress.clone().unwrap_or_else(|| "-".into())
     )?;
-    if let Some(started) = &status.started_at {
-        let ended = match &status.finished_at {
-            Some(f) => format!(", finished {f} after {}", duration(seconds_between(started, f).unwrap_or(0))),
+    if let Some(started) = status.started_at {
+        let ended = match status.finished_at {
+            Some(f) => format!(", finished {f} after {}", duration(f.seconds_since(started))),
             None => String::new(),
         };
         writeln!(out, "{} {started} ({}){ended}", style.paint(Color::Bold, "Started:  "), relative(started, now))?;
@@ -217,7 +215,7 @@ pub fn show(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn Wr
                     Cell::new(c.type_.clone()),
                     Cell::colored(c.status.clone(), color),
                     Cell::new(c.reason.clone()),
-                    Cell::new(relative(&c.last_transition_time, now)),
+                    Cell::new(relative(c.last_transition_time, now)),
                     Cell::new(truncate(&c.message, 90)),
                 ]
             })
@@ -230,7 +228,7 @@ pub fn show(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn Wr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vsm_host::api::{Condition, CurrentPhase, RollbackStatus};
+    use vsm_api::{Condition, CurrentPhase, RollbackStatus};
 
     fn record(phase: &str, direction: Direction, result: PhaseResult) -> PhaseRecord {
         serde_json::from_value(serde_json::json!({
@@ -250,7 +248,7 @@ mod tests {
     }
 
     fn states(status: &MigrationStatus) -> Vec<(String, String)> {
-        let now: Timestamp = "2025-01-01T00:01:00Z".parse().unwrap();
+        let now: Time = "2025-01-01T00:01:00Z".parse().unwrap();
         phase_rows(status, now).into_iter().map(|r| (r.phase, r.state)).filter(|(_, s)| s != "pending").collect()
     }
 
@@ -272,7 +270,7 @@ mod tests {
                 ("DisableCVO".into(), "running 40%".into())
             ]
         );
-        let now: Timestamp = "2025-01-01T00:01:00Z".parse().unwrap();
+        let now: Time = "2025-01-01T00:01:00Z".parse().unwrap();
         let running = &phase_rows(&s, now)[2];
         assert_eq!((running.attempts, running.seconds), (Some(3), Some(60)));
 
@@ -300,7 +298,7 @@ mod tests {
                 status: "True".into(),
                 reason: "ApprovalRequired".into(),
                 message: "phase Backup waits for approval".into(),
-                last_transition_time: "2025-01-01T00:00:00Z".into(),
+                last_transition_time: "2025-01-01T00:00:00Z".parse().unwrap(),
                 observed_generation: None,
             }],
             ..Default::default()

@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use vsm_host::api::{Direction, Mode, PhaseResult, VSphereMigration};
+use vsm_api::{Direction, Mode, PHASES, PhaseResult, Stage, VSphereMigration};
 
-use crate::render::{Cell, Color, Style, duration, seconds_between, table, truncate};
+use crate::render::{Cell, Color, Style, duration, table, truncate};
 use crate::{Output, Result, encode};
 
 /// The colour of a diff line by its first character (`+` added, `-` removed, `~` changed).
@@ -34,7 +34,7 @@ pub fn plan(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn Wr
         .map(|h| h.phase.as_str())
         .collect();
     let mut changes = 0;
-    for phase in vsm_host::api::PHASES {
+    for phase in PHASES {
         let entry = status.plan.iter().find(|p| p.phase == phase);
         match entry {
             Some(p) => {
@@ -63,7 +63,7 @@ pub fn plan(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn Wr
             None => {}
         }
     }
-    let result = status.phase.clone().unwrap_or_else(|| "-".into());
+    let result = status.phase.as_ref().map_or("-", Stage::as_str);
     writeln!(out, "\n{changes} change(s) in {} phase(s) planned; plan {}", status.plan.len(), result)?;
     Ok(())
 }
@@ -90,18 +90,14 @@ pub fn history(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn
                     PhaseResult::Failed => Color::Red,
                     _ => Color::Green,
                 };
-                let direction = match h.direction {
-                    Direction::Execute => "execute",
-                    Direction::Rollback => "rollback",
-                };
                 let plugin = h.plugin.as_ref().map(|p| format!("{}@{}", p.component, p.version)).unwrap_or_default();
                 vec![
                     Cell::new((i + 1).to_string()),
                     Cell::new(h.phase.clone()),
-                    Cell::new(direction),
+                    Cell::new(h.direction.label()),
                     Cell::colored(format!("{:?}", h.result), color),
-                    Cell::new(h.started_at.clone()),
-                    Cell::new(duration(seconds_between(&h.started_at, &h.finished_at).unwrap_or(0))),
+                    Cell::new(h.started_at.to_string()),
+                    Cell::new(duration(h.finished_at.seconds_since(h.started_at))),
                     Cell::new(h.attempts.to_string()),
                     Cell::new(plugin),
                     Cell::new(truncate(&h.message, 80)),
@@ -120,7 +116,7 @@ pub fn history(m: &VSphereMigration, output: Output, style: Style, out: &mut dyn
         let rows: Vec<Vec<Cell>> = status
             .approvals
             .iter()
-            .map(|a| vec![Cell::new(a.phase.clone()), Cell::new(a.by.clone()), Cell::new(a.approved_at.clone())])
+            .map(|a| vec![Cell::new(a.phase.clone()), Cell::new(a.by.clone()), Cell::new(a.approved_at.to_string())])
             .collect();
         table(out, style, &["APPROVED", "BY", "AT"], &rows)?;
     }

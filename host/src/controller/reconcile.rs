@@ -15,11 +15,12 @@ use super::Context;
 use super::approvals::approvals_seen;
 use super::status::{WriteError, set_finalizer, write_status};
 use crate::api::{
-    BackupRef, Direction, FINALIZER, MigrationState, MigrationStatus, PHASES, PlannedPhase, PluginRef, VSphereMigration,
+    BackupRef, Direction, FINALIZER, MigrationState, MigrationStatus, PHASES, PlannedPhase, PluginRef, Stage, Time,
+    VSphereMigration,
 };
 use crate::backends::{CallOutputs, MigrationBackends};
 use crate::machine::{
-    self, Action as Next, CallResult, Catalogue, Decision, EventType, Input, PhaseEntry, condition_types, results,
+    self, Action as Next, CallResult, Catalogue, Decision, EventType, Input, PhaseEntry, condition_types,
 };
 use crate::metrics::{OutcomeLabels, PhaseLabels, ReconcileLabels};
 use crate::runtime::bindings::{CallContext, Migration, Outcome};
@@ -177,7 +178,7 @@ async fn gather(ctx: &Context, m: &VSphereMigration) -> Facts {
 
 /// Conditions the controller owns beside the state machine's.
 fn controller_conditions(status: &mut MigrationStatus, m: &VSphereMigration, missing: &[String], generation: i64) {
-    let now = machine::format_time(now());
+    let now = Time::from(now());
     let insecure: Vec<&str> = m.spec.vcenters.iter().filter(|c| c.insecure).map(|c| c.server.as_str()).collect();
     let (value, reason, message) = if insecure.is_empty() {
         (false, "Verified", "every vCenter certificate is verified".to_string())
@@ -195,7 +196,7 @@ fn controller_conditions(status: &mut MigrationStatus, m: &VSphereMigration, mis
         reason,
         &message,
         generation,
-        &now,
+        now,
     );
     let (ok, message) = if missing.is_empty() {
         (true, "a plugin serves every phase".to_string())
@@ -209,7 +210,7 @@ fn controller_conditions(status: &mut MigrationStatus, m: &VSphereMigration, mis
         if ok { "AllPhasesServed" } else { "PluginMissing" },
         &message,
         generation,
-        &now,
+        now,
     );
 }
 
@@ -252,26 +253,16 @@ fn outcome_label(r: &CallResult) -> &'static str {
     }
 }
 
-fn direction_label(d: Direction) -> &'static str {
-    match d {
-        Direction::Execute => "execute",
-        Direction::Rollback => "rollback",
-    }
-}
-
 /// Record finished runs in the metrics.
 fn observe_finished(ctx: &Context, before: &MigrationStatus, after: &MigrationStatus) {
     for rec in after.history.iter().skip(before.history.len()) {
         let labels = OutcomeLabels {
             phase: rec.phase.clone(),
-            direction: direction_label(rec.direction).into(),
+            direction: rec.direction.label().into(),
             result: format!("{:?}", rec.result),
         };
         ctx.metrics.phase_outcomes.get_or_create(&labels).inc();
-        if let (Ok(s), Ok(f)) = (rec.started_at.parse::<Timestamp>(), rec.finished_at.parse::<Timestamp>()) {
-            let secs = f.duration_since(s).as_secs_f64().max(0.0);
-            ctx.metrics.phase_duration.get_or_create(&labels).observe(secs);
-        }
+        ctx.metrics.phase_duration.get_or_create(&labels).observe(rec.finished_at.since(rec.started_at).as_secs_f64());
     }
 }
 
@@ -316,13 +307,16 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
     // came within the limit, and CreateWorkers sat out its whole 30 s poll).
     let mut woken_by_event_at: Option<Timestamp> = None;
     if let Some(cur) = m.status.as_ref().and_then(|s| s.current.as_ref()) {
-        let due = cur.next_call_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).is_none_or(|t| t <= now());
+        let due = cur.next_call_at.is_none_or(|t| t.timestamp() <= now());
         let trigger = if due { "timer" } else { "event" };
         ctx.metrics.reconcile_triggers.get_or_create(&crate::metrics::TriggerLabels { trigger: trigger.into() }).inc();
         if !due && cur.delay == Some(crate::api::Delay::Wait) {
             // Timestamps have second precision: one more second covers the rounding.
-            woken_by_event_at = cur.last_call_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).and_then(|t| {
-                t.checked_add(jiff::SignedDuration::try_from(machine::MIN_CALL_INTERVAL + Duration::from_secs(1)).ok()?)
+            woken_by_event_at = cur.last_call_at.and_then(|t| {
+                t.timestamp()
+                    .checked_add(
+                        jiff::SignedDuration::try_from(machine::MIN_CALL_INTERVAL + Duration::from_secs(1)).ok()?,
+                    )
                     .ok()
             });
         }
@@ -398,7 +392,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
         let plugin = match plugin_for(&ctx, &m, &phase, pinned.as_ref()) {
             Ok(p) => p,
             Err(problem) => {
-                let now_s = machine::format_time(now());
+                let now_s = Time::from(now());
                 machine::set_condition(
                     &mut status.conditions,
                     condition_types::PLUGINS_READY,
@@ -406,7 +400,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
                     "PluginUnavailable",
                     &problem,
                     generation,
-                    &now_s,
+                    now_s,
                 );
                 machine::set_condition(
                     &mut status.conditions,
@@ -415,7 +409,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
                     "PluginUnavailable",
                     &problem,
                     generation,
-                    &now_s,
+                    now_s,
                 );
                 write_status(&api, &mut m, &status, &ctx.leader, &ctx.last_writes).await?;
                 label("plugin-missing");
@@ -466,7 +460,7 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
             Some(r) => r,
             None => return Ok(Action::requeue(Duration::from_secs(5))),
         };
-        let labels = PhaseLabels { phase: phase.clone(), direction: direction_label(direction).into() };
+        let labels = PhaseLabels { phase: phase.clone(), direction: direction.label().into() };
         ctx.metrics.kube_requests.get_or_create(&labels).inc_by(outputs.kube_requests);
         ctx.metrics.vsphere_calls.get_or_create(&labels).inc_by(outputs.vsphere_calls);
         ctx.metrics
@@ -516,12 +510,8 @@ async fn call(
     let call_backends = MigrationBackends::new(&ctx.ops, m, status.sources.clone(), dry_run);
     let sources: Vec<String> = status.sources.iter().map(|s| s.server.clone()).collect();
     let targets: Vec<String> = m.spec.target_servers().into_iter().map(str::to_string).collect();
-    let started_at_ms = status
-        .current
-        .as_ref()
-        .and_then(|c| c.started_at.parse::<Timestamp>().ok())
-        .map(|t| t.as_millisecond().max(0) as u64)
-        .unwrap_or_default();
+    let started_at_ms =
+        status.current.as_ref().map(|c| c.started_at.timestamp().as_millisecond().max(0) as u64).unwrap_or_default();
     let context = CallContext {
         migration: Migration {
             name: m.metadata.name.clone().unwrap_or_default(),
@@ -542,7 +532,7 @@ async fn call(
     let servers: Vec<String> = sources.into_iter().chain(targets).collect();
     let t0 = Instant::now();
     let result = plugin.call(call_backends.backends.clone(), context, call_direction, servers).await;
-    let labels = PhaseLabels { phase: plugin.info.name.clone(), direction: direction_label(direction).into() };
+    let labels = PhaseLabels { phase: plugin.info.name.clone(), direction: direction.label().into() };
     ctx.metrics.call_duration.get_or_create(&labels).observe(t0.elapsed().as_secs_f64());
     ctx.metrics.vcenter_sessions.set(ctx.ops.vsphere.stats().open_sessions);
     if let Err(e) = &result {
@@ -573,17 +563,16 @@ async fn finalize(
         return Ok(Some(Action::await_change()));
     }
     let status = m.status.clone().unwrap_or_default();
-    let may_go = status.started_at.is_none()
-        || matches!(status.phase.as_deref(), Some(results::COMPLETED | results::PLANNED | results::ROLLED_BACK));
+    let may_go = status.started_at.is_none() || status.phase.as_ref().is_some_and(|p| p.ended_cleanly());
     if !may_go {
-        let phase = status.phase.clone().unwrap_or_default();
+        let phase = status.phase.as_ref().map_or("", Stage::as_str);
         let message = format!(
             "deletion blocked: the migration is {phase}; roll it back (spec.state: Rollback) or let it complete. Its backups are needed to undo it."
         );
         let already = status.condition(condition_types::DEGRADED).is_some_and(|c| c.reason == "DeletionBlocked");
         if !already {
             let mut status = status.clone();
-            let now_s = machine::format_time(now());
+            let now_s = Time::from(now());
             let generation = m.metadata.generation.unwrap_or_default();
             machine::set_condition(
                 &mut status.conditions,
@@ -592,7 +581,7 @@ async fn finalize(
                 "DeletionBlocked",
                 &message,
                 generation,
-                &now_s,
+                now_s,
             );
             write_status(api, m, &status, &ctx.leader, &ctx.last_writes).await?;
             publish(ctx, m, &[machine::Event { type_: EventType::Warning, reason: "DeletionBlocked", message }]).await;

@@ -1,7 +1,7 @@
 //! Conditions with `lastTransitionTime` that moves only when the status flips (the Go
 //! controller bumped it on every write) and `observedGeneration` on each.
 
-use crate::api::Condition;
+use crate::api::{Condition, Time};
 
 pub mod types {
     pub const READY: &str = "Ready";
@@ -22,13 +22,13 @@ pub fn set_condition(
     reason: &str,
     message: &str,
     generation: i64,
-    now: &str,
+    now: Time,
 ) {
     let status = if value { "True" } else { "False" };
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
-                c.last_transition_time = now.to_string();
+                c.last_transition_time = now;
             }
             c.status = status.to_string();
             c.reason = reason.to_string();
@@ -40,7 +40,7 @@ pub fn set_condition(
             status: status.to_string(),
             reason: reason.to_string(),
             message: message.to_string(),
-            last_transition_time: now.to_string(),
+            last_transition_time: now,
             observed_generation: Some(generation),
         }),
     }
@@ -52,15 +52,16 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
+        let t = |s: &str| -> Time { format!("2025-01-01T00:00:0{s}Z").parse().unwrap() };
         let mut c = Vec::new();
-        set_condition(&mut c, "Ready", false, "Pending", "a", 1, "t1");
-        set_condition(&mut c, "Ready", false, "Running", "b", 2, "t2");
+        set_condition(&mut c, "Ready", false, "Pending", "a", 1, t("1"));
+        set_condition(&mut c, "Ready", false, "Running", "b", 2, t("2"));
         assert_eq!(
-            (c[0].last_transition_time.as_str(), c[0].reason.as_str(), c[0].observed_generation),
-            ("t1", "Running", Some(2))
+            (c[0].last_transition_time, c[0].reason.as_str(), c[0].observed_generation),
+            (t("1"), "Running", Some(2))
         );
-        set_condition(&mut c, "Ready", true, "Completed", "c", 2, "t3");
-        assert_eq!(c[0].last_transition_time, "t3");
+        set_condition(&mut c, "Ready", true, "Completed", "c", 2, t("3"));
+        assert_eq!(c[0].last_transition_time, t("3"));
         assert_eq!(c.len(), 1);
     }
 }

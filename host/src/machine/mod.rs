@@ -23,20 +23,10 @@ use jiff::Timestamp;
 
 use crate::api::{
     ApprovalMode, ApprovalRecord, CurrentPhase, Delay, Direction, MigrationSpec, MigrationState, MigrationStatus, Mode,
-    PhaseRecord, PhaseResult, PlannedPhase, RollbackStatus, SourceVCenter,
+    PhaseRecord, PhaseResult, PlannedPhase, RollbackStatus, SourceVCenter, Stage, Time,
 };
 pub use conditions::{set_condition, types as condition_types};
 pub use duration::parse_duration;
-
-/// Result names in `status.phase` once a migration has ended (or is rolling back).
-pub mod results {
-    pub const COMPLETED: &str = "Completed";
-    pub const PLANNED: &str = "Planned";
-    pub const FAILED: &str = "Failed";
-    pub const ROLLING_BACK: &str = "RollingBack";
-    pub const ROLLED_BACK: &str = "RolledBack";
-    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
-}
 
 /// Shortest pause between two calls of a waiting phase, however many watch events arrive.
 pub const MIN_CALL_INTERVAL: Duration = Duration::from_millis(500);
@@ -134,27 +124,21 @@ pub enum CallResult {
     Failed { message: String, retryable: bool },
 }
 
+/// `t` as the status writes it (for times kept outside the status, e.g. annotations).
 pub fn format_time(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second).unwrap_or(t).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    Time::from(t).to_string()
 }
 
-fn parse_time(s: &str) -> Option<Timestamp> {
-    s.parse().ok()
-}
-
-fn since(now: Timestamp, then: &str) -> Duration {
-    parse_time(then).map(|t| Duration::try_from(now.duration_since(t)).unwrap_or_default()).unwrap_or_default()
+fn since(now: Timestamp, then: Time) -> Duration {
+    Duration::try_from(now.duration_since(then.timestamp())).unwrap_or_default()
 }
 
 fn add(now: Timestamp, d: Duration) -> Timestamp {
     now.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)).unwrap_or(now)
 }
 
-fn is_terminal(phase: Option<&str>) -> bool {
-    matches!(
-        phase,
-        Some(results::COMPLETED | results::PLANNED | results::FAILED | results::ROLLED_BACK | results::ROLLBACK_FAILED)
-    )
+fn is_terminal(phase: Option<&Stage>) -> bool {
+    phase.is_some_and(Stage::is_terminal)
 }
 
 struct Step<'a> {
@@ -174,8 +158,8 @@ impl<'a> Step<'a> {
         self.input.now
     }
 
-    fn now_str(&self) -> String {
-        format_time(self.input.now)
+    fn now_time(&self) -> Time {
+        Time::from(self.input.now)
     }
 
     fn event(&mut self, type_: EventType, reason: &'static str, message: impl Into<String>) {
@@ -183,8 +167,8 @@ impl<'a> Step<'a> {
     }
 
     fn condition(&mut self, type_: &str, value: bool, reason: &str, message: impl Into<String>) {
-        let (generation, now) = (self.input.generation, self.now_str());
-        set_condition(&mut self.status.conditions, type_, value, reason, &message.into(), generation, &now);
+        let (generation, now) = (self.input.generation, self.now_time());
+        set_condition(&mut self.status.conditions, type_, value, reason, &message.into(), generation, now);
     }
 
     fn finish(mut self, action: Action) -> Decision {
@@ -223,8 +207,8 @@ impl<'a> Step<'a> {
 fn progress(status: &MigrationStatus, catalogue: &Catalogue) -> String {
     let total = catalogue.phases.len().max(1);
     let done = catalogue.phases.iter().filter(|p| succeeded(status, &p.name)).count();
-    match status.phase.as_deref() {
-        Some(results::ROLLING_BACK) => {
+    match status.phase {
+        Some(Stage::RollingBack) => {
             let left = status.rollback.as_ref().map(|r| r.remaining.len()).unwrap_or(0);
             format!("rolling back, {left} to undo")
         }
@@ -257,16 +241,10 @@ fn undoable(status: &MigrationStatus, catalogue: &Catalogue) -> Vec<String> {
 
 fn can_roll_back(status: &MigrationStatus, catalogue: &Catalogue) -> bool {
     let open = !matches!(
-        status.phase.as_deref(),
-        Some(
-            results::COMPLETED
-                | results::PLANNED
-                | results::ROLLING_BACK
-                | results::ROLLED_BACK
-                | results::ROLLBACK_FAILED
-        )
+        status.phase,
+        Some(Stage::Completed | Stage::Planned | Stage::RollingBack | Stage::RolledBack | Stage::RollbackFailed)
     );
-    let failed_last = status.phase.as_deref() == Some(results::FAILED)
+    let failed_last = status.phase == Some(Stage::Failed)
         && status.history.last().is_some_and(|h| {
             h.direction == Direction::Execute && catalogue.get(&h.phase).is_some_and(|p| p.has_rollback)
         });
@@ -282,14 +260,14 @@ pub fn decide(input: &Input) -> Decision {
     if let Some(problem) = &input.invalid {
         s.condition(condition_types::READY, false, "InvalidSpec", problem.clone());
         s.condition(condition_types::DEGRADED, true, "InvalidSpec", problem.clone());
-        if s.status.started_at.is_none() || is_terminal(phase.as_deref()) {
+        if s.status.started_at.is_none() || is_terminal(phase.as_ref()) {
             s.condition(condition_types::PROGRESSING, false, "InvalidSpec", "fix the spec to start");
             return s.finish(Action::Idle);
         }
     }
 
     // A rollback that is under way continues whatever spec.state says (except Paused).
-    if phase.as_deref() == Some(results::ROLLING_BACK) {
+    if phase == Some(Stage::RollingBack) {
         if input.spec.state == MigrationState::Paused {
             return pause(s);
         }
@@ -297,8 +275,8 @@ pub fn decide(input: &Input) -> Decision {
         return drive_rollback(s);
     }
 
-    if is_terminal(phase.as_deref()) {
-        let failed = phase.as_deref() == Some(results::FAILED);
+    if is_terminal(phase.as_ref()) {
+        let failed = phase == Some(Stage::Failed);
         if failed && input.spec.state == MigrationState::Rollback {
             // The phase that failed may have half-applied changes: undo it too.
             let failed_phase =
@@ -329,7 +307,7 @@ pub fn decide(input: &Input) -> Decision {
             // A run that was never called changed nothing; one that was is undone first.
             let interrupted = s.status.current.take().filter(|cur| cur.attempt > 0).map(|cur| {
                 let message = format!("interrupted by rollback: {}", cur.message);
-                s.status.history.push(record_of(&cur, PhaseResult::Failed, message, s.now_str()));
+                s.status.history.push(record_of(&cur, PhaseResult::Failed, message, s.now_time()));
                 cur.name
             });
             start_rollback(&mut s, "requested by spec.state=Rollback".into(), interrupted);
@@ -352,7 +330,7 @@ pub fn decide(input: &Input) -> Decision {
                     );
                     return s.finish(Action::Idle);
                 };
-                s.status.started_at = Some(s.now_str());
+                s.status.started_at = Some(s.now_time());
                 let names: Vec<String> = sources.iter().map(|v| v.server.clone()).collect();
                 s.status.sources = sources;
                 let mode = if s.dry_run() { "plan" } else { "apply" };
@@ -370,7 +348,7 @@ pub fn decide(input: &Input) -> Decision {
 
 fn pause(mut s: Step) -> Decision {
     if s.status.paused_at.is_none() && s.status.started_at.is_some() {
-        s.status.paused_at = Some(s.now_str());
+        s.status.paused_at = Some(s.now_time());
         s.event(
             EventType::Normal,
             "Paused",
@@ -384,8 +362,8 @@ fn pause(mut s: Step) -> Decision {
 
 fn resume_if_paused(s: &mut Step) {
     if let Some(at) = s.status.paused_at.take() {
-        let paused = since(s.now(), &at);
-        let now = s.now_str();
+        let paused = since(s.now(), at);
+        let now = s.now_time();
         if let Some(cur) = &mut s.status.current {
             cur.paused_ms += paused.as_millis() as u64;
             // The stall clock restarts too: being paused is not being stuck.
@@ -396,12 +374,12 @@ fn resume_if_paused(s: &mut Step) {
 }
 
 fn terminal(mut s: Step) -> Decision {
-    let phase = s.status.phase.clone().unwrap_or_default();
-    let (ready, reason, message) = match phase.as_str() {
-        results::COMPLETED => (true, "Completed", "the cluster runs on the target vCenter".to_string()),
-        results::PLANNED => (true, "Planned", "plan written to status.plan; nothing was changed".to_string()),
-        results::ROLLED_BACK => (false, "RolledBack", "every completed phase was undone".to_string()),
-        results::ROLLBACK_FAILED => {
+    let phase = s.status.phase.clone();
+    let (ready, reason, message) = match phase {
+        Some(Stage::Completed) => (true, "Completed", "the cluster runs on the target vCenter".to_string()),
+        Some(Stage::Planned) => (true, "Planned", "plan written to status.plan; nothing was changed".to_string()),
+        Some(Stage::RolledBack) => (false, "RolledBack", "every completed phase was undone".to_string()),
+        Some(Stage::RollbackFailed) => {
             let failures = s.status.rollback.as_ref().map(|r| r.failures.join("; ")).unwrap_or_default();
             (false, "RollbackFailed", format!("rollback finished with failures: {failures}"))
         }
@@ -415,7 +393,7 @@ fn terminal(mut s: Step) -> Decision {
     s.condition(condition_types::READY, ready, reason, message.clone());
     s.condition(condition_types::PROGRESSING, false, reason, "finished");
     s.condition(condition_types::AWAITING_APPROVAL, false, reason, "finished");
-    let degraded = matches!(phase.as_str(), results::FAILED | results::ROLLBACK_FAILED);
+    let degraded = matches!(phase, Some(Stage::Failed | Stage::RollbackFailed));
     s.condition(
         condition_types::DEGRADED,
         degraded,
@@ -429,9 +407,8 @@ fn drive_forward(mut s: Step) -> Decision {
     if s.status.current.is_none() {
         let next = s.input.catalogue.phases.iter().find(|p| !succeeded(&s.status, &p.name)).map(|p| p.name.clone());
         let Some(next) = next else {
-            let done = if s.dry_run() { results::PLANNED } else { results::COMPLETED };
-            s.status.phase = Some(done.into());
-            s.status.finished_at = Some(s.now_str());
+            s.status.phase = Some(if s.dry_run() { Stage::Planned } else { Stage::Completed });
+            s.status.finished_at = Some(s.now_time());
             let msg = if s.dry_run() {
                 "plan complete: see status.plan"
             } else {
@@ -452,7 +429,7 @@ fn drive_forward(mut s: Step) -> Decision {
                 if !already {
                     s.event(EventType::Normal, "ApprovalNeeded", msg.clone());
                 }
-                s.status.phase = Some(next.clone());
+                s.status.phase = Some(Stage::Phase(next.clone()));
                 s.condition(condition_types::AWAITING_APPROVAL, true, "ApprovalRequired", msg.clone());
                 s.condition(condition_types::PROGRESSING, false, "AwaitingApproval", msg.clone());
                 s.condition(condition_types::READY, false, "AwaitingApproval", msg);
@@ -468,7 +445,7 @@ fn drive_forward(mut s: Step) -> Decision {
                     .unwrap_or_else(|| "unknown".into());
                 s.status.approvals.push(ApprovalRecord {
                     phase: next.clone(),
-                    approved_at: s.now_str(),
+                    approved_at: s.now_time(),
                     by: by.clone(),
                 });
                 s.event(EventType::Normal, "ApprovalReceived", format!("phase {next} approved by {by}"));
@@ -481,11 +458,11 @@ fn drive_forward(mut s: Step) -> Decision {
 }
 
 fn start_run(s: &mut Step, phase: &str, direction: Direction) {
-    let now = s.now_str();
+    let now = s.now_time();
     s.status.current = Some(CurrentPhase {
         name: phase.to_string(),
         direction,
-        started_at: now.clone(),
+        started_at: now,
         attempt: 0,
         failures: 0,
         progress: 0,
@@ -502,7 +479,7 @@ fn start_run(s: &mut Step, phase: &str, direction: Direction) {
     });
     match direction {
         Direction::Execute => {
-            s.status.phase = Some(phase.to_string());
+            s.status.phase = Some(Stage::Phase(phase.to_string()));
             let how = if s.dry_run() { " (plan mode)" } else { "" };
             s.event(EventType::Normal, "PhaseStarted", format!("phase {phase} started{how}"));
         }
@@ -529,14 +506,14 @@ fn call_current(mut s: Step) -> Decision {
     s.condition(condition_types::READY, false, "InProgress", format!("{verb} phase {}", cur.name));
 
     // Deadline: wall time of the run minus time spent paused.
-    let elapsed = since(s.now(), &cur.started_at).saturating_sub(Duration::from_millis(cur.paused_ms));
+    let elapsed = since(s.now(), cur.started_at).saturating_sub(Duration::from_millis(cur.paused_ms));
     let deadline = s.deadline(&cur.name);
     if elapsed > deadline {
         return fail_run(s, format!("deadline of {} exceeded; last status: {}", humanize(deadline), cur.message));
     }
 
     // Stall detection: no change of progress or message for too long.
-    let quiet = since(s.now(), &cur.progress_changed_at);
+    let quiet = since(s.now(), cur.progress_changed_at);
     let stall = s.stall_timeout();
     if quiet > stall {
         s.condition(
@@ -551,12 +528,12 @@ fn call_current(mut s: Step) -> Decision {
         s.condition(condition_types::DEGRADED, false, "AsExpected", "");
     }
 
-    if let Some(next) = cur.next_call_at.as_deref().and_then(parse_time) {
+    if let Some(next) = cur.next_call_at.map(Time::timestamp) {
         // Reconciles come from timers we set, spec edits and watch events on the objects
         // phases wait for. A wait ends early on such an event (rate-limited); a backoff
         // after a failure never does.
         let woken_early_ok = cur.delay == Some(Delay::Wait)
-            && cur.last_call_at.as_deref().is_none_or(|last| since(s.now(), last) >= MIN_CALL_INTERVAL);
+            && cur.last_call_at.is_none_or(|last| since(s.now(), last) >= MIN_CALL_INTERVAL);
         if next > s.now() && !woken_early_ok {
             return s.finish(Action::RequeueAt(next));
         }
@@ -576,9 +553,9 @@ fn start_rollback(s: &mut Step, reason: String, unfinished: Option<String>) {
             remaining.push(phase);
         }
     }
-    s.status.phase = Some(results::ROLLING_BACK.into());
+    s.status.phase = Some(Stage::RollingBack);
     s.status.rollback = Some(RollbackStatus {
-        started_at: s.now_str(),
+        started_at: s.now_time(),
         reason: reason.clone(),
         remaining: remaining.clone(),
         failures: Vec::new(),
@@ -603,8 +580,8 @@ fn drive_rollback(mut s: Step) -> Decision {
         return call_current(s);
     }
     let ok = rb.failures.is_empty();
-    s.status.phase = Some(if ok { results::ROLLED_BACK } else { results::ROLLBACK_FAILED }.into());
-    s.status.finished_at = Some(s.now_str());
+    s.status.phase = Some(if ok { Stage::RolledBack } else { Stage::RollbackFailed });
+    s.status.finished_at = Some(s.now_time());
     if ok {
         s.event(EventType::Normal, "RollbackFinished", "rollback finished: every completed phase was undone");
     } else {
@@ -617,12 +594,12 @@ fn drive_rollback(mut s: Step) -> Decision {
     terminal(s)
 }
 
-fn record_of(cur: &CurrentPhase, result: PhaseResult, message: String, now: String) -> PhaseRecord {
+fn record_of(cur: &CurrentPhase, result: PhaseResult, message: String, now: Time) -> PhaseRecord {
     PhaseRecord {
         phase: cur.name.clone(),
         direction: cur.direction,
         result,
-        started_at: cur.started_at.clone(),
+        started_at: cur.started_at,
         finished_at: now,
         attempts: cur.attempt,
         message,
@@ -634,7 +611,7 @@ fn record_of(cur: &CurrentPhase, result: PhaseResult, message: String, now: Stri
 /// The current run failed for good.
 fn fail_run(mut s: Step, message: String) -> Decision {
     let cur = s.status.current.take().expect("a current run");
-    s.status.history.push(record_of(&cur, PhaseResult::Failed, message.clone(), s.now_str()));
+    s.status.history.push(record_of(&cur, PhaseResult::Failed, message.clone(), s.now_time()));
     match cur.direction {
         Direction::Execute => {
             s.event(EventType::Warning, "PhaseFailed", format!("phase {} failed: {message}", cur.name));
@@ -642,8 +619,8 @@ fn fail_run(mut s: Step, message: String) -> Decision {
                 start_rollback(&mut s, format!("phase {} failed: {message}", cur.name), Some(cur.name.clone()));
                 drive_rollback(s)
             } else {
-                s.status.phase = Some(results::FAILED.into());
-                s.status.finished_at = Some(s.now_str());
+                s.status.phase = Some(Stage::Failed);
+                s.status.finished_at = Some(s.now_time());
                 terminal(s)
             }
         }
@@ -664,7 +641,7 @@ pub fn record(input: &Input, result: CallResult) -> Decision {
         return decide(input);
     };
     cur.attempt += 1;
-    cur.last_call_at = Some(s.now_str());
+    cur.last_call_at = Some(s.now_time());
     let plan = s.dry_run() && cur.direction == Direction::Execute;
 
     let finished = match result {
@@ -676,28 +653,28 @@ pub fn record(input: &Input, result: CallResult) -> Decision {
         }
         CallResult::Wait { after, progress, message } => {
             if progress != cur.progress || message != cur.message {
-                cur.progress_changed_at = s.now_str();
+                cur.progress_changed_at = s.now_time();
             }
             cur.progress = progress.min(100);
             cur.message = message;
             cur.failures = 0;
             let after = after.clamp(MIN_CALL_INTERVAL, MAX_WAIT);
-            cur.next_call_at = Some(format_time(add(s.now(), after)));
+            cur.next_call_at = Some(Time::from(add(s.now(), after)));
             cur.delay = Some(Delay::Wait);
             s.status.current = Some(cur);
             return continue_after(s);
         }
         CallResult::Failed { message, retryable } => {
-            let elapsed = since(s.now(), &cur.started_at).saturating_sub(Duration::from_millis(cur.paused_ms));
+            let elapsed = since(s.now(), cur.started_at).saturating_sub(Duration::from_millis(cur.paused_ms));
             let deadline = s.deadline(&cur.name);
             if retryable && elapsed < deadline {
                 cur.failures += 1;
                 let backoff = backoff(cur.failures);
-                cur.next_call_at = Some(format_time(add(s.now(), backoff)));
+                cur.next_call_at = Some(Time::from(add(s.now(), backoff)));
                 cur.delay = Some(Delay::Backoff);
                 let text = format!("retrying in {} after: {message}", humanize(backoff));
                 if text != cur.message {
-                    cur.progress_changed_at = s.now_str();
+                    cur.progress_changed_at = s.now_time();
                 }
                 cur.message = text;
                 if cur.failures == 1 || cur.failures % 5 == 0 {
@@ -728,7 +705,7 @@ pub fn record(input: &Input, result: CallResult) -> Decision {
 
     let message = finished.expect("done");
     let result = if plan { PhaseResult::Planned } else { PhaseResult::Succeeded };
-    s.status.history.push(record_of(&cur, result, message.clone(), s.now_str()));
+    s.status.history.push(record_of(&cur, result, message.clone(), s.now_time()));
     s.status.current = None;
     match cur.direction {
         Direction::Execute => {
@@ -756,7 +733,7 @@ pub fn record(input: &Input, result: CallResult) -> Decision {
 fn continue_after(mut s: Step) -> Decision {
     let cur = s.status.current.clone().expect("a current run");
     mark_running(&mut s, &cur);
-    let next = cur.next_call_at.as_deref().and_then(parse_time).unwrap_or(s.now());
+    let next = cur.next_call_at.map_or(s.now(), Time::timestamp);
     s.finish(Action::RequeueAt(next))
 }
 

@@ -136,7 +136,7 @@ fn starting_records_the_sources_once_and_calls_the_first_phase() {
     let mut w = World::new(json!({}));
     assert_eq!(w.decide(), call("Preflight", Direction::Execute, 1));
     assert_eq!(w.status.sources, vec![crate::api::SourceVCenter { server: "vc-a".into(), port: 443 }]);
-    assert_eq!(w.status.phase.as_deref(), Some("Preflight"));
+    assert_eq!(w.status.phase, Some(Stage::Phase("Preflight".into())));
     assert_eq!(w.reasons(), vec!["MigrationStarted", "PhaseStarted"]);
     assert_eq!(w.cond("Progressing").0, "True");
 }
@@ -160,7 +160,7 @@ fn done_advances_to_the_next_phase_and_the_last_completes() {
     assert_eq!(w.status.progress.as_deref(), Some("1/3 (33%)"));
     w.record(done("ok"));
     assert_eq!(w.record(done("ok")), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::COMPLETED));
+    assert_eq!(w.status.phase, Some(Stage::Completed));
     assert_eq!(w.cond("Ready"), ("True".into(), "Completed".into()));
     assert_eq!(w.cond("RollbackAvailable").0, "False");
     // Terminal: a later reconcile never runs a phase again.
@@ -180,10 +180,7 @@ fn history_records_real_start_and_finish_times() {
     assert_eq!(w.decide(), call("Preflight", Direction::Execute, 2));
     w.record(done("ok"));
     let h = &w.status.history[0];
-    assert_eq!(
-        (h.started_at.as_str(), h.finished_at.as_str(), h.attempts),
-        (format_time(t(0)).as_str(), format_time(t(40)).as_str(), 2)
-    );
+    assert_eq!((h.started_at, h.finished_at, h.attempts), (Time::from(t(0)), Time::from(t(40)), 2));
 }
 
 #[test]
@@ -237,7 +234,7 @@ fn a_permanent_failure_is_recorded_and_rolls_back_newest_first_including_the_fai
     w.record(done("preflight ok"));
     w.record(done("secrets ok"));
     let action = w.record(failed("tag category has a different cardinality", false));
-    assert_eq!(w.status.phase.as_deref(), Some(results::ROLLING_BACK));
+    assert_eq!(w.status.phase, Some(Stage::RollingBack));
     let rb = w.status.rollback.clone().unwrap();
     assert_eq!(rb.remaining, vec!["CreateTags".to_string(), "UpdateSecrets".to_string()], "Preflight has no rollback");
     assert!(rb.reason.contains("CreateTags failed"));
@@ -245,7 +242,7 @@ fn a_permanent_failure_is_recorded_and_rolls_back_newest_first_including_the_fai
     assert_eq!(w.status.history.last().unwrap().result, PhaseResult::Failed);
     assert_eq!(w.record(done("tags removed")), call("UpdateSecrets", Direction::Rollback, 1));
     assert_eq!(w.record(done("keys removed")), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::ROLLED_BACK));
+    assert_eq!(w.status.phase, Some(Stage::RolledBack));
     assert_eq!(w.cond("Ready"), ("False".into(), "RolledBack".into()));
     assert!(w.reasons().ends_with(&["RollbackStepCompleted", "RollbackFinished"]));
 }
@@ -262,7 +259,7 @@ fn rollback_runs_once_and_never_loops() {
     assert_eq!(w.decide(), call("UpdateSecrets", Direction::Rollback, 1));
     assert!(w.status.history.iter().all(|h| h.phase != "CreateTags"));
     assert_eq!(w.record(done("undone")), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::ROLLED_BACK));
+    assert_eq!(w.status.phase, Some(Stage::RolledBack));
     for _ in 0..5 {
         w.advance(60);
         assert_eq!(w.decide(), Action::Idle);
@@ -284,7 +281,7 @@ fn a_rollback_requested_mid_phase_undoes_the_interrupted_phase_first() {
     assert!(interrupted.message.starts_with("interrupted by rollback"));
     w.record(done("undone"));
     w.record(done("undone"));
-    assert_eq!(w.status.phase.as_deref(), Some(results::ROLLED_BACK));
+    assert_eq!(w.status.phase, Some(Stage::RolledBack));
     for _ in 0..3 {
         w.advance(120);
         assert_eq!(w.decide(), Action::Idle);
@@ -303,7 +300,7 @@ fn rollback_failures_are_recorded_the_sequence_continues_and_ends_rollback_faile
     // Completed: no rollback any more.
     w.spec.state = MigrationState::Rollback;
     assert_eq!(w.decide(), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::COMPLETED));
+    assert_eq!(w.status.phase, Some(Stage::Completed));
 
     let mut w = World::new(json!({}));
     w.decide();
@@ -313,11 +310,7 @@ fn rollback_failures_are_recorded_the_sequence_continues_and_ends_rollback_faile
     w.decide();
     let action = w.record(failed("cannot restore vsphere-creds: checksum mismatch", false));
     assert_eq!(action, Action::Idle);
-    assert_eq!(
-        w.status.phase.as_deref(),
-        Some(results::ROLLBACK_FAILED),
-        "a failed rollback is never reported as success"
-    );
+    assert_eq!(w.status.phase, Some(Stage::RollbackFailed), "a failed rollback is never reported as success");
     assert_eq!(
         w.status.rollback.as_ref().unwrap().failures,
         vec!["UpdateSecrets: cannot restore vsphere-creds: checksum mismatch".to_string()]
@@ -332,7 +325,7 @@ fn a_failure_without_rollback_on_failure_stops_and_waits_for_the_user() {
     w.decide();
     w.record(done("ok"));
     assert_eq!(w.record(failed("no credentials for vc-b", false)), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::FAILED));
+    assert_eq!(w.status.phase, Some(Stage::Failed));
     assert_eq!(w.cond("Ready"), ("False".into(), "Failed".into()));
     assert!(w.status.condition("Ready").unwrap().message.contains("no credentials for vc-b"));
     assert_eq!(w.cond("RollbackAvailable").0, "True");
@@ -351,7 +344,7 @@ fn a_retryable_failure_fails_for_good_at_the_deadline() {
     assert_eq!(w.decide(), Action::Idle);
     let last = w.status.history.last().unwrap();
     assert!(last.message.contains("deadline of 1m00s exceeded"), "{}", last.message);
-    assert_eq!(w.status.phase.as_deref(), Some(results::FAILED));
+    assert_eq!(w.status.phase, Some(Stage::Failed));
 }
 
 #[test]
@@ -361,7 +354,7 @@ fn a_wait_past_the_deadline_fails() {
     w.record(CallResult::Wait { after: Duration::from_secs(600), progress: 1, message: "0/3 workers ready".into() });
     w.advance(601);
     w.decide();
-    assert_eq!(w.status.phase.as_deref(), Some(results::FAILED));
+    assert_eq!(w.status.phase, Some(Stage::Failed));
     assert!(w.status.history[0].message.contains("0/3 workers ready"), "the failure says what it was waiting for");
 }
 
@@ -399,7 +392,7 @@ fn manual_mode_blocks_before_every_phase_until_approved() {
     assert_eq!(w.status.approvals[0].by, "kubectl-vsm");
     assert_eq!(w.cond("AwaitingApproval").0, "False");
     assert_eq!(w.record(done("ok")), Action::Idle, "the next phase needs its own approval");
-    assert_eq!(w.status.phase.as_deref(), Some("UpdateSecrets"));
+    assert_eq!(w.status.phase, Some(Stage::Phase("UpdateSecrets".into())));
     assert!(w.reasons().contains(&"ApprovalReceived"));
 }
 
@@ -439,7 +432,7 @@ fn plan_mode_runs_every_phase_dry_without_waiting_or_approvals_and_ends_planned(
     assert_eq!(w.status.plan[0].waits, vec!["would wait for 3 workers".to_string()]);
     w.record(done("planned"));
     assert_eq!(w.record(done("planned")), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::PLANNED));
+    assert_eq!(w.status.phase, Some(Stage::Planned));
     assert!(w.status.history.iter().all(|h| h.result == PhaseResult::Planned));
 }
 
@@ -448,7 +441,7 @@ fn plan_mode_failures_never_roll_back() {
     let mut w = World::new(json!({"mode": "Plan"}));
     w.decide();
     assert_eq!(w.record(failed("target datastore missing", false)), Action::Idle);
-    assert_eq!(w.status.phase.as_deref(), Some(results::FAILED));
+    assert_eq!(w.status.phase, Some(Stage::Failed));
     assert!(w.status.rollback.is_none());
 }
 
@@ -475,7 +468,7 @@ fn an_invalid_spec_names_the_field_and_does_not_start() {
 fn conditions_carry_the_generation_and_keep_transition_times() {
     let mut w = World::new(json!({}));
     w.decide();
-    let first = w.status.condition("Progressing").unwrap().last_transition_time.clone();
+    let first = w.status.condition("Progressing").unwrap().last_transition_time;
     w.advance(30);
     w.record(CallResult::Wait { after: Duration::from_secs(5), progress: 5, message: "a".into() });
     let c = w.status.condition("Progressing").unwrap();

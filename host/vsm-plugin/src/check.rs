@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
-use vsm_host::api::MigrationSpec;
+use vsm_api::MigrationSpec;
 use vsm_host::backends::journal::{Entry, EntryKind};
 use vsm_host::backends::kubernetes::{get_json, strip_server_fields};
 use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};

@@ -60,9 +60,10 @@ pub fn scaffold(s: &Scaffold, dir: &Path) -> Result<Vec<PathBuf>, Error> {
             s.name
         )));
     }
-    let phase = vsm_host::api::PHASES.iter().find(|p| p.eq_ignore_ascii_case(&s.phase)).ok_or_else(|| {
-        Error::Usage(format!("{} is not a phase; phases: {}", s.phase, vsm_host::api::PHASES.join(", ")))
-    })?;
+    let phase = vsm_api::PHASES
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(&s.phase))
+        .ok_or_else(|| Error::Usage(format!("{} is not a phase; phases: {}", s.phase, vsm_api::PHASES.join(", "))))?;
     if dir.exists() {
         return Err(Error::Usage(format!("{} exists already", dir.display())));
     }

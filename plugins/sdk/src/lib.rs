@@ -48,7 +48,11 @@ mod host;
 mod object;
 pub mod patch;
 pub mod selector;
-pub mod spec;
+/// The `VSphereMigration` spec a phase is called for (from `vsm-api`).
+pub mod spec {
+    pub use vsm_api::PHASES;
+    pub use vsm_api::spec::*;
+}
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod types;

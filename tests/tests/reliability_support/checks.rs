@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use vsm_host::api::{Direction, PhaseResult, VSphereMigration};
+use vsm_api::{Direction, PhaseResult, VSphereMigration};
 use vsm_testenv::TestEnv;
 use vsm_testenv::harness::NAMESPACE;
 use vsm_testenv::sim::objects as o;

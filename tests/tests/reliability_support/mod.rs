@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use vsm_host::api::{MigrationSpec, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{MigrationSpec, Stage, Time, VSphereMigration, VSphereMigrationSpec};
 use vsm_testenv::harness::{NAMESPACE, TARGET_CREDS, ensure_secrets, target_spec};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
 use vsm_testenv::{TestEnv, TestEnvOptions};
@@ -340,7 +340,7 @@ impl Lab {
 
 /// `status.phase` (empty before the start).
 pub fn phase(m: &VSphereMigration) -> String {
-    m.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    m.status.as_ref().and_then(|s| s.phase.as_ref()).map(Stage::to_string).unwrap_or_default()
 }
 
 /// The phase being worked on (name), if any.
@@ -357,10 +357,7 @@ pub fn condition(m: &VSphereMigration, type_: &str) -> (String, String, String) 
         .unwrap_or_default()
 }
 
-/// Seconds between two RFC 3339 timestamps of the status.
-pub fn seconds_between(a: &str, b: &str) -> f64 {
-    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
-        (Ok(a), Ok(b)) => b.duration_since(a).as_secs_f64(),
-        _ => f64::NAN,
-    }
+/// Seconds from `a` to `b` (times of the status).
+pub fn seconds_between(a: Time, b: Time) -> f64 {
+    b.seconds_since(a) as f64
 }

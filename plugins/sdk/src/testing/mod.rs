@@ -67,11 +67,7 @@ use kube::{Key, Store};
 use vsphere::{Inventory, folder_levels};
 
 /// Which of a phase's functions a call runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Execute,
-    Rollback,
-}
+pub use vsm_api::Direction;
 
 /// One change plan mode recorded instead of making it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,20 +1,23 @@
 //! `VSphereMigration.status`: everything the operator knows about a migration's progress.
-//! No secret ever goes here: backups are referenced by name and checksum only.
+//! No secret ever goes here: backups are referenced by name and checksum only. Written only
+//! by the operator (server-side apply); `kubectl-vsm` and the tests read it.
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Timestamps are RFC 3339 strings (UTC, second precision), as Kubernetes writes them.
-pub type Timestamp = String;
+#[cfg(feature = "schema")]
+use schemars::JsonSchema;
+
+use crate::{Direction, Stage, Time};
 
 /// The observed state of a migration.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
     /// The phase running now, or the result: Completed, Planned, Failed, RollingBack,
     /// RolledBack, RollbackFailed. Empty until the migration starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Stage>,
 
     /// Overall progress, e.g. "7/16 (44%)".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,10 +27,10 @@ pub struct MigrationStatus {
     pub observed_generation: Option<i64>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Timestamp>,
+    pub started_at: Option<Time>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Timestamp>,
+    pub finished_at: Option<Time>,
 
     /// The vCenters that were the source when the migration started; recorded once, so no
     /// later phase can mistake the target for the source.
@@ -64,29 +67,25 @@ pub struct MigrationStatus {
     /// When the migration was paused (spec.state Paused); the current run's deadline
     /// does not run while paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused_at: Option<Timestamp>,
+    pub paused_at: Option<Time>,
 }
 
 /// A source vCenter as the Infrastructure named it when the migration started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct SourceVCenter {
     pub server: String,
     pub port: u16,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum Direction {
-    Execute,
-    Rollback,
-}
-
 /// The phase being worked on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentPhase {
     pub name: String,
     pub direction: Direction,
-    pub started_at: Timestamp,
+    pub started_at: Time,
     /// Calls made so far in this run.
     pub attempt: u32,
     /// Consecutive retryable failures (for backoff).
@@ -95,16 +94,16 @@ pub struct CurrentPhase {
     pub progress: u8,
     pub message: String,
     /// When progress or message last changed (stall detection).
-    pub progress_changed_at: Timestamp,
+    pub progress_changed_at: Time,
     /// Earliest time of the next call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_call_at: Option<Timestamp>,
+    pub next_call_at: Option<Time>,
     /// Why the next call is delayed: a wait the phase asked for (ended early by watch
     /// events) or a backoff after a failure (never shortened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_call_at: Option<Timestamp>,
+    pub last_call_at: Option<Time>,
     /// Milliseconds this run spent paused (not counted against the deadline).
     #[serde(default)]
     pub paused_ms: u64,
@@ -125,13 +124,15 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum Delay {
     Wait,
     Backoff,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginRef {
     pub component: String,
@@ -140,7 +141,8 @@ pub struct PluginRef {
 }
 
 /// How a phase run (or rollback step) ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum PhaseResult {
     Succeeded,
     Failed,
@@ -149,14 +151,15 @@ pub enum PhaseResult {
 }
 
 /// One finished phase run or rollback step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseRecord {
     pub phase: String,
     pub direction: Direction,
     pub result: PhaseResult,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
+    pub started_at: Time,
+    pub finished_at: Time,
     pub attempts: u32,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,10 +171,11 @@ pub struct PhaseRecord {
 }
 
 /// The rollback sequence: the phases to undo, newest first.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackStatus {
-    pub started_at: Timestamp,
+    pub started_at: Time,
     /// Why: "requested" (spec.state Rollback) or the failure that triggered it.
     pub reason: String,
     /// Phases still to undo, in order.
@@ -182,17 +186,19 @@ pub struct RollbackStatus {
     pub failures: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRecord {
     pub phase: String,
-    pub approved_at: Timestamp,
+    pub approved_at: Time,
     /// The field manager that added the approval (who approved).
     pub by: String,
 }
 
 /// A standard Kubernetes condition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -201,13 +207,14 @@ pub struct Condition {
     pub status: String,
     pub reason: String,
     pub message: String,
-    pub last_transition_time: Timestamp,
+    pub last_transition_time: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 
 /// Plan mode: what one phase would change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedPhase {
     pub phase: String,
@@ -217,7 +224,8 @@ pub struct PlannedPhase {
     pub waits: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedChange {
     /// "kube" or "vsphere".
@@ -232,7 +240,8 @@ pub struct PlannedChange {
 }
 
 /// A backup Secret owned by the migration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRef {
     /// Secret name (in the migration's namespace).
@@ -250,5 +259,41 @@ pub struct BackupRef {
 impl MigrationStatus {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status as the operator writes it: reading and writing it again changes nothing.
+    #[test]
+    fn the_wire_format_round_trips() {
+        let written = serde_json::json!({
+            "phase": "CreateTags", "progress": "4/16 (25%)", "observedGeneration": 3,
+            "startedAt": "2025-01-01T00:00:00Z", "pausedAt": "2025-01-01T00:09:00Z",
+            "sources": [{"server": "vc-a", "port": 443}],
+            "current": {"name": "CreateTags", "direction": "Execute", "startedAt": "2025-01-01T00:05:00Z",
+                "attempt": 2, "failures": 1, "progress": 40, "message": "retrying",
+                "progressChangedAt": "2025-01-01T00:06:00Z", "nextCallAt": "2025-01-01T00:06:02Z",
+                "delay": "Backoff", "lastCallAt": "2025-01-01T00:06:00Z", "pausedMs": 0,
+                "plugin": {"component": "create-tags", "version": "0.1.0", "sha256": "ab"},
+                "instance": "op-1", "resumed": 1},
+            "history": [{"phase": "Preflight", "direction": "Rollback", "result": "Succeeded",
+                "startedAt": "2025-01-01T00:00:00Z", "finishedAt": "2025-01-01T00:00:07Z", "attempts": 1,
+                "message": "ok"}],
+            "rollback": {"startedAt": "2025-01-01T00:07:00Z", "reason": "requested", "remaining": ["Backup"],
+                "failures": ["UpdateSecrets: gone"]},
+            "approvals": [{"phase": "Preflight", "approvedAt": "2025-01-01T00:00:00Z", "by": "kubectl-vsm"}],
+            "conditions": [{"type": "Ready", "status": "False", "reason": "InProgress", "message": "",
+                "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 3}],
+            "plan": [{"phase": "Backup", "changes": [{"system": "kube", "action": "create", "target": "Secret a/b"}]}],
+            "backups": [{"name": "b", "subject": "Secret a/b", "phase": "Backup", "kind": "snapshot",
+                "sha256": "cd", "size": 10}]
+        });
+        let status: MigrationStatus = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(status.phase, Some(Stage::Phase("CreateTags".into())));
+        assert_eq!(status.current.as_ref().unwrap().next_call_at, Some("2025-01-01T00:06:02Z".parse().unwrap()));
+        assert_eq!(serde_json::to_value(&status).unwrap(), written);
     }
 }

@@ -1,32 +1,16 @@
-//! The `VSphereMigration` spec, shared by the host (which derives the CRD schema from it)
-//! and the phases (which read it from the call context).
+//! `VSphereMigration.spec`: what a user asks for. The operator derives the CRD schema from
+//! it (feature `schema`: the CEL rules the API server checks are attributes here); the
+//! phases read it from their call context.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "schema")]
-use schemars::JsonSchema;
+use crate::PHASES;
 
-/// Every phase, in the order a migration runs them.
-pub const PHASES: [&str; 16] = [
-    "Preflight",
-    "Backup",
-    "DisableCVO",
-    "UpdateSecrets",
-    "CreateTags",
-    "CreateFolder",
-    "DeleteCPMS",
-    "UpdateInfrastructure",
-    "UpdateConfig",
-    "RestartPods",
-    "MonitorHealth",
-    "CreateWorkers",
-    "RecreateCPMS",
-    "ScaleOldMachines",
-    "Cleanup",
-    "Verify",
-];
+#[cfg(feature = "schema")]
+use schemars::JsonSchema;
 
 /// The desired state of a migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

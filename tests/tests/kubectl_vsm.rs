@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubectl_vsm::{BackupCheck, Command, Error, Global, Output, Style, Verdict};
 use serde_json::json;
-use vsm_host::api::{ApprovalMode, MigrationState, Mode, PlannedPhase, VSphereMigration, VSphereMigrationSpec};
+use vsm_api::{
+    ApprovalMode, MigrationSpec, MigrationState, Mode, PlannedPhase, Stage, VSphereMigration, VSphereMigrationSpec,
+};
 use vsm_host::operator::Operator;
 use vsm_testenv::TestEnv;
 use vsm_testenv::deploy;
@@ -66,14 +68,15 @@ async fn until(
 
 fn awaiting(m: &VSphereMigration, phase: &str) -> bool {
     let s = m.status.clone().unwrap_or_default();
-    s.phase.as_deref() == Some(phase) && s.condition("AwaitingApproval").is_some_and(|c| c.status == "True")
+    s.phase.as_ref().and_then(Stage::phase) == Some(phase)
+        && s.condition("AwaitingApproval").is_some_and(|c| c.status == "True")
 }
 
-fn result(m: &VSphereMigration) -> Option<String> {
+fn result(m: &VSphereMigration) -> Option<Stage> {
     m.status.as_ref().filter(|s| s.finished_at.is_some()).and_then(|s| s.phase.clone())
 }
 
-async fn create(env: &TestEnv, name: &str, edit: impl FnOnce(&mut vsm_host::api::MigrationSpec)) -> Result<()> {
+async fn create(env: &TestEnv, name: &str, edit: impl FnOnce(&mut MigrationSpec)) -> Result<()> {
     let mut spec = target_spec(env);
     spec.health.stability_window = Some("5s".into());
     edit(&mut spec);
@@ -125,11 +128,11 @@ async fn a_user_plans_approves_pauses_verifies_and_rolls_back_with_kubectl_vsm()
     let json: Vec<PlannedPhase> =
         serde_json::from_str(&vsm(&env, Output::Json, Command::Plan { name: Some("preview".into()) }).await?)?;
     assert_eq!(json, m.status.clone().unwrap().plan);
-    if result(&m).as_deref() != Some("Planned") {
+    if result(&m) != Some(Stage::Planned) {
         // A plan that failed part-way is a failed migration: it must be rolled back (which
         // undoes nothing, as nothing was changed) before it may be deleted.
         ok(&env, Command::Rollback { name: Some("preview".into()) }).await?;
-        let m = until(&env, "preview", "rolled back", |m| result(m).as_deref() == Some("RolledBack")).await?;
+        let m = until(&env, "preview", "rolled back", |m| result(m) == Some(Stage::RolledBack)).await?;
         assert!(m.status.unwrap().backups.is_empty(), "a plan writes no backups");
     }
     let api: Api<VSphereMigration> = Api::namespaced(env.client(), NAMESPACE);
@@ -218,7 +221,7 @@ async fn a_user_plans_approves_pauses_verifies_and_rolls_back_with_kubectl_vsm()
     let said = ok(&env, Command::Rollback { name: None }).await?;
     assert!(said.contains("undoing CreateTags, UpdateSecrets, DisableCVO, Backup, Preflight"), "{said}");
     let m = until(&env, "walkthrough", "rolled back", |m| result(m).is_some()).await?;
-    assert_eq!(result(&m).as_deref(), Some("RolledBack"), "{:?}", m.status);
+    assert_eq!(result(&m), Some(Stage::RolledBack), "{:?}", m.status);
     let status = ok(&env, Command::Status { name: None }).await?;
     assert!(status.contains("undone"), "{status}");
     assert!(ok(&env, Command::Rollback { name: None }).await?.contains("requested already"));
@@ -240,9 +243,9 @@ async fn a_user_plans_approves_pauses_verifies_and_rolls_back_with_kubectl_vsm()
     assert!(err.to_string().contains("no VSphereMigration in namespace default"), "{err}");
 
     // The binary: JSON output, no colour when piped, colour when forced, exit status 1 when refused.
-    let bin = env!("CARGO_BIN_EXE_kubectl-vsm");
+    let bin = vsm_testenv::workspace::binary("kubectl-vsm", "kubectl-vsm")?;
     let run = |args: &[&str]| {
-        std::process::Command::new(bin)
+        std::process::Command::new(&bin)
             .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
             .args(args)
             .env_remove("NO_COLOR")
