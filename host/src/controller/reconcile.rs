@@ -24,7 +24,7 @@ use crate::machine::{
 };
 use crate::metrics::{OutcomeLabels, PhaseLabels, ReconcileLabels};
 use crate::runtime::bindings::{CallContext, Migration, Outcome};
-use crate::runtime::{Direction as CallDirection, LoadedPlugin, RuntimeError};
+use crate::runtime::{LoadedPlugin, RuntimeError};
 
 /// Calls made in one reconcile before yielding to others.
 const MAX_CALLS_PER_RECONCILE: usize = 16;
@@ -525,13 +525,9 @@ async fn call(
         dry_run,
         started_at_ms,
     };
-    let call_direction = match direction {
-        Direction::Execute => CallDirection::Execute,
-        Direction::Rollback => CallDirection::Rollback,
-    };
     let servers: Vec<String> = sources.into_iter().chain(targets).collect();
     let t0 = Instant::now();
-    let result = plugin.call(call_backends.backends.clone(), context, call_direction, servers).await;
+    let result = plugin.call(call_backends.backends.clone(), context, direction, servers).await;
     let labels = PhaseLabels { phase: plugin.info.name.clone(), direction: direction.label().into() };
     ctx.metrics.call_duration.get_or_create(&labels).observe(t0.elapsed().as_secs_f64());
     ctx.metrics.vcenter_sessions.set(ctx.ops.vsphere.stats().open_sessions);

@@ -35,12 +35,8 @@ pub struct CallScope {
     pub direction: Direction,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Execute,
-    Rollback,
-}
+/// Execute or rollback: the API's own type.
+pub use crate::api::Direction;
 
 /// A resolved Kubernetes type: what RBAC-style grants are written against.
 #[derive(Debug, Clone, PartialEq, Eq)]
