@@ -135,15 +135,30 @@ struct Facts {
     blocked_by: Option<String>,
     invalid: Option<String>,
     sources: Option<Vec<crate::api::SourceVCenter>>,
+    /// Whether `invalid` was checked (reading the Secrets the spec names), or left out
+    /// because the decision did not need it.
+    validated: bool,
 }
 
-async fn gather(ctx: &Context, m: &VSphereMigration) -> Facts {
+/// Whether the spec must be checked against the cluster before deciding at all: it was
+/// edited since the status was written, the status shows it invalid (so the condition
+/// clears once the Secret is fixed), or the migration is about to start. Otherwise the
+/// check waits until a phase is about to be called: most reconciles only find a waiting
+/// phase rate-limited, and need no read of the cluster.
+fn validate_first(m: &VSphereMigration, status: &MigrationStatus) -> bool {
+    let edited = status.observed_generation != m.metadata.generation;
+    let shown_invalid = status.condition(condition_types::DEGRADED).is_some_and(|c| c.reason == "InvalidSpec");
+    edited || shown_invalid || status.started_at.is_none()
+}
+
+async fn gather(ctx: &Context, m: &VSphereMigration, validate: bool) -> Facts {
     let status = m.status.clone().unwrap_or_default();
     let (catalogue, missing_plugins) = catalogue(ctx, m);
     let ns = m.metadata.namespace.clone().unwrap_or_default();
     let terminal = status.finished_at.is_some();
     let mut invalid = None;
-    if !terminal
+    if validate
+        && !terminal
         && m.spec.state != MigrationState::Pending
         && let Err(problem) = crate::facts::validate_spec(&ctx.ops.client, &ns, &m.spec).await
     {
@@ -151,7 +166,7 @@ async fn gather(ctx: &Context, m: &VSphereMigration) -> Facts {
     }
     let mut sources = None;
     let mut blocked_by = None;
-    if status.started_at.is_none() && m.spec.state == MigrationState::Running && invalid.is_none() {
+    if validate && status.started_at.is_none() && m.spec.state == MigrationState::Running && invalid.is_none() {
         match crate::facts::discover_sources(&ctx.ops.client, &m.spec).await {
             Ok(found) => sources = Some(found),
             Err(problem) => invalid = Some(problem),
@@ -173,7 +188,7 @@ async fn gather(ctx: &Context, m: &VSphereMigration) -> Facts {
                 });
         }
     }
-    Facts { catalogue, missing_plugins, blocked_by, invalid, sources }
+    Facts { catalogue, missing_plugins, blocked_by, invalid, sources, validated: validate }
 }
 
 /// Conditions the controller owns beside the state machine's.
@@ -325,7 +340,8 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
         if m.status.as_ref().is_none_or(|s| s.started_at.is_none()) { Some(ctx.start_lock.lock().await) } else { None };
     let generation = m.metadata.generation.unwrap_or_default();
     let mut calls = 0;
-    let mut facts = gather(&ctx, &m).await;
+    let mut facts =
+        gather(&ctx, &m, validate_first(&m, m.status.as_ref().unwrap_or(&MigrationStatus::default()))).await;
     let status = m.status.clone().unwrap_or_default();
     let approvals = approvals_seen(&m);
     let input = |status: &'_ MigrationStatus, facts: &'_ Facts| -> Decision {
@@ -342,6 +358,11 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Context>) -> Result<
         })
     };
     let mut decision = input(&status, &facts);
+    if matches!(decision.action, Next::Call { .. }) && !facts.validated {
+        // A phase is due: now the spec is checked against the cluster, and decided on again.
+        facts = gather(&ctx, &m, true).await;
+        decision = input(&status, &facts);
+    }
 
     loop {
         let before = m.status.clone().unwrap_or_default();
