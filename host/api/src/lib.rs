@@ -11,7 +11,7 @@
 //!
 //! Without features the crate is plain serde types, light enough for the phase components
 //! (wasm32-wasip2). Feature `schema` adds JSON schemas; feature `crd` adds the custom
-//! resource itself ([`VSphereMigration`], kube's derive) and [`crd_yaml`], from which
+//! resource itself (`VSphereMigration`, kube's derive) and `crd_yaml()`, from which
 //! `cargo xtask crds` writes `crds/`.
 
 #[cfg(feature = "crd")]

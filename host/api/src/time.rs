@@ -13,7 +13,8 @@ use std::time::Duration;
 use jiff::{Timestamp, Unit};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A point in time with second precision; serialised as `YYYY-MM-DDTHH:MM:SSZ`.
+/// A point in time with second precision; serialised as `YYYY-MM-DDTHH:MM:SSZ`. The
+/// default (for records that derive `Default`) is the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(Timestamp);
 
