@@ -25,15 +25,8 @@ use crate::runtime::bindings::ObjectRef;
 /// Largest entry: a Secret holds at most 1 MiB, base64 and metadata included.
 pub const MAX_ENTRY_BYTES: usize = 700 << 10;
 
-pub mod labels {
-    pub const MIGRATION_UID: &str = "migration.openshift.io/migration-uid";
-    pub const PHASE: &str = "migration.openshift.io/phase";
-    pub const KIND: &str = "migration.openshift.io/backup-kind";
-    pub const SUBJECT: &str = "migration.openshift.io/subject";
-    pub const SHA256: &str = "migration.openshift.io/sha256";
-    pub const SEQUENCE: &str = "migration.openshift.io/sequence";
-    pub const RESTORED: &str = "migration.openshift.io/restored-at";
-}
+/// The label and annotation keys of the entries (the API's, which `kubectl vsm` reads too).
+pub use crate::api::labels;
 
 const DATA_KEY: &str = "entry.json";
 
