@@ -167,7 +167,7 @@ impl MigrationBackends {
             migration_namespace: namespace.clone(),
             sources,
         };
-        let live_vsphere = Arc::new(LiveVsphere { endpoints, pool: ctx.vsphere.clone(), outputs: outputs.clone() });
+        let live_vsphere = Arc::new(LiveVsphere::new(endpoints, ctx.vsphere.clone(), outputs.clone()));
         let fenced = |inner: Arc<dyn VsphereBackend>| -> Arc<dyn VsphereBackend> {
             Arc::new(fencing::FencedVsphere { inner, leader: ctx.leader.clone() })
         };

@@ -225,13 +225,25 @@ pub struct LiveVsphere {
     pub endpoints: Endpoints,
     pub pool: vs::SessionPool,
     pub outputs: Outputs,
+    /// The session of each server, resolved (credentials read) once per phase call.
+    clients: tokio::sync::Mutex<std::collections::HashMap<String, Arc<vs::Client>>>,
 }
 
 impl LiveVsphere {
+    pub fn new(endpoints: Endpoints, pool: vs::SessionPool, outputs: Outputs) -> Self {
+        LiveVsphere { endpoints, pool, outputs, clients: Default::default() }
+    }
+
     /// The session for `server`, counting the operation it is for.
     pub async fn client(&self, server: &str) -> Result<Arc<vs::Client>, VsphereError> {
         self.outputs.count_vsphere();
-        self.endpoints.client(&self.pool, server).await
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(server) {
+            return Ok(c.clone());
+        }
+        let client = self.endpoints.client(&self.pool, server).await?;
+        clients.insert(server.to_string(), client.clone());
+        Ok(client)
     }
 }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::store::{Entry, EntryKind, Journal, JournalError};
 use crate::backends::Outputs;
 use crate::backends::kubernetes::{LiveKube, get_json, name_of};
-use crate::backends::vcenter::{LiveVsphere, ensured, folder_levels, map_error, to_ref};
+use crate::backends::vcenter::{LiveVsphere, category_spec, ensured, folder_levels, from_ref, map_error, to_ref};
 use crate::runtime::bindings::{
     CategorySpec, Ensured, KubeError, ObjectRef, ObjectType, PatchType, Preconditions, VsphereError,
 };
@@ -235,19 +235,18 @@ impl JournaledVsphere {
             }
         }
     }
+}
 
-    /// The first level of `path` that does not exist yet, if any.
-    async fn first_missing(&self, server: &str, path: &str) -> Result<Option<String>, VsphereError> {
-        let client = self.inner.client(server).await?;
-        for level in folder_levels(path) {
-            match client.find(vs::ObjectKind::Folder, &level).await {
-                Ok(_) => {}
-                Err(vs::VsphereError::NotFound { .. }) => return Ok(Some(level)),
-                Err(e) => return Err(map_error(e)),
-            }
+/// The first level of `path` that does not exist yet, if any.
+async fn first_missing(client: &vs::Client, path: &str) -> Result<Option<String>, VsphereError> {
+    for level in folder_levels(path) {
+        match client.find(vs::ObjectKind::Folder, &level).await {
+            Ok(_) => {}
+            Err(vs::VsphereError::NotFound { .. }) => return Ok(Some(level)),
+            Err(e) => return Err(map_error(e)),
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 #[async_trait]
@@ -262,24 +261,26 @@ impl VsphereBackend for JournaledVsphere {
         if !journalling(s) || folder_levels(path).is_empty() {
             return self.inner.create_folder(s, server, path).await;
         }
-        let Some(created_from) = self.first_missing(server, path).await? else {
-            let mo = self.inner.client(server).await?.find(vs::ObjectKind::Folder, path).await.map_err(map_error)?;
+        let client = self.inner.client(server).await?;
+        let Some(created_from) = first_missing(&client, path).await? else {
+            let mo = client.find(vs::ObjectKind::Folder, path).await.map_err(map_error)?;
             return Ok(ensured(to_ref(&mo).moref, false));
         };
         let entry = Entry::Folder { server: server.into(), path: path.into(), created_from };
         let (secret, wrote) = self.journal_ahead(s, &entry).await?;
-        let result = self.inner.create_folder(s, server, path).await?;
-        if wrote && !result.created {
+        let (mo, created) = client.create_folder(path).await.map_err(map_error)?;
+        if wrote && !created {
             unjournal(&self.journal, &self.outputs, &secret).await;
         }
-        Ok(result)
+        Ok(ensured(to_ref(&mo).moref, created))
     }
 
     async fn ensure_category(&self, s: &CallScope, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
         if !journalling(s) {
             return self.inner.ensure_category(s, server, spec).await;
         }
-        let existing = self.inner.client(server).await?.category_id(&spec.name).await.map_err(map_error)?;
+        let client = self.inner.client(server).await?;
+        let existing = client.category_id(&spec.name).await.map_err(map_error)?;
         let written = match existing {
             None => Some(
                 self.journal_ahead(s, &Entry::Category { server: server.into(), name: spec.name.clone(), id: None })
@@ -287,10 +288,10 @@ impl VsphereBackend for JournaledVsphere {
             ),
             Some(_) => None,
         };
-        let result = self.inner.ensure_category(s, server, spec).await?;
-        let filled = Entry::Category { server: server.into(), name: spec.name.clone(), id: Some(result.id.clone()) };
-        self.settle(s, written, result.created, filled).await;
-        Ok(result)
+        let (id, created) = client.ensure_category(&category_spec(spec)).await.map_err(map_error)?;
+        let filled = Entry::Category { server: server.into(), name: spec.name.clone(), id: Some(id.clone()) };
+        self.settle(s, written, created, filled).await;
+        Ok(ensured(id, created))
     }
 
     async fn ensure_tag(
@@ -304,15 +305,16 @@ impl VsphereBackend for JournaledVsphere {
         if !journalling(s) {
             return self.inner.ensure_tag(s, server, category_id, name, description).await;
         }
-        let existing = self.inner.client(server).await?.tag_id(category_id, name).await.map_err(map_error)?;
+        let client = self.inner.client(server).await?;
+        let existing = client.tag_id(category_id, name).await.map_err(map_error)?;
         let entry = |id| Entry::Tag { server: server.into(), category_id: category_id.into(), name: name.into(), id };
         let written = match existing {
             None => Some(self.journal_ahead(s, &entry(None)).await?),
             Some(_) => None,
         };
-        let result = self.inner.ensure_tag(s, server, category_id, name, description).await?;
-        self.settle(s, written, result.created, entry(Some(result.id.clone()))).await;
-        Ok(result)
+        let (id, created) = client.ensure_tag(category_id, name, description).await.map_err(map_error)?;
+        self.settle(s, written, created, entry(Some(id.clone()))).await;
+        Ok(ensured(id, created))
     }
 
     async fn attach_tag(
@@ -322,14 +324,15 @@ impl VsphereBackend for JournaledVsphere {
         tag_id: &str,
         target: &ObjectRef,
     ) -> Result<(), VsphereError> {
-        if journalling(s) {
-            let attached = self.inner.list_attached_tags(s, server, target).await?;
-            if attached.iter().any(|t| t.id == tag_id) {
-                return Ok(());
-            }
-            let entry = Entry::Attachment { server: server.into(), tag_id: tag_id.into(), target: target.into() };
-            self.journal_ahead(s, &entry).await?;
+        if !journalling(s) {
+            return self.inner.attach_tag(s, server, tag_id, target).await;
         }
-        self.inner.attach_tag(s, server, tag_id, target).await
+        let (client, mo) = (self.inner.client(server).await?, from_ref(target)?);
+        if client.list_attached_tags(&mo).await.map_err(map_error)?.iter().any(|t| t.id == tag_id) {
+            return Ok(());
+        }
+        let entry = Entry::Attachment { server: server.into(), tag_id: tag_id.into(), target: target.into() };
+        self.journal_ahead(s, &entry).await?;
+        client.attach_tag(tag_id, &mo).await.map_err(map_error)
     }
 }
