@@ -13,7 +13,7 @@ use vsm_api::labels;
 use crate::render::{Cell, Color, Style, table, truncate};
 use crate::{Error, Output, Result, encode};
 
-/// The key holding a backup's content (see host/src/services/journal.rs).
+/// The key holding a backup's content (see host/src/backends/journal/store.rs).
 const DATA_KEY: &str = "entry.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
