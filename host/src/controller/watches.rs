@@ -66,7 +66,9 @@ pub async fn resolve(client: &kube::Client, wanted: &BTreeSet<Watch>) -> Vec<(Ap
     for group in wanted.iter().map(|w| w.group.as_str()).collect::<BTreeSet<_>>() {
         match kube::discovery::group(client, group).await {
             Ok(g) => {
-                groups.insert(group, g.recommended_resources().into_iter().map(|(ar, _)| ar).collect());
+                // Every version's kinds (Machines are v1beta1 where the CPMS is v1), the most
+                // stable version of each.
+                groups.insert(group, g.resources_by_stability().into_iter().map(|(ar, _)| ar).collect());
             }
             Err(error) => tracing::debug!(group, %error, "API group not served: its kinds are not watched"),
         }

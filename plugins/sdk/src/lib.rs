@@ -81,11 +81,16 @@ pub trait Phase {
     fn describe() -> PhaseInfo;
     /// One bounded step of the phase.
     fn execute(cx: &Cx) -> Step;
-    /// One bounded step of undoing the phase. The default restores the phase's journal:
-    /// every object it changed is put back as it was and every vSphere object it created
-    /// is removed, newest first (the host journals each first change, so a phase that only
-    /// changes objects needs nothing more). A phase that made no change has nothing to undo.
+    /// One bounded step of undoing the phase. For a phase that declares a rollback
+    /// (`with_rollback`), the default restores its journal: every object it changed is put
+    /// back as it was and every vSphere object it created is removed, newest first (the
+    /// host journals each first change, so a phase that only changes objects needs nothing
+    /// more). A phase without a rollback (RestartPods deletes pods their controllers
+    /// replace: nothing to put back) or that made no change has nothing to undo.
     fn rollback(cx: &Cx) -> Step {
+        if !Self::describe().has_rollback {
+            return Ok(done("nothing to undo"));
+        }
         Ok(done(match cx.backup().restore_all()? {
             0 => "nothing to undo".to_string(),
             n => format!("undid {n} journalled change(s): every object as it was before the phase"),
