@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the numbers of docs/BENCHMARKS.md, measured the same way every time.
 //!
-//! 1. Micro-benchmarks (criterion): `cargo bench -p vsm-host --bench runtime --bench phases`
-//!    (parts `runtime` and `phases`); the criterion estimates are collected into
+//! 1. Micro-benchmarks (criterion): `cargo bench -p vsm-host --bench runtime` (part
+//!    `runtime`) and `cargo bench -p vsm-phase-bench --bench phases` (part `phases`), in one
+//!    cargo invocation; the criterion estimates are collected into
 //!    `target/bench/runtime.json`, the phases bench writes `target/bench/phases.json`.
 //! 2. Whole-system figures on the real test environment (etcd, kube-apiserver, two vcsim),
 //!    the seeded cluster and its simulator, with the release `vsm-operator` as a separate
@@ -146,12 +147,12 @@ fn machine(opts: &BenchOptions) -> Value {
 
 fn micro(opts: &BenchOptions) -> Result<Vec<String>> {
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "vsm-host"]);
+    cmd.arg("bench");
     if opts.wants("runtime") {
-        cmd.args(["--bench", "runtime"]);
+        cmd.args(["-p", "vsm-host", "--bench", "runtime"]);
     }
     if opts.wants("phases") {
-        cmd.args(["--bench", "phases"]);
+        cmd.args(["-p", "vsm-phase-bench", "--bench", "phases"]);
     }
     if opts.quick {
         cmd.env("VSM_BENCH_SAMPLES", "300").env("VSM_BENCH_CRITERION", "0").args(["--", "--quick"]);

@@ -147,11 +147,10 @@ fn a_cpms_held_by_finalizers_is_waited_for() {
     let mut c = cpms("Active");
     c["metadata"]["finalizers"] = json!(["controlplanemachineset.machine.openshift.io"]);
     host.put(c);
-    let waits = std::rc::Rc::new(std::cell::Cell::new(0));
-    let w = waits.clone();
+    let mut waits = 0;
     host.on_wait(move |h| {
-        w.set(w.get() + 1);
-        if w.get() == 2 {
+        waits += 1;
+        if waits == 2 {
             h.remove(&types::CONTROL_PLANE_MACHINE_SET, Some(MACHINE_API_NAMESPACE), CPMS);
         }
         operator(h);

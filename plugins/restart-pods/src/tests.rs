@@ -1,5 +1,5 @@
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::json;
 use vsm_sdk::Migration;
@@ -21,14 +21,14 @@ fn pod(g: &Group, name: &str, ready: bool) -> Value {
 
 /// Two pods per group; a "controller" that, on every wait, makes a replacement for each
 /// missing pod (not ready at first, ready on the next wait).
-fn cluster() -> (FakeHost, Rc<Cell<u32>>) {
+fn cluster() -> (FakeHost, Arc<AtomicU32>) {
     let h = FakeHost::new();
     for (i, g) in GROUPS.iter().enumerate() {
         for j in 0..2 {
             h.put(pod(g, &format!("old-{i}-{j}"), true));
         }
     }
-    let made = Rc::new(Cell::new(0));
+    let made = Arc::new(AtomicU32::new(0));
     let counter = made.clone();
     h.on_wait(move |h| {
         for g in GROUPS {
@@ -47,8 +47,8 @@ fn cluster() -> (FakeHost, Rc<Cell<u32>>) {
                 }
             }
             for _ in pods.len()..2 {
-                counter.set(counter.get() + 1);
-                h.put(pod(&g, &format!("new-{}", counter.get()), false));
+                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                h.put(pod(&g, &format!("new-{n}"), false));
             }
         }
     });
@@ -60,7 +60,7 @@ fn deletes_each_pod_once_and_waits_until_every_group_is_ready_again() {
     let (h, made) = cluster();
     let run = h.run::<RestartPods>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
-    assert_eq!(made.get(), 8, "every old pod was replaced once");
+    assert_eq!(made.load(Ordering::Relaxed), 8, "every old pod was replaced once");
     assert!(h.list(&types::POD).iter().all(|p| p.name().starts_with("new-")));
     let waits: Vec<&str> = run
         .outcomes
@@ -76,7 +76,7 @@ fn deletes_each_pod_once_and_waits_until_every_group_is_ready_again() {
     // Done already: a re-run deletes nothing.
     let again = h.run::<RestartPods>(Direction::Execute, &m());
     assert!(again.done());
-    assert_eq!(made.get(), 8);
+    assert_eq!(made.load(Ordering::Relaxed), 8);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn a_crash_at_any_import_still_deletes_every_old_pod_exactly_once() {
         points += 1;
         let run = h.run::<RestartPods>(Direction::Execute, &m());
         assert!(run.done(), "after a crash at import {n}: {:?}", run.outcome);
-        assert_eq!(made.get(), 8, "after a crash at import {n}, each old pod was replaced once");
+        assert_eq!(made.load(Ordering::Relaxed), 8, "after a crash at import {n}, each old pod was replaced once");
         assert!(h.list(&types::POD).iter().all(|p| p.name().starts_with("new-")), "crash at {n}");
     }
     assert!(points > 10, "the first call lists, records and deletes: {points} imports");

@@ -137,10 +137,9 @@ fn a_legacy_install_without_a_master_on_the_source_is_a_clear_failure() {
 #[test]
 fn a_conflict_is_retried_on_the_fresh_object() {
     let host = cluster(true);
-    let fired = std::rc::Rc::new(std::cell::Cell::new(false));
-    let f = fired.clone();
+    let mut fired = false;
     host.on_kube("update", "Infrastructure", move |h| {
-        if !f.replace(true) {
+        if !std::mem::replace(&mut fired, true) {
             h.edit(&types::INFRASTRUCTURE, None, "cluster", |o| {
                 o["metadata"]["annotations"] = json!({"someone": "else"})
             });

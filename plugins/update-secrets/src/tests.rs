@@ -1,3 +1,6 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
 use serde_json::json;
 use vsm_common::creds::encode;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
@@ -56,10 +59,10 @@ fn updated_root() -> Value {
 #[test]
 fn two_target_servers_and_a_changed_password_are_written_in_one_update() {
     let host = cluster();
-    let writes = std::rc::Rc::new(std::cell::Cell::new(0));
+    let writes = Arc::new(AtomicU32::new(0));
     let w = writes.clone();
     host.on_kube("update", "Secret", move |_| {
-        w.set(w.get() + 1);
+        w.fetch_add(1, Ordering::Relaxed);
         None
     });
     let run = host.run::<UpdateSecrets>(Direction::Execute, &m());
@@ -69,7 +72,7 @@ fn two_target_servers_and_a_changed_password_are_written_in_one_update() {
     );
     let after = root(&host);
     assert_eq!(after.at("/data"), Some(&updated_root()), "byte-exact copies, trailing newline included");
-    assert_eq!(writes.get(), 1, "one write for both servers");
+    assert_eq!(writes.load(Ordering::Relaxed), 1, "one write for both servers");
     assert_eq!(after.annotation("cloudcredential.openshift.io/mode"), Some("passthrough"));
     let record: Record = serde_json::from_str(&host.phase_state("UpdateSecrets", RECORD_KEY).unwrap()).unwrap();
     assert_eq!(record.added, ["vc-b.username", "vc-b.password"]);
@@ -95,10 +98,10 @@ fn a_second_run_changes_nothing() {
 #[test]
 fn a_concurrent_writer_causes_a_conflict_that_is_retried_without_losing_either_change() {
     let host = cluster();
-    let fired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let fired = Arc::new(AtomicBool::new(false));
     let f = fired.clone();
     host.on_kube("update", "Secret", move |h| {
-        if !f.replace(true) {
+        if !f.swap(true, Ordering::Relaxed) {
             h.edit(&types::SECRET, Some(VSPHERE_CREDS_NAMESPACE), VSPHERE_CREDS, |o| {
                 o["data"]["other.username"] = json!(encode("someone"));
             });
@@ -107,7 +110,7 @@ fn a_concurrent_writer_causes_a_conflict_that_is_retried_without_losing_either_c
     });
     let run = host.run::<UpdateSecrets>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
-    assert!(fired.get());
+    assert!(fired.load(Ordering::Relaxed));
     let data = root(&host).at("/data").unwrap().clone();
     assert_eq!(data["other.username"], json!(encode("someone")));
     assert_eq!(data["vc-b.password"], json!(encode("b-pass")));

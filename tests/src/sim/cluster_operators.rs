@@ -1,5 +1,5 @@
-//! Shared by the simulator's seed and the benchmarks' in-memory fixture (host/benches),
-//! which include this file by path.
+//! Shared by the simulator's seed and the phases benchmark's in-memory fixture
+//! (host/phase-bench, as `vsm_testenv::sim::CLUSTER_OPERATORS`).
 
 /// The ClusterOperators of an OpenShift 4.18 cluster on vSphere.
 pub const CLUSTER_OPERATORS: &[&str] = &[

@@ -205,9 +205,11 @@ pub fn migration(spec: &Value, sources: &[&str]) -> Migration {
 /// The panic payload of a simulated crash.
 struct Crashed;
 
-type KubeHook = Box<dyn FnMut(&FakeHost) -> Option<KubeError>>;
-type VsphereHook = Box<dyn FnMut(&FakeHost) -> Option<VsphereError>>;
-type WaitHook = Box<dyn FnMut(&FakeHost)>;
+// `Send`, so that a `FakeHost` is too: a test may hand it to another thread (behind a
+// `Mutex`, e.g. as the runtime's backends, which must be `Send + Sync`).
+type KubeHook = Box<dyn FnMut(&FakeHost) -> Option<KubeError> + Send>;
+type VsphereHook = Box<dyn FnMut(&FakeHost) -> Option<VsphereError> + Send>;
+type WaitHook = Box<dyn FnMut(&FakeHost) + Send>;
 
 struct Hooks {
     kube: Vec<(String, String, KubeHook)>,
@@ -242,12 +244,19 @@ struct World {
 }
 
 /// An in-memory host. See the [module docs](self).
+///
+/// `Send` (checked below) but not `Sync`: share one across threads in a `Mutex`.
 pub struct FakeHost {
     world: RefCell<World>,
     hooks: RefCell<Hooks>,
     imports: Cell<u32>,
     crash_at: Cell<Option<u32>>,
 }
+
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<FakeHost>()
+};
 
 impl Default for FakeHost {
     fn default() -> Self {
@@ -447,20 +456,20 @@ impl FakeHost {
     /// Run `f` before every Kubernetes call with this verb (`get`, `list`, `create`,
     /// `apply`, `patch`, `update`, `delete`, or `*`) on this kind (or `*`). It may change
     /// the world (another writer) and may fail the call by returning an error.
-    pub fn on_kube(&self, verb: &str, kind: &str, f: impl FnMut(&FakeHost) -> Option<KubeError> + 'static) {
+    pub fn on_kube(&self, verb: &str, kind: &str, f: impl FnMut(&FakeHost) -> Option<KubeError> + Send + 'static) {
         self.hooks.borrow_mut().kube.push((verb.into(), kind.into(), Box::new(f)));
     }
 
     /// Run `f` before every vSphere call named `op` (`about`, `find`, `list-vms`,
     /// `create-folder`, `delete-folder`, `ensure-category`, `ensure-tag`, `delete-tag`,
     /// `delete-category`, `attach-tag`, `detach-tag`, `list-attached-tags`, or `*`).
-    pub fn on_vsphere(&self, op: &str, f: impl FnMut(&FakeHost) -> Option<VsphereError> + 'static) {
+    pub fn on_vsphere(&self, op: &str, f: impl FnMut(&FakeHost) -> Option<VsphereError> + Send + 'static) {
         self.hooks.borrow_mut().vsphere.push((op.into(), Box::new(f)));
     }
 
     /// Run `f` whenever [`FakeHost::run`] sleeps through a `wait` (play the controllers
     /// the phase waits for).
-    pub fn on_wait(&self, f: impl FnMut(&FakeHost) + 'static) {
+    pub fn on_wait(&self, f: impl FnMut(&FakeHost) + Send + 'static) {
         self.hooks.borrow_mut().wait.push(Box::new(f));
     }
 

@@ -156,11 +156,10 @@ impl Phase for Waiter {
 #[test]
 fn runs_sleep_through_waits_on_the_fake_clock_and_run_wait_hooks() {
     let host = FakeHost::new();
-    let ticks = std::rc::Rc::new(Cell::new(0));
-    let t = ticks.clone();
+    let mut ticks = 0;
     host.on_wait(move |h| {
-        t.set(t.get() + 1);
-        if t.get() == 3 {
+        ticks += 1;
+        if ticks == 3 {
             h.put(cm("go", json!({})));
         }
     });

@@ -14,9 +14,7 @@ pub const DST: &str = "vc-b";
 const INFRA_ID: &str = "cl-1";
 
 /// The ClusterOperators of the seeded test cluster.
-#[path = "../../../tests/src/sim/cluster_operators.rs"]
-mod cluster_operators;
-pub use cluster_operators::CLUSTER_OPERATORS;
+pub use vsm_testenv::sim::CLUSTER_OPERATORS;
 
 fn encode(s: &str) -> String {
     vsm_common::creds::encode(s)

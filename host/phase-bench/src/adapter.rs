@@ -5,11 +5,9 @@
 //! The host's bindings and the SDK's are generated from the same `wit/phase.wit` but are
 //! distinct Rust types: everything crossing is converted field by field.
 
-use std::rc::Rc;
-use std::thread::ThreadId;
+use std::sync::{Arc, MutexGuard};
 
 use async_trait::async_trait;
-use std::sync::Arc;
 use vsm_host::runtime::bindings as h;
 
 use vsm_host::runtime::{
@@ -22,57 +20,25 @@ use vsm_sdk::testing::FakeHost;
 use vsm_sdk::testing::kube::namespaced;
 use vsm_sdk::testing::plural;
 
-/// A value that may only be touched on the thread that made it.
-///
-/// `FakeHost` is single-threaded (`RefCell`s, hooks that are not `Send`), while the runtime
-/// wants `Send + Sync` backends. The benchmark and the test call components on a
-/// current-thread tokio runtime: wasmtime runs the guest, and so every import, on the thread
-/// that polls the call, which is the thread that built the fixture. Every access (and the
-/// drop) checks that; a use from any other thread panics instead of racing.
-struct Confined<T> {
-    value: T,
-    thread: ThreadId,
-}
-
-// SAFETY: the value is only reachable through `get` and dropped in `drop`, both of which
-// panic unless called on the thread that created it, so it is never used concurrently or
-// from a thread it was not made on.
-unsafe impl<T> Send for Confined<T> {}
-// SAFETY: as above: shared references never reach the value from another thread.
-unsafe impl<T> Sync for Confined<T> {}
-
-impl<T> Confined<T> {
-    fn new(value: T) -> Self {
-        Confined { value, thread: std::thread::current().id() }
-    }
-
-    fn get(&self) -> &T {
-        assert_eq!(std::thread::current().id(), self.thread, "FakeServices used from another thread");
-        &self.value
-    }
-}
-
-impl<T> Drop for Confined<T> {
-    fn drop(&mut self) {
-        if std::thread::current().id() != self.thread && !std::thread::panicking() {
-            panic!("FakeServices dropped on another thread");
-        }
-    }
-}
+use crate::{SharedHost, lock};
 
 /// Every backend trait served by a [`FakeHost`] (which also does its own checks of the
 /// caller's declared capabilities, set by `FakeHost::context_for`).
+///
+/// Each import locks the host for the one `FakeHost` call it makes and releases it before
+/// returning (the guard is a temporary of that statement, never held across an `await`).
+/// A `FakeHost` runs its hooks with itself as the argument, so no call re-enters the lock.
 pub struct FakeServices {
-    host: Confined<Rc<FakeHost>>,
+    host: SharedHost,
 }
 
 impl FakeServices {
-    pub fn new(host: Rc<FakeHost>) -> Self {
-        FakeServices { host: Confined::new(host) }
+    pub fn new(host: SharedHost) -> Self {
+        FakeServices { host }
     }
 
-    fn host(&self) -> &FakeHost {
-        self.host.get()
+    fn host(&self) -> MutexGuard<'_, FakeHost> {
+        lock(&self.host)
     }
 }
 

@@ -1,25 +1,36 @@
 //! The 16 phases against one stub host, as components (the real runtime) and natively:
-//! shared by the `phases` benchmark and the `phase_adapter` test.
+//! shared by the `phases` benchmark (`benches/phases.rs`) and the `phase_adapter` test
+//! (`tests/phase_adapter.rs`).
 //!
 //! For each sample a fresh fixture is built (not timed), the phase is made the caller of
 //! the host's imports, and one `execute` call is timed: natively `P::execute(&Cx)`, exactly
 //! what the component's export runs, or through `LoadedPlugin::call` (fresh instance from
 //! the pre-linked component, capability checks on every import, the adapter to the
 //! `FakeHost`).
-
-#![allow(dead_code)]
+//!
+//! The host is a [`SharedHost`]: the runtime's backends must be `Send + Sync`, and a
+//! `FakeHost` is `Send`, so a `Mutex` makes it shareable; each import locks it for the call.
 
 pub mod adapter;
 pub mod fixtures;
 
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vsm_host::runtime::bindings as h;
 use vsm_host::runtime::config::{Limits, PluginEntry};
 use vsm_host::runtime::{Backends, Direction, LoadedPlugin, Runtime};
 use vsm_sdk::testing::{self, FakeHost};
 use vsm_sdk::{CallContext, Cx, Migration, Outcome, Phase, Step};
+
+/// The in-memory host a prepared call runs against, shared with the runtime's backends.
+pub type SharedHost = Arc<Mutex<FakeHost>>;
+
+/// The host behind `shared`, locked. Nothing in here locks it twice: the backends lock it
+/// per import and release it before returning, and `FakeHost` hands its hooks itself.
+pub fn lock(shared: &SharedHost) -> MutexGuard<'_, FakeHost> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// One phase: its component file, and its native implementation.
 pub struct Case {
@@ -67,7 +78,7 @@ pub fn cases() -> Vec<Case> {
 /// A fixture ready for one call: the host, the context, and the same context and backends
 /// as the runtime takes them.
 pub struct Prepared {
-    pub host: Rc<FakeHost>,
+    pub host: SharedHost,
     pub ctx: CallContext,
     host_ctx: h::CallContext,
     backends: Backends,
@@ -78,8 +89,8 @@ impl Case {
     /// A fresh fixture with the phase set as the caller (not part of any timing).
     pub fn prepare(&self) -> Prepared {
         let (host, m) = (self.fixture)();
-        let host = Rc::new(host);
         let ctx = (self.prepare)(&host, &m);
+        let host = Arc::new(Mutex::new(host));
         let mut servers = m.source_servers.clone();
         servers.extend(m.target_servers.iter().cloned());
         Prepared {
@@ -93,20 +104,22 @@ impl Case {
 
     /// The phase's logic, natively: what the component's `execute` export runs. The host is
     /// handed back, so that freeing the fixture is not part of a timed call.
-    pub fn native(&self, p: Prepared) -> (Outcome, Rc<FakeHost>) {
-        let cx = Cx::new(p.ctx, &*p.host);
+    pub fn native(&self, p: Prepared) -> (Outcome, SharedHost) {
+        let host = lock(&p.host);
+        let cx = Cx::new(p.ctx, &*host);
         let outcome = match (self.execute)(&cx) {
             Ok(o) => o,
             Err(e) => e.into_outcome(),
         };
         drop(cx);
+        drop(host);
         (outcome, p.host)
     }
 }
 
 /// One sandboxed call: a fresh instance of `plugin`, `execute` against the prepared host.
 /// Returns the outcome, the number of host imports the guest made, and the host.
-pub async fn wasm(plugin: &LoadedPlugin, p: Prepared) -> (Outcome, u64, Rc<FakeHost>) {
+pub async fn wasm(plugin: &LoadedPlugin, p: Prepared) -> (Outcome, u64, SharedHost) {
     let report = plugin
         .call(p.backends, p.host_ctx, Direction::Execute, p.servers)
         .await
@@ -115,9 +128,14 @@ pub async fn wasm(plugin: &LoadedPlugin, p: Prepared) -> (Outcome, u64, Rc<FakeH
     (adapter::outcome(&report.outcome), report.imports, p.host)
 }
 
+/// The workspace's `target` directory.
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
+}
+
 /// `target/plugins/<component>.wasm`, built by `cargo xtask plugins`.
 pub fn component_path(component: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins").join(format!("{component}.wasm"))
+    target_dir().join("plugins").join(format!("{component}.wasm"))
 }
 
 /// Load a phase component as the operator does (granted what it declares).

@@ -12,15 +12,12 @@
 //!
 //! `VSM_BENCH_SAMPLES` (default 2000) sets the single-call samples per phase and mode.
 
-#[path = "phase_host/mod.rs"]
-mod phase_host;
-
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
-use phase_host::{Case, cases, load, wasm};
 use serde_json::json;
 use vsm_host::runtime::{LoadedPlugin, Runtime, RuntimeConfig};
+use vsm_phase_bench::{Case, cases, load, target_dir, wasm};
 use vsm_sdk::Outcome;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -105,7 +102,7 @@ fn report(results: &[Measured], n: usize) {
             "ratio_p50": ratio, "difference_p50_us": us(wp50) - us(np50),
         }));
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = target_dir().join("bench");
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("phases.json");
     match std::fs::write(&path, serde_json::to_string_pretty(&json!({"phases": rows})).expect("json")) {
