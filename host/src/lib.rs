@@ -6,7 +6,7 @@ pub mod backends;
 pub mod controller;
 pub mod facts;
 pub mod leader;
-pub mod machine;
+pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
 pub mod runtime;

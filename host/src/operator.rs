@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use vsm_vsphere::{ClientOptions, SessionPool};
 
-use crate::backends::OperatorContext;
+use crate::backends::Clients;
 use crate::leader::{Elector, LeaderConfig, LeaderHandle};
 use crate::metrics::Metrics;
 use crate::runtime::config::PluginConfig;
@@ -52,7 +52,7 @@ pub struct Operator {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub leader: LeaderHandle,
-    pub ops: Arc<OperatorContext>,
+    pub ops: Arc<Clients>,
     pub addr: Option<SocketAddr>,
     _watch: Option<crate::runtime::WatchHandle>,
 }
@@ -108,8 +108,7 @@ impl Operator {
             }
             None => LeaderHandle::always(),
         };
-        let ops =
-            OperatorContext::new(client.clone(), SessionPool::new(cfg.vsphere.clone()), &cfg.identity, leader.clone());
+        let ops = Clients::new(client.clone(), SessionPool::new(cfg.vsphere.clone()), &cfg.identity, leader.clone());
 
         // The controller runs only while this replica leads.
         {

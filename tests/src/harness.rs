@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vsm_api::{MigrationSpec, SourceVCenter, VSphereMigration, VSphereMigrationSpec};
-use vsm_host::backends::{CallOutputs, MigrationBackends, OperatorContext};
+use vsm_host::backends::{CallOutputs, Clients, MigrationBackends};
 use vsm_host::runtime::bindings::{CallContext, Migration, Outcome};
 use vsm_host::runtime::config::{Limits, PluginEntry};
 use vsm_host::runtime::{
@@ -107,7 +107,7 @@ impl Run {
 /// for it.
 pub struct Harness {
     pub client: kube::Client,
-    pub ctx: Arc<OperatorContext>,
+    pub ctx: Arc<Clients>,
     pub runtime: Arc<Runtime>,
     pub migration: VSphereMigration,
     pub sources: Vec<SourceVCenter>,
@@ -155,7 +155,7 @@ impl Harness {
             .await
             .context("creating the migration")?;
         let vsphere = SessionPool::new(ClientOptions::default());
-        let ctx = OperatorContext::new(client.clone(), vsphere, "harness", vsm_host::leader::LeaderHandle::always());
+        let ctx = Clients::new(client.clone(), vsphere, "harness", vsm_host::leader::LeaderHandle::always());
         // Compiled components are cached beside the Go tools: test binaries start fast.
         let cache = crate::tools::cache_dir()?.with_file_name("wasm-cache");
         let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(cache), ..Default::default() })?;

@@ -20,7 +20,7 @@ use vsm_testenv::sim::objects as o;
 use phase_support::*;
 
 /// Snapshot subjects → the object each holds.
-async fn snapshots(c: &Ctx) -> Result<BTreeMap<String, Value>> {
+async fn snapshots(c: &PhaseEnv) -> Result<BTreeMap<String, Value>> {
     let mut out = BTreeMap::new();
     for stored in c.h.backends(false).journal.list(EntryKind::Snapshot, None).await? {
         let stored = stored?;
@@ -32,7 +32,7 @@ async fn snapshots(c: &Ctx) -> Result<BTreeMap<String, Value>> {
 }
 
 /// Remove this migration's snapshots (to exercise their creation again).
-async fn drop_snapshots(c: &Ctx) -> Result<()> {
+async fn drop_snapshots(c: &PhaseEnv) -> Result<()> {
     let uid = c.h.migration.metadata.uid.clone().unwrap_or_default();
     let selector = format!("{}={uid},{}=snapshot", labels::MIGRATION_UID, labels::KIND);
     let api: Api<Secret> = Api::namespaced(c.client(), NAMESPACE);
@@ -42,7 +42,7 @@ async fn drop_snapshots(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn expected(c: &Ctx) -> Vec<String> {
+fn expected(c: &PhaseEnv) -> Vec<String> {
     let mut want = vec![
         "ConfigMap openshift-config/cloud-provider-config".to_string(),
         "ControlPlaneMachineSet openshift-machine-api/cluster".to_string(),

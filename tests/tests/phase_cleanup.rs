@@ -22,7 +22,7 @@ use vsm_testenv::sim::{SOURCE_FAILURE_DOMAIN, SeedOptions, SimOptions, Simulator
 use part2_support::*;
 use phase_support::*;
 
-async fn state(c: &Ctx) -> Result<[Value; 3]> {
+async fn state(c: &PhaseEnv) -> Result<[Value; 3]> {
     Ok([
         content(&c.infrastructure().await?),
         content(&c.config_map(o::CLOUD_CONFIG_NS, o::CLOUD_CONFIG_NAME).await?.context("cloud config")?),
@@ -30,7 +30,7 @@ async fn state(c: &Ctx) -> Result<[Value; 3]> {
     ])
 }
 
-async fn same_state(c: &Ctx, what: &str, want: &[Value; 3]) -> Result<()> {
+async fn same_state(c: &PhaseEnv, what: &str, want: &[Value; 3]) -> Result<()> {
     let now = state(c).await?;
     for (i, name) in ["Infrastructure", "cloud config", "vsphere-creds"].iter().enumerate() {
         same_content(&format!("{what}: {name}"), &want[i], &now[i])?;

@@ -25,13 +25,13 @@ use vsm_testenv::vcsim::target;
 use part2_support::*;
 use phase_support::*;
 
-async fn set_contents(c: &Ctx) -> Result<BTreeMap<String, Value>> {
+async fn set_contents(c: &PhaseEnv) -> Result<BTreeMap<String, Value>> {
     Ok(machine_sets(c).await?.iter().map(|s| (s.name_any(), content(s))).collect())
 }
 
 /// The new set exists with `want` machines, all Running with Ready nodes, all in the
 /// target vCenter, each with a VM in the target folder.
-async fn workers_ready(c: &Ctx, name: &str, want: usize) -> Result<()> {
+async fn workers_ready(c: &PhaseEnv, name: &str, want: usize) -> Result<()> {
     let all = machines(c).await?;
     let nodes = nodes(c).await?;
     let mine = of_set(&all, name);

@@ -23,7 +23,7 @@ fn state(cpms: &kube::api::DynamicObject) -> String {
     o::str_at(&cpms.data, "/spec/state").unwrap_or("Inactive").to_string()
 }
 
-async fn regenerated_inactive(c: &Ctx, not_uid: &str) -> Result<()> {
+async fn regenerated_inactive(c: &PhaseEnv, not_uid: &str) -> Result<()> {
     let cpms = c.cpms().await?.expect("a CPMS after the phase");
     ensure!(state(&cpms) == "Inactive", "state {}", state(&cpms));
     ensure!(cpms.uid().as_deref() != Some(not_uid), "still the original");

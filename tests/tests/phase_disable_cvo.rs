@@ -17,7 +17,7 @@ use phase_support::*;
 
 const PODS: &str = "k8s-app=cluster-version-operator";
 
-async fn scale(c: &Ctx, replicas: i32) -> Result<()> {
+async fn scale(c: &PhaseEnv, replicas: i32) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(c.client(), CVO_NS);
     api.patch(CVO_NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": replicas}}))).await?;
     Ok(())
@@ -28,7 +28,7 @@ fn replicas(d: &Deployment) -> i32 {
 }
 
 /// The CVO at `n` replicas with `n` running pods (the simulator makes them).
-async fn cvo_at(c: &Ctx, n: i32) -> Result<()> {
+async fn cvo_at(c: &PhaseEnv, n: i32) -> Result<()> {
     scale(c, n).await?;
     eventually(&format!("{n} ready CVO pods"), || async {
         let d = c.deployment(CVO_NS, CVO_NAME).await.map_err(|e| e.to_string())?;

@@ -28,7 +28,7 @@ fn wait_message(o: &Outcome) -> Result<&str> {
     }
 }
 
-async fn set_node_ready(c: &Ctx, name: &str, ready: bool) -> Result<()> {
+async fn set_node_ready(c: &PhaseEnv, name: &str, ready: bool) -> Result<()> {
     let api: Api<Node> = Api::all(c.client());
     let node = api.get(name).await?;
     let mut conds = serde_json::to_value(node.status.and_then(|s| s.conditions).unwrap_or_default())?;

@@ -21,12 +21,12 @@ const CRD: &str = "infrastructures.config.openshift.io";
 const VCENTERS: &str =
     "/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters";
 
-fn crds(c: &Ctx) -> Api<CustomResourceDefinition> {
+fn crds(c: &PhaseEnv) -> Api<CustomResourceDefinition> {
     Api::all(c.client())
 }
 
 /// Put the old OpenShift rule on `vcenters` in every version of the CRD.
-async fn add_old_rule(c: &Ctx) -> Result<()> {
+async fn add_old_rule(c: &PhaseEnv) -> Result<()> {
     let mut crd = serde_json::to_value(crds(c).get(CRD).await?)?;
     for v in crd["spec"]["versions"].as_array_mut().context("versions")? {
         let node = v.pointer_mut(VCENTERS).context("vcenters schema")?;
@@ -41,7 +41,7 @@ async fn add_old_rule(c: &Ctx) -> Result<()> {
 }
 
 /// Put the saved CRD's spec back.
-async fn restore_crd(c: &Ctx, saved: &CustomResourceDefinition) -> Result<()> {
+async fn restore_crd(c: &PhaseEnv, saved: &CustomResourceDefinition) -> Result<()> {
     let mut live = crds(c).get(CRD).await?;
     live.spec = saved.spec.clone();
     crds(c).replace(CRD, &PostParams::default(), &live).await?;

@@ -29,7 +29,7 @@ use phase_support::*;
 const TEMPLATE: &str = "/spec/template/machines_v1beta1_machine_openshift_io";
 
 /// Every master runs in `server` with a Ready node, exactly 3, and the CPMS agrees.
-async fn masters_in(c: &Ctx, server: &str, state: &str) -> Result<()> {
+async fn masters_in(c: &PhaseEnv, server: &str, state: &str) -> Result<()> {
     let all = machines(c).await?;
     let nodes = nodes(c).await?;
     let masters: Vec<_> = all.iter().filter(|m| is_master(m)).collect();
@@ -48,7 +48,7 @@ async fn masters_in(c: &Ctx, server: &str, state: &str) -> Result<()> {
     Ok(())
 }
 
-async fn set_node_ready(c: &Ctx, name: &str, ready: bool) -> Result<()> {
+async fn set_node_ready(c: &PhaseEnv, name: &str, ready: bool) -> Result<()> {
     let api: Api<Node> = Api::all(c.client());
     let node = api.get(name).await?;
     let mut conds = serde_json::to_value(node.status.and_then(|s| s.conditions).unwrap_or_default())?;
@@ -61,7 +61,7 @@ async fn set_node_ready(c: &Ctx, name: &str, ready: bool) -> Result<()> {
     Ok(())
 }
 
-async fn cpms_ready(c: &Ctx, want: i64) -> Result<(), String> {
+async fn cpms_ready(c: &PhaseEnv, want: i64) -> Result<(), String> {
     let cpms = c.cpms().await.map_err(|e| e.to_string())?.ok_or("no CPMS")?;
     match o::i64_at(&cpms.data, "/status/readyReplicas") {
         Some(n) if n == want => Ok(()),

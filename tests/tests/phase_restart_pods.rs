@@ -30,7 +30,7 @@ const GROUPS: [(&str, &str); 4] = [
 ];
 
 /// uids of the pods of every group, and how many there are per group.
-async fn snapshot(c: &Ctx) -> Result<(BTreeSet<String>, Vec<usize>)> {
+async fn snapshot(c: &PhaseEnv) -> Result<(BTreeSet<String>, Vec<usize>)> {
     let mut uids = BTreeSet::new();
     let mut counts = Vec::new();
     for (ns, sel) in GROUPS {
@@ -42,7 +42,7 @@ async fn snapshot(c: &Ctx) -> Result<(BTreeSet<String>, Vec<usize>)> {
 }
 
 /// Every group has `counts` pods, all Running and Ready, none of them in `old`.
-async fn all_replaced(c: &Ctx, old: &BTreeSet<String>, counts: &[usize]) -> Result<(), String> {
+async fn all_replaced(c: &PhaseEnv, old: &BTreeSet<String>, counts: &[usize]) -> Result<(), String> {
     for ((ns, sel), want) in GROUPS.iter().zip(counts) {
         let pods = c.pods(ns, sel).await.map_err(|e| e.to_string())?;
         if pods.len() != *want {
@@ -58,12 +58,12 @@ async fn all_replaced(c: &Ctx, old: &BTreeSet<String>, counts: &[usize]) -> Resu
     Ok(())
 }
 
-async fn forget(c: &Ctx) -> Result<()> {
+async fn forget(c: &PhaseEnv) -> Result<()> {
     c.forget_state(Some("RestartPods"), "plan").await?;
     c.forget_state(Some("RestartPods"), "deleted").await
 }
 
-async fn settled(c: &Ctx) -> Result<(BTreeSet<String>, Vec<usize>)> {
+async fn settled(c: &PhaseEnv) -> Result<(BTreeSet<String>, Vec<usize>)> {
     eventually("every group settled and Ready", || async {
         let (uids, counts) = snapshot(c).await.map_err(|e| e.to_string())?;
         all_replaced(c, &BTreeSet::new(), &counts).await?;

@@ -23,22 +23,22 @@ use part2_support::*;
 use phase_support::*;
 
 /// The source's MachineSets and their replicas.
-async fn source_sets(c: &Ctx) -> Result<BTreeMap<String, i64>> {
+async fn source_sets(c: &PhaseEnv) -> Result<BTreeMap<String, i64>> {
     let src = c.env.source().host();
     Ok(machine_sets(c).await?.iter().filter(|s| set_server(s) == src).map(|s| (s.name_any(), replicas(s))).collect())
 }
 
-async fn contents(c: &Ctx) -> Result<BTreeMap<String, Value>> {
+async fn contents(c: &PhaseEnv) -> Result<BTreeMap<String, Value>> {
     Ok(machine_sets(c).await?.iter().map(|s| (s.name_any(), content(s))).collect())
 }
 
-async fn remembered(c: &Ctx) -> Result<Option<BTreeMap<String, i64>>> {
+async fn remembered(c: &PhaseEnv) -> Result<Option<BTreeMap<String, i64>>> {
     let key = full_key("ScaleOldMachines", Scope::Phase, "original", false);
     Ok(c.state().await?.get(&key).map(|v| serde_json::from_str(v)).transpose()?)
 }
 
 /// The old sets are at zero, none of their machines, nodes or VMs is left.
-async fn scaled_down(c: &Ctx, sets: &BTreeMap<String, i64>, old_nodes: &[String]) -> Result<()> {
+async fn scaled_down(c: &PhaseEnv, sets: &BTreeMap<String, i64>, old_nodes: &[String]) -> Result<()> {
     let now = source_sets(c).await?;
     ensure!(now.values().all(|r| *r == 0), "{now:?}");
     let all = machines(c).await?;
@@ -55,7 +55,7 @@ async fn scaled_down(c: &Ctx, sets: &BTreeMap<String, i64>, old_nodes: &[String]
 }
 
 /// Nodes of the old sets' machines.
-async fn old_set_nodes(c: &Ctx, sets: &BTreeMap<String, i64>) -> Result<Vec<String>> {
+async fn old_set_nodes(c: &PhaseEnv, sets: &BTreeMap<String, i64>) -> Result<Vec<String>> {
     let all = machines(c).await?;
     Ok(sets
         .keys()
@@ -65,7 +65,7 @@ async fn old_set_nodes(c: &Ctx, sets: &BTreeMap<String, i64>) -> Result<Vec<Stri
 }
 
 /// Each old set has its count again, every machine Running with a Ready node.
-async fn restored(c: &Ctx, sets: &BTreeMap<String, i64>) -> Result<()> {
+async fn restored(c: &PhaseEnv, sets: &BTreeMap<String, i64>) -> Result<()> {
     ensure!(&source_sets(c).await? == sets);
     let (all, nodes) = (machines(c).await?, nodes(c).await?);
     for (s, want) in sets {

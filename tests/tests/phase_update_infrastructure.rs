@@ -36,7 +36,7 @@ fn fd_names(infra: &DynamicObject) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn set_vsphere(c: &Ctx, v: &Value) -> Result<()> {
+async fn set_vsphere(c: &PhaseEnv, v: &Value) -> Result<()> {
     let patch = json!({"spec": {"platformSpec": {"vsphere": {"vcenters": v["vcenters"], "failureDomains": v.get("failureDomains")}}}});
     o::infra_api(&c.client()).patch(o::INFRA_NAME, &PatchParams::default(), &Patch::Merge(patch)).await?;
     Ok(())

@@ -28,11 +28,11 @@ fn text(d: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
     d.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned())
 }
 
-async fn creds(c: &Ctx) -> Result<Secret> {
+async fn creds(c: &PhaseEnv) -> Result<Secret> {
     Ok(c.secret(CREDS_NS, CREDS_NAME).await?.expect("vsphere-creds exists"))
 }
 
-async fn set_keys(c: &Ctx, keys: serde_json::Value) -> Result<()> {
+async fn set_keys(c: &PhaseEnv, keys: serde_json::Value) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(c.client(), CREDS_NS);
     api.patch(CREDS_NAME, &PatchParams::default(), &Patch::Merge(json!({"stringData": keys}))).await?;
     Ok(())

@@ -28,7 +28,7 @@ fn cvo_replicas(d: &Deployment) -> i32 {
 }
 
 /// The CVO wants `n` replicas and has `n` ready.
-async fn cvo_ready(c: &Ctx, n: i32) -> Result<(), String> {
+async fn cvo_ready(c: &PhaseEnv, n: i32) -> Result<(), String> {
     let d = c.deployment(CVO_NS, CVO_NAME).await.map_err(|e| e.to_string())?;
     let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     if cvo_replicas(&d) == n && ready == n {

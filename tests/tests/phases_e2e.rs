@@ -27,7 +27,7 @@ use vsm_testenv::vcsim::target;
 use part2_support::*;
 use phase_support::*;
 
-async fn cvo_ready(c: &Ctx, n: i32) -> Result<(), String> {
+async fn cvo_ready(c: &PhaseEnv, n: i32) -> Result<(), String> {
     let d = c.deployment(CVO_NS, CVO_NAME).await.map_err(|e| e.to_string())?;
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);

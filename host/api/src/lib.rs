@@ -7,6 +7,7 @@
 //! - [`phases`]: the phase list ([`PHASES`]), which way a phase runs ([`Direction`]) and how
 //!   far a migration got ([`Stage`], `status.phase`).
 //! - [`time`]: the one timestamp type of the status ([`Time`]).
+//! - [`duration`]: the spec's durations (`90s`, `1h30m`), one parser for operator and phases.
 //! - [`labels`]: label and annotation keys on the objects the operator creates.
 //!
 //! Without features the crate is plain serde types, light enough for the phase components
@@ -16,6 +17,7 @@
 
 #[cfg(feature = "crd")]
 mod crd;
+pub mod duration;
 pub mod phases;
 pub mod spec;
 pub mod status;

@@ -41,7 +41,7 @@ use state::{StateStore, StoreState};
 use vcenter::{Endpoints, LiveVsphere};
 
 /// What the whole operator shares: clients, caches, the vCenter session pool.
-pub struct OperatorContext {
+pub struct Clients {
     /// Fenced ([`fencing::client`]): refuses every write while this replica does not lead.
     pub client: kube::Client,
     pub discovery: Discovery,
@@ -52,13 +52,13 @@ pub struct OperatorContext {
     pub leader: LeaderHandle,
 }
 
-impl OperatorContext {
+impl Clients {
     /// `client` is wrapped in the fencing layer here.
     pub fn new(client: kube::Client, vsphere: vs::SessionPool, instance: &str, leader: LeaderHandle) -> Arc<Self> {
         let client = fencing::client(client, leader.clone());
         let reporter =
             Reporter { controller: "vsphere-migration-operator".into(), instance: Some(instance.to_string()) };
-        Arc::new(OperatorContext {
+        Arc::new(Clients {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             discovery: Discovery::default(),
@@ -138,12 +138,7 @@ pub struct MigrationBackends {
 
 impl MigrationBackends {
     /// Plan mode (`dry_run`) or live, chosen here once for the whole call.
-    pub fn new(
-        ctx: &Arc<OperatorContext>,
-        migration: &VSphereMigration,
-        sources: Vec<SourceVCenter>,
-        dry_run: bool,
-    ) -> Self {
+    pub fn new(ctx: &Arc<Clients>, migration: &VSphereMigration, sources: Vec<SourceVCenter>, dry_run: bool) -> Self {
         let namespace = migration.metadata.namespace.clone().unwrap_or_default();
         let name = migration.metadata.name.clone().unwrap_or_default();
         let owner = migration.controller_owner_ref(&()).expect("a stored migration has a name and uid");

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::api::VSphereMigration;
-use crate::machine::ApprovalSeen;
+use crate::lifecycle::ApprovalSeen;
 
 /// One `ApprovalSeen` per entry of spec.approvals; "unknown" when no manager owns it.
 pub fn approvals_seen(m: &VSphereMigration) -> Vec<ApprovalSeen> {

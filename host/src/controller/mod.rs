@@ -7,6 +7,8 @@
 //! requeue times the state machine asks for. So waits end on events, not on fixed polls.
 
 mod approvals;
+mod call;
+mod gather;
 mod reconcile;
 mod status;
 pub mod watches;
@@ -25,7 +27,7 @@ use kube::runtime::{WatchStreamExt, predicates};
 use tokio::sync::Mutex;
 
 use crate::api::VSphereMigration;
-use crate::backends::OperatorContext;
+use crate::backends::Clients;
 use crate::leader::LeaderHandle;
 use crate::metrics::Metrics;
 use crate::runtime::Registry;
@@ -35,9 +37,10 @@ pub use reconcile::{ReconcileError, reconcile};
 use status::{LastWrites, WriteError};
 use watches::Watch;
 
-/// What every reconcile shares.
-pub struct Context {
-    pub ops: Arc<OperatorContext>,
+/// What every reconcile shares: the operator's clients, the plugins, the metrics, the
+/// lease, the cache of migrations.
+pub struct Reconciler {
+    pub clients: Arc<Clients>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub leader: LeaderHandle,
@@ -95,14 +98,14 @@ fn spec_or_lifecycle(m: &VSphereMigration) -> Option<u64> {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(
-    ops: Arc<OperatorContext>,
+    clients: Arc<Clients>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     leader: LeaderHandle,
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ops.client.clone();
+    let client = clients.client.clone();
     let migrations: Api<VSphereMigration> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -143,8 +146,8 @@ pub async fn run(
     }
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let instance = format!("{}-{}", std::process::id(), started.as_millis());
-    let ctx = Arc::new(Context {
-        ops,
+    let ctx = Arc::new(Reconciler {
+        clients,
         registry,
         metrics,
         leader,
@@ -169,7 +172,7 @@ pub async fn run(
         .await;
 }
 
-fn error_policy(_m: Arc<VSphereMigration>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy(_m: Arc<VSphereMigration>, error: &ReconcileError, ctx: Arc<Reconciler>) -> Action {
     if matches!(error, ReconcileError::Write(WriteError::Stale { .. })) {
         // The cache is behind the status: its watch event is on the way.
         ctx.metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { result: "stale".into() }).inc();

@@ -135,7 +135,7 @@ mod tests {
     use crate::api::VSphereMigrationSpec;
 
     fn migration(uid: &str, rv: &str) -> VSphereMigration {
-        let mut m = VSphereMigration::new("m", VSphereMigrationSpec { spec: crate::machine::tests::spec(json!({})) });
+        let mut m = VSphereMigration::new("m", VSphereMigrationSpec { spec: crate::lifecycle::tests::spec(json!({})) });
         m.metadata.uid = Some(uid.into());
         m.metadata.resource_version = Some(rv.into());
         m

@@ -1,40 +1,9 @@
 //! Durations as the migration spec writes them: `30s`, `2m`, `1h30m`, `500ms` (the CRD's
 //! pattern `^([0-9]+(ms|s|m|h))+$`).
 
-/// Milliseconds of a spec duration, or why it is not one.
-pub fn parse_ms(text: &str) -> Result<u64, String> {
-    let bad = || format!("{text:?} is not a duration like 90s, 2m or 1h30m");
-    if text.is_empty() {
-        return Err(bad());
-    }
-    let bytes = text.as_bytes();
-    let (mut i, mut total) = (0usize, 0u64);
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return Err(bad());
-        }
-        let n: u64 = text[start..i].parse().map_err(|_| bad())?;
-        let unit = if text[i..].starts_with("ms") {
-            i += 2;
-            1
-        } else {
-            let u = match bytes.get(i) {
-                Some(b's') => 1_000,
-                Some(b'm') => 60_000,
-                Some(b'h') => 3_600_000,
-                _ => return Err(bad()),
-            };
-            i += 1;
-            u
-        };
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
-    }
-    Ok(total)
-}
+/// Milliseconds of a spec duration, or why it is not one: the API crate's parser, the one
+/// the operator uses too.
+pub use vsm_sdk::spec::duration::parse_ms;
 
 /// A spec duration, or `default_ms` when it is not set.
 pub fn or_default(text: Option<&str>, default_ms: u64) -> Result<u64, String> {

@@ -51,6 +51,7 @@ pub mod selector;
 /// The `VSphereMigration` spec a phase is called for (from `vsm-api`).
 pub mod spec {
     pub use vsm_api::PHASES;
+    pub use vsm_api::duration;
     pub use vsm_api::spec::*;
 }
 #[cfg(feature = "testing")]

@@ -20,7 +20,7 @@ use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{SeedOptions, SimHandle, SimOptions, Simulator};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
 
-use crate::phase_support::{Ctx, LIMIT, ensure_done, eventually};
+use crate::phase_support::{LIMIT, PhaseEnv, ensure_done, eventually};
 
 /// The phase components in migration order.
 pub const ORDER: [&str; 16] = [
@@ -49,7 +49,7 @@ pub const BEFORE_WORKERS: &[&str] = &["update-secrets", "create-folder", "update
 
 /// The binary's environment seeded with `seed`, a migration `name` to the target vCenter
 /// (stability window 2s, so RecreateCPMS's window is short in tests), and `component`.
-pub async fn start_seeded(name: &str, component: &str, seed: &SeedOptions) -> Result<Ctx> {
+pub async fn start_seeded(name: &str, component: &str, seed: &SeedOptions) -> Result<PhaseEnv> {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let env = TestEnv::shared().await?;
     let cluster = vsm_testenv::sim::seed(env, seed).await.context("seeding")?;
@@ -57,15 +57,15 @@ pub async fn start_seeded(name: &str, component: &str, seed: &SeedOptions) -> Re
     spec.health.stability_window = Some("2s".into());
     let h = Harness::new(env, name, spec).await?;
     let plugin = h.phase(component).await?;
-    Ok(Ctx { env, cluster, h, plugin })
+    Ok(PhaseEnv { env, cluster, h, plugin })
 }
 
-pub fn sim(c: &Ctx) -> SimHandle {
+pub fn sim(c: &PhaseEnv) -> SimHandle {
     Simulator::start(c.env, SimOptions::instant())
 }
 
 /// Run the phase components `components` in order, each to `done`.
-pub async fn run_phases(c: &Ctx, components: &[&str]) -> Result<()> {
+pub async fn run_phases(c: &PhaseEnv, components: &[&str]) -> Result<()> {
     for name in components {
         let plugin = c.h.phase(name).await?;
         let run = c.h.run(&plugin, Direction::Execute).await.with_context(|| format!("running {name}"))?;
@@ -76,7 +76,7 @@ pub async fn run_phases(c: &Ctx, components: &[&str]) -> Result<()> {
 }
 
 /// Roll the phase components back, last first, each to `done`.
-pub async fn roll_back(c: &Ctx, components: &[&str]) -> Result<()> {
+pub async fn roll_back(c: &PhaseEnv, components: &[&str]) -> Result<()> {
     for name in components.iter().rev() {
         let plugin = c.h.phase(name).await?;
         let run = c.h.run(&plugin, Direction::Rollback).await.with_context(|| format!("rolling back {name}"))?;
@@ -86,7 +86,7 @@ pub async fn roll_back(c: &Ctx, components: &[&str]) -> Result<()> {
 }
 
 /// One call of the phase under test, as the operator's first call would make it.
-pub async fn one_call(c: &Ctx, direction: Direction) -> Result<Outcome> {
+pub async fn one_call(c: &PhaseEnv, direction: Direction) -> Result<Outcome> {
     Ok(c.h.call(&c.plugin, direction, 1, false).await?.0.outcome)
 }
 
@@ -109,23 +109,23 @@ pub fn wait_messages(run: &Run) -> Vec<String> {
         .collect()
 }
 
-pub async fn machines(c: &Ctx) -> Result<Vec<DynamicObject>> {
+pub async fn machines(c: &PhaseEnv) -> Result<Vec<DynamicObject>> {
     Ok(o::machines_api(&c.client()).list(&ListParams::default()).await?.items)
 }
 
-pub async fn machine_sets(c: &Ctx) -> Result<Vec<DynamicObject>> {
+pub async fn machine_sets(c: &PhaseEnv) -> Result<Vec<DynamicObject>> {
     Ok(o::machine_sets_api(&c.client()).list(&ListParams::default()).await?.items)
 }
 
-pub async fn machine_set(c: &Ctx, name: &str) -> Result<Option<DynamicObject>> {
+pub async fn machine_set(c: &PhaseEnv, name: &str) -> Result<Option<DynamicObject>> {
     Ok(o::machine_sets_api(&c.client()).get_opt(name).await?)
 }
 
-pub async fn nodes(c: &Ctx) -> Result<Vec<Node>> {
+pub async fn nodes(c: &PhaseEnv) -> Result<Vec<Node>> {
     Ok(Api::<Node>::all(c.client()).list(&ListParams::default()).await?.items)
 }
 
-pub async fn operators(c: &Ctx) -> Result<Vec<DynamicObject>> {
+pub async fn operators(c: &PhaseEnv) -> Result<Vec<DynamicObject>> {
     Ok(o::operators_api(&c.client()).list(&ListParams::default()).await?.items)
 }
 
@@ -174,7 +174,7 @@ pub fn of_set<'a>(all: &'a [DynamicObject], set: &str) -> Vec<&'a DynamicObject>
 }
 
 /// Machines grouped by vCenter: server -> (name, ready).
-pub async fn placement(c: &Ctx) -> Result<BTreeMap<String, Vec<(String, bool)>>> {
+pub async fn placement(c: &PhaseEnv) -> Result<BTreeMap<String, Vec<(String, bool)>>> {
     let (all, nodes) = (machines(c).await?, nodes(c).await?);
     let mut out: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
     for m in &all {
@@ -185,7 +185,7 @@ pub async fn placement(c: &Ctx) -> Result<BTreeMap<String, Vec<(String, bool)>>>
 
 /// Names of the VMs in a VM folder of the source (`true`) or target vCenter, logged in as
 /// the environment's administrator (the cluster's credentials may be gone by then).
-pub async fn vm_names(c: &Ctx, source: bool, folder: &str) -> Result<Vec<String>> {
+pub async fn vm_names(c: &PhaseEnv, source: bool, folder: &str) -> Result<Vec<String>> {
     let vc = if source { c.env.source() } else { c.env.target() };
     let pool = SessionPool::new(ClientOptions::default());
     let spec = ServerSpec {
@@ -209,12 +209,12 @@ pub async fn vm_names(c: &Ctx, source: bool, folder: &str) -> Result<Vec<String>
 }
 
 /// The source's and target's machine VM folders (`/<dc>/vm/<infraID>`).
-pub fn folders(c: &Ctx) -> (String, String) {
+pub fn folders(c: &PhaseEnv) -> (String, String) {
     (c.cluster.source.folder.clone(), c.cluster.target.folder.clone())
 }
 
 /// Wait until every ClusterOperator not in `tolerated` is Available and not Degraded.
-pub async fn operators_healthy(c: &Ctx, tolerated: &[&str]) -> Result<()> {
+pub async fn operators_healthy(c: &PhaseEnv, tolerated: &[&str]) -> Result<()> {
     eventually("ClusterOperators healthy", || async {
         let cos = operators(c).await.map_err(|e| e.to_string())?;
         let bad: Vec<String> = cos
@@ -233,7 +233,7 @@ pub async fn operators_healthy(c: &Ctx, tolerated: &[&str]) -> Result<()> {
 }
 
 /// Set a ClusterOperator's conditions (the simulator leaves the unruled ones alone).
-pub async fn set_operator(c: &Ctx, name: &str, available: &str, degraded: &str, message: &str) -> Result<()> {
+pub async fn set_operator(c: &PhaseEnv, name: &str, available: &str, degraded: &str, message: &str) -> Result<()> {
     let now = o::now();
     let status = json!({"status": {"conditions": [
         {"type": "Available", "status": available, "reason": "Test", "message": message, "lastTransitionTime": now},
@@ -245,12 +245,12 @@ pub async fn set_operator(c: &Ctx, name: &str, available: &str, degraded: &str, 
 }
 
 /// The cloud config text.
-pub async fn cloud_config_text(c: &Ctx) -> Result<String> {
+pub async fn cloud_config_text(c: &PhaseEnv) -> Result<String> {
     let cm = c.config_map(o::CLOUD_CONFIG_NS, o::CLOUD_CONFIG_NAME).await?.context("cloud config")?;
     Ok(cm.data.unwrap_or_default().get(o::CLOUD_CONFIG_KEY).cloned().unwrap_or_default())
 }
 
-pub async fn set_cloud_config_text(c: &Ctx, text: &str) -> Result<()> {
+pub async fn set_cloud_config_text(c: &PhaseEnv, text: &str) -> Result<()> {
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.client(), o::CLOUD_CONFIG_NS);
     let patch = json!({"data": {o::CLOUD_CONFIG_KEY: text}});
     api.patch(o::CLOUD_CONFIG_NAME, &PatchParams::default(), &Patch::Merge(patch)).await?;
@@ -258,7 +258,7 @@ pub async fn set_cloud_config_text(c: &Ctx, text: &str) -> Result<()> {
 }
 
 /// Keys of `kube-system/vsphere-creds`, sorted.
-pub async fn creds_keys(c: &Ctx) -> Result<Vec<String>> {
+pub async fn creds_keys(c: &PhaseEnv) -> Result<Vec<String>> {
     let s = c.secret(o::CREDS_NS, o::CREDS_NAME).await?.context("vsphere-creds")?;
     Ok(s.data.unwrap_or_default().into_keys().collect())
 }

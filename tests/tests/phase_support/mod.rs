@@ -24,7 +24,7 @@ use vsm_testenv::sim::{SeedOptions, SeededCluster};
 /// Only a guard against hanging.
 pub const LIMIT: Duration = Duration::from_secs(300);
 
-pub struct Ctx {
+pub struct PhaseEnv {
     pub env: &'static TestEnv,
     pub cluster: SeededCluster,
     pub h: Harness,
@@ -33,16 +33,16 @@ pub struct Ctx {
 
 /// The binary's environment, seeded (default options), a migration `name` moving it to the
 /// target vCenter, and the phase `component` loaded with what it declares granted.
-pub async fn start(name: &str, component: &str) -> Result<Ctx> {
+pub async fn start(name: &str, component: &str) -> Result<PhaseEnv> {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let env = TestEnv::shared().await?;
     let cluster = vsm_testenv::sim::seed(env, &SeedOptions::default()).await.context("seeding")?;
     let h = Harness::new(env, name, target_spec(env)).await?;
     let plugin = h.phase(component).await?;
-    Ok(Ctx { env, cluster, h, plugin })
+    Ok(PhaseEnv { env, cluster, h, plugin })
 }
 
-impl Ctx {
+impl PhaseEnv {
     pub fn client(&self) -> kube::Client {
         self.h.client.clone()
     }

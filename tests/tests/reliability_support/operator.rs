@@ -260,11 +260,11 @@ pub fn context_of(op: &OperatorProc) -> String {
     format!("operator {} (pid {}), log {}", op.identity, op.pid, op.log.display())
 }
 
-pub trait WithOperatorContext<T> {
+pub trait WithClients<T> {
     fn with_operator(self, op: &OperatorProc) -> Result<T>;
 }
 
-impl<T> WithOperatorContext<T> for Result<T> {
+impl<T> WithClients<T> for Result<T> {
     fn with_operator(self, op: &OperatorProc) -> Result<T> {
         self.with_context(|| format!("{}; log tail:\n{}", context_of(op), op.log_tail()))
     }

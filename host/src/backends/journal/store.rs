@@ -378,7 +378,7 @@ impl Journal {
     }
 
     pub async fn mark_restored(&self, secret: &str) -> Result<(), JournalError> {
-        let now = crate::machine::format_time(jiff::Timestamp::now());
+        let now = crate::lifecycle::format_time(jiff::Timestamp::now());
         let patch = serde_json::json!({"metadata": {"annotations": {labels::RESTORED: now}}});
         self.secrets.patch(secret, &PatchParams::default(), &Patch::Merge(patch)).await?;
         Ok(())

@@ -30,8 +30,13 @@ fn catalogue() -> Catalogue {
         name: name.into(),
         has_rollback,
         default_deadline: Duration::from_secs(600),
+        plugin: Ok(mk_plugin(name)),
     };
     Catalogue { phases: vec![entry("Preflight", false), entry("UpdateSecrets", true), entry("CreateTags", true)] }
+}
+
+fn mk_plugin(phase: &str) -> PluginRef {
+    PluginRef { component: phase.to_lowercase(), version: "1.0.0".into(), sha256: format!("sha-{phase}") }
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -48,6 +53,9 @@ struct World {
     events: Vec<Event>,
     blocked_by: Option<String>,
     invalid: Option<String>,
+    deleting: bool,
+    woken_by_event: bool,
+    instance: String,
 }
 
 impl World {
@@ -61,6 +69,9 @@ impl World {
             events: vec![],
             blocked_by: None,
             invalid: None,
+            deleting: false,
+            woken_by_event: false,
+            instance: "first".into(),
         }
     }
 
@@ -75,6 +86,9 @@ impl World {
             discovered_sources: Some(vec![crate::api::SourceVCenter { server: "vc-a".into(), port: 443 }]),
             blocked_by: self.blocked_by.clone(),
             invalid: self.invalid.clone(),
+            deleting: self.deleting,
+            woken_by_event: self.woken_by_event,
+            instance: &self.instance,
         }
     }
 
@@ -89,7 +103,9 @@ impl World {
         self.apply(d)
     }
 
-    fn record(&mut self, r: CallResult) -> Action {
+    fn record(&mut self, r: impl Into<CallOutcome>) -> Action {
+        // The controller records with the facts of the call: no event woke it.
+        self.woken_by_event = false;
         let d = record(&self.input(), r);
         self.apply(d)
     }
@@ -478,24 +494,147 @@ fn conditions_carry_the_generation_and_keep_transition_times() {
 }
 
 #[test]
-fn a_run_taken_over_by_another_operator_instance_says_so_in_its_record() {
-    // The controller stamps the calling instance on the run and counts take-overs; the
-    // machine keeps the count through waits and into the history.
+fn a_run_is_pinned_to_its_plugin_and_a_take_over_by_another_instance_is_counted() {
     let mut w = World::new(json!({}));
     w.decide();
+    let cur = w.status.current.clone().unwrap();
+    assert_eq!(cur.plugin, Some(mk_plugin("Preflight")), "pinned at the first call");
+    assert_eq!((cur.instance.as_deref(), cur.resumed), (Some("first"), 0));
     w.record(CallResult::Wait { after: Duration::from_secs(1), progress: 10, message: "waiting".into() });
-    let cur = w.status.current.as_mut().unwrap();
-    assert_eq!((cur.resumed, cur.instance.as_deref()), (0, None), "a new run starts unstamped");
-    cur.instance = Some("second".into());
-    cur.resumed = 1;
+    // A hot reload replaces the plugin: the run keeps the one it started with.
+    w.catalogue.phases[0].plugin = Ok(PluginRef { sha256: "sha-new".into(), ..mk_plugin("Preflight") });
+    w.instance = "second".into();
     w.advance(2);
-    w.decide();
+    assert_eq!(w.decide(), call("Preflight", Direction::Execute, 2));
+    let cur = w.status.current.clone().unwrap();
+    assert_eq!(cur.plugin, Some(mk_plugin("Preflight")));
+    assert_eq!((cur.instance.as_deref(), cur.resumed), (Some("second"), 1));
+    assert_eq!(w.reasons().iter().filter(|r| **r == "PhaseResumed").count(), 1);
     w.record(CallResult::Wait { after: Duration::from_secs(1), progress: 20, message: "still".into() });
-    assert_eq!(w.status.current.as_ref().unwrap().resumed, 1, "kept while the run goes on");
     w.advance(2);
     w.decide();
+    assert_eq!(w.status.current.as_ref().unwrap().resumed, 1, "the same instance again is no take-over");
     w.record(done("ok"));
     assert_eq!(w.status.history[0].resumed, 1, "the record shows the take-over");
-    assert_eq!(w.status.current.as_ref().unwrap().resumed, 0, "the next run starts afresh");
-    assert!(w.status.current.as_ref().unwrap().instance.is_none());
+    let next = w.status.current.as_ref().unwrap();
+    assert_eq!(
+        (next.resumed, next.plugin.clone()),
+        (0, Some(mk_plugin("UpdateSecrets"))),
+        "the next run starts afresh"
+    );
+}
+
+#[test]
+fn an_event_inside_the_rate_limit_wakes_the_phase_when_the_limit_ends() {
+    let mut w = World::new(json!({}));
+    w.decide();
+    w.record(CallResult::Wait { after: Duration::from_secs(30), progress: 10, message: "waiting".into() });
+    // A timer reconcile (or a spec edit) inside the limit keeps the phase's own time...
+    assert_eq!(w.decide(), Action::RequeueAt(t(30)));
+    // ...a watch event inside it is not lost: the phase looks again when the limit ends.
+    w.woken_by_event = true;
+    let limit_ends = add(t(0), MIN_CALL_INTERVAL + Duration::from_secs(1));
+    assert_eq!(w.decide(), Action::RequeueAt(limit_ends));
+    // A backoff after a failure is never shortened by events.
+    w.advance(5);
+    assert_eq!(w.decide(), call("Preflight", Direction::Execute, 2));
+    w.record(failed("flaky", true));
+    w.woken_by_event = true;
+    assert_eq!(w.decide(), Action::RequeueAt(t(5 + 2)));
+}
+
+#[test]
+fn a_phase_without_a_usable_plugin_is_not_called_and_the_conditions_say_why() {
+    let mut w = World::new(json!({}));
+    w.catalogue.phases[1].plugin = Err("spec.plugins.UpdateSecrets.version requires ^2, but ... 1.0.0".into());
+    assert_eq!(w.decide(), call("Preflight", Direction::Execute, 1), "other phases go on");
+    assert_eq!(w.cond("PluginsReady"), ("False".into(), "PluginUnavailable".into()));
+    assert_eq!(w.record(done("ok")), Action::RequeueAt(add(t(0), PLUGIN_RETRY)));
+    assert_eq!(w.cond("Degraded"), ("True".into(), "PluginUnavailable".into()));
+    assert!(w.status.current.as_ref().unwrap().plugin.is_none(), "nothing pinned");
+    // The plugin appears (a hot reload): the phase is called and the conditions clear.
+    w.catalogue.phases[1].plugin = Ok(mk_plugin("UpdateSecrets"));
+    assert_eq!(w.decide(), call("UpdateSecrets", Direction::Execute, 1));
+    assert_eq!(w.cond("PluginsReady"), ("True".into(), "AllPhasesServed".into()));
+    assert_eq!(w.cond("Degraded"), ("False".into(), "AsExpected".into()));
+}
+
+#[test]
+fn insecure_vcenters_are_named_in_a_condition() {
+    let mut w = World::new(json!({}));
+    w.decide();
+    assert_eq!(w.cond("InsecureTLS"), ("False".into(), "Verified".into()));
+    let mut w = World::new(json!({"vcenters": [{"server": "vc-b", "insecure": true}]}));
+    w.decide();
+    assert_eq!(w.cond("InsecureTLS"), ("True".into(), "InsecureConnection".into()));
+    assert!(w.status.condition("InsecureTLS").unwrap().message.contains("vc-b"));
+}
+
+#[test]
+fn deletion_waits_for_an_undoable_end_and_then_finalizes() {
+    // Not started: released at once, nothing written.
+    let mut w = World::new(json!({"state": "Pending"}));
+    w.deleting = true;
+    let d = decide(&w.input());
+    assert_eq!((d.action, d.status), (Action::Finalize, MigrationStatus::default()));
+    // In flight: blocked, said once, and the migration goes on so it can end.
+    let mut w = World::new(json!({"rollbackOnFailure": false}));
+    w.decide();
+    w.deleting = true;
+    assert_eq!(w.record(done("ok")), call("UpdateSecrets", Direction::Execute, 1));
+    assert_eq!(w.cond("Degraded"), ("True".into(), "DeletionBlocked".into()));
+    w.record(CallResult::Wait { after: Duration::from_secs(1), progress: 10, message: "waiting".into() });
+    assert_eq!(w.reasons().iter().filter(|r| **r == "DeletionBlocked").count(), 1);
+    // A failure keeps it blocked (the backups are needed to undo it)...
+    w.advance(2);
+    w.decide();
+    assert_eq!(w.record(failed("broken", false)), Action::Idle);
+    assert_eq!(w.status.phase, Some(Stage::Failed));
+    assert_eq!(w.cond("Degraded").1, "DeletionBlocked");
+    // ...until it is rolled back.
+    w.spec.state = MigrationState::Rollback;
+    assert_eq!(w.decide(), call("UpdateSecrets", Direction::Rollback, 1));
+    assert_eq!(w.record(done("undone")), Action::Finalize);
+}
+
+#[test]
+fn a_call_folds_in_its_plan_entries_backups_and_progress() {
+    let change = |target: &str| PlannedChange {
+        system: "kube".into(),
+        action: "patch".into(),
+        target: target.into(),
+        details: vec![],
+    };
+    let backup = |sha: &str| BackupRef {
+        name: "b-1".into(),
+        subject: "Secret kube-system/vsphere-creds".into(),
+        phase: "Preflight".into(),
+        kind: "journal".into(),
+        sha256: sha.into(),
+        size: 10,
+    };
+    let mut w = World::new(json!({}));
+    w.decide();
+    let failed_halfway = CallOutcome {
+        result: failed("vCenter busy", true),
+        plan: vec![change("Infrastructure cluster")],
+        backups: vec![backup("aaa")],
+        progress: Some((60, "folder 3 of 5".into())),
+    };
+    w.record(failed_halfway);
+    let cur = w.status.current.clone().unwrap();
+    assert_eq!(cur.progress, 60, "how far the failed call got");
+    assert!(cur.message.contains("vCenter busy"));
+    assert_eq!(w.status.plan[0].changes, vec![change("Infrastructure cluster")]);
+    w.advance(3);
+    w.decide();
+    let again = CallOutcome {
+        result: CallResult::Wait { after: Duration::from_secs(5), progress: 80, message: "4 of 5".into() },
+        backups: vec![backup("bbb")],
+        progress: Some((70, "folder 4".into())),
+        ..Default::default()
+    };
+    w.record(again);
+    assert_eq!(w.status.current.as_ref().unwrap().progress, 80, "the outcome, said last, wins");
+    assert_eq!(w.status.backups, vec![backup("bbb")], "listed once, with its current checksum");
 }

@@ -9,7 +9,7 @@ pub mod types {
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
     pub const DEGRADED: &str = "Degraded";
     pub const ROLLBACK_AVAILABLE: &str = "RollbackAvailable";
-    /// Set by the controller, not the state machine.
+    /// Standing conditions (see `standing`), whatever the run does.
     pub const INSECURE_TLS: &str = "InsecureTLS";
     pub const PLUGINS_READY: &str = "PluginsReady";
 }
