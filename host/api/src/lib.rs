@@ -15,6 +15,25 @@
 //! resource itself (`VSphereMigration`, kube's derive) and `crd_yaml()`, from which
 //! `cargo xtask crds` writes `crds/`.
 
+/// The JSON schema of a type that travels as a plain string (`Stage`, `Time`): as when the
+/// status held `String`s, so the CRD did not change when they became types.
+#[cfg(feature = "schema")]
+macro_rules! plain_string_schema {
+    ($type:ty, $name:literal) => {
+        impl schemars::JsonSchema for $type {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string"})
+            }
+        }
+    };
+}
+
 #[cfg(feature = "crd")]
 mod crd;
 pub mod duration;

@@ -139,17 +139,7 @@ impl<'de> Deserialize<'de> for Stage {
 }
 
 #[cfg(feature = "schema")]
-impl schemars::JsonSchema for Stage {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Stage".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": "string"})
-    }
-}
+plain_string_schema!(Stage, "Stage");
 
 #[cfg(test)]
 mod tests {

@@ -82,18 +82,7 @@ impl<'de> Deserialize<'de> for Time {
 }
 
 #[cfg(feature = "schema")]
-impl schemars::JsonSchema for Time {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Time".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    // A plain string, as when the status held `String`s: the CRD did not change.
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": "string"})
-    }
-}
+plain_string_schema!(Time, "Time");
 
 #[cfg(test)]
 mod tests {

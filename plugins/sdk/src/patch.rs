@@ -14,6 +14,10 @@
 //!   fails (a `test` whose value differs, a `remove` or `replace` of a missing path, a
 //!   bad index) the document is left as it was.
 //!
+//! - Server-side apply, [`apply_merge`], without field ownership: the applied object
+//!   merged in as a merge patch in which `null` means nothing, so nothing is removed;
+//!   objects merge, everything else (lists included) is replaced.
+//!
 //! Errors: the API server answers a JSON patch it cannot decode with 400 and one that does
 //! not apply with 422; the host maps both to `invalid`, and so does everything here: a
 //! [`PatchError`] becomes [`KubeError::Invalid`] with the error's text.
@@ -28,6 +32,26 @@ use crate::KubeError;
 /// Apply an RFC 7386 merge patch to `target` in place.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);
+}
+
+/// A stand-in for server-side apply (no field ownership is modelled): the applied object
+/// merged in as a merge patch in which `null` means nothing, so nothing is removed;
+/// objects merge, everything else (lists included) is replaced.
+pub fn apply_merge(target: &mut Value, applied: &Value) {
+    if !applied.is_null() {
+        merge_patch(target, &without_nulls(applied));
+    }
+}
+
+/// `value` without the `null` members of its objects, at every depth (lists are values
+/// and kept whole).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// Apply an RFC 6902 JSON patch (a list of operations) to `target`, all or nothing.
@@ -68,6 +92,15 @@ impl From<PatchError> for KubeError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn apply_merges_objects_ignores_nulls_and_replaces_lists() {
+        let mut doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
+        apply_merge(&mut doc, &json!({"a": {"b": null, "d": {"e": null, "f": 3}}, "l": [null, 3]}));
+        assert_eq!(doc, json!({"a": {"b": 1, "c": 2, "d": {"f": 3}}, "l": [null, 3]}));
+        apply_merge(&mut doc, &Value::Null);
+        assert_eq!(doc["a"]["b"], json!(1));
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7386() {

@@ -63,8 +63,9 @@ impl Update<'_> {
         Ok(match self {
             Update::Replace(object) => parse(object)?,
             Update::Apply(object) => {
+                // Server-side apply as FakeHost applies it (one implementation).
                 let mut d = base.clone();
-                overlay::merge_patch(&mut d, &parse(object)?);
+                vsm_sdk::patch::apply_merge(&mut d, &parse(object)?);
                 d
             }
             Update::Patch(PatchType::Merge, patch) => {

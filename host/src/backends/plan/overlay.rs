@@ -312,6 +312,36 @@ mod parity {
     }
 
     #[test]
+    fn server_side_applies_give_the_same_object() {
+        // Plan mode's apply (`Update::Apply`) and FakeHost's: a null applies nothing, at
+        // any depth; objects merge; lists are replaced whole.
+        let (_, ty) = config_map_type();
+        for (body, applied, want) in [
+            (
+                json!({"data": {"a": "1", "b": "2"}}),
+                json!({"data": {"a": null, "c": "3"}}),
+                json!({"a": "1", "b": "2", "c": "3"}),
+            ),
+            (json!({"data": {}}), json!({"data": {"new": {"gone": null, "y": "1"}}}), json!({"new": {"y": "1"}})),
+            (json!({"data": {"l": [1, 2]}}), json!({"data": {"l": [null, 3]}}), json!({"l": [null, 3]})),
+        ] {
+            let host = FakeHost::new();
+            let live = host.put(object("o", body.clone())).0;
+            let applied = object("o", applied.clone());
+            let fake = host
+                .kube_apply(&ty, Some(NS), "o", &applied.to_string(), true)
+                .map(|o| without_counters(serde_json::from_str(&o).expect("JSON")))
+                .map_err(sdk_error);
+            let planned = crate::backends::plan::Update::Apply(&applied.to_string())
+                .apply_to(&live)
+                .map(without_counters)
+                .map_err(host_error);
+            assert_eq!(fake, planned, "{body} + apply {applied}");
+            assert_eq!(planned.expect("applies")["data"], want, "{body} + apply {applied}");
+        }
+    }
+
+    #[test]
     fn json_patches_give_the_same_object_or_the_same_error() {
         let body = json!({"data": {"a": "1", "b/c": "2"}, "list": ["x", "y"]});
         for (patch, applies) in [

@@ -330,38 +330,9 @@ fn normalize(object: &mut Value, key: &Key) -> Result<(), KubeError> {
     Ok(())
 }
 
-/// A stand-in for server-side apply (no field ownership is modelled): the applied object
-/// merged in as a merge patch in which `null` means nothing, so nothing is removed;
-/// objects merge, everything else (lists included) is replaced.
-pub fn apply_merge(target: &mut Value, applied: &Value) {
-    if !applied.is_null() {
-        merge_patch(target, &without_nulls(applied));
-    }
-}
-
-/// `value` without the `null` members of its objects, at every depth (lists are values
-/// and kept whole).
-fn without_nulls(value: &Value) -> Value {
-    match value {
-        Value::Object(members) => Value::Object(
-            members.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn apply_merges_objects_ignores_nulls_and_replaces_lists() {
-        let mut doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
-        apply_merge(&mut doc, &json!({"a": {"b": null, "d": {"e": null, "f": 3}}, "l": [null, 3]}));
-        assert_eq!(doc, json!({"a": {"b": 1, "c": 2, "d": {"f": 3}}, "l": [null, 3]}));
-        apply_merge(&mut doc, &Value::Null);
-        assert_eq!(doc["a"]["b"], json!(1));
-    }
 
     #[test]
     fn updates_conflict_on_a_stale_version_and_keep_status_and_identity() {

@@ -908,7 +908,7 @@ impl Host for FakeHost {
             Err(_) => s.prepare_create(&key, applied).map(Some),
             Ok(live) => {
                 let mut merged = live.clone();
-                kube::apply_merge(&mut merged, &applied);
+                crate::patch::apply_merge(&mut merged, &applied);
                 s.prepare_update(&key, &live, merged, true).map(Some)
             }
         })?;
