@@ -13,7 +13,6 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::KubeError;
-use crate::patch::merge_patch;
 use crate::selector::Selector;
 
 /// Kinds that are cluster-scoped (everything else is namespaced).
