@@ -174,7 +174,9 @@ impl TestEnv {
                 installed_crds: &env.installed_crds,
             };
             let started = MachineApi::start(&bins.machine_api, &cluster, &env.dir.path().join("machine-api")).await;
-            env.machine_api = Some(started.context("starting the machine-api")?);
+            let started = started.context("starting the machine-api")?;
+            env.installed_crds.extend_from_slice(started.installed_crds());
+            env.machine_api = Some(started);
         }
         Ok(env)
     }

@@ -149,6 +149,7 @@ impl Component {
 pub struct MachineApi {
     processes: Vec<(Component, Process, PathBuf)>,
     webhook_url: String,
+    installed_crds: Vec<String>,
 }
 
 impl std::fmt::Debug for MachineApi {
@@ -174,10 +175,15 @@ impl MachineApi {
     pub async fn start(tools: &MachineApiTools, cluster: &Cluster<'_>, dir: &Path) -> Result<MachineApi> {
         std::fs::create_dir_all(dir)?;
         let client = &cluster.client;
-        install_crds(client, tools, cluster.installed_crds).await?;
+        let module = tools.clone();
+        let (operator_source, openshift_api_source) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((module.operator_source()?, module.openshift_api_source()?))
+        })
+        .await??;
+        let installed_crds = install_crds(client, &openshift_api_source, cluster.installed_crds).await?;
         crds::create_namespaces(client, &[NAMESPACE, "openshift-config", "openshift-config-managed"]).await?;
         ensure_cluster_config(client).await?;
-        apply_rbac(client, &tools.operator_source).await.context("applying machine-api-operator's RBAC")?;
+        apply_rbac(client, &operator_source).await.context("applying machine-api-operator's RBAC")?;
 
         let cert_dir = dir.join("webhook-certs");
         std::fs::create_dir_all(&cert_dir)?;
@@ -190,38 +196,15 @@ impl MachineApi {
         let mut health = Vec::new();
         for component in Component::ALL {
             let kubeconfig = write_kubeconfig(component, cluster, dir)?;
-            let mut args: Vec<String> =
-                vec!["--logtostderr=true".into(), "--v=3".into(), format!("--namespace={NAMESPACE}")];
-            if component != Component::Webhooks {
-                args.push("--leader-elect=false".into());
-            }
-            let health_port = match component {
-                Component::NodeLinkController => None,
-                _ => Some(free_port()?),
-            };
-            match component {
-                Component::NodeLinkController => {}
-                Component::Webhooks => args.extend([
-                    "--webhook-host=127.0.0.1".into(),
-                    format!("--webhook-port={webhook_port}"),
-                    format!("--webhook-cert-dir={}", cert_dir.display()),
-                    "--metrics-bind-address=0".into(),
-                ]),
-                _ => args.push(format!("--metrics-bind-address=127.0.0.1:{}", free_port()?)),
-            }
-            if let Some(port) = health_port {
-                args.push(format!("--health-addr=127.0.0.1:{port}"));
-            }
-            if component == Component::MachineSetController {
-                args.push("--webhook-enabled=false".into());
-            }
+            let (args, health_port) = command_line(component, webhook_port, &cert_dir)?;
             let log = dir.join(format!("{}.log", component.name()));
             let env = [("KUBECONFIG", kubeconfig.as_os_str()), ("SSL_CERT_FILE", cluster.ca_path.as_os_str())];
             let process = Process::spawn(component.name(), component.binary(tools), &args, &env, &log, false)?;
             health.push((component, health_port));
             processes.push((component, process, log));
         }
-        let machine_api = MachineApi { processes, webhook_url: format!("https://127.0.0.1:{webhook_port}") };
+        let machine_api =
+            MachineApi { processes, webhook_url: format!("https://127.0.0.1:{webhook_port}"), installed_crds };
 
         for (component, port) in health {
             machine_api.wait_ready(component, port).await?;
@@ -255,6 +238,11 @@ impl MachineApi {
 
     pub fn pid(&self, component: Component) -> u32 {
         self.entry(component).1.pid()
+    }
+
+    /// The CRDs [`MachineApi::start`] installed (the environment had not).
+    pub fn installed_crds(&self) -> &[String] {
+        &self.installed_crds
     }
 
     /// `https://127.0.0.1:PORT` of the webhook server.
@@ -309,6 +297,39 @@ impl Drop for MachineApi {
     }
 }
 
+/// The command line of `component` (see the module doc), and its health port if it has one.
+fn command_line(component: Component, webhook_port: u16, cert_dir: &Path) -> Result<(Vec<String>, Option<u16>)> {
+    // What machine-api-operator passes every container, less leader election.
+    let mut args: Vec<String> = vec!["--logtostderr=true".into(), "--v=3".into(), format!("--namespace={NAMESPACE}")];
+    let no_leader_election = || String::from("--leader-elect=false");
+    let metrics = || -> Result<String> { Ok(format!("--metrics-bind-address=127.0.0.1:{}", free_port()?)) };
+    let health = match component {
+        Component::NodeLinkController => None,
+        _ => Some(free_port()?),
+    };
+    match component {
+        Component::MachineController | Component::MachineHealthCheckController => {
+            args.extend([no_leader_election(), metrics()?]);
+        }
+        Component::MachineSetController => {
+            args.extend([no_leader_election(), metrics()?, "--webhook-enabled=false".into()]);
+        }
+        // It serves neither metrics nor probes.
+        Component::NodeLinkController => args.push(no_leader_election()),
+        // Its own program: no leader election to turn off, no metrics worth serving.
+        Component::Webhooks => args.extend([
+            "--webhook-host=127.0.0.1".into(),
+            format!("--webhook-port={webhook_port}"),
+            format!("--webhook-cert-dir={}", cert_dir.display()),
+            "--metrics-bind-address=0".into(),
+        ]),
+    }
+    if let Some(port) = health {
+        args.push(format!("--health-addr=127.0.0.1:{port}"));
+    }
+    Ok((args, health))
+}
+
 fn write_kubeconfig(component: Component, cluster: &Cluster<'_>, dir: &Path) -> Result<PathBuf> {
     let (cert, key) = cluster.ca.issue_client(&component.user(), Some(CONTROLLERS_GROUP))?;
     let (cert_path, key_path) =
@@ -322,8 +343,9 @@ fn write_kubeconfig(component: Component, cluster: &Cluster<'_>, dir: &Path) -> 
 }
 
 /// The DNS CRD, and the MachineHealthCheck CRD unless the environment installed it.
-async fn install_crds(client: &kube::Client, tools: &MachineApiTools, installed: &[String]) -> Result<()> {
-    let mut wanted = load_crds(&tools.openshift_api_source.join(DNS_CRD))?;
+/// Returns their names.
+async fn install_crds(client: &kube::Client, openshift_api_source: &Path, installed: &[String]) -> Result<Vec<String>> {
+    let mut wanted = load_crds(&openshift_api_source.join(DNS_CRD))?;
     if !installed.iter().any(|n| n == MHC_CRD_NAME) {
         let fixtures = crds::fixtures_dir().context(
             "the machine-api needs the MachineHealthCheck CRD from ../shared/fixtures/openshift-crds \
@@ -331,8 +353,7 @@ async fn install_crds(client: &kube::Client, tools: &MachineApiTools, installed:
         )?;
         wanted.extend(load_crds(&fixtures.join(MHC_CRD_FILE))?);
     }
-    crds::install(client, wanted).await.context("installing the machine-api CRDs")?;
-    Ok(())
+    crds::install(client, wanted).await.context("installing the machine-api CRDs")
 }
 
 fn load_crds(file: &Path) -> Result<Vec<CustomResourceDefinition>> {

@@ -34,8 +34,8 @@ pub struct ToolPaths {
     pub machine_api: MachineApiTools,
 }
 
-/// The machine-api binaries (`tests/tools/machine-api`) and the module sources they were
-/// built from, whose manifests (RBAC, CRDs) the environment reads.
+/// The machine-api binaries (`tests/tools/machine-api`), and where the module sources they
+/// were built from are, whose manifests (RBAC, CRDs) the environment reads.
 #[derive(Clone, Debug)]
 pub struct MachineApiTools {
     /// `cmd/vsphere`: the Machine controller with the vSphere actuator (and the vSphere
@@ -51,11 +51,21 @@ pub struct MachineApiTools {
     /// The wrapper's own `machine-api-webhooks`: upstream's `pkg/webhooks` handlers served on
     /// a loopback address.
     pub webhooks: PathBuf,
-    /// `github.com/openshift/machine-api-operator` in the Go module cache.
-    pub operator_source: PathBuf,
-    /// `github.com/openshift/api` (the version machine-api-operator builds with) in the Go
-    /// module cache.
-    pub openshift_api_source: PathBuf,
+    /// The wrapper module (`tests/tools/machine-api`).
+    pub module: PathBuf,
+}
+
+impl MachineApiTools {
+    /// `github.com/openshift/machine-api-operator` in the Go module cache (runs `go`).
+    pub fn operator_source(&self) -> Result<PathBuf> {
+        go_module_dir(&self.module, MACHINE_API_OPERATOR)
+    }
+
+    /// `github.com/openshift/api`, the version machine-api-operator is built with, in the Go
+    /// module cache (runs `go`).
+    pub fn openshift_api_source(&self) -> Result<PathBuf> {
+        go_module_dir(&self.module, "github.com/openshift/api")
+    }
 }
 
 struct Tool {
@@ -139,7 +149,6 @@ pub fn ensure_built() -> Result<ToolPaths> {
     let bin = |name: &str| -> Result<PathBuf> {
         built.iter().find(|p| p.file_name().is_some_and(|n| n == name)).cloned().context("a binary of TOOLS")
     };
-    let machine_api_dir = tools_source_dir().join("machine-api");
     let paths = ToolPaths {
         etcd: bin("etcd")?,
         kube_apiserver: bin("kube-apiserver")?,
@@ -150,8 +159,7 @@ pub fn ensure_built() -> Result<ToolPaths> {
             nodelink_controller: bin("nodelink-controller")?,
             machine_healthcheck: bin("machine-healthcheck")?,
             webhooks: bin("machine-api-webhooks")?,
-            operator_source: go_module_dir(&machine_api_dir, MACHINE_API_OPERATOR)?,
-            openshift_api_source: go_module_dir(&machine_api_dir, "github.com/openshift/api")?,
+            module: tools_source_dir().join("machine-api"),
         },
     };
     Ok(DONE.get_or_init(|| paths).clone())

@@ -173,6 +173,14 @@ async fn every_process_runs_and_the_vsphere_controller_started() {
 }
 
 #[tokio::test]
+async fn the_crds_the_machine_api_needs_are_installed() {
+    let env = env().await;
+    for crd in ["machinehealthchecks.machine.openshift.io", "dnses.config.openshift.io"] {
+        assert!(env.installed_crds().iter().any(|c| c == crd), "{crd}: {:?}", env.installed_crds());
+    }
+}
+
+#[tokio::test]
 async fn the_vsphere_machine_controller_takes_a_machine_and_reports_missing_credentials() {
     let env = env().await;
     let api = machines(env, NAMESPACE);
