@@ -1,6 +1,7 @@
 //! The real OpenShift machine-api controllers and admission webhooks, from
 //! `github.com/openshift/machine-api-operator` (built by [`crate::tools`]), run as child
-//! processes against the environment's kube-apiserver ([`TestEnvOptions::machine_api`]).
+//! processes against the environment's kube-apiserver
+//! ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api)).
 //!
 //! In a cluster, machine-api-operator runs these as the containers of the
 //! `machine-api-controllers` Deployment in `openshift-machine-api`. Here each is a process on
