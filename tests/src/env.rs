@@ -1,4 +1,5 @@
-//! The whole environment: etcd, kube-apiserver, CRDs, namespaces and the two vCenters.
+//! The whole environment: etcd, kube-apiserver, CRDs, namespaces and the two vCenters, and
+//! optionally the real machine-api controllers ([`TestEnvOptions::machine_api`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use anyhow::{Context, Result};
 use crate::apiserver::{self, ApiServer, KubeconfigUser};
 use crate::crds::{self, OpenShiftCrds};
 use crate::etcd::Etcd;
+use crate::machine_api::{self, MachineApi};
 use crate::pki::TestCa;
 use crate::process::stop_all;
 use crate::tools;
@@ -27,6 +29,10 @@ pub struct TestEnvOptions {
     /// Let kube-apiserver write an audit log of every write ([`apiserver::AUDIT_POLICY`]);
     /// see [`TestEnv::audit_log_path`].
     pub audit_log: bool,
+    /// Run the real machine-api controllers and admission webhooks from
+    /// machine-api-operator against the environment ([`crate::machine_api`]); see
+    /// [`TestEnv::machine_api`].
+    pub machine_api: bool,
 }
 
 impl Default for TestEnvOptions {
@@ -38,6 +44,7 @@ impl Default for TestEnvOptions {
             project_crds: true,
             namespaces: true,
             audit_log: false,
+            machine_api: false,
         }
     }
 }
@@ -55,6 +62,7 @@ pub struct TestEnv {
     installed_crds: Vec<String>,
     openshift_crds_dir: Option<PathBuf>,
     // Drop order matters: processes before the directory that holds their files.
+    machine_api: Option<MachineApi>,
     source: Vcsim,
     target: Vcsim,
     apiserver: ApiServer,
@@ -136,6 +144,7 @@ impl TestEnv {
             operator_kubeconfig,
             installed_crds: Vec::new(),
             openshift_crds_dir: opts.openshift_crds.resolve(),
+            machine_api: None,
             source,
             target,
             apiserver,
@@ -154,6 +163,20 @@ impl TestEnv {
         env.installed_crds = crds::install(&env.client(), to_install).await.context("installing CRDs")?;
         if opts.namespaces {
             crds::create_namespaces(&env.client(), crds::NAMESPACES).await?;
+        }
+        if opts.machine_api {
+            let ca_path = env.ca_path();
+            let cluster = machine_api::Cluster {
+                client: env.client(),
+                apiserver_url: &env.apiserver.url,
+                ca: &env.ca,
+                ca_path: &ca_path,
+                installed_crds: &env.installed_crds,
+            };
+            let started = MachineApi::start(&bins.machine_api, &cluster, &env.dir.path().join("machine-api")).await;
+            let started = started.context("starting the machine-api")?;
+            env.installed_crds.extend_from_slice(started.installed_crds());
+            env.machine_api = Some(started);
         }
         Ok(env)
     }
@@ -257,6 +280,16 @@ impl TestEnv {
         self.apiserver.audit_log_path.as_deref()
     }
 
+    /// The machine-api processes, if [`TestEnvOptions::machine_api`] was set.
+    pub fn machine_api(&self) -> Option<&MachineApi> {
+        self.machine_api.as_ref()
+    }
+
+    /// Log files of the machine-api processes (none unless [`TestEnvOptions::machine_api`]).
+    pub fn machine_api_logs(&self) -> Vec<(machine_api::Component, &Path)> {
+        self.machine_api.as_ref().map(MachineApi::log_paths).unwrap_or_default()
+    }
+
     /// Stop kube-apiserver (SIGTERM, or SIGKILL when `kill`) and start it again on the same
     /// address with the same certificates, tokens and etcd, as when a control-plane node
     /// restarts; returns when it is ready. Clients and kubeconfigs stay valid.
@@ -271,8 +304,11 @@ impl TestEnv {
 
     /// Stops every process now (they are also stopped on drop).
     pub fn stop(&self) {
-        // The apiserver and the vCenters first; etcd after, so the apiserver shuts down cleanly.
-        stop_all(&[&self.apiserver.process, self.source.process(), self.target.process()]);
+        // The machine-api, the apiserver and the vCenters first; etcd after, so the apiserver
+        // shuts down cleanly.
+        let mut first: Vec<&crate::process::Process> = self.machine_api.iter().flat_map(|m| m.processes()).collect();
+        first.extend([&self.apiserver.process, self.source.process(), self.target.process()]);
+        stop_all(&first);
         stop_all(&[&self.etcd.process]);
     }
 

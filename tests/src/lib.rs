@@ -21,14 +21,17 @@
 //!   the namespaces in [`crds::NAMESPACES`].
 //! - Two vCenters ([`vcsim::source`] on 127.0.0.1, [`vcsim::target`] on 127.0.0.2) with their
 //!   own inventory names, credentials and CA-signed certificates.
+//! - Opt-in ([`TestEnvOptions::machine_api`]): the real machine-api controllers (Machine
+//!   with the vSphere actuator, MachineSet, nodelink, MachineHealthCheck) and admission
+//!   webhooks from machine-api-operator ([`machine_api`]).
 //!
 //! What is not: no kube-controller-manager or scheduler. Nothing garbage-collects owner
 //! references, deleted namespaces stay Terminating, no service-account tokens are minted,
 //! no pods run. The cluster simulator plays the controllers the migration needs.
 //!
-//! The Go tools are built on first use ([`tools::ensure_built`]; minutes once, then cached
-//! under `$XDG_CACHE_HOME/vsphere-migration/tools`). `cargo xtask testenv --keep` starts an
-//! environment for manual exploration.
+//! The Go tools (machine-api included) are built on first use ([`tools::ensure_built`];
+//! minutes once, then cached under `$XDG_CACHE_HOME/vsphere-migration/tools`).
+//! `cargo xtask testenv --keep` starts an environment for manual exploration.
 
 pub mod apiserver;
 pub mod crds;
@@ -38,6 +41,7 @@ pub mod env;
 pub mod etcd;
 pub mod fault_proxy;
 pub mod harness;
+pub mod machine_api;
 pub mod pki;
 pub mod probe;
 pub mod process;

@@ -1,10 +1,17 @@
-//! Builds the Go tools (etcd, kube-apiserver, the vcsim launcher) from the wrapper modules
-//! in `tests/tools/` with the Go module proxy, cached outside the repository.
+//! Builds the Go tools (etcd, kube-apiserver, the vcsim launcher, the machine-api
+//! controllers) from the wrapper modules in `tests/tools/` with the Go module proxy, cached
+//! outside the repository.
 //!
-//! Cache layout: `$XDG_CACHE_HOME/vsphere-migration/tools/<tool>-<key>/<tool>` where `key`
-//! is a sha256 over the module's go.mod, go.sum, *.go files and the build flags: a change
-//! rebuilds, an unchanged tree costs a few file reads. Binaries are built under a temporary
-//! name and renamed, so an interrupted build never leaves a broken binary behind.
+//! Cache layout: `$XDG_CACHE_HOME/vsphere-migration/tools/<tool>-<key>/<binary>` where `key`
+//! is a sha256 over the module's go.mod, go.sum, *.go files (in subfolders too) and the build
+//! flags: a change rebuilds, an unchanged tree costs a few file reads. Binaries are built into
+//! a temporary folder and renamed into place one by one; a tool counts as built only when
+//! every one of its binaries is there, so an interrupted build never leaves a broken binary
+//! behind. A module with several binaries (machine-api) is one `go build -o DIR/ PKG...`.
+//!
+//! The builds set neither GOCACHE nor GOMODCACHE: every tool (and any other Go work of the
+//! user) shares Go's default build cache and module cache, so packages common to several
+//! tools are compiled once.
 
 use std::fs;
 use std::io::Write;
@@ -24,26 +31,76 @@ pub struct ToolPaths {
     pub etcd: PathBuf,
     pub kube_apiserver: PathBuf,
     pub vcsim: PathBuf,
+    pub machine_api: MachineApiTools,
+}
+
+/// The machine-api binaries (`tests/tools/machine-api`), and where the module sources they
+/// were built from are, whose manifests (RBAC, CRDs) the environment reads.
+#[derive(Clone, Debug)]
+pub struct MachineApiTools {
+    /// `cmd/vsphere`: the Machine controller with the vSphere actuator (and the vSphere
+    /// MachineSet annotation controller).
+    pub vsphere: PathBuf,
+    /// `cmd/machineset`: the MachineSet controller (its webhook server listens on every
+    /// interface, so the environment turns it off and runs [`MachineApiTools::webhooks`]).
+    pub machineset: PathBuf,
+    /// `cmd/nodelink-controller`.
+    pub nodelink_controller: PathBuf,
+    /// `cmd/machine-healthcheck`.
+    pub machine_healthcheck: PathBuf,
+    /// The wrapper's own `machine-api-webhooks`: upstream's `pkg/webhooks` handlers served on
+    /// a loopback address.
+    pub webhooks: PathBuf,
+    /// The wrapper module (`tests/tools/machine-api`).
+    pub module: PathBuf,
+}
+
+impl MachineApiTools {
+    /// `github.com/openshift/machine-api-operator` in the Go module cache (runs `go`).
+    pub fn operator_source(&self) -> Result<PathBuf> {
+        go_module_dir(&self.module, MACHINE_API_OPERATOR)
+    }
+
+    /// `github.com/openshift/api`, the version machine-api-operator is built with, in the Go
+    /// module cache (runs `go`).
+    pub fn openshift_api_source(&self) -> Result<PathBuf> {
+        go_module_dir(&self.module, "github.com/openshift/api")
+    }
 }
 
 struct Tool {
     name: &'static str,
     /// Directory under tests/tools/.
     dir: &'static str,
-    /// `go build` target.
-    package: &'static str,
+    /// `(binary, go build target)`. With several, the binary names are the last elements of
+    /// the package paths (what `go build -o DIR/` writes).
+    binaries: &'static [(&'static str, &'static str)],
     extra_args: fn() -> Vec<String>,
 }
 
-const TOOLS: [Tool; 3] = [
-    Tool { name: "etcd", dir: "etcd", package: "go.etcd.io/etcd/server/v3", extra_args: Vec::new },
+const MACHINE_API_OPERATOR: &str = "github.com/openshift/machine-api-operator";
+
+const TOOLS: [Tool; 4] = [
+    Tool { name: "etcd", dir: "etcd", binaries: &[("etcd", "go.etcd.io/etcd/server/v3")], extra_args: Vec::new },
     Tool {
         name: "kube-apiserver",
         dir: "kube-apiserver",
-        package: "k8s.io/kubernetes/cmd/kube-apiserver",
+        binaries: &[("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver")],
         extra_args: kube_apiserver_ldflags,
     },
-    Tool { name: "vcsim", dir: "vcsim", package: ".", extra_args: || vec!["-ldflags=-s -w".into()] },
+    Tool { name: "vcsim", dir: "vcsim", binaries: &[("vcsim", ".")], extra_args: || vec!["-ldflags=-s -w".into()] },
+    Tool {
+        name: "machine-api",
+        dir: "machine-api",
+        binaries: &[
+            ("vsphere", "github.com/openshift/machine-api-operator/cmd/vsphere"),
+            ("machineset", "github.com/openshift/machine-api-operator/cmd/machineset"),
+            ("nodelink-controller", "github.com/openshift/machine-api-operator/cmd/nodelink-controller"),
+            ("machine-healthcheck", "github.com/openshift/machine-api-operator/cmd/machine-healthcheck"),
+            ("machine-api-webhooks", "./machine-api-webhooks"),
+        ],
+        extra_args: || vec!["-ldflags=-s -w".into()],
+    },
 ];
 
 fn kube_apiserver_ldflags() -> Vec<String> {
@@ -87,9 +144,24 @@ pub fn ensure_built() -> Result<ToolPaths> {
     let _lock = FileLock::acquire(&cache.join(".lock"))?;
     let mut built = Vec::new();
     for tool in &TOOLS {
-        built.push(ensure_tool(&cache, tool)?);
+        built.extend(ensure_tool(&cache, tool)?);
     }
-    let paths = ToolPaths { etcd: built[0].clone(), kube_apiserver: built[1].clone(), vcsim: built[2].clone() };
+    let bin = |name: &str| -> Result<PathBuf> {
+        built.iter().find(|p| p.file_name().is_some_and(|n| n == name)).cloned().context("a binary of TOOLS")
+    };
+    let paths = ToolPaths {
+        etcd: bin("etcd")?,
+        kube_apiserver: bin("kube-apiserver")?,
+        vcsim: bin("vcsim")?,
+        machine_api: MachineApiTools {
+            vsphere: bin("vsphere")?,
+            machineset: bin("machineset")?,
+            nodelink_controller: bin("nodelink-controller")?,
+            machine_healthcheck: bin("machine-healthcheck")?,
+            webhooks: bin("machine-api-webhooks")?,
+            module: tools_source_dir().join("machine-api"),
+        },
+    };
     Ok(DONE.get_or_init(|| paths).clone())
 }
 
@@ -98,29 +170,45 @@ pub async fn ensure_built_async() -> Result<ToolPaths> {
     tokio::task::spawn_blocking(ensure_built).await?
 }
 
-fn ensure_tool(cache: &Path, tool: &Tool) -> Result<PathBuf> {
+/// The tool's binaries, built unless all of them are in the cache.
+fn ensure_tool(cache: &Path, tool: &Tool) -> Result<Vec<PathBuf>> {
     let src = tools_source_dir().join(tool.dir);
     let args = (tool.extra_args)();
     let key = source_key(&src, &args)?;
     let dir = cache.join(format!("{}-{}", tool.name, &key[..16]));
-    let bin = dir.join(tool.name);
-    if bin.is_file() {
-        return Ok(bin);
+    let bins: Vec<PathBuf> = tool.binaries.iter().map(|(name, _)| dir.join(name)).collect();
+    if bins.iter().all(|b| b.is_file()) {
+        return Ok(bins);
     }
     fs::create_dir_all(&dir)?;
-    build(tool, &src, &args, &dir, &bin)?;
+    build(tool, &src, &args, &dir)?;
     remove_stale(cache, tool.name, &dir);
-    Ok(bin)
+    Ok(bins)
 }
 
-/// sha256 over the module's build inputs (sorted by name) and the build flags.
+/// Where `module` (a dependency of the wrapper module in `tool_dir`) is in the Go module
+/// cache; downloads it if needed.
+pub fn go_module_dir(tool_dir: &Path, module: &str) -> Result<PathBuf> {
+    let out = Command::new(which_go()?)
+        .current_dir(tool_dir)
+        .env("GOFLAGS", "-mod=mod -buildvcs=false")
+        .args(["mod", "download", "-json", module])
+        .stdin(Stdio::null())
+        .output()
+        .context("running go mod download")?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("go mod download {module}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    match info.get("Dir").and_then(|d| d.as_str()) {
+        Some(dir) if out.status.success() => Ok(PathBuf::from(dir)),
+        _ => bail!("go mod download {module} in {} failed: {info}", tool_dir.display()),
+    }
+}
+
+/// sha256 over the module's build inputs (go.mod, go.sum and *.go files, in subfolders too,
+/// sorted by relative path) and the build flags.
 fn source_key(src: &Path, args: &[String]) -> Result<String> {
-    let mut names: Vec<String> = fs::read_dir(src)
-        .with_context(|| format!("reading {}", src.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n == "go.mod" || n == "go.sum" || n.ends_with(".go"))
-        .collect();
+    let mut names = Vec::new();
+    collect_inputs(src, "", &mut names)?;
     names.sort();
     let mut h = Sha256::new();
     for name in &names {
@@ -136,19 +224,51 @@ fn source_key(src: &Path, args: &[String]) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Relative paths (`/`-separated) of the build inputs under `dir`.
+fn collect_inputs(root: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    let dir = root.join(prefix);
+    for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        if e.file_type()?.is_dir() {
+            collect_inputs(root, &rel, out)?;
+        } else if name == "go.mod" || name == "go.sum" || name.ends_with(".go") {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
 fn progress(msg: &str) {
     // Straight to the stderr handle: the test harness captures eprintln!, and a silent
     // multi-minute build looks like a hang.
     let _ = writeln!(std::io::stderr(), "[vsm-testenv] {msg}");
 }
 
-fn build(tool: &Tool, src: &Path, args: &[String], dir: &Path, bin: &Path) -> Result<()> {
+/// `go build` of all the tool's binaries into a temporary folder in `dir`, then each renamed
+/// into `dir`.
+fn build(tool: &Tool, src: &Path, args: &[String], dir: &Path) -> Result<()> {
     let go = which_go()?;
     check_go_version(&go)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", tool.name, std::process::id()));
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
     let log_path = dir.join("build.log");
     let log = fs::File::create(&log_path)?;
-    progress(&format!("building {} from {} (Go module proxy; minutes on a cold Go cache)", tool.name, src.display()));
+    let names: Vec<&str> = tool.binaries.iter().map(|(name, _)| *name).collect();
+    // One binary: `-o FILE`. Several: `-o DIR/`, one build sharing the compilation of the
+    // packages they have in common.
+    let output = match tool.binaries {
+        [(name, _)] => tmp.join(name),
+        _ => PathBuf::from(format!("{}/", tmp.display())),
+    };
+    progress(&format!(
+        "building {} ({}) from {} (Go module proxy; minutes on a cold Go cache)",
+        tool.name,
+        names.join(", "),
+        src.display()
+    ));
     let start = Instant::now();
     let mut child = Command::new(go)
         .current_dir(src)
@@ -158,8 +278,8 @@ fn build(tool: &Tool, src: &Path, args: &[String], dir: &Path, bin: &Path) -> Re
         .arg("-trimpath")
         .args(args)
         .arg("-o")
-        .arg(&tmp)
-        .arg(tool.package)
+        .arg(&output)
+        .args(tool.binaries.iter().map(|(_, package)| package))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -176,8 +296,9 @@ fn build(tool: &Tool, src: &Path, args: &[String], dir: &Path, bin: &Path) -> Re
             next_report += Duration::from_secs(30);
         }
     };
+    let installed = if status.success() { install(&tmp, dir, &names) } else { Ok(()) };
+    let _ = fs::remove_dir_all(&tmp);
     if !status.success() {
-        let _ = fs::remove_file(&tmp);
         bail!(
             "go build of {} failed ({status}); log {}:\n{}",
             tool.name,
@@ -185,8 +306,17 @@ fn build(tool: &Tool, src: &Path, args: &[String], dir: &Path, bin: &Path) -> Re
             crate::process::log_tail(&log_path, 6000)
         );
     }
-    fs::rename(&tmp, bin).with_context(|| format!("installing {}", bin.display()))?;
-    progress(&format!("built {} in {:.1} s -> {}", tool.name, start.elapsed().as_secs_f64(), bin.display()));
+    installed?;
+    progress(&format!("built {} in {:.1} s -> {}", tool.name, start.elapsed().as_secs_f64(), dir.display()));
+    Ok(())
+}
+
+/// Renames each built binary from `tmp` into `dir` (an atomic step per binary).
+fn install(tmp: &Path, dir: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        let (from, to) = (tmp.join(name), dir.join(name));
+        fs::rename(&from, &to).with_context(|| format!("installing {} (was it built?)", to.display()))?;
+    }
     Ok(())
 }
 
@@ -204,8 +334,8 @@ fn which_go() -> Result<PathBuf> {
         return Ok(fallback);
     }
     bail!(
-        "`go` not found on PATH: building the test tools (etcd, kube-apiserver, vcsim) needs Go 1.26 \
-         or newer and access to the Go module proxy (https://go.dev/dl/)"
+        "`go` not found on PATH: building the test tools (etcd, kube-apiserver, vcsim, machine-api) \
+         needs Go 1.26 or newer and access to the Go module proxy (https://go.dev/dl/)"
     )
 }
 
@@ -292,6 +422,28 @@ mod tests {
         assert_ne!(k1, source_key(d.path(), &["-ldflags=-s".into()]).unwrap());
         fs::write(d.path().join("main.go"), "package main\n\nfunc main() {}\n").unwrap();
         assert_ne!(k1, source_key(d.path(), &[]).unwrap());
+    }
+
+    #[test]
+    fn key_covers_go_files_in_subfolders() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("go.mod"), "module x\n").unwrap();
+        fs::create_dir(d.path().join("cmd")).unwrap();
+        fs::write(d.path().join("cmd/main.go"), "package main\n").unwrap();
+        let k1 = source_key(d.path(), &[]).unwrap();
+        fs::write(d.path().join("cmd/notes.txt"), "ignored").unwrap();
+        assert_eq!(k1, source_key(d.path(), &[]).unwrap());
+        fs::write(d.path().join("cmd/main.go"), "package main\n\nfunc main() {}\n").unwrap();
+        assert_ne!(k1, source_key(d.path(), &[]).unwrap());
+    }
+
+    #[test]
+    fn names_of_tools_with_several_binaries_are_what_go_build_writes() {
+        for tool in TOOLS.iter().filter(|t| t.binaries.len() > 1) {
+            for (name, package) in tool.binaries {
+                assert_eq!(Some(*name), package.rsplit('/').next(), "{}: {package}", tool.name);
+            }
+        }
     }
 
     #[test]

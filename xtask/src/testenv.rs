@@ -19,6 +19,8 @@ pub fn run(keep: bool) -> Result<()> {
     println!("  etcd           {}", tools.etcd.display());
     println!("  kube-apiserver {}", tools.kube_apiserver.display());
     println!("  vcsim          {}", tools.vcsim.display());
+    let mapi = &tools.machine_api;
+    println!("  machine-api    {}", mapi.vsphere.parent().unwrap_or(&mapi.vsphere).display());
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {

@@ -519,8 +519,18 @@ async fn seed_config(client: &kube::Client, env: &TestEnv, opts: &SeedOptions, f
         "infrastructureTopology": "HighlyAvailable",
         "cpuPartitioning": "None",
     });
+    // The test environment's machine-api starts against a bare Infrastructure (platform type
+    // and name only, `machine_api::ensure_cluster_config`): complete it rather than keep it.
+    let infra_api = o::infra_api(client);
+    if let Some(bare) = infra_api.get_opt(o::INFRA_NAME).await?
+        && bare.data.pointer("/spec/platformSpec/vsphere").is_none()
+    {
+        let pp = o::merge_params(MANAGER);
+        infra_api.patch(o::INFRA_NAME, &pp, &Patch::Merge(json!({"spec": infra["spec"]}))).await?;
+        infra_api.patch_status(o::INFRA_NAME, &pp, &Patch::Merge(json!({"status": infra_status}))).await?;
+    }
     let check = missing("/infrastructureName");
-    ensure::<DynamicObject>(&o::infra_api(client), None, infra, Some((infra_status, &check))).await?;
+    ensure::<DynamicObject>(&infra_api, None, infra, Some((infra_status, &check))).await?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), o::CREDS_NS);
     let creds = json!({
