@@ -8,6 +8,8 @@
 //! a temporary folder and renamed into place one by one; a tool counts as built only when
 //! every one of its binaries is there, so an interrupted build never leaves a broken binary
 //! behind. A module with several binaries (machine-api) is one `go build -o DIR/ PKG...`.
+//! Other builds of a tool are deleted only once nothing used them for a week (`.last-used`),
+//! so two checkouts on one machine (CI beside a developer) never delete each other's.
 //!
 //! The builds set neither GOCACHE nor GOMODCACHE: every tool (and any other Go work of the
 //! user) shares Go's default build cache and module cache, so packages common to several
@@ -178,12 +180,23 @@ fn ensure_tool(cache: &Path, tool: &Tool) -> Result<Vec<PathBuf>> {
     let dir = cache.join(format!("{}-{}", tool.name, &key[..16]));
     let bins: Vec<PathBuf> = tool.binaries.iter().map(|(name, _)| dir.join(name)).collect();
     if bins.iter().all(|b| b.is_file()) {
+        mark_used(&dir);
         return Ok(bins);
     }
     fs::create_dir_all(&dir)?;
     build(tool, &src, &args, &dir)?;
+    mark_used(&dir);
     remove_stale(cache, tool.name, &dir);
     Ok(bins)
+}
+
+/// A build unused for this long is deleted when another build of the tool is made.
+const STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Touched each time a process uses the build (once per process).
+const LAST_USED: &str = ".last-used";
+
+fn mark_used(dir: &Path) {
+    let _ = fs::write(dir.join(LAST_USED), b"");
 }
 
 /// Where `module` (a dependency of the wrapper module in `tool_dir`) is in the Go module
@@ -366,7 +379,10 @@ fn parse_go_version(v: &str) -> Option<(u32, u32)> {
     Some((major, minor.parse().ok()?))
 }
 
-/// Deletes older builds of `name` (a kube-apiserver is ~100 MB).
+/// Deletes other builds of `name` (a kube-apiserver is ~100 MB) that nothing used for
+/// [`STALE_AFTER`]. Not every other build: another checkout on the same machine (a second
+/// worktree, CI beside a developer) may be running tests with its own build of the tool
+/// right now, and deleting it under them made their next process spawn fail.
 fn remove_stale(cache: &Path, name: &str, keep: &Path) {
     let Ok(entries) = fs::read_dir(cache) else { return };
     let prefix = format!("{name}-");
@@ -374,7 +390,9 @@ fn remove_stale(cache: &Path, name: &str, keep: &Path) {
         let file_name = e.file_name().to_string_lossy().into_owned();
         let hex_suffix =
             file_name.strip_prefix(&prefix).is_some_and(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-        if hex_suffix && e.path() != keep {
+        let last_used = fs::metadata(e.path().join(LAST_USED)).or_else(|_| e.metadata()).and_then(|m| m.modified());
+        let unused = last_used.is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_AFTER));
+        if hex_suffix && e.path() != keep && unused {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -458,15 +476,28 @@ mod tests {
     }
 
     #[test]
-    fn stale_builds_of_the_same_tool_are_removed() {
+    fn builds_of_the_same_tool_unused_for_a_week_are_removed_recent_ones_kept() {
         let cache = tempfile::tempdir().unwrap();
-        for d in ["etcd-0123456789abcdef", "etcd-fedcba9876543210", "vcsim-0123456789abcdef", "etcd-notahash"] {
-            fs::create_dir(cache.path().join(d)).unwrap();
+        let old = std::time::SystemTime::now() - STALE_AFTER - Duration::from_secs(3600);
+        for (d, used) in [
+            ("etcd-0123456789abcdef", Some(old)),
+            ("etcd-1111111111111111", None),
+            ("etcd-fedcba9876543210", Some(old)),
+            ("vcsim-0123456789abcdef", Some(old)),
+            ("etcd-notahash", Some(old)),
+        ] {
+            let dir = cache.path().join(d);
+            fs::create_dir(&dir).unwrap();
+            mark_used(&dir);
+            if let Some(t) = used {
+                fs::File::options().write(true).open(dir.join(LAST_USED)).unwrap().set_modified(t).unwrap();
+            }
         }
         remove_stale(cache.path(), "etcd", &cache.path().join("etcd-fedcba9876543210"));
         let mut left: Vec<_> =
             fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
-        assert_eq!(left, ["etcd-fedcba9876543210", "etcd-notahash", "vcsim-0123456789abcdef"]);
+        // Another checkout's build used just now stays; the kept one stays however old.
+        assert_eq!(left, ["etcd-1111111111111111", "etcd-fedcba9876543210", "etcd-notahash", "vcsim-0123456789abcdef"]);
     }
 }
