@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::Reconciler;
-use crate::api::{Direction, VSphereMigration};
+use crate::api::{Direction, MigrationStatus, VSphereMigration};
 use crate::backends::{CallOutputs, MigrationBackends};
 use crate::lifecycle::{CallOutcome, CallResult};
 use crate::metrics::{OutcomeLabels, PhaseLabels};
@@ -28,7 +28,7 @@ pub(super) async fn call(
     }
     let status = m.status.clone().unwrap_or_default();
     let backends = MigrationBackends::new(&ctx.clients, m, status.sources.clone(), dry_run);
-    let context = call_context(m, attempt, dry_run);
+    let context = call_context(m, &status, attempt, dry_run);
     let servers: Vec<String> =
         context.migration.source_servers.iter().chain(&context.migration.target_servers).cloned().collect();
 
@@ -58,8 +58,7 @@ pub(super) async fn call(
 }
 
 /// What the phase is told about the migration and this call.
-fn call_context(m: &VSphereMigration, attempt: u32, dry_run: bool) -> CallContext {
-    let status = m.status.clone().unwrap_or_default();
+fn call_context(m: &VSphereMigration, status: &MigrationStatus, attempt: u32, dry_run: bool) -> CallContext {
     let started_at_ms =
         status.current.as_ref().map(|c| c.started_at.timestamp().as_millisecond().max(0) as u64).unwrap_or_default();
     CallContext {

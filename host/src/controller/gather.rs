@@ -35,7 +35,6 @@ pub(super) struct Facts {
     /// Whether `invalid` was checked, or left out because the decision did not need it.
     pub validated: bool,
     woken_by_event: bool,
-    deleting: bool,
 }
 
 impl Facts {
@@ -52,7 +51,6 @@ impl Facts {
             invalid: None,
             validated: false,
             woken_by_event: woken_by_event(ctx, &status),
-            deleting: m.metadata.deletion_timestamp.is_some(),
         };
         if validate_first(m, &status) {
             facts.validate(ctx, m).await;
@@ -99,7 +97,8 @@ impl Facts {
             discovered_sources: self.sources.clone(),
             blocked_by: self.blocked_by.clone(),
             invalid: self.invalid.clone(),
-            deleting: self.deleting && has_finalizer(m),
+            // `reconcile` works only on objects that still hold the finalizer.
+            deleting: m.metadata.deletion_timestamp.is_some(),
             woken_by_event: self.woken_by_event,
             instance: &ctx.instance,
         }

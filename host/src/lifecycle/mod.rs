@@ -145,7 +145,7 @@ pub enum CallResult {
 }
 
 /// Everything one call returned: its outcome and what it produced on the way.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallOutcome {
     pub result: CallResult,
     /// Changes it would have made (plan mode).
@@ -156,15 +156,9 @@ pub struct CallOutcome {
     pub progress: Option<(u8, String)>,
 }
 
-impl Default for CallResult {
-    fn default() -> Self {
-        CallResult::Done(String::new())
-    }
-}
-
 impl From<CallResult> for CallOutcome {
     fn from(result: CallResult) -> Self {
-        CallOutcome { result, ..Default::default() }
+        CallOutcome { result, plan: Vec::new(), backups: Vec::new(), progress: None }
     }
 }
 

@@ -631,8 +631,8 @@ fn a_call_folds_in_its_plan_entries_backups_and_progress() {
     let again = CallOutcome {
         result: CallResult::Wait { after: Duration::from_secs(5), progress: 80, message: "4 of 5".into() },
         backups: vec![backup("bbb")],
+        plan: vec![],
         progress: Some((70, "folder 4".into())),
-        ..Default::default()
     };
     w.record(again);
     assert_eq!(w.status.current.as_ref().unwrap().progress, 80, "the outcome, said last, wins");
