@@ -46,6 +46,9 @@
 //!   VM is gone from every vCenter is deleted (the cloud node lifecycle controller's part).
 //!   The VMs are seen through the launchers' control APIs, polled every 500 ms.
 //! - The garbage collector's part: a Machine whose controlling MachineSet is gone is deleted.
+//! - An IP address management provider: each IPAddressClaim (the actuator's, for a device
+//!   with `addressesFromPools`) is bound to an IPAddress `192.168.10.<n>/24`, gateway
+//!   `192.168.10.1`.
 //! - The cloud credential operator: `openshift-machine-api/vsphere-cloud-credentials` is
 //!   kept a copy of `kube-system/vsphere-creds` ([`SimOptions::credentials`]; also without
 //!   the real machine-api).
@@ -123,8 +126,8 @@
 //! - `machine-config`: Degraded (still Available) while the Infrastructure lists more than
 //!   one vCenter; the migration is expected to tolerate that one.
 //!
-//! Not simulated: IP address claims for static-IP MachineSets, machine health checks,
-//! taints and tolerations, ReplicaSets, rolling Deployment template changes, the CVO
+//! Not simulated: IP address claims for static-IP MachineSets without the real machine-api,
+//! machine health checks (the real machine-api has the real controller), taints and tolerations, ReplicaSets, rolling Deployment template changes, the CVO
 //! reconciling anything, the Infrastructure CRD's schema being restored, vSphere tags.
 
 pub mod cloud_config;
@@ -132,6 +135,7 @@ mod cluster_operators;
 mod cpms;
 pub mod credentials;
 mod gc;
+mod ipam;
 mod kubelet;
 mod machine_api;
 mod nodes;
@@ -176,11 +180,13 @@ impl Simulator {
             if env.machine_api().is_some() {
                 // The real machine-api runs: only the kubelets are missing.
                 runtime::run_controller(&sh, Ctl::Kubelet, kubelet::sync);
+                runtime::run_controller(&sh, Ctl::Ipam, ipam::sync);
                 let poller = sh.clone();
                 sh.spawn(async move {
                     loop {
                         tokio::time::sleep(kubelet::POLL).await;
                         poller.wake(Ctl::Kubelet);
+                        poller.wake(Ctl::Ipam);
                     }
                 });
             } else {

@@ -163,6 +163,7 @@ pub(crate) struct Stores {
 pub(crate) struct Triggers {
     pub machine_api: Notify,
     pub kubelet: Notify,
+    pub ipam: Notify,
     pub garbage_collector: Notify,
     pub credentials: Notify,
     pub cpms: Notify,
@@ -176,6 +177,8 @@ pub(crate) enum Ctl {
     MachineApi,
     /// Kubelets and the cloud node lifecycle (with the real machine-api).
     Kubelet,
+    /// The IP address management provider (with the real machine-api).
+    Ipam,
     GarbageCollector,
     /// The cloud credential operator's copy.
     Credentials,
@@ -189,6 +192,7 @@ impl Triggers {
         match c {
             Ctl::MachineApi => &self.machine_api,
             Ctl::Kubelet => &self.kubelet,
+            Ctl::Ipam => &self.ipam,
             Ctl::GarbageCollector => &self.garbage_collector,
             Ctl::Credentials => &self.credentials,
             Ctl::Cpms => &self.cpms,
