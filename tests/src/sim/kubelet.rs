@@ -2,7 +2,9 @@
 //! boots an OpenShift machine (the actuator gave it a hostname and an ignition config)
 //! registers a Node after `machine_boot`, named by its hostname, with provider ID
 //! `vsphere://<BIOS UUID>`, the role labels of the machine config pool its ignition config
-//! points at, Ready; VMware Tools reports the guest's address. A VM powered off turns its
+//! points at, Ready; VMware Tools reports the guest's address. Once started, a kubelet
+//! registers its Node again if it is deleted, but does not undo conditions set by others (a
+//! test's NotReady stays until the VM is powered off and on). A VM powered off turns its
 //! Node's conditions Unknown (the kubelet stops posting). And the cloud node lifecycle
 //! controller's part: a Node whose VM is gone from every vCenter is deleted.
 //!
@@ -54,8 +56,15 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
         match vm.power_state.as_str() {
             "poweredOn" => {
                 let boots = node.is_some() || vm.hostname.is_some() || !vm.user_data.is_empty();
-                let up = node.as_ref().is_some_and(|n| node_ready(n) && !o::is_deleting(n.as_ref()));
-                if boots && !up {
+                // A started kubelet registers its Node again if it is deleted, and does not
+                // undo a condition someone else set (a test's NotReady stays).
+                let started = sh.kubelets.lock().unwrap_or_else(|e| e.into_inner()).contains(&vm.uuid);
+                let registered = node.as_ref().is_some_and(|n| !o::is_deleting(n.as_ref()));
+                let seeded_ready = node.as_ref().is_some_and(|n| node_ready(n));
+                if seeded_ready {
+                    // A Node already Ready (the seed's, or from before a simulator restart).
+                    sh.kubelets.lock().unwrap_or_else(|e| e.into_inner()).insert(vm.uuid.clone());
+                } else if boots && !(started && registered) {
                     let (sh2, vc, vm) = (sh.clone(), vc.clone(), vm.clone());
                     sh.spawn_keyed(
                         format!("kubelet/{}", vm.uuid),
@@ -65,6 +74,7 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
                 }
             }
             _ => {
+                sh.kubelets.lock().unwrap_or_else(|e| e.into_inner()).remove(&vm.uuid);
                 if let Some(n) = node.filter(|n| node_ready(n)) {
                     let status = json!({"status": {"conditions": node_unreachable_conditions()}});
                     let api: Api<Node> = Api::all(sh.client.clone());
@@ -122,6 +132,7 @@ async fn boot(sh: &Shared, vc: &VCenter, vm: &GuestVm) -> Result<()> {
     }
     let status = json!({"status": node_status(&name, &ip)});
     api.patch_status(&name, &o::merge_params(MANAGER), &Patch::Merge(status)).await?;
+    sh.kubelets.lock().unwrap_or_else(|e| e.into_inner()).insert(vm.uuid.clone());
     Ok(())
 }
 

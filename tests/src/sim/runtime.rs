@@ -210,6 +210,8 @@ pub(crate) struct Shared {
     pub vcenters: VCenters,
     pub stores: Stores,
     pub triggers: Triggers,
+    /// BIOS UUIDs of the VMs whose kubelet has started since the VM was powered on.
+    pub kubelets: Mutex<HashSet<String>>,
     shutdown: watch::Receiver<bool>,
     live_tasks: AtomicUsize,
     tasks_done: Notify,
@@ -462,6 +464,7 @@ pub(crate) fn start(
         vcenters,
         stores,
         triggers: Triggers::default(),
+        kubelets: Mutex::default(),
         shutdown,
         live_tasks: AtomicUsize::new(0),
         tasks_done: Notify::new(),
