@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
-use vsm_testenv::{TestEnv, TestEnvOptions};
 use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
+use vsm_testenv::{TestEnv, TestEnvOptions};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
 
 struct Cluster {
