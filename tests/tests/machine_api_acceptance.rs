@@ -4,8 +4,10 @@
 //! phase writes that the real validating webhook refuses fails the phase with the webhook's
 //! message; the target vCenter's password rotated in the middle of a migration (after
 //! UpdateSecrets ran once, every vCenter session ended) reaches the actuator through
-//! UpdateSecrets and the cloud credential operator's copy, and machines are created with it.
-//! Each test has its own environment: each changes the cluster for good.
+//! UpdateSecrets and the cloud credential operator's copy, and machines are created with it;
+//! the actuator tags the machines it creates in the target with the cluster's tag, which
+//! CreateTags makes there. Each test has its own environment: each changes the cluster for
+//! good.
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Secret;
@@ -147,6 +149,34 @@ async fn a_password_rotated_mid_migration_reaches_the_actuator_after_update_secr
         env.machine_api().context("machine-api")?.log_path(vsm_testenv::machine_api::Component::MachineController),
     )?;
     ensure!(log.contains(&format!("{set}-")), "the actuator made them");
+    sim.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_machines_create_workers_makes_carry_the_clusters_tag_create_tags_made() -> Result<()> {
+    let (env, seeded, sim) = cluster().await?;
+    let h = Harness::new(&env, "mapi-cluster-tag", target_spec(&env)).await?;
+    run_phases(&h, &["create-tags"]).await?;
+    run_phases(&h, BEFORE_WORKERS).await?;
+    run_phases(&h, &["create-workers"]).await?;
+
+    let set = format!("{}-worker-target-fd", seeded.infra_id);
+    let vc = h.vsphere(&env.target().host()).await?;
+    let machines = o::machines_api(&env.client())
+        .list(&ListParams::default().labels(&format!("{}={set}", o::LABEL_MACHINESET)))
+        .await?
+        .items;
+    ensure!(machines.len() == 2, "{}", machines.len());
+    for m in &machines {
+        let vm = vc
+            .find(vsm_vsphere::ObjectKind::VirtualMachine, &format!("{}/{}", seeded.target.folder, m.name_any()))
+            .await?;
+        let tags: Vec<String> =
+            vc.list_attached_tags(&vm).await?.into_iter().map(|t| format!("{}={}", t.category_name, t.name)).collect();
+        let want = format!("openshift-{0}={0}", seeded.infra_id);
+        ensure!(tags.contains(&want), "VM {} carries {tags:?}, not {want}", m.name_any());
+    }
     sim.stop().await;
     Ok(())
 }
