@@ -323,6 +323,13 @@ impl TestEnv {
         Self::shared_in(&SHARED, TestEnvOptions::default).await
     }
 
+    /// Like [`TestEnv::shared`], with the real machine-api
+    /// ([`TestEnvOptions::machine_api`]).
+    pub async fn shared_with_machine_api() -> Result<&'static TestEnv> {
+        static SHARED: tokio::sync::OnceCell<TestEnv> = tokio::sync::OnceCell::const_new();
+        Self::shared_in(&SHARED, || TestEnvOptions { machine_api: true, ..Default::default() }).await
+    }
+
     /// Like [`TestEnv::shared`] for an environment with other options, kept in `cell`.
     pub async fn shared_in(
         cell: &'static tokio::sync::OnceCell<TestEnv>,

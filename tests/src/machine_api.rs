@@ -44,9 +44,11 @@
 //!
 //! What they need in the API, created here when absent:
 //! - CRDs: Machine, MachineSet (the environment's OpenShift CRDs), MachineHealthCheck (from
-//!   `../shared/fixtures/openshift-crds` when the environment did not install it) and DNS
+//!   `../shared/fixtures/openshift-crds` when the environment did not install it), DNS
 //!   (`config.openshift.io`, from the `github.com/openshift/api` module machine-api-operator
-//!   is built with: the fixtures do not have it).
+//!   is built with: the fixtures do not have it), and IPAddress and IPAddressClaim
+//!   (`ipam.cluster.x-k8s.io`, from the `sigs.k8s.io/cluster-api` module it is built with:
+//!   the actuator lists a Machine's claims when it deletes it).
 //! - Infrastructure `cluster` with `status.platformStatus.type: VSphere` and
 //!   `status.infrastructureName`, and DNS `cluster`: the webhook constructors read both once
 //!   at start (the platform type picks the vSphere defaulting and validation; the defaulter
@@ -55,11 +57,22 @@
 //!   ([`SeedOptions::default`](crate::sim::SeedOptions)); the simulator's seed completes a
 //!   bare Infrastructure with its vCenters, failure domains and status.
 //!
-//! Not wired yet: what the vSphere actuator needs to clone VMs (the credentials Secret named
-//! by `providerSpec.credentialsSecret` in `openshift-machine-api` with
-//! `<server>.username/.password`, the cloud config the Infrastructure's `spec.cloudConfig`
-//! names in `openshift-config`, the vCenters' inventory). The machine-controller trusts the
-//! environment's CA for vCenter connections (`SSL_CERT_FILE`).
+//! What the vSphere actuator needs to clone VMs comes from the cluster simulator's seed
+//! ([`crate::sim::seed`]) and controllers, as in a cluster from the installer and the
+//! operators: the credentials Secret `providerSpec.credentialsSecret` names
+//! (`vsphere-cloud-credentials`, `<server>.username/.password`: the cloud credential
+//! operator's copy of `kube-system/vsphere-creds`, kept in sync by the simulator), the
+//! `<role>-user-data` Secrets (key `userData`), the cloud config the Infrastructure's
+//! `spec.cloudConfig` names in `openshift-config` (the actuator reads each vCenter's port
+//! and insecure flag from it), and in each vCenter a template it can clone (hardware version
+//! 15 or later, one disk). The machine-controller trusts the environment's CA for vCenter
+//! connections (`SSL_CERT_FILE`). The simulator's kubelets register a Node for each VM the
+//! actuator powers on, which nodelink links to its Machine
+//! ([`Simulator`](crate::sim::Simulator)).
+//!
+//! The actuator tags each VM with the tag named like the infrastructure name in the category
+//! `openshift-<infrastructure name>` when that tag exists in the vCenter, and skips the tag
+//! otherwise (as on a cluster installed without it); nothing here creates it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -88,6 +101,12 @@ pub const CONTROLLERS_GROUP: &str = "vsm-testenv:machine-api-controllers";
 const UPSTREAM_RBAC_NAME: &str = "machine-api-controllers";
 const RBAC_MANIFEST: &str = "install/0000_30_machine-api-operator_09_rbac.yaml";
 const DNS_CRD: &str = "config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_dnses.crd.yaml";
+/// The vSphere actuator lists a Machine's IP address claims when it deletes one (also without
+/// static IPs), and fails while their kind is unknown; OpenShift installs them.
+const IPAM_CRDS: [&str; 2] = [
+    "config/crd/bases/ipam.cluster.x-k8s.io_ipaddresses.yaml",
+    "config/crd/bases/ipam.cluster.x-k8s.io_ipaddressclaims.yaml",
+];
 const MHC_CRD_NAME: &str = "machinehealthchecks.machine.openshift.io";
 const MHC_CRD_FILE: &str = "0000_10_machine-api_01_machinehealthchecks.crd.yaml";
 const FIELD_MANAGER: &str = "vsm-testenv";
@@ -177,11 +196,12 @@ impl MachineApi {
         std::fs::create_dir_all(dir)?;
         let client = &cluster.client;
         let module = tools.clone();
-        let (operator_source, openshift_api_source) = tokio::task::spawn_blocking(move || {
-            anyhow::Ok((module.operator_source()?, module.openshift_api_source()?))
+        let (operator_source, openshift_api_source, cluster_api_source) = tokio::task::spawn_blocking(move || {
+            anyhow::Ok((module.operator_source()?, module.openshift_api_source()?, module.cluster_api_source()?))
         })
         .await??;
-        let installed_crds = install_crds(client, &openshift_api_source, cluster.installed_crds).await?;
+        let installed_crds =
+            install_crds(client, &openshift_api_source, &cluster_api_source, cluster.installed_crds).await?;
         crds::create_namespaces(client, &[NAMESPACE, "openshift-config", "openshift-config-managed"]).await?;
         ensure_cluster_config(client).await?;
         apply_rbac(client, &operator_source).await.context("applying machine-api-operator's RBAC")?;
@@ -343,10 +363,18 @@ fn write_kubeconfig(component: Component, cluster: &Cluster<'_>, dir: &Path) -> 
     Ok(path)
 }
 
-/// The DNS CRD, and the MachineHealthCheck CRD unless the environment installed it.
-/// Returns their names.
-async fn install_crds(client: &kube::Client, openshift_api_source: &Path, installed: &[String]) -> Result<Vec<String>> {
+/// The DNS CRD, the IP address (claim) CRDs, and the MachineHealthCheck CRD unless the
+/// environment installed it. Returns their names.
+async fn install_crds(
+    client: &kube::Client,
+    openshift_api_source: &Path,
+    cluster_api_source: &Path,
+    installed: &[String],
+) -> Result<Vec<String>> {
     let mut wanted = load_crds(&openshift_api_source.join(DNS_CRD))?;
+    for file in IPAM_CRDS {
+        wanted.extend(load_crds(&cluster_api_source.join(file))?);
+    }
     if !installed.iter().any(|n| n == MHC_CRD_NAME) {
         let fixtures = crds::fixtures_dir().context(
             "the machine-api needs the MachineHealthCheck CRD from ../shared/fixtures/openshift-crds \

@@ -68,6 +68,12 @@ impl MachineApiTools {
     pub fn openshift_api_source(&self) -> Result<PathBuf> {
         go_module_dir(&self.module, "github.com/openshift/api")
     }
+
+    /// `sigs.k8s.io/cluster-api`, the version machine-api-operator is built with (its IP
+    /// address claim types), in the Go module cache (runs `go`).
+    pub fn cluster_api_source(&self) -> Result<PathBuf> {
+        go_module_dir(&self.module, "sigs.k8s.io/cluster-api")
+    }
 }
 
 struct Tool {

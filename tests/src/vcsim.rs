@@ -166,6 +166,36 @@ pub struct VcsimStats {
     pub sessions: Vec<String>,
 }
 
+/// A template VM for [`Vcsim::ensure_template`]: inventory paths of where it goes.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateSpec<'a> {
+    pub folder: &'a str,
+    pub name: &'a str,
+    pub pool: &'a str,
+    pub datastore: &'a str,
+    /// The size of its one disk: machines may ask for this or more, never less.
+    #[serde(rename = "diskGiB")]
+    pub disk_gib: u32,
+}
+
+/// A VM as its guest sees itself ([`Vcsim::guest_vms`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestVm {
+    pub name: String,
+    /// The BIOS UUID (`config.uuid`), lower case: a kubelet's provider ID is `vsphere://<uuid>`.
+    pub uuid: String,
+    /// `poweredOn`, `poweredOff` or `suspended`.
+    pub power_state: String,
+    /// `guestinfo.hostname` (set by the machine actuator), if any.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The ignition config in `guestinfo.ignition.config.data`, decoded; empty if none.
+    #[serde(default)]
+    pub user_data: String,
+}
+
 /// The longest a launcher may take to print its URLs; only a guard against hanging.
 const START_LIMIT: Duration = Duration::from_secs(120);
 const START_ATTEMPTS: usize = 3;
@@ -315,6 +345,38 @@ impl Vcsim {
         Ok(t.terminated)
     }
 
+    /// Makes a template VM at `<template.folder>/<template.name>` that the OpenShift vSphere
+    /// machine actuator can clone (hardware version 19, one disk, no network card), unless
+    /// a VM of that name is there; returns the template's BIOS UUID.
+    pub async fn ensure_template(&self, template: &TemplateSpec<'_>) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Made {
+            uuid: String,
+        }
+        let resp = self.http.post(format!("{}/templates", self.control_url)).json(template).send().await?;
+        let made: Made = check(resp).await?.json().await?;
+        Ok(made.uuid)
+    }
+
+    /// Gives the VM with BIOS UUID `uuid` a network card on `network` (a name in its
+    /// datacenter), unless it has one: a VM cloned from the template has none.
+    pub async fn add_network_card(&self, uuid: &str, network: &str) -> Result<()> {
+        let body = serde_json::json!({"uuid": uuid, "network": network});
+        check(self.http.post(format!("{}/vms/network", self.control_url)).json(&body).send().await?).await?;
+        Ok(())
+    }
+
+    /// Every VM (templates left out) as its guest sees itself.
+    pub async fn guest_vms(&self) -> Result<Vec<GuestVm>> {
+        guest_vms_at(&self.http, &self.control_url).await
+    }
+
+    /// Reports `ip` as the address of the guest of the VM with BIOS UUID `uuid` (as VMware
+    /// Tools would): it shows in `guest.net` and `guest.ipAddress`.
+    pub async fn set_guest_ip(&self, uuid: &str, ip: &str) -> Result<()> {
+        set_guest_ip_at(&self.http, &self.control_url, uuid, ip).await
+    }
+
     /// Stops the simulator now (SIGTERM, then SIGKILL after a grace period).
     pub fn stop(&self) {
         self.process.stop();
@@ -343,6 +405,19 @@ async fn launch(
         Ok(Err(e)) => Err(e.into()),
         Err(_) => anyhow::bail!("vcsim {name} did not start in {START_LIMIT:?}; log tail:\n{}", process.log_tail()),
     }
+}
+
+/// [`Vcsim::guest_vms`] of the launcher whose control API is at `control_url`.
+pub(crate) async fn guest_vms_at(http: &reqwest::Client, control_url: &str) -> Result<Vec<GuestVm>> {
+    let resp = http.get(format!("{control_url}/vms")).send().await?;
+    Ok(check(resp).await?.json().await?)
+}
+
+/// [`Vcsim::set_guest_ip`] of the launcher whose control API is at `control_url`.
+pub(crate) async fn set_guest_ip_at(http: &reqwest::Client, control_url: &str, uuid: &str, ip: &str) -> Result<()> {
+    let body = serde_json::json!({"uuid": uuid, "ip": ip});
+    check(http.post(format!("{control_url}/vms/guest-ip")).json(&body).send().await?).await?;
+    Ok(())
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {

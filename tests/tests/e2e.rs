@@ -1,5 +1,5 @@
-//! End-to-end migrations with the operator, the shipped phase components and the cluster
-//! simulator on the real environment: the final state field by field; a rollback started
+//! End-to-end migrations with the operator, the shipped phase components, the real
+//! machine-api and the cluster simulator on the real environment: the final state field by field; a rollback started
 //! at each of the 16 phases returning every touched object to its before-state; pause and
 //! resume; plan mode changing nothing.
 
@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
-use vsm_testenv::TestEnv;
 use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
+use vsm_testenv::{TestEnv, TestEnvOptions};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
 
 struct Cluster {
@@ -28,7 +28,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(workers: u32) -> Result<Cluster> {
-        let env = TestEnv::start_default().await?;
+        let env = TestEnv::start(TestEnvOptions { machine_api: true, ..Default::default() }).await?;
         let seeded = seed(&env, &SeedOptions { workers, ..Default::default() }).await?;
         ensure_secrets(&env, &env.client()).await?;
         let sim = Simulator::start(&env, SimOptions::instant());

@@ -175,7 +175,12 @@ async fn every_process_runs_and_the_vsphere_controller_started() {
 #[tokio::test]
 async fn the_crds_the_machine_api_needs_are_installed() {
     let env = env().await;
-    for crd in ["machinehealthchecks.machine.openshift.io", "dnses.config.openshift.io"] {
+    for crd in [
+        "machinehealthchecks.machine.openshift.io",
+        "dnses.config.openshift.io",
+        "ipaddressclaims.ipam.cluster.x-k8s.io",
+        "ipaddresses.ipam.cluster.x-k8s.io",
+    ] {
         assert!(env.installed_crds().iter().any(|c| c == crd), "{crd}: {:?}", env.installed_crds());
     }
 }

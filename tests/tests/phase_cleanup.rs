@@ -1,5 +1,5 @@
 //! Cleanup against the real API server, after the real earlier phases have moved every
-//! machine to the target (simulator running): the recorded source vCenter leaves the
+//! machine to the target (the real machine-api, the simulator running): the recorded source vCenter leaves the
 //! Infrastructure (with its failure domain), the cloud provider config (only its entry;
 //! INI: its section, and [Workspace] moves to the target) and vsphere-creds (only its
 //! keys); the cluster is healthy on one vCenter afterwards; a re-run removes nothing (the
@@ -40,7 +40,7 @@ async fn same_state(c: &PhaseEnv, what: &str, want: &[Value; 3]) -> Result<()> {
 
 #[tokio::test]
 async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
-    let c = start_seeded("phase-cleanup", "cleanup", &SeedOptions::default()).await?;
+    let c = start_seeded_real("phase-cleanup", "cleanup", &SeedOptions::default()).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let (src, dst) = (c.env.source().host(), c.env.target().host());
 

@@ -1,5 +1,6 @@
 //! CreateTags against the real environment (the target vcsim): SINGLE categories, tags,
-//! attachments to the datacenter and compute cluster; a re-run journals and attaches
+//! attachments to the datacenter and compute cluster, and the cluster's own tag (category
+//! `openshift-<infraID>`, tag `<infraID>`) for the machine actuator; a re-run journals and attaches
 //! nothing more; the rollback removes only what it made (pre-existing category and tag
 //! stay); another tag of a SINGLE category already on the datacenter is a clear failure
 //! with nothing created; a crash anywhere converges; plan mode creates nothing; a missing
@@ -33,10 +34,16 @@ async fn cluster_tags(vc: &Client) -> Result<Vec<String>> {
     tags_on(vc, ObjectKind::ComputeCluster, target::CLUSTER_PATH).await
 }
 
+/// The installer's category of the seeded cluster.
+fn cluster_category() -> String {
+    format!("openshift-{}", vsm_testenv::sim::SeedOptions::default().infra_id)
+}
+
 /// Nothing of ours in the target vCenter.
 async fn clean(vc: &Client) -> Result<()> {
     ensure!(vc.category_id(REGION).await?.is_none(), "category {REGION} left");
     ensure!(vc.category_id(ZONE).await?.is_none(), "category {ZONE} left");
+    ensure!(vc.category_id(&cluster_category()).await?.is_none(), "the cluster's category left");
     ensure!(dc_tags(vc).await?.is_empty() && cluster_tags(vc).await?.is_empty());
     Ok(())
 }
@@ -67,7 +74,7 @@ async fn create_tags_tags_the_target_and_undoes_only_its_own() -> Result<()> {
     ensure!(run.message().starts_with("tagged 2 object(s) (2 attachment(s) new)"), "{}", run.message());
     let journalled: Vec<String> = run.outputs.backups.iter().map(|b| b.name.clone()).collect();
     tagged(&vc).await?;
-    for name in [REGION, ZONE] {
+    for name in [REGION, ZONE, cluster_category().as_str()] {
         ensure!(vc.category_id(name).await?.is_some(), "category {name} made");
     }
     let attached = vc.list_attached_tags(&vc.find(ObjectKind::Datacenter, "/dst-dc").await?).await?;
@@ -110,7 +117,7 @@ async fn create_tags_tags_the_target_and_undoes_only_its_own() -> Result<()> {
     let plan = c.h.plan(&c.plugin).await?;
     ensure!(plan.message().starts_with("would tag 2 object(s)"), "{}", plan.message());
     ensure!(
-        plan.outputs.plan.iter().filter(|p| p.action == "create-tag-category").count() == 2,
+        plan.outputs.plan.iter().filter(|p| p.action == "create-tag-category").count() == 3,
         "{:?}",
         plan.outputs.plan
     );

@@ -1,5 +1,5 @@
-//! RecreateCPMS against the real API server and vCenters, with the simulator playing the
-//! control-plane machine set operator and machine-api: after the real earlier phases
+//! RecreateCPMS against the real API server and vCenters, with the real machine-api and the
+//! simulator playing the control-plane machine set operator and the kubelets: after the real earlier phases
 //! (DeleteCPMS leaves a regenerated, Inactive CPMS), the CPMS is pointed at the target
 //! and activated; the phase is done only when the operator observed the change, updated
 //! = ready = replicas, every master runs in the target with a Ready node, and that held
@@ -78,7 +78,7 @@ fn wait_text(o: &Outcome) -> Result<&str> {
 
 #[tokio::test]
 async fn recreate_cpms_rolls_the_control_plane_to_the_target_and_waits_for_it_to_stay_healthy() -> Result<()> {
-    let mut c = start_seeded("phase-recreate-cpms", "recreate-cpms", &SeedOptions::default()).await?;
+    let mut c = start_seeded_real("phase-recreate-cpms", "recreate-cpms", &SeedOptions::default()).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let (src, dst) = (c.env.source().host(), c.env.target().host());
 

@@ -1,5 +1,5 @@
-//! ScaleOldMachines against the real API server and vCenters, with the simulator playing
-//! machine-api: after the real earlier phases (new workers in the target), every MachineSet
+//! ScaleOldMachines against the real API server and vCenters, with the real machine-api
+//! (the simulator plays the kubelets): after the real earlier phases (new workers in the target), every MachineSet
 //! in the source goes to zero with its original count remembered first; the phase waits
 //! until the machines, their nodes and VMs are gone; idempotent; crash anywhere
 //! converges without ever remembering a zero; the rollback restores the remembered counts
@@ -79,7 +79,7 @@ async fn restored(c: &PhaseEnv, sets: &BTreeMap<String, i64>) -> Result<()> {
 #[tokio::test]
 async fn scale_old_machines_remembers_each_count_and_waits_for_machines_and_nodes_to_go() -> Result<()> {
     let seed = SeedOptions { workers: 3, worker_machinesets: 2, infra_machines: Some(1), ..Default::default() };
-    let c = start_seeded("phase-scale-old-machines", "scale-old-machines", &seed).await?;
+    let c = start_seeded_real("phase-scale-old-machines", "scale-old-machines", &seed).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let dst = c.env.target().host();
     run_phases(&c, BEFORE_WORKERS).await?;

@@ -47,7 +47,7 @@ fn wait_text(o: &Outcome) -> Result<&str> {
 
 #[tokio::test]
 async fn verify_waits_for_the_end_state_then_restores_the_remembered_cvo_replicas() -> Result<()> {
-    let c = start_seeded("phase-verify", "verify", &SeedOptions::default()).await?;
+    let c = start_seeded_real("phase-verify", "verify", &SeedOptions::default()).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let (src, dst) = (c.env.source().host(), c.env.target().host());
     let cvo: Api<Deployment> = Api::namespaced(c.client(), CVO_NS);

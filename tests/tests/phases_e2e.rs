@@ -1,5 +1,5 @@
-//! All 16 phase components in order through the harness on a seeded cluster with the
-//! simulator (CVO at 2 replicas, two worker MachineSets and an infra set, static-IP
+//! All 16 phase components in order through the harness on a seeded cluster with the real
+//! machine-api and the simulator (CVO at 2 replicas, two worker MachineSets and an infra set, static-IP
 //! workers), then the final state field by field: the Infrastructure lists exactly the
 //! target vCenter and failure domain and is otherwise unchanged; the cloud config is the
 //! seeded text with the source's entry replaced by the target's; vsphere-creds holds
@@ -41,7 +41,7 @@ fn decode(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
 #[tokio::test]
 async fn all_sixteen_phases_move_the_cluster_and_all_rollbacks_bring_it_back() -> Result<()> {
     let seed = SeedOptions { workers: 3, worker_machinesets: 2, infra_machines: Some(1), ..Default::default() };
-    let c = start_seeded("phases-e2e", "verify", &seed).await?;
+    let c = start_seeded_real("phases-e2e", "verify", &seed).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let (src, dst) = (c.env.source().host(), c.env.target().host());
     let id = c.cluster.infra_id.clone();

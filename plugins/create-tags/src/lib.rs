@@ -4,6 +4,12 @@
 //! zone, the region tag attached to the failure domain's datacenter and the zone tag to
 //! its compute cluster.
 //!
+//! And the cluster's own tag, as the installer makes it in the vCenter it installs to:
+//! category `openshift-<infraID>` with the tag `<infraID>`. The vSphere machine actuator
+//! attaches that tag to every VM it creates, and silently skips it when the vCenter has
+//! none (so machines created in the target would carry no tag, and the installer's cluster
+//! destroy, which finds the cluster's VMs by it, would leave them behind).
+//!
 //! Everything is checked before anything is created: a datacenter or cluster that already
 //! carries another tag of one of these categories cannot take a second one (SINGLE), so
 //! that is a failure naming the object and both tags (the Go controller let vCenter
@@ -14,14 +20,36 @@
 
 use std::collections::BTreeMap;
 
+use vsm_common::infra;
 use vsm_sdk::prelude::*;
 use vsm_sdk::spec::FailureDomain;
+use vsm_sdk::types::names::INFRASTRUCTURE;
 use vsm_sdk::{Cardinality, CategorySpec, TagInfo};
 
 pub const REGION_CATEGORY: &str = "openshift-region";
 pub const ZONE_CATEGORY: &str = "openshift-zone";
 /// vSphere types the categories' tags may be attached to.
 pub const ASSOCIABLE_TYPES: [&str; 2] = ["Datacenter", "ClusterComputeResource"];
+/// What the installer's cluster tag may be attached to.
+pub const CLUSTER_TAG_ASSOCIABLE_TYPES: [&str; 5] =
+    ["VirtualMachine", "ResourcePool", "Folder", "Datastore", "StoragePod"];
+/// The installer's description of its category and tag.
+pub const CLUSTER_TAG_DESCRIPTION: &str = "Added by openshift-install do not remove";
+
+/// The installer's category for the cluster `infra_id` (the machine actuator's
+/// `tagToCategoryName`).
+pub fn cluster_category(infra_id: &str) -> String {
+    format!("openshift-{infra_id}")
+}
+
+fn cluster_category_spec(infra_id: &str) -> CategorySpec {
+    CategorySpec {
+        name: cluster_category(infra_id),
+        description: CLUSTER_TAG_DESCRIPTION.to_string(),
+        cardinality: Cardinality::Single,
+        associable_types: CLUSTER_TAG_ASSOCIABLE_TYPES.iter().map(|s| s.to_string()).collect(),
+    }
+}
 
 pub struct CreateTags;
 
@@ -30,8 +58,9 @@ impl Phase for CreateTags {
         PhaseInfo::new(
             "CreateTags",
             env!("CARGO_PKG_VERSION"),
-            "Create the openshift-region/openshift-zone tags in the target vCenter and attach them to each failure domain's datacenter and cluster",
+            "Create the openshift-region/openshift-zone tags in the target vCenter and attach them to each failure domain's datacenter and cluster, and the cluster's own tag",
         )
+        .kube("config.openshift.io", "infrastructures", &["get"], None)
         .vsphere(VsphereCapability::ReadInventory)
         .vsphere(VsphereCapability::ManageTags)
         .with_rollback()
@@ -131,6 +160,8 @@ fn category_spec(name: &str) -> CategorySpec {
 fn execute(cx: &Cx) -> Step {
     let spec = cx.spec()?;
     let wanted = assignments(&spec.failure_domains).map_err(|p| PhaseError::invalid(p.join("; ")))?;
+    let infra = cx.kube().get_required(&types::INFRASTRUCTURE, None, INFRASTRUCTURE)?;
+    let infra_id = infra::infra_id(&infra)?.to_string();
 
     // Look first, change nothing until every object is known to accept its tag.
     let mut targets: Vec<(Assignment, ObjectRef, bool)> = Vec::new();
@@ -199,12 +230,30 @@ fn execute(cx: &Cx) -> Step {
             ));
         }
     }
+    // The cluster's tag, for the machine actuator to attach to the VMs it creates.
+    let servers = spec.target_servers();
+    for server in &servers {
+        let category = cx.vsphere().ensure_category(server, &cluster_category_spec(&infra_id))?;
+        if category.created {
+            cx.info(format!("created tag category {} in vCenter {server}", cluster_category(&infra_id)));
+        }
+        let tag = cx.vsphere().ensure_tag(server, &category.id, &infra_id, CLUSTER_TAG_DESCRIPTION)?;
+        if tag.created {
+            cx.info(format!("created the cluster's tag {infra_id} in vCenter {server}"));
+        }
+    }
     let summary: Vec<String> = targets
         .iter()
         .map(|(a, _, _)| format!("{} {} in vCenter {} has {} {}", what(a.kind), a.path, a.server, a.category, a.tag))
         .collect();
     let verb = if cx.dry_run() { "would tag" } else { "tagged" };
-    Ok(done(format!("{verb} {} object(s) ({attached} attachment(s) new): {}", targets.len(), summary.join("; "))))
+    Ok(done(format!(
+        "{verb} {} object(s) ({attached} attachment(s) new): {}; the cluster's tag {infra_id} (category {}) is in vCenter(s) {}",
+        targets.len(),
+        summary.join("; "),
+        cluster_category(&infra_id),
+        servers.join(", ")
+    )))
 }
 
 export_phase!(CreateTags);

@@ -6,6 +6,7 @@ use vsm_sdk::testing::{Direction, FakeHost, JournalRecord, migration};
 use super::*;
 
 const VC: &str = "vc-dst";
+const INFRA_ID: &str = "cl-x7k2p";
 
 fn fd(name: &str, region: &str, zone: &str, dc: &str, cluster: &str) -> Value {
     json!({"name": name, "region": region, "zone": zone, "server": VC,
@@ -33,6 +34,8 @@ fn inventory(v: &mut Inventory) {
 
 fn cluster() -> FakeHost {
     let host = FakeHost::new();
+    host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
+                    "spec": {}, "status": {"infrastructureName": INFRA_ID}}));
     host.vcenter(VC, inventory);
     host.vcenter("vc-src", |_| {});
     host
@@ -62,14 +65,28 @@ fn creates_single_cardinality_categories_tags_and_attachments() {
         "{}",
         run.message()
     );
+    assert!(
+        run.message().ends_with("; the cluster's tag cl-x7k2p (category openshift-cl-x7k2p) is in vCenter(s) vc-dst"),
+        "{}",
+        run.message()
+    );
     host.vcenter(VC, |v| {
-        assert_eq!(v.categories.len(), 2);
+        assert_eq!(v.categories.len(), 3);
         for c in &v.categories {
             assert_eq!(c.cardinality, Cardinality::Single);
-            assert_eq!(c.associable_types, ["Datacenter", "ClusterComputeResource"]);
+            let want: &[&str] = if c.name == "openshift-cl-x7k2p" {
+                &["VirtualMachine", "ResourcePool", "Folder", "Datastore", "StoragePod"]
+            } else {
+                &["Datacenter", "ClusterComputeResource"]
+            };
+            assert_eq!(c.associable_types, want, "{}", c.name);
         }
         let names: Vec<&str> = v.tags.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["us-east", "us-east-1a", "us-east-1b"], "one region tag shared by both failure domains");
+        assert_eq!(
+            names,
+            ["us-east", "us-east-1a", "us-east-1b", INFRA_ID],
+            "one region tag shared by both failure domains, and the cluster's tag"
+        );
     });
     assert_eq!(tags_on(&host, "/dc"), ["openshift-region=us-east"]);
     assert_eq!(tags_on(&host, "/dc/host/c1"), ["openshift-zone=us-east-1a"]);
@@ -118,9 +135,13 @@ fn rollback_removes_only_what_this_phase_made() {
         v.attach(&tag, &dc).unwrap();
     });
     host.run::<CreateTags>(Direction::Execute, &m());
-    assert_eq!(host.journal().len(), 5, "zone category, two zone tags, two attachments");
+    assert_eq!(
+        host.journal().len(),
+        7,
+        "zone category, two zone tags, two attachments, the cluster's category and tag"
+    );
     let run = host.run::<CreateTags>(Direction::Rollback, &m());
-    assert_eq!(run.message(), "undid 5 journalled change(s): every object as it was before the phase");
+    assert_eq!(run.message(), "undid 7 journalled change(s): every object as it was before the phase");
     host.vcenter(VC, |v| {
         let cats: Vec<&str> = v.categories.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(cats, ["openshift-region"]);
@@ -169,7 +190,7 @@ fn a_crash_at_any_point_then_a_rerun_converges() {
         |h, n| {
             assert_eq!(tags_on(h, "/dc"), ["openshift-region=us-east"], "crash at {n}");
             assert_eq!(tags_on(h, "/dc/host/c2"), ["openshift-zone=us-east-1b"], "crash at {n}");
-            h.vcenter(VC, |v| assert_eq!((v.categories.len(), v.tags.len()), (2, 3), "crash at {n}"));
+            h.vcenter(VC, |v| assert_eq!((v.categories.len(), v.tags.len()), (3, 4), "crash at {n}"));
         },
     );
     assert!(points >= 10, "{points}");
@@ -182,6 +203,37 @@ fn plan_mode_reads_for_real_and_creates_nothing() {
     assert!(run.message().starts_with("would tag 3 object(s)"), "{}", run.message());
     host.vcenter(VC, |v| assert!(v.categories.is_empty() && v.tags.is_empty() && v.attachments.is_empty()));
     let actions: Vec<String> = host.plan().into_iter().map(|p| p.action).collect();
-    assert_eq!(actions.iter().filter(|a| *a == "create-tag-category").count(), 2);
+    assert_eq!(actions.iter().filter(|a| *a == "create-tag-category").count(), 3);
     assert_eq!(actions.iter().filter(|a| *a == "attach-tag").count(), 3);
+}
+
+#[test]
+fn the_clusters_own_tag_is_made_once_per_target_vcenter_and_an_existing_one_is_used() {
+    let host = cluster();
+    host.vcenter(VC, |v| {
+        let (cat, _) = v.ensure_category(&cluster_category_spec(INFRA_ID)).unwrap();
+        v.ensure_tag(&cat, INFRA_ID, CLUSTER_TAG_DESCRIPTION).unwrap();
+    });
+    let run = host.run::<CreateTags>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+    host.vcenter(VC, |v| {
+        assert_eq!(v.categories.iter().filter(|c| c.name == "openshift-cl-x7k2p").count(), 1);
+        assert_eq!(v.tags.iter().filter(|t| t.name == INFRA_ID).count(), 1);
+    });
+    // The rollback leaves what was there before.
+    host.run::<CreateTags>(Direction::Rollback, &m());
+    host.vcenter(VC, |v| {
+        let cats: Vec<&str> = v.categories.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(cats, ["openshift-cl-x7k2p"]);
+    });
+}
+
+#[test]
+fn without_the_infrastructure_nothing_is_made() {
+    let host = FakeHost::new();
+    host.vcenter(VC, inventory);
+    let run = host.run::<CreateTags>(Direction::Execute, &m());
+    assert!(run.failed(), "{:?}", run.outcome);
+    assert_eq!(run.message(), "Infrastructure cluster does not exist");
+    host.vcenter(VC, |v| assert!(v.categories.is_empty() && v.tags.is_empty()));
 }

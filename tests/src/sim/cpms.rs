@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use super::machine_api::{machine_ready, ready_nodes};
+use super::nodes::{machine_ready, ready_nodes};
 use super::objects::{self as o, i64_at, is_deleting, str_at};
 use super::provider::{FailureDomain, failure_domains, inject_failure_domain};
 use super::runtime::{Ctl, Shared, inc, wait_seen};
@@ -53,7 +53,11 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
             let index = o::machine_index(&m.name_any());
             let spec = m.data.pointer("/spec/providerSpec/value");
             let updated = match (index, &plan.desired) {
-                (Some(i), Ok(_)) => plan.desired_for(i).ok().as_ref() == spec,
+                (Some(i), Ok(_)) => plan
+                    .desired_for(i)
+                    .ok()
+                    .zip(spec)
+                    .is_some_and(|(want, have)| super::provider::same_provider_spec(&want, have)),
                 _ => false,
             };
             View {

@@ -1,5 +1,6 @@
-//! machine-api: Machines become VMs and Nodes, MachineSets keep their replica count, and
-//! Machines of a deleted MachineSet are deleted (the garbage collector's part).
+//! The simulator's own model of machine-api, for environments without the real one
+//! ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api) off): Machines become
+//! VMs and Nodes, MachineSets keep their replica count.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -8,9 +9,10 @@ use anyhow::{Context, Result, anyhow};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use vsm_vsphere::VsphereError;
 
+use super::nodes::{machine_node_manifest, machine_ready, node_status, ready_nodes};
 use super::objects::{self as o, i64_at, is_deleting, nonempty_at, str_at};
 use super::runtime::{Ctl, Shared, inc, wait_seen};
 use super::vsphere::cluster_credentials;
@@ -22,7 +24,6 @@ const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
     let machines = sh.stores.machines.state();
     let sets = sh.stores.machine_sets.state();
-    collect_orphans(&sh, &machines, &sets).await?;
     let ready = ready_nodes(&sh);
     for ms in &sets {
         sync_machine_set(&sh, ms, &machines, &ready).await.with_context(|| format!("MachineSet {}", ms.name_any()))?;
@@ -53,16 +54,6 @@ fn node_ref(m: &DynamicObject) -> Option<&str> {
     nonempty_at(&m.data, "/status/nodeRef/name")
 }
 
-/// Names of the Ready Nodes (computed once per pass, not per Machine).
-pub(crate) fn ready_nodes(sh: &Shared) -> HashSet<String> {
-    sh.stores.nodes.state().iter().filter(|n| super::workloads::node_ready(n)).map(|n| n.name_any()).collect()
-}
-
-/// Running with a Ready Node: what the MachineSet and the CPMS call ready.
-pub(crate) fn machine_ready(ready_nodes: &HashSet<String>, m: &DynamicObject) -> bool {
-    phase(m) == "Running" && node_ref(m).is_some_and(|n| ready_nodes.contains(n))
-}
-
 fn needs_work(m: &DynamicObject) -> bool {
     if is_deleting(m) {
         return has_finalizer(m);
@@ -75,28 +66,6 @@ fn needs_work(m: &DynamicObject) -> bool {
         "Running" => node_ref(m).is_none(),
         _ => true,
     }
-}
-
-/// The garbage collector's part: Machines whose controlling MachineSet is gone.
-async fn collect_orphans(sh: &Shared, machines: &[Arc<DynamicObject>], sets: &[Arc<DynamicObject>]) -> Result<()> {
-    let uids: HashSet<String> = sets.iter().filter_map(|s| s.uid()).collect();
-    let api = o::machines_api(&sh.client);
-    let set_api = o::machine_sets_api(&sh.client);
-    for m in machines {
-        let Some(owner) = o::controller_uid(m.as_ref(), "MachineSet") else { continue };
-        if uids.contains(&owner) || is_deleting(m.as_ref()) {
-            continue;
-        }
-        // The cache of MachineSets may lag behind the one of Machines: ask the API server.
-        let owner_name = m.owner_references().iter().find(|r| r.uid == owner).map(|r| r.name.clone());
-        if let Some(n) = owner_name
-            && set_api.get_opt(&n).await?.is_some_and(|s| s.uid().as_deref() == Some(owner.as_str()))
-        {
-            continue;
-        }
-        o::delete_ignore_missing(&api, &m.name_any(), None).await?;
-    }
-    Ok(())
 }
 
 async fn sync_machine_set(
@@ -349,41 +318,10 @@ async fn provision(sh: &Arc<Shared>, m: &DynamicObject) -> Result<()> {
     Ok(())
 }
 
-/// The Node a machine's kubelet would register: named like the Machine, with the role
-/// labels and the Machine's `spec.metadata.labels`.
-pub(crate) fn node_manifest(machine: &DynamicObject, provider_id: &str) -> Value {
-    let name = machine.name_any();
-    let role = machine.labels().get(o::LABEL_ROLE).cloned().unwrap_or_else(|| "worker".into());
-    let mut labels: BTreeMap<String, String> = [
-        ("kubernetes.io/hostname", name.as_str()),
-        ("kubernetes.io/os", "linux"),
-        ("kubernetes.io/arch", "amd64"),
-        ("node.openshift.io/os_id", "rhcos"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    labels.insert(format!("node-role.kubernetes.io/{role}"), String::new());
-    if role == "master" {
-        labels.insert("node-role.kubernetes.io/control-plane".into(), String::new());
-    }
-    if let Some(extra) = machine.data.pointer("/spec/metadata/labels").and_then(Value::as_object) {
-        for (k, v) in extra {
-            labels.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    }
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels,
-                     "annotations": {o::ANNOTATION_NODE_MACHINE: format!("{}/{name}", o::MACHINE_API_NS)}},
-        "spec": {"providerID": provider_id},
-    })
-}
-
 async fn ensure_node(sh: &Shared, m: &DynamicObject, provider_id: &str, ip: &str) -> Result<Node> {
     let name = m.name_any();
     let api: Api<Node> = Api::all(sh.client.clone());
-    let node: Node = serde_json::from_value(node_manifest(m, provider_id))?;
+    let node: Node = serde_json::from_value(machine_node_manifest(m, provider_id))?;
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => inc(&sh.counters.nodes_created),
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -391,24 +329,6 @@ async fn ensure_node(sh: &Shared, m: &DynamicObject, provider_id: &str, ip: &str
     }
     let status = json!({"status": node_status(&name, ip)});
     Ok(api.patch_status(&name, &o::merge_params(MANAGER), &Patch::Merge(status)).await?)
-}
-
-/// A Ready Node's status.
-pub(crate) fn node_status(name: &str, ip: &str) -> Value {
-    let now = o::now();
-    let cond = |t: &str, s: &str, reason: &str| json!({"type": t, "status": s, "reason": reason, "message": "", "lastHeartbeatTime": now, "lastTransitionTime": now});
-    json!({
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID"),
-            cond("Ready", "True", "KubeletReady"),
-        ],
-        "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-        "nodeInfo": {"kubeletVersion": "v1.31.6", "osImage": "Red Hat Enterprise Linux CoreOS", "architecture": "amd64",
-                     "operatingSystem": "linux", "containerRuntimeVersion": "cri-o://1.31.6", "kernelVersion": "5.14.0",
-                     "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
-    })
 }
 
 /// Drain the Node, destroy the VM, delete the Node, release the Machine.

@@ -18,19 +18,43 @@
 //!
 //! In the API server: Infrastructure `cluster` (vSphere, the source vCenter, failure domain
 //! `source-fd` unless `legacy_no_failure_domains`, status with the infraID),
-//! `kube-system/vsphere-creds` (`<host>.username/.password` of the source),
-//! `openshift-config/cloud-provider-config` (YAML or INI, with comments), ClusterVersion
+//! `kube-system/vsphere-creds` (`<host>.username/.password` of the source) and its copy
+//! `openshift-machine-api/vsphere-cloud-credentials`, the installer's
+//! `openshift-machine-api/{master,worker}-user-data` (an ignition pointer config to the
+//! machine config server's pool), `openshift-config/cloud-provider-config` (YAML or INI, with
+//! comments, each vCenter with its port), ClusterVersion
 //! `version`, the [`CLUSTER_OPERATORS`] (healthy), 3 masters and a ControlPlaneMachineSet
 //! (Active, failure domain `source-fd`), worker MachineSets and Machines (plus an optional
 //! `infra` MachineSet), a Ready Node per Machine (`providerID vsphere://<VM uuid>`), and the
 //! Deployments (CVO, machine-config-operator, vSphere CCM, machine-api-controllers, CSI
 //! controller) and the CSI node DaemonSet, with Running, Ready pods. In vSphere: a template
-//! VM in both vCenters, the folder `/src-dc/vm/<infraID>`, and a VM per Machine in it.
+//! VM in both vCenters that the real machine actuator can clone (hardware version 19, one
+//! 16 GiB disk), the folder `/src-dc/vm/<infraID>`, and a VM per Machine in it (with a
+//! network card on the machine network). MachineSets are made after their Machines.
 //! Seed before starting the simulator; a second seed writes nothing.
 //!
 //! # Simulated controllers ([`Simulator`])
 //!
-//! machine-api:
+//! With the environment's real machine-api ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api)),
+//! the simulator plays only what has no real counterpart there, and its own model of
+//! machine-api (below) does not run:
+//! - Kubelets: a powered-on VM that boots an OpenShift machine (the actuator gave it
+//!   `guestinfo.hostname` and an ignition config) registers, after `machine_boot`, a Ready
+//!   Node named by its hostname with `spec.providerID: vsphere://<BIOS UUID>` and the role
+//!   labels of the pool its ignition config points at (`/config/<role>`); its guest reports
+//!   an address through VMware Tools. A powered-off VM's Node turns Unknown; a Node whose
+//!   VM is gone from every vCenter is deleted (the cloud node lifecycle controller's part).
+//!   The VMs are seen through the launchers' control APIs, polled every 500 ms.
+//! - The garbage collector's part: a Machine whose controlling MachineSet is gone is deleted.
+//! - An IP address management provider: each IPAddressClaim (the actuator's, for a device
+//!   with `addressesFromPools`) is bound to an IPAddress `192.168.10.<n>/24`, gateway
+//!   `192.168.10.1`.
+//! - The cloud credential operator: `openshift-machine-api/vsphere-cloud-credentials` is
+//!   kept a copy of `kube-system/vsphere-creds` ([`SimOptions::credentials`]; also without
+//!   the real machine-api).
+//! - The control-plane machine set operator, workloads and ClusterOperators, as below.
+//!
+//! machine-api (the simulator's own model, without the real one):
 //! - A Machine gets the finalizer `machine.machine.openshift.io`, phase Provisioning, and
 //!   after `machine_provision` a clone of `providerSpec.template` named like the Machine in
 //!   `workspace.folder` (pool and datastore from the workspace) of the vCenter whose address
@@ -50,6 +74,7 @@
 //!   then not Running, then newest), and report replicas, fullyLabeledReplicas,
 //!   readyReplicas, availableReplicas, observedGeneration and labelSelector.
 //! - Garbage collection: a Machine whose controlling MachineSet is gone is deleted.
+//! - Nodes are named like their Machine and carry the annotation nodelink would add.
 //!
 //! Control-plane machine set operator (`openshift-machine-api/cluster`):
 //! - Deleted: after `cpms_regenerate` a new one, Inactive, from the current masters (the
@@ -57,7 +82,9 @@
 //! - The desired provider spec of master index `i` is the template's, with workspace,
 //!   template and network names taken from the Infrastructure failure domain
 //!   `failureDomains.vsphere[i % n]` of the template (other fields kept); no failure domains
-//!   means the template as is. A master is updated when its provider spec equals that.
+//!   means the template as is. A master is updated when its provider spec says the same
+//!   (fields missing on one side and empty on the other are equal: machine-api's defaulting
+//!   webhook re-encodes every Machine's provider spec).
 //! - Status always (also Inactive): replicas (all matching Machines, going ones included),
 //!   updatedReplicas, readyReplicas (Running with a Ready Node), unavailableReplicas,
 //!   observedGeneration, conditions Available/Degraded/Progressing.
@@ -99,14 +126,19 @@
 //! - `machine-config`: Degraded (still Available) while the Infrastructure lists more than
 //!   one vCenter; the migration is expected to tolerate that one.
 //!
-//! Not simulated: IP address claims for static-IP MachineSets, machine health checks,
-//! taints and tolerations, ReplicaSets, rolling Deployment template changes, the CVO
+//! Not simulated: IP address claims for static-IP MachineSets without the real machine-api,
+//! machine health checks (the real machine-api has the real controller), taints and tolerations, ReplicaSets, rolling Deployment template changes, the CVO
 //! reconciling anything, the Infrastructure CRD's schema being restored, vSphere tags.
 
 pub mod cloud_config;
 mod cluster_operators;
 mod cpms;
+pub mod credentials;
+mod gc;
+mod ipam;
+mod kubelet;
 mod machine_api;
+mod nodes;
 pub mod objects;
 pub mod operators;
 pub mod options;
@@ -145,7 +177,25 @@ impl Simulator {
         let vcenters = vsphere::VCenters::from_env(env, opts.vsphere_concurrency);
         let sh = runtime::start(env.client(), opts.clone(), vcenters, stop_rx);
         if opts.machine_api {
-            runtime::run_controller(&sh, Ctl::MachineApi, machine_api::sync);
+            if env.machine_api().is_some() {
+                // The real machine-api runs: only the kubelets are missing.
+                runtime::run_controller(&sh, Ctl::Kubelet, kubelet::sync);
+                runtime::run_controller(&sh, Ctl::Ipam, ipam::sync);
+                let poller = sh.clone();
+                sh.spawn(async move {
+                    loop {
+                        tokio::time::sleep(kubelet::POLL).await;
+                        poller.wake(Ctl::Kubelet);
+                        poller.wake(Ctl::Ipam);
+                    }
+                });
+            } else {
+                runtime::run_controller(&sh, Ctl::MachineApi, machine_api::sync);
+            }
+            runtime::run_controller(&sh, Ctl::GarbageCollector, gc::sync);
+        }
+        if opts.credentials {
+            runtime::run_controller(&sh, Ctl::Credentials, credentials::sync);
         }
         if opts.control_plane {
             runtime::run_controller(&sh, Ctl::Cpms, cpms::sync);

@@ -60,8 +60,15 @@ impl Default for SeedOptions {
 /// time actually spent in them is reported by [`SimStats`](super::SimStats).
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// Play machine-api (Machines, MachineSets, Nodes, VMs, owner-reference GC of Machines).
+    /// Play the machines' side of the cluster. With the environment's real machine-api
+    /// ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api)): the kubelets
+    /// (a Node per booted VM) and the garbage collector (Machines of a deleted MachineSet).
+    /// Without it, also machine-api itself (Machines become VMs and Nodes, MachineSets keep
+    /// their replicas).
     pub machine_api: bool,
+    /// Play the cloud credential operator: keep `openshift-machine-api/vsphere-cloud-credentials`
+    /// a copy of `kube-system/vsphere-creds`.
+    pub credentials: bool,
     /// Play the control-plane machine set operator.
     pub control_plane: bool,
     /// Play the Deployment, DaemonSet, scheduler, kubelet and pod-GC controllers.
@@ -69,11 +76,14 @@ pub struct SimOptions {
     /// Play the ClusterOperator health rules.
     pub operators: bool,
 
-    /// A new Machine waits this long in Provisioning before its VM is cloned.
+    /// A new Machine waits this long in Provisioning before its VM is cloned (the
+    /// simulator's machine-api only).
     pub machine_provision: Duration,
-    /// From the VM being cloned (Provisioned) to a Ready Node and phase Running.
+    /// From the VM being cloned (Provisioned) to a Ready Node and phase Running; with the
+    /// real machine-api, from a VM seen powered on to its kubelet's Ready Node.
     pub machine_boot: Duration,
-    /// A deleted Machine: after the drain, before the VM is destroyed.
+    /// A deleted Machine: after the drain, before the VM is destroyed (the simulator's
+    /// machine-api only).
     pub machine_delete: Duration,
     /// A scheduled pod becomes Running and Ready after this.
     pub pod_start: Duration,
@@ -97,6 +107,7 @@ impl SimOptions {
     pub fn instant() -> Self {
         SimOptions {
             machine_api: true,
+            credentials: true,
             control_plane: true,
             workloads: true,
             operators: true,

@@ -51,6 +51,8 @@ pub struct SimStats {
     /// ClusterOperator condition changes written.
     pub operator_transitions: u64,
     pub cpms_regenerated: u64,
+    /// Writes of the cloud credential operator's copy of the vCenter credentials.
+    pub credential_copies: u64,
     /// Errors met (retried); [`SimHandle::errors`](super::SimHandle::errors) has the last ones.
     pub errors: u64,
     /// Sum of every simulated delay waited (overlapping delays each count).
@@ -74,6 +76,7 @@ pub(crate) struct Counters {
     pub pods_deleted: AtomicU64,
     pub operator_transitions: AtomicU64,
     pub cpms_regenerated: AtomicU64,
+    pub credential_copies: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -150,13 +153,19 @@ pub(crate) struct Stores {
     pub deployments: Store<Deployment>,
     pub daemonsets: Store<DaemonSet>,
     pub creds: Store<Secret>,
+    /// The cloud credential operator's copy for machine-api.
+    pub creds_copy: Store<Secret>,
     pub cloud_config: Store<ConfigMap>,
 }
 
-/// Wake-ups of the four controllers (a stored permit coalesces bursts of events).
+/// Wake-ups of the controllers (a stored permit coalesces bursts of events).
 #[derive(Default)]
 pub(crate) struct Triggers {
     pub machine_api: Notify,
+    pub kubelet: Notify,
+    pub ipam: Notify,
+    pub garbage_collector: Notify,
+    pub credentials: Notify,
     pub cpms: Notify,
     pub workloads: Notify,
     pub operators: Notify,
@@ -164,7 +173,15 @@ pub(crate) struct Triggers {
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Ctl {
+    /// The simulator's own model of machine-api.
     MachineApi,
+    /// Kubelets and the cloud node lifecycle (with the real machine-api).
+    Kubelet,
+    /// The IP address management provider (with the real machine-api).
+    Ipam,
+    GarbageCollector,
+    /// The cloud credential operator's copy.
+    Credentials,
     Cpms,
     Workloads,
     Operators,
@@ -174,6 +191,10 @@ impl Triggers {
     pub fn get(&self, c: Ctl) -> &Notify {
         match c {
             Ctl::MachineApi => &self.machine_api,
+            Ctl::Kubelet => &self.kubelet,
+            Ctl::Ipam => &self.ipam,
+            Ctl::GarbageCollector => &self.garbage_collector,
+            Ctl::Credentials => &self.credentials,
             Ctl::Cpms => &self.cpms,
             Ctl::Workloads => &self.workloads,
             Ctl::Operators => &self.operators,
@@ -189,6 +210,8 @@ pub(crate) struct Shared {
     pub vcenters: VCenters,
     pub stores: Stores,
     pub triggers: Triggers,
+    /// BIOS UUIDs of the VMs whose kubelet has started since the VM was powered on.
+    pub kubelets: Mutex<HashSet<String>>,
     shutdown: watch::Receiver<bool>,
     live_tasks: AtomicUsize,
     tasks_done: Notify,
@@ -246,6 +269,7 @@ impl Shared {
             pods_deleted: l(&c.pods_deleted),
             operator_transitions: l(&c.operator_transitions),
             cpms_regenerated: l(&c.cpms_regenerated),
+            credential_copies: l(&c.credential_copies),
             errors: l(&c.errors),
             delay_total,
             delay_wall,
@@ -392,12 +416,24 @@ pub(crate) fn start(
     let c = &client;
     let all = watcher::Config::default;
     let stores = Stores {
-        machines: dynamic(&mut pending, o::machines_api(c), o::machine(), all(), &[MachineApi, Cpms]),
-        machine_sets: dynamic(&mut pending, o::machine_sets_api(c), o::machine_set(), all(), &[MachineApi]),
+        machines: dynamic(
+            &mut pending,
+            o::machines_api(c),
+            o::machine(),
+            all(),
+            &[MachineApi, Kubelet, GarbageCollector, Cpms],
+        ),
+        machine_sets: dynamic(
+            &mut pending,
+            o::machine_sets_api(c),
+            o::machine_set(),
+            all(),
+            &[MachineApi, GarbageCollector],
+        ),
         cpms: dynamic(&mut pending, o::cpms_api(c), o::cpms(), all(), &[Cpms]),
         infra: dynamic(&mut pending, o::infra_api(c), o::infrastructure(), all(), &[Cpms, Operators]),
         operators: dynamic(&mut pending, o::operators_api(c), o::cluster_operator(), all(), &[Operators]),
-        nodes: typed(&mut pending, Api::all(c.clone()), all(), &[MachineApi, Cpms, Workloads, Operators]),
+        nodes: typed(&mut pending, Api::all(c.clone()), all(), &[MachineApi, Kubelet, Cpms, Workloads, Operators]),
         pods: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
         deployments: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
         daemonsets: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
@@ -405,7 +441,13 @@ pub(crate) fn start(
             &mut pending,
             Api::namespaced(c.clone(), o::CREDS_NS),
             all().fields(&format!("metadata.name={}", o::CREDS_NAME)),
-            &[Operators],
+            &[Operators, Credentials],
+        ),
+        creds_copy: typed(
+            &mut pending,
+            Api::namespaced(c.clone(), o::MACHINE_API_NS),
+            all().fields(&format!("metadata.name={}", super::credentials::MACHINE_API_CREDS_NAME)),
+            &[Credentials],
         ),
         cloud_config: typed(
             &mut pending,
@@ -422,6 +464,7 @@ pub(crate) fn start(
         vcenters,
         stores,
         triggers: Triggers::default(),
+        kubelets: Mutex::default(),
         shutdown,
         live_tasks: AtomicUsize::new(0),
         tasks_done: Notify::new(),
@@ -448,6 +491,7 @@ pub(crate) fn start(
         let _ = s.deployments.wait_until_ready().await;
         let _ = s.daemonsets.wait_until_ready().await;
         let _ = s.creds.wait_until_ready().await;
+        let _ = s.creds_copy.wait_until_ready().await;
         let _ = s.cloud_config.wait_until_ready().await;
         let _ = ready_tx.send(true);
     });

@@ -8,8 +8,10 @@
 //! simulator has since changed (masters replaced, MachineSets scaled) is left as it is.
 //!
 //! Seed a new or incomplete cluster with the simulator stopped: its controllers would act
-//! on a half-made cluster (a MachineSet seen before its Machines gets Machines of its own, a
-//! CPMS seen missing is regenerated). Re-seeding a complete cluster while it runs is
+//! on a half-made cluster (a CPMS seen missing is regenerated). The real machine-api
+//! ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api)) always runs, so
+//! MachineSets are made after their Machines (a MachineSet seen before its Machines gets
+//! Machines of its own) and adopt them. Re-seeding a complete cluster while it runs is
 //! harmless: nothing is written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,18 +29,20 @@ use vsm_vsphere::{Client, ClientOptions, Credentials, ServerSpec, SessionPool, T
 
 use super::cloud_config::{self, CloudConfigInput};
 use super::cluster_operators::CLUSTER_OPERATORS;
-use super::machine_api::{node_manifest, node_status};
+use super::nodes::{machine_node_manifest, node_status};
 use super::objects::{self as o, name_suffix};
 use super::operators::healthy_conditions;
 use super::options::SeedOptions;
 use super::provider::{self, FailureDomain, MASTER, WORKER};
 use super::workloads::{pod_active, running_status, template_hash};
 use crate::TestEnv;
-use crate::vcsim::{Vcsim, source, target};
+use crate::vcsim::{TemplateSpec, Vcsim, source, target};
 
 const MANAGER: &str = "vsm-sim-seed";
 pub const SOURCE_FAILURE_DOMAIN: &str = "source-fd";
 pub const TARGET_FAILURE_DOMAIN: &str = "target-fd";
+/// The templates' disk: no larger than any machine's `diskGiB` (the actuator cannot shrink it).
+const TEMPLATE_DISK_GIB: u32 = 16;
 
 /// One vCenter of the environment, as the seeded cluster names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,10 +217,13 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
     });
     sets.extend(infra_set.clone());
 
-    // MachineSets first: their uids go into the Machines' owner references, and an existing
-    // MachineSet's replica count is what its group wants.
+    // MachineSets last: a MachineSet the real machine-api sees before its Machines gets
+    // Machines of its own (and removes the surplus after). An existing MachineSet's replica
+    // count is what its group wants; the owner references of new Machines are set once
+    // their MachineSet exists (as the MachineSet controller adopts orphans).
     let ms_api = o::machine_sets_api(&client);
     let mut set_uids = HashMap::new();
+    let mut set_objects = Vec::new();
     for (name, count, spec) in &sets {
         let role = if name.contains("-infra-") { "infra" } else { "worker" };
         let mut labels = master_labels(role);
@@ -232,9 +239,14 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
                 "template": {"metadata": {"labels": labels}, "spec": spec},
             },
         });
-        let (ms, _) = ensure::<DynamicObject>(&ms_api, None, obj, None).await?;
-        let want = o::i64_at(&ms.data, "/spec/replicas").unwrap_or(*count as i64).max(0) as usize;
-        set_uids.insert(name.clone(), ms.uid().unwrap_or_default());
+        let existing = ms_api.get_opt(name).await?;
+        let want =
+            existing.as_ref().and_then(|ms| o::i64_at(&ms.data, "/spec/replicas")).unwrap_or(*count as i64).max(0)
+                as usize;
+        if let Some(uid) = existing.as_ref().and_then(|ms| ms.uid()) {
+            set_uids.insert(name.clone(), uid);
+        }
+        set_objects.push(obj);
         groups.push(Group {
             set: Some(name.clone()),
             want,
@@ -279,18 +291,26 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
         let tc = login(&pool, env, dst).await?;
         let src_template = ensure_template(
             &sc,
-            source::VM_FOLDER_PATH,
-            &opts.template_name,
-            source::RESOURCE_POOL_PATH,
-            source::DATASTORE_PATH,
+            src,
+            &TemplateSpec {
+                folder: source::VM_FOLDER_PATH,
+                name: &opts.template_name,
+                pool: source::RESOURCE_POOL_PATH,
+                datastore: source::DATASTORE_PATH,
+                disk_gib: TEMPLATE_DISK_GIB,
+            },
         )
         .await?;
         let dst_template = ensure_template(
             &tc,
-            target::VM_FOLDER_PATH,
-            &opts.template_name,
-            target::RESOURCE_POOL_PATH,
-            target::DATASTORE_PATH,
+            dst,
+            &TemplateSpec {
+                folder: target::VM_FOLDER_PATH,
+                name: &opts.template_name,
+                pool: target::RESOURCE_POOL_PATH,
+                datastore: target::DATASTORE_PATH,
+                disk_gib: TEMPLATE_DISK_GIB,
+            },
         )
         .await?;
         sc.create_folder(&fd.folder).await?;
@@ -310,6 +330,8 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
                             }
                             other => other?,
                         };
+                        // The installer's VMs have a card on the machine network.
+                        src.add_network_card(&vm.uuid, source::NETWORK).await?;
                         anyhow::Ok((m.name.clone(), vm.uuid))
                     }
                 })
@@ -346,6 +368,23 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
         .buffer_unordered(conc)
         .try_collect::<Vec<()>>()
         .await?;
+
+    // The MachineSets, and the Machines of the new ones adopted.
+    let had_set: HashSet<String> = set_uids.keys().cloned().collect();
+    for obj in set_objects {
+        let (ms, _) = ensure::<DynamicObject>(&ms_api, None, obj, None).await?;
+        set_uids.insert(ms.name_any(), ms.uid().unwrap_or_default());
+    }
+    for m in members.iter().filter(|m| m.set.as_ref().is_some_and(|s| !had_set.contains(s))) {
+        let set = m.set.as_deref().unwrap_or_default();
+        let current = m_api.get(&m.name).await?;
+        if o::controller_uid(&current, "MachineSet").is_none() {
+            let uid = set_uids.get(set).context("MachineSet uid")?;
+            let owner = o::controller_ref("machine.openshift.io/v1beta1", "MachineSet", set, uid);
+            let patch = json!({"metadata": {"ownerReferences": [owner]}});
+            m_api.patch(&m.name, &o::merge_params(MANAGER), &Patch::Merge(patch)).await?;
+        }
+    }
 
     // MachineSet status, as machine-api would report it for the Machines now there.
     let now_there: Vec<DynamicObject> = m_api.list(&ListParams::default()).await?.items;
@@ -472,18 +511,33 @@ async fn login(pool: &SessionPool, env: &TestEnv, vc: &Vcsim) -> Result<std::syn
     pool.client(&spec).await.with_context(|| format!("logging in to vCenter {}", vc.name))
 }
 
-/// A template VM at `<folder>/<name>`, made from nothing (the target vCenter has no VMs).
-async fn ensure_template(c: &Client, folder: &str, name: &str, pool: &str, datastore: &str) -> Result<String> {
-    let path = format!("{folder}/{name}");
-    let vm = match c.vm(&path).await {
-        Ok(vm) => vm,
-        Err(VsphereError::NotFound { .. }) => c.create_vm(folder, name, pool, datastore).await?,
-        Err(e) => return Err(e.into()),
-    };
-    if !vm.template {
+/// A template VM at `<folder>/<name>` the real machine actuator can clone (made by the
+/// launcher: [`Vcsim::ensure_template`]); a VM already there is kept, made a template.
+async fn ensure_template(c: &Client, vc: &Vcsim, spec: &TemplateSpec<'_>) -> Result<String> {
+    vc.ensure_template(spec).await.with_context(|| format!("the template in vCenter {}", vc.name))?;
+    let path = format!("{}/{}", spec.folder, spec.name);
+    if !c.vm(&path).await?.template {
         c.mark_as_template(&path).await?;
     }
     Ok(path)
+}
+
+/// `<role>-user-data` as the installer writes it: an ignition pointer config to the
+/// machine config server's pool `<role>` (what the simulated kubelets read their role from).
+fn user_data_secret(infra_id: &str, role: &str) -> Value {
+    let ignition = json!({
+        "ignition": {
+            "config": {"merge": [{"source": format!("https://api-int.{infra_id}.example.com:22623/config/{role}")}]},
+            "security": {"tls": {"certificateAuthorities": [{"source": "data:text/plain;charset=utf-8;base64,"}]}},
+            "version": "3.2.0",
+        },
+    });
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{role}-user-data"), "namespace": o::MACHINE_API_NS},
+        "type": "Opaque",
+        "stringData": {"userData": ignition.to_string(), "disableTemplating": "true"},
+    })
 }
 
 /// Infrastructure, credentials, cloud config, ClusterVersion and ClusterOperators.
@@ -541,6 +595,12 @@ async fn seed_config(client: &kube::Client, env: &TestEnv, opts: &SeedOptions, f
         "stringData": {format!("{}.username", src.host()): src.username, format!("{}.password", src.host()): src.password},
     });
     ensure::<Secret>(&secrets, None, creds, None).await?;
+    // The cloud credential operator's copy for machine-api, and the installer's user data.
+    super::credentials::sync_copy(client).await?;
+    let user_data: Api<Secret> = Api::namespaced(client.clone(), o::MACHINE_API_NS);
+    for role in ["master", "worker"] {
+        ensure::<Secret>(&user_data, None, user_data_secret(id, role), None).await?;
+    }
 
     let text = cloud_config::render(
         opts.cloud_config,
@@ -620,8 +680,7 @@ async fn seed_member(
 ) -> Result<()> {
     let mut metadata = json!({"name": m.name, "namespace": o::MACHINE_API_NS, "labels": m.labels,
                               "finalizers": [o::MACHINE_FINALIZER]});
-    if let Some(set) = &m.set {
-        let uid = set_uids.get(set).context("MachineSet uid")?;
+    if let Some((set, uid)) = m.set.as_ref().and_then(|set| Some((set, set_uids.get(set)?))) {
         metadata["ownerReferences"] =
             json!([o::controller_ref("machine.openshift.io/v1beta1", "MachineSet", set, uid)]);
     }
@@ -641,7 +700,7 @@ async fn seed_member(
     let (node, _) = ensure::<Node>(
         &nodes,
         Some(node),
-        node_manifest(&as_obj, provider_id),
+        machine_node_manifest(&as_obj, provider_id),
         Some((node_status(&m.name, &ip), &ready)),
     )
     .await?;

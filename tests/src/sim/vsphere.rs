@@ -24,6 +24,8 @@ pub(crate) struct VCenter {
     /// password changes when a test rotates it.
     pub username: String,
     pub password: Arc<std::sync::Mutex<String>>,
+    /// The launcher's control API: what the VMs' guests see (the kubelets' view).
+    pub control_url: String,
 }
 
 pub(crate) struct VCenters {
@@ -32,6 +34,8 @@ pub(crate) struct VCenters {
     pub pool: SessionPool,
     /// Bounds vSphere work (clones, destroys) in flight.
     pub permits: Arc<Semaphore>,
+    /// For the launchers' control APIs.
+    control: reqwest::Client,
 }
 
 impl VCenters {
@@ -44,6 +48,7 @@ impl VCenters {
                 port: vc.port(),
                 username: vc.username.clone(),
                 password: Arc::new(std::sync::Mutex::new(vc.password.clone())),
+                control_url: vc.control_url.clone(),
             })
             .collect();
         VCenters {
@@ -51,6 +56,10 @@ impl VCenters {
             ca_pem: env.ca_pem().to_string(),
             pool: SessionPool::new(ClientOptions::default()),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            control: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client without TLS settings"),
         }
     }
 
@@ -60,6 +69,16 @@ impl VCenters {
 
     pub fn hosts(&self) -> Vec<String> {
         self.list.iter().map(|v| v.host.clone()).collect()
+    }
+
+    /// Every VM of `vc` as its guest sees itself (templates left out).
+    pub async fn guest_vms(&self, vc: &VCenter) -> Result<Vec<crate::vcsim::GuestVm>> {
+        crate::vcsim::guest_vms_at(&self.control, &vc.control_url).await
+    }
+
+    /// The guest of VM `uuid` in `vc` reports `ip` (VMware Tools).
+    pub async fn set_guest_ip(&self, vc: &VCenter, uuid: &str, ip: &str) -> Result<()> {
+        crate::vcsim::set_guest_ip_at(&self.control, &vc.control_url, uuid, ip).await
     }
 
     pub async fn client(&self, vc: &VCenter, creds: Credentials) -> Result<Arc<Client>, vsm_vsphere::VsphereError> {

@@ -50,8 +50,19 @@ pub const BEFORE_WORKERS: &[&str] = &["update-secrets", "create-folder", "update
 /// The binary's environment seeded with `seed`, a migration `name` to the target vCenter
 /// (stability window 2s, so RecreateCPMS's window is short in tests), and `component`.
 pub async fn start_seeded(name: &str, component: &str, seed: &SeedOptions) -> Result<PhaseEnv> {
+    start_seeded_in(TestEnv::shared().await?, name, component, seed).await
+}
+
+/// [`start_seeded`] in the binary's environment with the real machine-api
+/// ([`TestEnv::shared_with_machine_api`]): Machines are made, linked and removed by the real
+/// controllers, and the simulator plays only the kubelets and what else has no real
+/// counterpart.
+pub async fn start_seeded_real(name: &str, component: &str, seed: &SeedOptions) -> Result<PhaseEnv> {
+    start_seeded_in(TestEnv::shared_with_machine_api().await?, name, component, seed).await
+}
+
+async fn start_seeded_in(env: &'static TestEnv, name: &str, component: &str, seed: &SeedOptions) -> Result<PhaseEnv> {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
-    let env = TestEnv::shared().await?;
     let cluster = vsm_testenv::sim::seed(env, seed).await.context("seeding")?;
     let mut spec = target_spec(env);
     spec.health.stability_window = Some("2s".into());

@@ -10,23 +10,36 @@
 //   - `-add-datastore /DC0=src-ds` adds a local datastore to every host of a datacenter
 //     (before renames). vcsim cannot rename datastores (no Rename_Task), and its generated
 //     VMs live on LocalDS_0, so a differently named datastore is added instead.
+//   - a clone that edits a disk of its source (the OpenShift machine actuator resizes the
+//     template's disk so) edits the clone's own copy of that disk, as vCenter does; vcsim
+//     would point the clone at the source's disk file, and destroying the clone would
+//     delete the template's disk (see cloneDiskEdits).
 //   - a control listener (`-control`) to rotate the accepted credentials, count login
-//     attempts and terminate every session server-side.
+//     attempts and terminate every session server-side, and for the cluster simulator:
+//     make a template the OpenShift vSphere machine actuator can clone (`POST /templates`),
+//     list the VMs with what their guest would see (`GET /vms`: BIOS UUID, power state,
+//     hostname and ignition user data from `guestinfo.*`), give a VM a network card as the
+//     installer's VMs have (`POST /vms/network`), and report a guest IP address as VMware
+//     Tools would (`POST /vms/guest-ip`).
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,6 +158,8 @@ func run(m *simulator.Model, o options) error {
 	if err != nil {
 		return fmt.Errorf("self login: %w", err)
 	}
+	// Before any client but the launcher's own is told the URL.
+	s.Config.Handler = cloneDiskEdits(admin, s.Config.Handler)
 	dsDirs, err := addDatastores(ctx, admin, o.addDatastores)
 	defer func() {
 		for _, d := range dsDirs {
@@ -328,5 +343,337 @@ func controlAPI(admin *govmomi.Client, creds *credentials) http.Handler {
 		}
 		json.NewEncoder(w).Encode(map[string]int{"terminated": len(keys)})
 	})
+	mux.HandleFunc("POST /templates", func(w http.ResponseWriter, r *http.Request) {
+		var body templateSpec
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Folder == "" || body.Name == "" {
+			http.Error(w, "want {\"folder\",\"name\",\"pool\",\"datastore\",\"diskGiB\"}", http.StatusBadRequest)
+			return
+		}
+		uuid, err := ensureTemplate(r.Context(), admin, body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"uuid": uuid})
+	})
+	mux.HandleFunc("GET /vms", func(w http.ResponseWriter, r *http.Request) {
+		vms, err := listVMs(r.Context(), admin)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		json.NewEncoder(w).Encode(vms)
+	})
+	mux.HandleFunc("POST /vms/network", func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ UUID, Network string }
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.UUID == "" || body.Network == "" {
+			http.Error(w, "want {\"uuid\":...,\"network\":...}", http.StatusBadRequest)
+			return
+		}
+		if err := addNetworkCard(r.Context(), admin, body.UUID, body.Network); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /vms/guest-ip", func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ UUID, IP string }
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.UUID == "" || body.IP == "" {
+			http.Error(w, "want {\"uuid\":...,\"ip\":...}", http.StatusBadRequest)
+			return
+		}
+		if err := setGuestIP(r.Context(), admin, body.UUID, body.IP); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	return mux
+}
+
+// templateSpec is a template VM to make: what the OpenShift vSphere machine actuator
+// requires of one (pkg/controller/vsphere/reconciler.go, clone): hardware version 15 or
+// later, exactly one disk no larger than the machines' diskGiB. No network card: the
+// actuator removes the template's cards and adds one per device of the provider spec; from
+// a template with a card, vcsim's clone came out with two cards (and the actuator's update
+// failed with "invalid network count: expected=1 current=2").
+type templateSpec struct {
+	Folder    string `json:"folder"`
+	Name      string `json:"name"`
+	Pool      string `json:"pool"`
+	Datastore string `json:"datastore"`
+	DiskGiB   int64  `json:"diskGiB"`
+}
+
+// ensureTemplate makes the template unless a VM of that name exists in the folder, and
+// returns its BIOS UUID.
+func ensureTemplate(ctx context.Context, c *govmomi.Client, t templateSpec) (string, error) {
+	finder := find.NewFinder(c.Client, false)
+	path := strings.TrimSuffix(t.Folder, "/") + "/" + t.Name
+	if vm, err := finder.VirtualMachine(ctx, path); err == nil {
+		return vm.UUID(ctx), nil
+	}
+	// Everything in the folder's datacenter.
+	dcName, _, _ := strings.Cut(strings.TrimPrefix(t.Folder, "/"), "/")
+	dc, err := finder.Datacenter(ctx, "/"+dcName)
+	if err != nil {
+		return "", fmt.Errorf("datacenter: %w", err)
+	}
+	finder.SetDatacenter(dc)
+	folder, err := finder.Folder(ctx, t.Folder)
+	if err != nil {
+		return "", fmt.Errorf("folder: %w", err)
+	}
+	pool, err := finder.ResourcePool(ctx, t.Pool)
+	if err != nil {
+		return "", fmt.Errorf("resource pool: %w", err)
+	}
+	ds, err := finder.Datastore(ctx, t.Datastore)
+	if err != nil {
+		return "", fmt.Errorf("datastore: %w", err)
+	}
+	var devices object.VirtualDeviceList
+	scsi, err := devices.CreateSCSIController("pvscsi")
+	if err != nil {
+		return "", err
+	}
+	devices = append(devices, scsi)
+	disk := devices.CreateDisk(scsi.(types.BaseVirtualController), ds.Reference(), ds.Path(t.Name+"/"+t.Name+".vmdk"))
+	disk.CapacityInKB = max(t.DiskGiB, 1) * 1024 * 1024
+	devices = append(devices, disk)
+	changes, err := devices.ConfigSpec(types.VirtualDeviceConfigSpecOperationAdd)
+	if err != nil {
+		return "", err
+	}
+	for _, ch := range changes {
+		if ch.GetVirtualDeviceConfigSpec().Device == disk {
+			ch.GetVirtualDeviceConfigSpec().FileOperation = types.VirtualDeviceConfigSpecFileOperationCreate
+		}
+	}
+	spec := types.VirtualMachineConfigSpec{
+		Name:         t.Name,
+		GuestId:      "rhel9_64Guest",
+		Version:      "vmx-19",
+		NumCPUs:      2,
+		MemoryMB:     4096,
+		Files:        &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
+		DeviceChange: changes,
+	}
+	task, err := folder.CreateVM(ctx, spec, pool, nil)
+	if err != nil {
+		return "", err
+	}
+	info, err := task.WaitForResult(ctx)
+	if err != nil {
+		return "", fmt.Errorf("creating template %s: %w", path, err)
+	}
+	vm := object.NewVirtualMachine(c.Client, info.Result.(types.ManagedObjectReference))
+	if err := vm.MarkAsTemplate(ctx); err != nil {
+		return "", fmt.Errorf("marking %s as template: %w", path, err)
+	}
+	return vm.UUID(ctx), nil
+}
+
+// guestVM is a VM as the cluster simulator's kubelets see it.
+type guestVM struct {
+	Name       string `json:"name"`
+	UUID       string `json:"uuid"`
+	PowerState string `json:"powerState"`
+	// guestinfo.hostname, as the machine actuator sets it.
+	Hostname string `json:"hostname,omitempty"`
+	// guestinfo.ignition.config.data, decoded.
+	UserData string `json:"userData,omitempty"`
+}
+
+// listVMs lists every VM (templates left out).
+func listVMs(ctx context.Context, c *govmomi.Client) ([]guestVM, error) {
+	v, err := view.NewManager(c.Client).CreateContainerView(ctx, c.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Destroy(ctx)
+	var vms []mo.VirtualMachine
+	props := []string{"name", "config.uuid", "config.template", "config.extraConfig", "runtime.powerState"}
+	if err := v.Retrieve(ctx, []string{"VirtualMachine"}, props, &vms); err != nil {
+		return nil, err
+	}
+	out := []guestVM{}
+	for _, vm := range vms {
+		if vm.Config == nil || vm.Config.Template {
+			continue
+		}
+		g := guestVM{Name: vm.Name, UUID: strings.ToLower(vm.Config.Uuid), PowerState: string(vm.Runtime.PowerState)}
+		encoding := ""
+		var data string
+		for _, o := range vm.Config.ExtraConfig {
+			ov := o.GetOptionValue()
+			value, _ := ov.Value.(string)
+			switch ov.Key {
+			case "guestinfo.hostname":
+				g.Hostname = value
+			case "guestinfo.ignition.config.data":
+				data = value
+			case "guestinfo.ignition.config.data.encoding":
+				encoding = value
+			}
+		}
+		if encoding == "base64" {
+			if b, err := base64.StdEncoding.DecodeString(data); err == nil {
+				data = string(b)
+			}
+		}
+		g.UserData = data
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// addNetworkCard gives the VM with BIOS UUID uuid a vmxnet3 card on the network of that
+// name in its datacenter, unless it has a card already.
+func addNetworkCard(ctx context.Context, c *govmomi.Client, uuid, network string) error {
+	vm, err := vmByUUID(ctx, c, uuid)
+	if err != nil {
+		return err
+	}
+	devices, err := vm.Device(ctx)
+	if err != nil {
+		return err
+	}
+	if len(devices.SelectByType((*types.VirtualEthernetCard)(nil))) > 0 {
+		return nil
+	}
+	finder := find.NewFinder(c.Client, false)
+	ancestors, err := mo.Ancestors(ctx, c.Client, c.ServiceContent.PropertyCollector, vm.Reference())
+	if err != nil {
+		return err
+	}
+	for _, a := range ancestors {
+		if a.Self.Type == "Datacenter" {
+			finder.SetDatacenter(object.NewDatacenter(c.Client, a.Self))
+		}
+	}
+	net, err := finder.Network(ctx, network)
+	if err != nil {
+		return err
+	}
+	backing, err := net.EthernetCardBackingInfo(ctx)
+	if err != nil {
+		return err
+	}
+	nic, err := object.EthernetCardTypes().CreateEthernetCard("vmxnet3", backing)
+	if err != nil {
+		return err
+	}
+	return vm.AddDevice(ctx, nic)
+}
+
+func vmByUUID(ctx context.Context, c *govmomi.Client, uuid string) (*object.VirtualMachine, error) {
+	ref, err := object.NewSearchIndex(c.Client).FindByUuid(ctx, nil, uuid, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	if ref == nil {
+		return nil, fmt.Errorf("no VM with BIOS UUID %s", uuid)
+	}
+	return object.NewVirtualMachine(c.Client, ref.Reference()), nil
+}
+
+// setGuestIP reports ip as the guest's address on its first network card.
+func setGuestIP(ctx context.Context, c *govmomi.Client, uuid, ip string) error {
+	vm, err := vmByUUID(ctx, c, uuid)
+	if err != nil {
+		return err
+	}
+	spec := types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{&types.OptionValue{Key: "SET.guest.ipAddress", Value: ip}}}
+	task, err := vm.Reconfigure(ctx, spec)
+	if err != nil {
+		return err
+	}
+	return task.Wait(ctx)
+}
+
+var (
+	cloneThis      = regexp.MustCompile(`<_this type="VirtualMachine">([^<]+)</_this>`)
+	cloneName      = regexp.MustCompile(`</folder><name>([^<]+)</name>`)
+	cloneLocation  = regexp.MustCompile(`<location>.*?</location>`)
+	cloneDatastore = regexp.MustCompile(`<datastore type="Datastore">([^<]+)</datastore>`)
+	fileName       = regexp.MustCompile(`<fileName>([^<]*)</fileName>`)
+)
+
+// cloneDiskEdits rewrites CloneVM_Task requests: a device change that names a disk file of
+// the source VM (an edit of its disk, e.g. a resize) names the clone's copy instead. vcsim
+// copies the source's disks to "[<datastore>] <name>/<name>.vmdk" (then <name>_1.vmdk, ...,
+// in device order) and applies the clone spec's device changes afterwards, taking a file
+// name literally; vCenter applies them to the clone's copies.
+func cloneDiskEdits(admin *govmomi.Client, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.Body != nil {
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			if bytes.Contains(body, []byte("<CloneVM_Task")) {
+				if fixed, err := rewriteClone(r.Context(), admin, body); err != nil {
+					log.Printf("clone request left as is: %v", err)
+				} else {
+					body = fixed
+				}
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func rewriteClone(ctx context.Context, admin *govmomi.Client, body []byte) ([]byte, error) {
+	this, name := cloneThis.FindSubmatch(body), cloneName.FindSubmatch(body)
+	if this == nil || name == nil {
+		return nil, fmt.Errorf("no source VM or clone name")
+	}
+	var src mo.VirtualMachine
+	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: string(this[1])}
+	pc := property.DefaultCollector(admin.Client)
+	if err := pc.RetrieveOne(ctx, ref, []string{"config.hardware.device", "config.files.vmPathName"}, &src); err != nil {
+		return nil, err
+	}
+	if src.Config == nil {
+		return nil, fmt.Errorf("source VM without config")
+	}
+	var sourceFiles []string
+	for _, d := range src.Config.Hardware.Device {
+		if disk, ok := d.(*types.VirtualDisk); ok {
+			if b, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
+				sourceFiles = append(sourceFiles, b.GetVirtualDeviceFileBackingInfo().FileName)
+			}
+		}
+	}
+	var dsPath object.DatastorePath
+	dsPath.FromString(src.Config.Files.VmPathName)
+	datastore := dsPath.Datastore
+	if m := cloneDatastore.FindSubmatch(cloneLocation.Find(body)); m != nil {
+		var ds mo.Datastore
+		dsRef := types.ManagedObjectReference{Type: "Datastore", Value: string(m[1])}
+		if err := pc.RetrieveOne(ctx, dsRef, []string{"name"}, &ds); err != nil {
+			return nil, err
+		}
+		datastore = ds.Name
+	}
+	clone := string(name[1])
+	copyOf := func(i int) string {
+		if i == 0 {
+			return fmt.Sprintf("[%s] %s/%s.vmdk", datastore, clone, clone)
+		}
+		return fmt.Sprintf("[%s] %s/%s_%d.vmdk", datastore, clone, clone, i)
+	}
+	return fileName.ReplaceAllFunc(body, func(m []byte) []byte {
+		file := string(fileName.FindSubmatch(m)[1])
+		for i, f := range sourceFiles {
+			if f == file {
+				return []byte("<fileName>" + copyOf(i) + "</fileName>")
+			}
+		}
+		return m
+	}), nil
 }
