@@ -35,10 +35,14 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// The first line that is neither blank nor a comment (`#`, or INI's `;`).
+fn first_meaningful(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+}
+
 /// INI when the first meaningful line is a `[section]`, YAML otherwise.
 pub fn format_of(text: &str) -> Format {
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'));
-    match first {
+    match first_meaningful(text) {
         Some(l) if l.starts_with('[') => Format::Ini,
         _ => Format::Yaml,
     }
@@ -123,8 +127,13 @@ pub fn remove_vcenter(text: &str, server: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// The vCenters the config lists, in order.
+/// The vCenters the config lists, in order. A config of comments only lists none, as the
+/// cloud provider reads it (its YAML reader refuses what its INI fallback accepts, such as
+/// control characters in a comment); removing an INI config's last section leaves one.
 pub fn vcenters(text: &str) -> Result<Vec<Listed>, ConfigError> {
+    if first_meaningful(text).is_none() {
+        return Ok(Vec::new());
+    }
     match format_of(text) {
         Format::Yaml => yaml::listed(text),
         Format::Ini => ini::listed(text),

@@ -410,3 +410,21 @@ fn key_and_comment_splitting() {
     assert_eq!(value_and_comment(" \"x # y\""), ("\"x # y\"".into(), String::new()));
     assert_eq!(value_and_comment(" a#b"), ("a#b".into(), String::new()));
 }
+
+#[test]
+fn removing_the_last_ini_section_leaves_a_config_that_lists_no_vcenter() {
+    // Found by `cargo xtask fuzz`: the comments left read as YAML, which refuses a control
+    // character in a comment.
+    let text = "# vSpher#/Res\u{1}\0v\n; One section per vCenter.\n[VirtualCenter \"127.0.0.1\"]\ndatacenters ";
+    let vc =
+        VCenter { server: "127.0.0.1".into(), port: 443, datacenters: vec!["dst-dc".into()], trust: Trust::Default };
+    let added = add_vcenter(text, &vc).unwrap();
+    assert_eq!(
+        vcenters(&added).unwrap(),
+        vec![Listed { server: "127.0.0.1".into(), datacenters: vec!["dst-dc".into()] }]
+    );
+    let removed = remove_vcenter(&added, "127.0.0.1").unwrap();
+    assert_eq!(removed, "# vSpher#/Res\u{1}\0v\n; One section per vCenter.");
+    assert_eq!(vcenters(&removed), Ok(vec![]));
+    assert_eq!(vcenters("  \n# only a comment\n"), Ok(vec![]));
+}
