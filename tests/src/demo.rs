@@ -72,8 +72,10 @@ pub struct DemoReport {
     pub result: String,
     pub wall_seconds: f64,
     /// Time the simulated controllers spent in their configured delays (the cluster's own
-    /// slowness); wall time minus this is the operator's overhead.
+    /// slowness); wall time minus this is the operator's and the real machine-api's time.
     pub simulated_delay_seconds: f64,
+    /// The machine-api-operator version whose controllers made and removed the machines.
+    pub machine_api_version: String,
     pub phases: Vec<PhaseLine>,
     pub kubernetes_objects_changed: Vec<String>,
     pub vsphere_objects_created: Vec<String>,
@@ -213,8 +215,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     std::fs::create_dir_all(&opts.out_dir)?;
     let out_dir = std::fs::canonicalize(&opts.out_dir)?;
     let log_path = out_dir.join("operator.log");
-    say("starting etcd, kube-apiserver and two vCenter simulators…");
-    let env = TestEnv::start_default().await?;
+    say("starting etcd, kube-apiserver, two vCenter simulators and OpenShift's machine-api…");
+    let env = TestEnv::start_with_machine_api().await?;
     say(&format!("seeding an OpenShift cluster with 3 masters and {} workers on the source vCenter…", opts.workers));
     let seeded = seed(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
     ensure_secrets(&env, &env.client()).await?;
@@ -343,6 +345,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         result: status.phase.as_ref().map(Stage::to_string).unwrap_or_default(),
         wall_seconds: wall.as_secs_f64(),
         simulated_delay_seconds: stats.delay_wall.as_secs_f64(),
+        machine_api_version: env.machine_api().map(|m| m.version().to_string()).unwrap_or_default(),
         phases,
         kubernetes_objects_changed: kube_changed,
         vsphere_objects_created: vsphere_created,
@@ -376,6 +379,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
 
 fn print_summary(r: &DemoReport) {
     println!("\n== {} in {:.1}s ==", r.result, r.wall_seconds);
+    println!("machines made and removed by OpenShift's machine-api-operator {}", r.machine_api_version);
     println!("{:<22} {:<9} {:<10} {:>8} {:>6}", "phase", "direction", "result", "seconds", "calls");
     for p in &r.phases {
         println!("{:<22} {:<9} {:<10} {:>8.1} {:>6}", p.phase, p.direction, p.result, p.seconds, p.attempts);

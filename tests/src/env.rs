@@ -87,6 +87,12 @@ impl TestEnv {
         Self::start(TestEnvOptions::default()).await
     }
 
+    /// Starts everything with the real machine-api ([`TestEnvOptions::machine_api`]): what
+    /// a migration that creates or removes machines needs.
+    pub async fn start_with_machine_api() -> Result<TestEnv> {
+        Self::start(TestEnvOptions { machine_api: true, ..Default::default() }).await
+    }
+
     pub async fn start(opts: TestEnvOptions) -> Result<TestEnv> {
         // kube and reqwest pull in rustls with more than one crypto backend; without a process
         // default, rustls refuses to pick. Either answer is fine, so ignore "already set".

@@ -170,6 +170,7 @@ pub struct MachineApi {
     processes: Vec<(Component, Process, PathBuf)>,
     webhook_url: String,
     installed_crds: Vec<String>,
+    version: String,
 }
 
 impl std::fmt::Debug for MachineApi {
@@ -196,10 +197,16 @@ impl MachineApi {
         std::fs::create_dir_all(dir)?;
         let client = &cluster.client;
         let module = tools.clone();
-        let (operator_source, openshift_api_source, cluster_api_source) = tokio::task::spawn_blocking(move || {
-            anyhow::Ok((module.operator_source()?, module.openshift_api_source()?, module.cluster_api_source()?))
-        })
-        .await??;
+        let (operator_source, openshift_api_source, cluster_api_source, version) =
+            tokio::task::spawn_blocking(move || {
+                anyhow::Ok((
+                    module.operator_source()?,
+                    module.openshift_api_source()?,
+                    module.cluster_api_source()?,
+                    module.operator_version()?,
+                ))
+            })
+            .await??;
         let installed_crds =
             install_crds(client, &openshift_api_source, &cluster_api_source, cluster.installed_crds).await?;
         crds::create_namespaces(client, &[NAMESPACE, "openshift-config", "openshift-config-managed"]).await?;
@@ -224,8 +231,8 @@ impl MachineApi {
             health.push((component, health_port));
             processes.push((component, process, log));
         }
-        let machine_api =
-            MachineApi { processes, webhook_url: format!("https://127.0.0.1:{webhook_port}"), installed_crds };
+        let webhook_url = format!("https://127.0.0.1:{webhook_port}");
+        let machine_api = MachineApi { processes, webhook_url, installed_crds, version };
 
         for (component, port) in health {
             machine_api.wait_ready(component, port).await?;
@@ -235,6 +242,11 @@ impl MachineApi {
             format!("the API server does not call the webhooks; log:\n{}", machine_api.log_tail(Component::Webhooks))
         })?;
         Ok(machine_api)
+    }
+
+    /// The machine-api-operator version the processes were built from.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Each process's log (stdout and stderr), by component.

@@ -74,6 +74,20 @@ impl MachineApiTools {
     pub fn cluster_api_source(&self) -> Result<PathBuf> {
         go_module_dir(&self.module, "sigs.k8s.io/cluster-api")
     }
+
+    /// The machine-api-operator version the binaries were built from, as the machine
+    /// controller's own build information records it (`go version -m`).
+    pub fn operator_version(&self) -> Result<String> {
+        let out = Command::new(which_go()?)
+            .args(["version", "-m"])
+            .arg(&self.vsphere)
+            .stdin(Stdio::null())
+            .output()
+            .context("running go version -m")?;
+        anyhow::ensure!(out.status.success(), "go version -m: {}", String::from_utf8_lossy(&out.stderr));
+        module_version(&String::from_utf8_lossy(&out.stdout), MACHINE_API_OPERATOR)
+            .with_context(|| format!("{} names no {MACHINE_API_OPERATOR} module", self.vsphere.display()))
+    }
 }
 
 struct Tool {
@@ -221,6 +235,17 @@ pub fn go_module_dir(tool_dir: &Path, module: &str) -> Result<PathBuf> {
         Some(dir) if out.status.success() => Ok(PathBuf::from(dir)),
         _ => bail!("go mod download {module} in {} failed: {info}", tool_dir.display()),
     }
+}
+
+/// The version of `module` in `go version -m` output (a `mod` or `dep` line).
+fn module_version(build_info: &str, module: &str) -> Option<String> {
+    build_info.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        match (f.next(), f.next(), f.next()) {
+            (Some("mod" | "dep"), Some(m), Some(v)) if m == module => Some(v.to_string()),
+            _ => None,
+        }
+    })
 }
 
 /// sha256 over the module's build inputs (go.mod, go.sum and *.go files, in subfolders too,
@@ -479,6 +504,16 @@ mod tests {
         assert!(parse_go_version("go1.25.3").unwrap() < MIN_GO);
         assert!(parse_go_version("go1.9").unwrap() < MIN_GO);
         assert!(parse_go_version("go2.0").unwrap() >= MIN_GO);
+    }
+
+    #[test]
+    fn the_module_version_is_read_from_the_build_information() {
+        let info = "/x/vsphere: go1.26.8\n\tpath\tgithub.com/openshift/machine-api-operator/cmd/vsphere\n\
+                    \tmod\tgithub.com/openshift/machine-api-operator\tv0.2.1-0.2026\th1:abc=\n\
+                    \tdep\tgithub.com/openshift/api\tv0.0.0-1\th1:def=\n";
+        assert_eq!(module_version(info, MACHINE_API_OPERATOR).as_deref(), Some("v0.2.1-0.2026"));
+        assert_eq!(module_version(info, "github.com/openshift/api").as_deref(), Some("v0.0.0-1"));
+        assert_eq!(module_version(info, "github.com/openshift/machine-api-operator/cmd/vsphere"), None);
     }
 
     #[test]

@@ -54,7 +54,7 @@ where
 
 #[tokio::test]
 async fn the_service_account_alone_runs_a_whole_migration_and_uses_every_permission_it_has() -> Result<()> {
-    let env = TestEnv::start_default().await?;
+    let env = TestEnv::start_with_machine_api().await?;
     deploy::install(&env).await?;
     seed(&env, &SeedOptions { workers: 2, ..Default::default() }).await?;
     ensure_secrets(&env, &env.client()).await?;

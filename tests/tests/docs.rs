@@ -256,7 +256,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start(plugins: PathBuf) -> Result<Cluster> {
-        let env = TestEnv::start_default().await?;
+        let env = TestEnv::start_with_machine_api().await?;
         seed(&env, &SeedOptions { workers: 2, ..Default::default() }).await?;
         let sim = Simulator::start(&env, SimOptions::instant());
         Ok(Cluster { env, sim: Some(sim), operator: None, plugins })

@@ -102,7 +102,7 @@ fn write_kubeconfig_with_contexts(env: &TestEnv, path: &Path) -> Result<()> {
 
 #[tokio::test]
 async fn a_user_plans_approves_pauses_verifies_and_rolls_back_with_kubectl_vsm() -> Result<()> {
-    let env = TestEnv::start_default().await?;
+    let env = TestEnv::start_with_machine_api().await?;
     deploy::install(&env).await?;
     seed(&env, &SeedOptions { workers: 2, ..Default::default() }).await?;
     ensure_secrets(&env, &env.client()).await?;

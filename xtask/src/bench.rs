@@ -289,7 +289,7 @@ impl Lab {
         let dir = out_dir().join("runs").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let env = TestEnv::start_default().await.context("starting the test environment")?;
+        let env = TestEnv::start_with_machine_api().await.context("starting the test environment")?;
         let seeded = seed(&env, &SeedOptions { workers, ..Default::default() }).await.context("seeding")?;
         ensure_secrets(&env, &env.client()).await?;
         let mut plugins = serde_json::Map::new();

@@ -25,7 +25,7 @@ pub fn run(keep: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let start = Instant::now();
-        let env = TestEnv::start_default().await.context("starting the test environment")?;
+        let env = TestEnv::start_with_machine_api().await.context("starting the test environment")?;
         println!("environment started in {:.1} s", start.elapsed().as_secs_f64());
         let info = describe(&env);
         let env_file = env.dir().join("env.sh");
@@ -65,6 +65,13 @@ fn describe(env: &TestEnv) -> String {
         let _ = writeln!(s, "  OpenShift CRDs  {}", d.display());
     }
     let _ = writeln!(s, "  CRDs installed  {}", env.installed_crds().join(", "));
+    if let Some(m) = env.machine_api() {
+        let _ = writeln!(s, "\nmachine-api (machine-api-operator {})", m.version());
+        let _ = writeln!(s, "  webhooks        {}", m.webhook_url());
+        for (component, log) in m.log_paths() {
+            let _ = writeln!(s, "  {:<15} log {}", component.name(), log.display());
+        }
+    }
     for vc in [env.source(), env.target()] {
         let _ = writeln!(s, "\nvCenter {}", vc.name);
         let _ = writeln!(s, "  URL             {}", vc.url);

@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use vsm_testenv::sim::{self, SeedOptions, SimOptions, Simulator};
-//! let env = vsm_testenv::TestEnv::start_default().await?;
+//! let env = vsm_testenv::TestEnv::start_with_machine_api().await?;
 //! let cluster = sim::seed(&env, &SeedOptions { workers: 5, ..Default::default() }).await?;
 //! let handle = Simulator::start(&env, SimOptions::realistic());
 //! // ... run a migration against `env` ...
@@ -35,9 +35,13 @@
 //!
 //! # Simulated controllers ([`Simulator`])
 //!
-//! With the environment's real machine-api ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api)),
-//! the simulator plays only what has no real counterpart there, and its own model of
-//! machine-api (below) does not run:
+//! The simulator plays only what has no real counterpart in the environment. machine-api is
+//! real: with [`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api) the
+//! environment runs OpenShift's own machine controllers (the vSphere actuator clones and
+//! destroys the VMs, the MachineSet controller, nodelink, the health checks and the
+//! admission webhooks), and the simulator adds the machines' side around them; without it,
+//! nothing provisions or deletes a Machine (the simulator has no model of machine-api).
+//! With the real machine-api:
 //! - Kubelets: a powered-on VM that boots an OpenShift machine (the actuator gave it
 //!   `guestinfo.hostname` and an ignition config) registers, after `machine_boot`, a Ready
 //!   Node named by its hostname with `spec.providerID: vsphere://<BIOS UUID>` and the role
@@ -49,32 +53,11 @@
 //! - An IP address management provider: each IPAddressClaim (the actuator's, for a device
 //!   with `addressesFromPools`) is bound to an IPAddress `192.168.10.<n>/24`, gateway
 //!   `192.168.10.1`.
-//! - The cloud credential operator: `openshift-machine-api/vsphere-cloud-credentials` is
-//!   kept a copy of `kube-system/vsphere-creds` ([`SimOptions::credentials`]; also without
-//!   the real machine-api).
-//! - The control-plane machine set operator, workloads and ClusterOperators, as below.
 //!
-//! machine-api (the simulator's own model, without the real one):
-//! - A Machine gets the finalizer `machine.machine.openshift.io`, phase Provisioning, and
-//!   after `machine_provision` a clone of `providerSpec.template` named like the Machine in
-//!   `workspace.folder` (pool and datastore from the workspace) of the vCenter whose address
-//!   is `workspace.server`, logged in with that vCenter's entry in `kube-system/vsphere-creds`
-//!   (the simulator plays the cloud credential operator too). Then Provisioned
-//!   (`spec.providerID`, addresses, provider status), and after `machine_boot` a Ready Node
-//!   and phase Running with `nodeRef`.
-//! - An unknown `workspace.server`, or a template, folder, pool or datastore that does not
-//!   exist in that vCenter: phase Failed with `errorReason`/`errorMessage`. Missing or
-//!   rejected credentials are not fatal: the Machine stays in Provisioning with a
-//!   `MachineCreation=False` provider condition and is retried.
-//! - A deleted Machine: phase Deleting; the Node is cordoned and drained (pods that are not
-//!   a DaemonSet's are evicted, and waited for); after `machine_delete` the VM is destroyed,
-//!   the Node deleted and the finalizer removed. Without credentials it stays in Deleting.
-//! - MachineSets create Machines from their template (`generateName: <set>-`, owner
-//!   reference) and delete the surplus (marked `machine.openshift.io/delete-machine` first,
-//!   then not Running, then newest), and report replicas, fullyLabeledReplicas,
-//!   readyReplicas, availableReplicas, observedGeneration and labelSelector.
-//! - Garbage collection: a Machine whose controlling MachineSet is gone is deleted.
-//! - Nodes are named like their Machine and carry the annotation nodelink would add.
+//! Always (each switched by its [`SimOptions`] field):
+//! - The cloud credential operator: `openshift-machine-api/vsphere-cloud-credentials` is
+//!   kept a copy of `kube-system/vsphere-creds` ([`SimOptions::credentials`]).
+//! - The control-plane machine set operator, workloads and ClusterOperators, as below.
 //!
 //! Control-plane machine set operator (`openshift-machine-api/cluster`):
 //! - Deleted: after `cpms_regenerate` a new one, Inactive, from the current masters (the
@@ -126,9 +109,8 @@
 //! - `machine-config`: Degraded (still Available) while the Infrastructure lists more than
 //!   one vCenter; the migration is expected to tolerate that one.
 //!
-//! Not simulated: IP address claims for static-IP MachineSets without the real machine-api,
-//! machine health checks (the real machine-api has the real controller), taints and tolerations, ReplicaSets, rolling Deployment template changes, the CVO
-//! reconciling anything, the Infrastructure CRD's schema being restored, vSphere tags.
+//! Not simulated: taints and tolerations, ReplicaSets, rolling Deployment template changes,
+//! the CVO reconciling anything, the Infrastructure CRD's schema being restored.
 
 pub mod cloud_config;
 mod cluster_operators;
@@ -137,7 +119,6 @@ pub mod credentials;
 mod gc;
 mod ipam;
 mod kubelet;
-mod machine_api;
 mod nodes;
 pub mod objects;
 pub mod operators;
@@ -174,25 +155,22 @@ impl Simulator {
     /// dropped or [`SimHandle::stop`] is called.
     pub fn start(env: &TestEnv, opts: SimOptions) -> SimHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let vcenters = vsphere::VCenters::from_env(env, opts.vsphere_concurrency);
+        let vcenters = vsphere::VCenters::from_env(env);
         let sh = runtime::start(env.client(), opts.clone(), vcenters, stop_rx);
-        if opts.machine_api {
-            if env.machine_api().is_some() {
-                // The real machine-api runs: only the kubelets are missing.
-                runtime::run_controller(&sh, Ctl::Kubelet, kubelet::sync);
-                runtime::run_controller(&sh, Ctl::Ipam, ipam::sync);
-                let poller = sh.clone();
-                sh.spawn(async move {
-                    loop {
-                        tokio::time::sleep(kubelet::POLL).await;
-                        poller.wake(Ctl::Kubelet);
-                        poller.wake(Ctl::Ipam);
-                    }
-                });
-            } else {
-                runtime::run_controller(&sh, Ctl::MachineApi, machine_api::sync);
-            }
+        if env.machine_api().is_some() {
+            // The real machine-api runs: the kubelets, an IP address provider and the
+            // garbage collector are what it needs around it.
+            runtime::run_controller(&sh, Ctl::Kubelet, kubelet::sync);
+            runtime::run_controller(&sh, Ctl::Ipam, ipam::sync);
             runtime::run_controller(&sh, Ctl::GarbageCollector, gc::sync);
+            let poller = sh.clone();
+            sh.spawn(async move {
+                loop {
+                    tokio::time::sleep(kubelet::POLL).await;
+                    poller.wake(Ctl::Kubelet);
+                    poller.wake(Ctl::Ipam);
+                }
+            });
         }
         if opts.credentials {
             runtime::run_controller(&sh, Ctl::Credentials, credentials::sync);
@@ -243,11 +221,10 @@ impl SimHandle {
         &self.shared.opts
     }
 
-    /// Stop every controller, wait for their tasks to end, and log out of the vCenters.
+    /// Stop every controller and wait for their tasks to end.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         self.shared.wait_stopped(Duration::from_secs(30)).await;
-        self.shared.vcenters.pool.shutdown().await;
     }
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn node_manifest(name: &str, role: &str, extra: &BTreeMap<String, Str
     })
 }
 
-/// The Node of a Machine as the seed and the simulated machine-api make it: named like the
+/// The Node of a seeded Machine: named like the
 /// Machine, its role, its `spec.metadata.labels`, and the annotation nodelink would add.
 pub(crate) fn machine_node_manifest(machine: &DynamicObject, provider_id: &str) -> Value {
     let name = machine.name_any();

@@ -60,12 +60,6 @@ impl Default for SeedOptions {
 /// time actually spent in them is reported by [`SimStats`](super::SimStats).
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// Play the machines' side of the cluster. With the environment's real machine-api
-    /// ([`TestEnvOptions::machine_api`](crate::TestEnvOptions::machine_api)): the kubelets
-    /// (a Node per booted VM) and the garbage collector (Machines of a deleted MachineSet).
-    /// Without it, also machine-api itself (Machines become VMs and Nodes, MachineSets keep
-    /// their replicas).
-    pub machine_api: bool,
     /// Play the cloud credential operator: keep `openshift-machine-api/vsphere-cloud-credentials`
     /// a copy of `kube-system/vsphere-creds`.
     pub credentials: bool,
@@ -76,15 +70,9 @@ pub struct SimOptions {
     /// Play the ClusterOperator health rules.
     pub operators: bool,
 
-    /// A new Machine waits this long in Provisioning before its VM is cloned (the
-    /// simulator's machine-api only).
-    pub machine_provision: Duration,
-    /// From the VM being cloned (Provisioned) to a Ready Node and phase Running; with the
-    /// real machine-api, from a VM seen powered on to its kubelet's Ready Node.
+    /// From a VM seen powered on to its kubelet's Ready Node (with the environment's real
+    /// machine-api, which makes the VMs).
     pub machine_boot: Duration,
-    /// A deleted Machine: after the drain, before the VM is destroyed (the simulator's
-    /// machine-api only).
-    pub machine_delete: Duration,
     /// A scheduled pod becomes Running and Ready after this.
     pub pod_start: Duration,
     /// A deleted (terminating) pod disappears after this.
@@ -96,8 +84,6 @@ pub struct SimOptions {
     /// A ClusterOperator recovers after its problems have been gone this long.
     pub operator_recover: Duration,
 
-    /// vSphere operations (clone, destroy) in flight at once.
-    pub vsphere_concurrency: usize,
     /// Namespaces whose Deployments, DaemonSets and pods the workload controllers run.
     pub namespaces: Vec<String>,
 }
@@ -106,20 +92,16 @@ impl SimOptions {
     /// Every delay zero: the controllers react as fast as they can.
     pub fn instant() -> Self {
         SimOptions {
-            machine_api: true,
             credentials: true,
             control_plane: true,
             workloads: true,
             operators: true,
-            machine_provision: Duration::ZERO,
             machine_boot: Duration::ZERO,
-            machine_delete: Duration::ZERO,
             pod_start: Duration::ZERO,
             pod_stop: Duration::ZERO,
             cpms_regenerate: Duration::ZERO,
             operator_degrade: Duration::ZERO,
             operator_recover: Duration::ZERO,
-            vsphere_concurrency: 8,
             namespaces: super::WORKLOAD_NAMESPACES.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -127,9 +109,7 @@ impl SimOptions {
     /// A few seconds per step: a migration looks like one on a real (very fast) cluster.
     pub fn realistic() -> Self {
         SimOptions {
-            machine_provision: Duration::from_secs(3),
             machine_boot: Duration::from_secs(5),
-            machine_delete: Duration::from_secs(2),
             pod_start: Duration::from_secs(3),
             pod_stop: Duration::from_secs(1),
             cpms_regenerate: Duration::from_secs(2),

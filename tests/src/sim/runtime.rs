@@ -35,14 +35,8 @@ const ERRORS_KEPT: usize = 50;
 pub struct SimStats {
     /// Controller passes plus per-object task runs.
     pub reconciles: u64,
-    pub vms_cloned: u64,
-    pub vms_destroyed: u64,
-    /// Machines created by the MachineSet and control-plane controllers.
+    /// Machines created by the simulated control-plane machine set operator.
     pub machines_created: u64,
-    /// Machines whose deletion machine-api finished (VM destroyed, Node deleted, finalizer removed).
-    pub machines_deleted: u64,
-    /// Machines put in phase Failed.
-    pub machines_failed: u64,
     pub nodes_created: u64,
     pub nodes_deleted: u64,
     pub pods_created: u64,
@@ -65,11 +59,7 @@ pub struct SimStats {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub reconciles: AtomicU64,
-    pub vms_cloned: AtomicU64,
-    pub vms_destroyed: AtomicU64,
     pub machines_created: AtomicU64,
-    pub machines_deleted: AtomicU64,
-    pub machines_failed: AtomicU64,
     pub nodes_created: AtomicU64,
     pub nodes_deleted: AtomicU64,
     pub pods_created: AtomicU64,
@@ -161,7 +151,6 @@ pub(crate) struct Stores {
 /// Wake-ups of the controllers (a stored permit coalesces bursts of events).
 #[derive(Default)]
 pub(crate) struct Triggers {
-    pub machine_api: Notify,
     pub kubelet: Notify,
     pub ipam: Notify,
     pub garbage_collector: Notify,
@@ -173,8 +162,6 @@ pub(crate) struct Triggers {
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Ctl {
-    /// The simulator's own model of machine-api.
-    MachineApi,
     /// Kubelets and the cloud node lifecycle (with the real machine-api).
     Kubelet,
     /// The IP address management provider (with the real machine-api).
@@ -190,7 +177,6 @@ pub(crate) enum Ctl {
 impl Triggers {
     pub fn get(&self, c: Ctl) -> &Notify {
         match c {
-            Ctl::MachineApi => &self.machine_api,
             Ctl::Kubelet => &self.kubelet,
             Ctl::Ipam => &self.ipam,
             Ctl::GarbageCollector => &self.garbage_collector,
@@ -258,11 +244,7 @@ impl Shared {
         let (delay_total, delay_wall) = self.clock.totals();
         SimStats {
             reconciles: l(&c.reconciles),
-            vms_cloned: l(&c.vms_cloned),
-            vms_destroyed: l(&c.vms_destroyed),
             machines_created: l(&c.machines_created),
-            machines_deleted: l(&c.machines_deleted),
-            machines_failed: l(&c.machines_failed),
             nodes_created: l(&c.nodes_created),
             nodes_deleted: l(&c.nodes_deleted),
             pods_created: l(&c.pods_created),
@@ -416,24 +398,12 @@ pub(crate) fn start(
     let c = &client;
     let all = watcher::Config::default;
     let stores = Stores {
-        machines: dynamic(
-            &mut pending,
-            o::machines_api(c),
-            o::machine(),
-            all(),
-            &[MachineApi, Kubelet, GarbageCollector, Cpms],
-        ),
-        machine_sets: dynamic(
-            &mut pending,
-            o::machine_sets_api(c),
-            o::machine_set(),
-            all(),
-            &[MachineApi, GarbageCollector],
-        ),
+        machines: dynamic(&mut pending, o::machines_api(c), o::machine(), all(), &[Kubelet, GarbageCollector, Cpms]),
+        machine_sets: dynamic(&mut pending, o::machine_sets_api(c), o::machine_set(), all(), &[GarbageCollector]),
         cpms: dynamic(&mut pending, o::cpms_api(c), o::cpms(), all(), &[Cpms]),
         infra: dynamic(&mut pending, o::infra_api(c), o::infrastructure(), all(), &[Cpms, Operators]),
         operators: dynamic(&mut pending, o::operators_api(c), o::cluster_operator(), all(), &[Operators]),
-        nodes: typed(&mut pending, Api::all(c.clone()), all(), &[MachineApi, Kubelet, Cpms, Workloads, Operators]),
+        nodes: typed(&mut pending, Api::all(c.clone()), all(), &[Kubelet, Cpms, Workloads, Operators]),
         pods: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
         deployments: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
         daemonsets: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),

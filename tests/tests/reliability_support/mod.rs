@@ -96,8 +96,8 @@ impl LabOptions {
     }
 }
 
-/// The real environment, seeded with an OpenShift-on-vSphere cluster on the source vCenter,
-/// the cluster simulator running, and a plugin directory for the operator processes.
+/// The real environment with the real machine-api, seeded with an OpenShift-on-vSphere
+/// cluster on the source vCenter, the cluster simulator running, and a plugin directory for the operator processes.
 pub struct Lab {
     pub env: TestEnv,
     pub seeded: SeededCluster,
@@ -125,7 +125,8 @@ impl Lab {
         let started = Instant::now();
         // Build (or find) the operator binary while the environment starts.
         let bin = tokio::task::spawn_blocking(operator::binary);
-        let env = TestEnv::start(TestEnvOptions { audit_log: opts.audit, ..Default::default() }).await?;
+        let env =
+            TestEnv::start(TestEnvOptions { audit_log: opts.audit, machine_api: true, ..Default::default() }).await?;
         bin.await??;
         let seeded = seed(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
         ensure_secrets(&env, &env.client()).await?;

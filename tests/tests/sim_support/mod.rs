@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use vsm_testenv::TestEnv;
 use vsm_testenv::sim::objects::{self as o};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator};
+use vsm_testenv::{TestEnv, TestEnvOptions};
 use vsm_vsphere::{Client, ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
 
 /// Only a guard against hanging: nothing here should take more than seconds.
@@ -29,9 +29,11 @@ pub struct World {
 }
 
 impl World {
-    /// A new environment, seeded; the simulator is started when `sim` is given.
+    /// A new environment, seeded; with the real machine-api and the simulator started when
+    /// `sim` is given.
     pub async fn start(seed: SeedOptions, sim: Option<SimOptions>) -> World {
-        let env = TestEnv::start_default().await.expect("environment starts");
+        let opts = TestEnvOptions { machine_api: sim.is_some(), ..Default::default() };
+        let env = TestEnv::start(opts).await.expect("environment starts");
         let cluster = vsm_testenv::sim::seed(&env, &seed).await.expect("seeding");
         let sim = sim.map(|o| Simulator::start(&env, o));
         World { env, cluster, sim, pool: SessionPool::new(ClientOptions::default()) }
