@@ -1,5 +1,6 @@
-//! Session behaviour against vcsim: no lock-out on a wrong password, re-login after the
-//! server killed the session, keep-alive, logout. Redacted traces: `vsphere_trace.rs`.
+//! Session behaviour against vcsim: no lock-out on a wrong password, a session shared only
+//! by callers with its credentials, re-login after the server killed the session,
+//! keep-alive, logout. Redacted traces: `vsphere_trace.rs`.
 
 mod vsphere_support;
 
@@ -71,15 +72,44 @@ async fn rotated_password_after_session_loss_is_not_retried() -> anyhow::Result<
     assert!(matches!(pool.client(&spec).await, Err(VsphereError::AuthFailed { cached: true, .. })));
     assert_eq!(sim.vc.stats().await?.login_attempts - before, 1);
 
-    // New credentials reach the same client, which logs in again.
+    // New credentials get a session of their own; the refused one is gone for good.
     let mut spec = spec;
     spec.credentials = Credentials::new(sim.vc.username.clone(), "rotated-elsewhere");
     let c2 = pool.client(&spec).await?;
-    assert!(Arc::ptr_eq(&c, &c2));
+    assert!(!Arc::ptr_eq(&c, &c2), "a session is never handed to other credentials");
     let (f, created) = c2.create_folder("/dst-dc/vm/after-rotation").await?;
     assert!(created, "{f:?}");
+    assert!(c.create_folder("/dst-dc/vm/after-rotation").await.is_err(), "the old password's client is shut down");
     pool.shutdown().await;
     assert!(sim.vc.stats().await?.sessions.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_password_never_gets_the_live_session_nor_replaces_the_right_one() -> anyhow::Result<()> {
+    let sim = start(false).await?;
+    let pool = SessionPool::new(fast_options());
+    let good = sim.spec();
+    let c = pool.client(&good).await?;
+
+    // A second caller, same server and user, wrong password: the server refuses it; it is
+    // not handed the session the right password opened.
+    let mut bad = good.clone();
+    bad.credentials.password = "not-the-password".into();
+    match pool.client(&bad).await {
+        Err(VsphereError::AuthFailed { cached: false, .. }) => {}
+        other => panic!("the wrong password got {other:?}"),
+    }
+    // The right password is still the session's: when the server kills it, the re-login
+    // uses the right one, and its callers keep sharing it.
+    sim.vc.terminate_sessions().await?;
+    c.find(ObjectKind::Datacenter, "/dst-dc").await?;
+    assert!(Arc::ptr_eq(&c, &pool.client(&good).await?));
+    assert_eq!(sim.vc.stats().await?.login_failures, 1, "only the wrong password was refused");
+    assert!(pool.stats().relogins >= 1, "{:?}", pool.stats());
+    assert!(matches!(pool.client(&bad).await, Err(VsphereError::AuthFailed { cached: true, .. })));
+    assert_eq!(pool.stats().open_sessions, 1);
+    pool.shutdown().await;
     Ok(())
 }
 

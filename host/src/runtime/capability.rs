@@ -8,7 +8,7 @@ use super::bindings::{Capabilities, KubeCapability, VsphereCapability};
 /// One Kubernetes permission in a grant (same shape as a declared capability; `*` allowed
 /// for group, resource and verbs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubeRule {
     #[serde(default)]
     pub group: String,
@@ -39,6 +39,7 @@ impl From<VsphereCapability> for VsphereClass {
 
 /// A set of permissions: what a plugin declared, or what the operator granted it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CapabilitySet {
     #[serde(default)]
     pub kube: Vec<KubeRule>,

@@ -26,7 +26,7 @@ use super::error::RuntimeError;
 
 /// Resource limits for one plugin's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Limits {
     /// Guest CPU time allowed per call (time spent in host imports does not count).
     pub cpu_budget_ms: u64,
@@ -57,7 +57,7 @@ impl Limits {
 
 /// Partial limits in the YAML; unset fields fall back to the defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitOverrides {
     pub cpu_budget_ms: Option<u64>,
     #[serde(rename = "memoryMiB")]
@@ -148,6 +148,20 @@ mod tests {
     fn typos_are_errors_not_silence() {
         let err = PluginConfig::from_yaml("plugins:\n  x:\n    grant: {}\n").unwrap_err();
         assert!(err.to_string().contains("grant"), "{err}");
+    }
+
+    #[test]
+    fn a_typo_in_a_grant_or_a_limit_is_an_error_not_a_wider_grant() {
+        // `namespaces` for `namespace`: read leniently, the rule would hold in every namespace.
+        let err = PluginConfig::from_yaml(
+            "plugins:\n  x:\n    grants:\n      kube:\n      - {resource: secrets, verbs: [get], namespaces: [a]}\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("namespaces"), "{err}");
+        let err = PluginConfig::from_yaml("plugins:\n  x:\n    grants:\n      kubernetes: []\n").unwrap_err();
+        assert!(err.to_string().contains("kubernetes"), "{err}");
+        let err = PluginConfig::from_yaml("defaults: {memoryMb: 1}\n").unwrap_err();
+        assert!(err.to_string().contains("memoryMb"), "{err}");
     }
 
     #[test]

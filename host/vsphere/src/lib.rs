@@ -3,10 +3,12 @@
 //!
 //! - TLS is verified by default (system roots plus an optional CA bundle), or pinned to
 //!   one SHA-256 leaf; `insecure` only when asked, and reported.
-//! - One session per (server, user) in a [`SessionPool`]; keep-alive; transparent
-//!   re-login when vCenter drops a session; logout on shutdown.
+//! - One session per (server, user, credentials) in a [`SessionPool`], handed only to
+//!   callers with those credentials; keep-alive; transparent re-login when vCenter drops a
+//!   session; logout on shutdown.
 //! - Retries with backoff on transient faults only; rejected credentials are never sent
-//!   again until they change, so directory accounts are not locked out.
+//!   again until new ones have been accepted, so directory accounts are not locked out.
+//! - Redirects are never followed (a login body carries the password).
 //! - Every SOAP method and REST call is a tracing span; bodies at debug level, redacted.
 //!
 //! Modules, bottom up (each depends only on those above it):

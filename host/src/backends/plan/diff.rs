@@ -41,7 +41,8 @@ fn walk(before: Option<&Value>, after: Option<&Value>, pointer: &str, secret: bo
     if noise(pointer) {
         return;
     }
-    let hidden = secret && (pointer.starts_with("/data/") || pointer.starts_with("/stringData/"));
+    let data = |field: &str| pointer == field || pointer.strip_prefix(field).is_some_and(|r| r.starts_with('/'));
+    let hidden = secret && (data("/data") || data("/stringData"));
     match (before, after) {
         (Some(Value::Object(b)), Some(Value::Object(a))) => {
             let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
@@ -49,6 +50,17 @@ fn walk(before: Option<&Value>, after: Option<&Value>, pointer: &str, secret: bo
             keys.dedup();
             for k in keys {
                 walk(b.get(k), a.get(k), &format!("{pointer}/{}", escape(k)), secret, out);
+            }
+        }
+        // A Secret's data added or removed whole: which keys, one line each.
+        (None, Some(Value::Object(a))) if hidden => {
+            for k in a.keys() {
+                walk(None, a.get(k), &format!("{pointer}/{}", escape(k)), secret, out);
+            }
+        }
+        (Some(Value::Object(b)), None) if hidden => {
+            for k in b.keys() {
+                walk(b.get(k), None, &format!("{pointer}/{}", escape(k)), secret, out);
             }
         }
         (Some(b), Some(a)) if b == a => {}
@@ -97,5 +109,29 @@ mod tests {
         let lines = diff(&before, &after).join("\n");
         assert!(lines.contains("/data/vc.password") && lines.contains("/data/vc2.username"));
         assert!(!lines.contains("c2VjcmV0") && !lines.contains("bmV3") && !lines.contains("dXNlcg=="), "{lines}");
+    }
+
+    #[test]
+    fn secret_data_added_or_removed_whole_shows_its_keys_not_its_values() {
+        let created = json!({"kind": "Secret", "metadata": {"name": "creds"},
+                             "data": {"vc.password": "c2VjcmV0"}, "stringData": {"token": "plain-token"}});
+        let lines = diff(&json!({}), &created);
+        assert_eq!(
+            lines,
+            vec![
+                "+ /data/vc.password: <redacted>",
+                "+ /kind: \"Secret\"",
+                "+ /metadata: {\"name\":\"creds\"}",
+                "+ /stringData/token: <redacted>",
+            ]
+        );
+        let lines = diff(&created, &json!({"kind": "Secret", "metadata": {"name": "creds"}})).join("\n");
+        assert_eq!(lines, "- /data/vc.password\n- /stringData/token");
+        // A non-object `data` is still never shown.
+        let lines = diff(&json!({"kind": "Secret"}), &json!({"kind": "Secret", "data": "c2VjcmV0"})).join("\n");
+        assert_eq!(lines, "+ /data: <redacted>");
+        // `/database` of a Secret is not its data.
+        let lines = diff(&json!({"kind": "Secret"}), &json!({"kind": "Secret", "database": "x"})).join("\n");
+        assert_eq!(lines, "+ /database: \"x\"");
     }
 }

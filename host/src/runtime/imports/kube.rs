@@ -1,4 +1,5 @@
-//! `kube`: the payload bounded, the type resolved (discovery), the scope checked (a
+//! `kube`: the payload bounded, the namespace and name checked as Kubernetes names (they
+//! become parts of a request path), the type resolved (discovery), the scope checked (a
 //! namespaced kind needs a namespace for single objects, a cluster-scoped one never takes
 //! one), the RBAC-style grant checked for the verb and namespace; then the kube backend.
 
@@ -6,7 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::Result as WasmResult;
 
-use super::{CallEnv, HostState, MAX_OBJECT_BYTES};
+use super::{CallEnv, HostState, MAX_OBJECT_BYTES, truncate};
 use crate::runtime::backend::{Import, KubeOp, ResolvedType};
 use crate::runtime::bindings::vsm::phase::kube;
 use crate::runtime::bindings::{KubeError, ObjectType, PatchType, Preconditions};
@@ -23,6 +24,7 @@ impl HostState {
         ty: &ObjectType,
         op: KubeOp,
         namespace: Option<&str>,
+        name: Option<&str>,
         payload_len: usize,
     ) -> Result<Admitted, KubeError> {
         let env = self.env().map_err(KubeError::Forbidden)?;
@@ -30,6 +32,9 @@ impl HostState {
             return Err(KubeError::Invalid(format!(
                 "payload of {payload_len} bytes exceeds the limit of {MAX_OBJECT_BYTES}"
             )));
+        }
+        if let Some(problem) = path_problem(namespace, name) {
+            return Err(KubeError::Invalid(problem));
         }
         let resolved = env.backends.kube.resolve(ty).await?;
         if let Some(problem) = scope_problem(&resolved, op, namespace) {
@@ -62,10 +67,43 @@ fn scope_problem(ty: &ResolvedType, op: KubeOp, namespace: Option<&str>) -> Opti
     }
 }
 
+/// The longest object name the API server accepts (a DNS subdomain's length).
+const MAX_NAME: usize = 253;
+
+/// What the API server requires of the parts of a request path a plugin names: a namespace
+/// is a DNS label (RFC 1123: at most 63 lower-case letters, digits and `-`, starting and
+/// ending with a letter or digit); an object name is a valid path segment (not `.` or `..`,
+/// no `/` or `%`; `IsValidPathSegmentName`, the rule every kind's names follow) of at most
+/// 253 bytes. Anything else could address another path than the one checked.
+fn path_problem(namespace: Option<&str>, name: Option<&str>) -> Option<String> {
+    let label = |s: &str| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    if let Some(ns) = namespace.filter(|ns| !label(ns)) {
+        return Some(format!(
+            "namespace {:?} is not a namespace name (a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)",
+            truncate(ns, 80)
+        ));
+    }
+    let segment = |n: &str| !n.is_empty() && n.len() <= MAX_NAME && n != "." && n != ".." && !n.contains(['/', '%']);
+    if let Some(n) = name.filter(|n| !segment(n)) {
+        return Some(format!(
+            "name {:?} is not an object name (1 to {MAX_NAME} bytes, not '.' or '..', without '/' or '%')",
+            truncate(n, 80)
+        ));
+    }
+    None
+}
+
 /// Admit the call or return its error to the guest.
 macro_rules! admit {
-    ($self:ident, $ty:expr, $op:expr, $ns:expr, $len:expr) => {
-        match $self.admit_kube(&$ty, $op, $ns, $len).await {
+    ($self:ident, $ty:expr, $op:expr, $ns:expr, $name:expr, $len:expr) => {
+        match $self.admit_kube(&$ty, $op, $ns, $name, $len).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         }
@@ -80,7 +118,7 @@ impl kube::Host for HostState {
         name: String,
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::Get, ns, 0);
+        let a = admit!(self, ty, KubeOp::Get, ns, Some(&name), 0);
         let import = a.import(KubeOp::Get, ns, Some(&name));
         a.env.before(&import).await;
         let result = a.env.backends.kube.get(&a.env.scope, &a.ty, ns, &name).await;
@@ -95,7 +133,7 @@ impl kube::Host for HostState {
         label_selector: Option<String>,
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::List, ns, 0);
+        let a = admit!(self, ty, KubeOp::List, ns, None, 0);
         let import = a.import(KubeOp::List, ns, None);
         a.env.before(&import).await;
         let result = a.env.backends.kube.list(&a.env.scope, &a.ty, ns, label_selector.as_deref()).await;
@@ -110,7 +148,7 @@ impl kube::Host for HostState {
         object: String,
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::Create, ns, object.len());
+        let a = admit!(self, ty, KubeOp::Create, ns, None, object.len());
         let import = a.import(KubeOp::Create, ns, None);
         a.env.before(&import).await;
         let result = a.env.backends.kube.create(&a.env.scope, &a.ty, ns, &object).await;
@@ -127,7 +165,7 @@ impl kube::Host for HostState {
         force: bool,
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::Apply, ns, object.len());
+        let a = admit!(self, ty, KubeOp::Apply, ns, Some(&name), object.len());
         let import = a.import(KubeOp::Apply, ns, Some(&name));
         a.env.before(&import).await;
         let result = a.env.backends.kube.apply(&a.env.scope, &a.ty, ns, &name, &object, force).await;
@@ -144,7 +182,7 @@ impl kube::Host for HostState {
         patch: String,
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::Patch, ns, patch.len());
+        let a = admit!(self, ty, KubeOp::Patch, ns, Some(&name), patch.len());
         let import = a.import(KubeOp::Patch, ns, Some(&name));
         a.env.before(&import).await;
         let result = a.env.backends.kube.patch(&a.env.scope, &a.ty, ns, &name, patch_type, &patch).await;
@@ -160,7 +198,7 @@ impl kube::Host for HostState {
         object: String,
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::Replace, ns, object.len());
+        let a = admit!(self, ty, KubeOp::Replace, ns, Some(&name), object.len());
         let import = a.import(KubeOp::Replace, ns, Some(&name));
         a.env.before(&import).await;
         let result = a.env.backends.kube.replace(&a.env.scope, &a.ty, ns, &name, &object).await;
@@ -176,11 +214,34 @@ impl kube::Host for HostState {
         preconditions: Option<Preconditions>,
     ) -> WasmResult<Result<(), KubeError>> {
         let ns = namespace.as_deref();
-        let a = admit!(self, ty, KubeOp::Delete, ns, 0);
+        let a = admit!(self, ty, KubeOp::Delete, ns, Some(&name), 0);
         let import = a.import(KubeOp::Delete, ns, Some(&name));
         a.env.before(&import).await;
         let result = a.env.backends.kube.delete(&a.env.scope, &a.ty, ns, &name, preconditions).await;
         a.env.after(&import, &result, false);
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_and_names_that_would_change_the_request_path_are_refused() {
+        assert_eq!(path_problem(Some("openshift-machine-api"), Some("vsm-test-x7k2p-worker-0")), None);
+        assert_eq!(path_problem(None, Some("system:controller:node-controller")), None, "':' is a valid name");
+        assert_eq!(path_problem(Some("a"), Some(&"n".repeat(MAX_NAME))), None);
+        for ns in ["", "a/b", "..", "Upper", "-a", "a-", "a.b", &"a".repeat(64)] {
+            let p = path_problem(Some(ns), Some("x")).unwrap_or_else(|| panic!("namespace {ns:?} accepted"));
+            assert!(p.starts_with("namespace "), "{p}");
+        }
+        for name in ["", ".", "..", "a/b", "../secrets", "a%2Fb", &"n".repeat(MAX_NAME + 1)] {
+            let p = path_problem(Some("a"), Some(name)).unwrap_or_else(|| panic!("name {name:?} accepted"));
+            assert!(p.starts_with("name "), "{p}");
+        }
+        // The guest's string is bounded in the message.
+        let p = path_problem(Some(&"A".repeat(10_000)), None).unwrap();
+        assert!(p.len() < 300, "{} bytes", p.len());
     }
 }

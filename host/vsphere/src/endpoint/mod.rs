@@ -48,6 +48,8 @@ impl Endpoint {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(60))
             .user_agent(concat!("vsm-vsphere/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send a login body (the password) to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| VsphereError::invalid(format!("HTTP client: {}", retry::chain(&e))))?;
         let authority = address.authority();
@@ -86,6 +88,16 @@ impl Endpoint {
         let resp = req.send().await.map_err(|e| self.transport_error(&e, operation))?;
         let status = resp.status();
         tracing::Span::current().record("status", status.as_u16());
+        if status.is_redirection() {
+            let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+            let to: String = location.unwrap_or("nowhere").chars().take(200).collect();
+            return Err(VsphereError::Protocol {
+                message: format!(
+                    "{operation}: {} answered HTTP {status} to {to}; redirects are not followed (the request may carry credentials)",
+                    self.authority
+                ),
+            });
+        }
         let headers = resp.headers().clone();
         let body = resp.text().await.map_err(|e| self.transport_error(&e, operation))?;
         Ok(HttpReply { status, headers, body })

@@ -1,5 +1,6 @@
-//! Whose session it is: the credentials in use, whether the server rejected them (then
-//! they are not sent again until they change, so a directory account is not locked
+//! Whose session it is: the credentials it was opened with (fixed for the client's life:
+//! new credentials get a client of their own from the pool), whether the server rejected
+//! them at a re-login (then they are not sent again, so a directory account is not locked
 //! out), and the lock that lets only one login of a client run at a time.
 
 use std::sync::Mutex;
@@ -41,26 +42,14 @@ impl Auth {
         self.state().creds.password.expose().to_string()
     }
 
-    /// Use `creds` from now on; different credentials clear the rejected mark.
-    pub fn update(&self, creds: &Credentials) {
-        let mut s = self.state();
-        if s.creds != *creds {
-            s.creds = creds.clone();
-            s.rejected = false;
-        }
-    }
-
     /// True when the server rejected the current credentials.
     pub fn rejected(&self) -> bool {
         self.state().rejected
     }
 
-    /// The server rejected `creds`: unless they were replaced meanwhile, send them no more.
-    pub fn mark_rejected(&self, creds: &Credentials) {
-        let mut s = self.state();
-        if s.creds == *creds {
-            s.rejected = true;
-        }
+    /// The server rejected the credentials: send them no more.
+    pub fn mark_rejected(&self) {
+        self.state().rejected = true;
     }
 
     /// Wait for any other login of this client to finish; hold the guard while logging in.
@@ -74,20 +63,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rejection_sticks_to_the_rejected_credentials() {
-        let a = Auth::new(Credentials::new("u", "old"));
-        let old = a.credentials();
-        a.mark_rejected(&old);
-        assert!(a.rejected());
-        // The same credentials again: still rejected.
-        a.update(&Credentials::new("u", "old"));
-        assert!(a.rejected());
-        // New ones clear the mark; a late rejection of the old ones does not set it again.
-        a.update(&Credentials::new("u", "new"));
+    fn rejection_sticks() {
+        let a = Auth::new(Credentials::new("u", "pw"));
         assert!(!a.rejected());
-        a.mark_rejected(&old);
-        assert!(!a.rejected());
-        assert_eq!(a.password(), "new");
-        assert_eq!(a.username(), "u");
+        a.mark_rejected();
+        assert!(a.rejected());
+        assert_eq!((a.username(), a.password()), ("u".to_string(), "pw".to_string()));
     }
 }

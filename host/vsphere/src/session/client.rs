@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use tracing::Instrument;
 
-use super::config::{ClientOptions, Credentials, ServerSpec};
+use super::config::{ClientOptions, ServerSpec};
 use super::rest::{self, Rest, RestAuth, RestRequest};
 use super::slot::SessionSlot;
 use super::soap::Soap;
@@ -121,10 +121,6 @@ impl Client {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.wire.is_closed()
-    }
-
-    pub(crate) fn update_credentials(&self, creds: &Credentials) {
-        self.wire.auth.update(creds);
     }
 
     pub(crate) fn credentials_rejected(&self) -> bool {

@@ -1,6 +1,8 @@
-//! The pool: one shared client per (server, user), logged in on first use; credentials
-//! the server rejected are refused without contacting it until they change; the
-//! insecure servers it talked to; shutdown of every client; the counters' snapshot.
+//! The pool: one shared client per (server, user, credentials), logged in on first use, so
+//! a session is handed only to callers holding the credentials it was opened with;
+//! credentials the server rejected are refused without contacting it; a login with new
+//! credentials retires the sessions of the old ones; the insecure servers it talked to;
+//! shutdown of every client; the counters' snapshot.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -12,16 +14,29 @@ use super::stats::{Counters, PoolStats};
 use crate::endpoint::Address;
 use crate::error::VsphereError;
 
-/// What the pool knows about one (server, user).
+/// What the pool knows about one (server, user, credentials).
 #[derive(Default)]
 struct Entry {
     client: Option<Arc<Client>>,
-    /// Digest of credentials the server rejected; they are not sent again.
-    rejected: Option<[u8; 32]>,
+    /// The server rejected these credentials: they are not sent again.
+    rejected: bool,
 }
 
-/// `(host:port, username)`.
-type EntryKey = (String, String);
+/// Whose session: `host:port`, the username, and a digest of the credentials (the pool keeps
+/// no password).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct EntryKey {
+    server: String,
+    username: String,
+    digest: [u8; 32],
+}
+
+impl EntryKey {
+    /// Another credential of the same account on the same server.
+    fn same_account(&self, other: &EntryKey) -> bool {
+        self.server == other.server && self.username == other.username && self.digest != other.digest
+    }
+}
 
 struct PoolInner {
     opts: ClientOptions,
@@ -30,7 +45,7 @@ struct PoolInner {
     insecure: Mutex<BTreeSet<String>>,
 }
 
-/// One shared, logged-in session per (server, username). Cheap to clone.
+/// One shared, logged-in session per (server, username, credentials). Cheap to clone.
 #[derive(Clone)]
 pub struct SessionPool {
     inner: Arc<PoolInner>,
@@ -54,51 +69,71 @@ impl SessionPool {
         }
     }
 
-    /// The session for `spec`, logging in on first use. Credentials the server already
-    /// rejected fail at once, without contacting it, until they change.
+    /// The session for `spec`, logging in on first use. A session is shared only by callers
+    /// presenting the credentials it was opened with: other credentials, right or wrong, log
+    /// in themselves. Credentials the server rejected fail at once, without contacting it.
     pub async fn client(&self, spec: &ServerSpec) -> Result<Arc<Client>, VsphereError> {
         let address = Address::parse(&spec.server)?;
-        let key = (address.authority(), spec.credentials.username.clone());
-        let entry = {
+        let key = EntryKey {
+            server: address.authority(),
+            username: spec.credentials.username.clone(),
+            digest: spec.credentials.digest(),
+        };
+        let slot = {
             let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
             entries.entry(key.clone()).or_default().clone()
         };
-        // One login at a time per (server, user): concurrent callers wait and share it.
-        let mut entry = entry.lock().await;
-        let digest = spec.credentials.digest();
-        let rejected = |cached| VsphereError::AuthFailed { server: key.0.clone(), username: key.1.clone(), cached };
+        // One login at a time per key: concurrent callers wait and share it.
+        let mut entry = slot.lock().await;
+        let rejected =
+            |cached| VsphereError::AuthFailed { server: key.server.clone(), username: key.username.clone(), cached };
 
-        if let Some(c) = entry.client.clone() {
-            if *c.tls_policy() == spec.tls && !c.is_closed() {
-                c.update_credentials(&spec.credentials);
-                if c.credentials_rejected() {
-                    self.inner.counters.logins_suppressed.fetch_add(1, Ordering::Relaxed);
-                    return Err(rejected(true));
-                }
+        if let Some(c) = entry.client.take() {
+            if *c.tls_policy() == spec.tls && !c.is_closed() && !c.credentials_rejected() {
+                entry.client = Some(c.clone());
                 return Ok(c);
             }
-            // The trust settings changed (or the client was shut down): start afresh.
-            entry.client = None;
+            // The trust settings changed, the client was shut down, or its re-login was
+            // refused (the password changed on the server): start afresh, or not at all.
+            entry.rejected |= c.credentials_rejected();
             c.shutdown().await;
         }
-        if entry.rejected == Some(digest) {
+        if entry.rejected {
             self.inner.counters.logins_suppressed.fetch_add(1, Ordering::Relaxed);
             return Err(rejected(true));
         }
         match Client::connect(address, spec, self.inner.opts.clone(), self.inner.counters.clone()).await {
             Ok(c) => {
-                entry.rejected = None;
                 if spec.tls.is_insecure() {
-                    self.inner.insecure.lock().unwrap_or_else(|e| e.into_inner()).insert(key.0.clone());
+                    self.inner.insecure.lock().unwrap_or_else(|e| e.into_inner()).insert(key.server.clone());
                 }
                 entry.client = Some(c.clone());
+                drop(entry);
+                self.retire_other_credentials(&key).await;
                 Ok(c)
             }
             Err(e @ VsphereError::AuthFailed { .. }) => {
-                entry.rejected = Some(digest);
+                entry.rejected = true;
                 Err(e)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// `key`'s credentials were just accepted, and an account has one password: sessions
+    /// opened with its other credentials are stale (logged out and forgotten, so an outdated
+    /// password never gets a live session), and credentials rejected before may be tried
+    /// once more later.
+    async fn retire_other_credentials(&self, key: &EntryKey) {
+        let stale: Vec<_> = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<EntryKey> = entries.keys().filter(|k| k.same_account(key)).cloned().collect();
+            keys.iter().filter_map(|k| entries.remove(k)).collect()
+        };
+        for slot in stale {
+            if let Some(c) = slot.lock().await.client.take() {
+                c.shutdown().await;
+            }
         }
     }
 

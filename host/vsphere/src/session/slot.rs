@@ -118,7 +118,7 @@ impl<P: Protocol> SessionSlot<P> {
             }
             Err(e) => {
                 if matches!(e, VsphereError::AuthFailed { .. }) {
-                    wire.auth.mark_rejected(&creds);
+                    wire.auth.mark_rejected();
                 }
                 Err(e)
             }
@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rejected_credentials_are_not_sent_again_until_they_change() {
+    async fn rejected_credentials_are_not_sent_again() {
         let wire = wire();
         let slot = SessionSlot::new(Fake::default(), &wire);
         slot.login(&wire).await.unwrap();
@@ -246,10 +246,12 @@ mod tests {
         }
         assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2, "the rejected login was the last one");
         assert_eq!(wire.counters.logins_suppressed.load(Ordering::SeqCst), 3);
-        // New credentials: the next expired call logs in with them.
+        // Not even once the server would take them again: new credentials get a new client
+        // from the pool.
         slot.protocol().reject.store(false, Ordering::SeqCst);
-        wire.auth.update(&Credentials::new("u", "new-pw"));
-        assert_eq!(slot.with_session(&wire, |id| only_with(id, "\"s3\"")).await.unwrap(), "\"s3\"");
+        let err = slot.with_session(&wire, |id| only_with(id, "\"s3\"")).await.unwrap_err();
+        assert!(matches!(err, VsphereError::AuthFailed { cached: true, .. }), "{err:?}");
+        assert_eq!(slot.protocol().logins.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

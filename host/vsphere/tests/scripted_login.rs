@@ -1,6 +1,7 @@
-//! Construction failing half-way (SOAP logged in, REST refused or cut off by the login
-//! deadline) must log SOAP out again. vcsim checks SOAP and REST credentials alike, so
-//! this uses a tiny scripted HTTPS server.
+//! Logins vcsim cannot script, against a tiny scripted HTTPS server: construction failing
+//! half-way (SOAP logged in, REST refused or cut off by the login deadline) must log SOAP
+//! out again (vcsim checks SOAP and REST credentials alike); a login answered with a
+//! redirect must not be re-sent, password and all, to where it points.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -21,9 +22,18 @@ const SERVICE_CONTENT: &str = r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:
 const LOGIN: &str = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><LoginResponse xmlns="urn:vim25"><returnval><key>k</key><userName>u</userName></returnval></LoginResponse></soapenv:Body></soapenv:Envelope>"#;
 const LOGOUT: &str = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><LogoutResponse xmlns="urn:vim25"></LogoutResponse></soapenv:Body></soapenv:Envelope>"#;
 
-/// Serves SOAP like a vCenter and answers REST session logins with `rest_status`, after
-/// `rest_delay`.
-fn fake_vcenter(rest_status: u16, rest_delay: Duration) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
+/// How the scripted server answers.
+#[derive(Clone, Default)]
+struct Script {
+    /// The REST session login's status, after `rest_delay`.
+    rest_status: u16,
+    rest_delay: Duration,
+    /// Answer the SOAP login with `307 Temporary Redirect` to this URL.
+    redirect_login_to: Option<String>,
+}
+
+/// Serves SOAP like a vCenter and REST session logins, as `script` says.
+fn fake_vcenter(script: Script) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let der = key.cert.der().clone();
     let thumb = vsm_vsphere::tls::thumbprint_sha256(&der);
@@ -43,22 +53,25 @@ fn fake_vcenter(rest_status: u16, rest_delay: Duration) -> (String, String, Arc<
             let Ok(tcp) = tcp else { continue };
             let cfg = cfg.clone();
             let log = log.clone();
+            let script = script.clone();
             std::thread::spawn(move || {
                 tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
                 let conn = rustls::ServerConnection::new(cfg).unwrap();
                 let mut tls = rustls::StreamOwned::new(conn, tcp);
                 while let Some(req) = read_request(&mut tls) {
+                    let login = req.body.contains("<Login ");
                     let (status, cookie, body) = match (req.method.as_str(), req.path.as_str()) {
                         ("POST", "/sdk") if req.body.contains("<RetrieveServiceContent") => {
                             (200, None, SERVICE_CONTENT)
                         }
-                        ("POST", "/sdk") if req.body.contains("<Login ") => {
+                        ("POST", "/sdk") if login && script.redirect_login_to.is_some() => (307, None, ""),
+                        ("POST", "/sdk") if login => {
                             (200, Some("vmware_soap_session=\"fake-soap-session\"; Path=/; HttpOnly"), LOGIN)
                         }
                         ("POST", "/sdk") if req.body.contains("<Logout ") => (200, None, LOGOUT),
                         ("POST", "/rest/com/vmware/cis/session") => {
-                            std::thread::sleep(rest_delay);
-                            (rest_status, None, "")
+                            std::thread::sleep(script.rest_delay);
+                            (script.rest_status, None, "")
                         }
                         _ => (404, None, ""),
                     };
@@ -67,6 +80,9 @@ fn fake_vcenter(rest_status: u16, rest_delay: Duration) -> (String, String, Arc<
                         format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/xml\r\n", body.len());
                     if let Some(c) = cookie {
                         head.push_str(&format!("Set-Cookie: {c}\r\n"));
+                    }
+                    if status == 307 {
+                        head.push_str(&format!("Location: {}\r\n", script.redirect_login_to.as_deref().unwrap_or("")));
                     }
                     head.push_str("\r\n");
                     if tls
@@ -138,15 +154,18 @@ async fn half_way_with(
     rest_delay: Duration,
     opts: ClientOptions,
 ) -> (VsphereError, Arc<Mutex<Vec<Seen>>>, SessionPool) {
-    let (addr, thumb, seen) = fake_vcenter(rest_status, rest_delay);
+    let (addr, thumb, seen) = fake_vcenter(Script { rest_status, rest_delay, ..Default::default() });
     let pool = SessionPool::new(opts);
-    let spec = ServerSpec {
-        server: addr,
+    let err = pool.client(&spec(addr, thumb)).await.unwrap_err();
+    (err, seen, pool)
+}
+
+fn spec(server: String, thumb: String) -> ServerSpec {
+    ServerSpec {
+        server,
         credentials: Credentials::new("u", "p4ssw0rd"),
         tls: TlsPolicy { thumbprint_sha256: Some(thumb), ..Default::default() },
-    };
-    let err = pool.client(&spec).await.unwrap_err();
-    (err, seen, pool)
+    }
 }
 
 fn logged_out(seen: &[Seen]) -> bool {
@@ -192,4 +211,27 @@ async fn login_cut_off_by_its_deadline_logs_soap_out() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("no SOAP Logout after the login timed out: {:?}", seen.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_login_answered_with_a_redirect_is_not_sent_on() {
+    // The place the redirect points at: it must never see a request (the login body carries
+    // the password).
+    let (elsewhere, _, seen_elsewhere) = fake_vcenter(Script { rest_status: 200, ..Default::default() });
+    let to = format!("https://{elsewhere}/sdk");
+    let (addr, thumb, seen) =
+        fake_vcenter(Script { rest_status: 200, redirect_login_to: Some(to.clone()), ..Default::default() });
+    let pool = SessionPool::new(options());
+    let err = pool.client(&spec(addr, thumb)).await.unwrap_err();
+    match &err {
+        VsphereError::Protocol { message } => {
+            assert!(message.contains("307") && message.contains(&to) && message.contains("not followed"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.to_string().contains("p4ssw0rd"), "{err}");
+    assert!(seen_elsewhere.lock().unwrap().is_empty(), "the redirect was followed");
+    let logins = seen.lock().unwrap().iter().filter(|s| s.body.contains("<Login ")).count();
+    assert_eq!(logins, 1, "a redirect is not a transient failure to retry");
+    assert_eq!(pool.stats().open_sessions, 0);
 }
