@@ -147,6 +147,54 @@ async fn calls_outside_the_grant_are_refused_with_forbidden_and_recorded() {
 }
 
 #[tokio::test]
+async fn server_side_apply_of_an_object_that_does_not_exist_needs_the_create_grant() {
+    let rt = runtime();
+    // `patch` without `create`: the exerciser's create is refused, so its apply would create.
+    let entry = PluginEntry {
+        grants: CapabilitySet {
+            kube: vec![KubeRule {
+                group: String::new(),
+                resource: "configmaps".into(),
+                verbs: vec!["get".into(), "list".into(), "patch".into(), "update".into()],
+                namespace: None,
+            }],
+            vsphere: vec![],
+        },
+        ..Default::default()
+    };
+    let p = load(&rt, "exerciser", &entry, Limits::default()).await.unwrap();
+    let report = execute(&p, Recorder::new(), json!({"action": "all", "server": "vcenter"})).await.unwrap();
+    let results: Value = serde_json::from_str(done_message(&report.outcome)).unwrap();
+    let apply = results["kube.apply"]["error"].as_str().unwrap_or_default();
+    assert!(
+        apply.contains("Forbidden")
+            && apply.contains(
+                "may not create core/configmaps in namespace exerciser (apply of exercised, which does not exist)"
+            ),
+        "{results}"
+    );
+    assert!(
+        results["kube.replace"]["error"].as_str().is_some_and(|e| e.contains("does not exist")),
+        "nothing was created: {results}"
+    );
+
+    // Once the object exists, `patch` is enough to apply it.
+    let existing = Recorder::new();
+    let with_create = PluginEntry {
+        grants: CapabilitySet {
+            kube: vec![KubeRule { verbs: vec!["create".into()], ..entry.grants.kube[0].clone() }],
+            vsphere: vec![],
+        },
+        ..Default::default()
+    };
+    let creator = load(&rt, "exerciser", &with_create, Limits::default()).await.unwrap();
+    execute(&creator, existing.clone(), json!({"action": "all", "server": "vcenter"})).await.unwrap();
+    let report = execute(&p, existing, json!({"action": "all", "server": "vcenter"})).await.unwrap();
+    let results: Value = serde_json::from_str(done_message(&report.outcome)).unwrap();
+    assert_eq!(results["kube.apply"], json!("3"), "{results}");
+}
+
+#[tokio::test]
 async fn a_server_outside_the_migration_is_forbidden() {
     let rt = runtime();
     let p = load(&rt, "exerciser", &grant_declared(), Limits::default()).await.unwrap();

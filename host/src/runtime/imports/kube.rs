@@ -50,6 +50,29 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// Server-side apply creates an object that does not exist, and the API server asks for
+    /// `create` then, not `patch`: so does the grant. Without `create`, the object is looked
+    /// up first (an apply that only updates needs no more than `patch`). Left: an object
+    /// deleted between the look-up and the apply is created.
+    async fn apply_may_create(&mut self, a: &Admitted, ns: Option<&str>, name: &str) -> Result<(), KubeError> {
+        let (group, resource) = (&a.ty.group, &a.ty.resource);
+        if a.env.caps.allows_kube(group, resource, "create", ns) {
+            return Ok(());
+        }
+        match a.env.backends.kube.get(&a.env.scope, &a.ty, ns, name).await {
+            Ok(_) => Ok(()),
+            Err(KubeError::NotFound(_)) => {
+                let group = if group.is_empty() { "core" } else { group };
+                let place = ns.map(|n| format!(" in namespace {n}")).unwrap_or_else(|| " cluster-wide".into());
+                let what = format!("create {group}/{resource}{place} (apply of {name}, which does not exist)");
+                Err(KubeError::Forbidden(self.deny(&a.env, what)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Admitted {
     fn import<'a>(&'a self, op: KubeOp, namespace: Option<&'a str>, name: Option<&'a str>) -> Import<'a> {
         Import::Kube { op, ty: &self.ty, namespace, name }
@@ -166,6 +189,9 @@ impl kube::Host for HostState {
     ) -> WasmResult<Result<String, KubeError>> {
         let ns = namespace.as_deref();
         let a = admit!(self, ty, KubeOp::Apply, ns, Some(&name), object.len());
+        if let Err(e) = self.apply_may_create(&a, ns, &name).await {
+            return Ok(Err(e));
+        }
         let import = a.import(KubeOp::Apply, ns, Some(&name));
         a.env.before(&import).await;
         let result = a.env.backends.kube.apply(&a.env.scope, &a.ty, ns, &name, &object, force).await;
