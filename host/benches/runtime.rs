@@ -52,7 +52,13 @@ impl Fixture {
     fn call(&self, spec: &str) {
         let report = self
             .tokio
-            .block_on(self.plugin.call(self.backends.clone(), context(spec), Direction::Execute, vec![]))
+            .block_on(self.plugin.call(
+                &self.plugin.info.name,
+                self.backends.clone(),
+                context(spec),
+                Direction::Execute,
+                vec![],
+            ))
             .unwrap();
         std::hint::black_box(report);
     }

@@ -31,7 +31,7 @@ async fn execute(
     services: Arc<Recorder>,
     spec: Value,
 ) -> Result<vsm_host::runtime::CallReport, RuntimeError> {
-    plugin.call(services.backends(), context(spec), Direction::Execute, servers()).await
+    plugin.call(&plugin.info.name, services.backends(), context(spec), Direction::Execute, servers()).await
 }
 
 fn done_message(outcome: &Outcome) -> &str {
@@ -51,6 +51,17 @@ async fn describe_reports_what_the_component_declares() {
     assert_eq!(p.info.default_deadline_ms, 5 * 60 * 1000);
     assert!(p.caps.declared.allows_kube("", "configmaps", "delete", Some("exerciser")));
     assert!(!p.caps.declared.allows_kube("", "secrets", "get", Some("exerciser")));
+}
+
+#[tokio::test]
+async fn a_component_uses_the_state_of_the_phase_it_runs_as_not_the_name_it_declares() {
+    let rt = runtime();
+    let p = load(&rt, "exerciser", &grant_declared(), Limits::default()).await.unwrap();
+    assert_eq!(p.info.name, "Exerciser");
+    let rec = Recorder::new();
+    let spec = json!({"action": "all", "server": "vcenter"});
+    p.call("Backup", rec.backends(), context(spec), Direction::Execute, servers()).await.unwrap();
+    assert_eq!(rec.state_phases(), vec!["Backup".to_string()], "bound to Backup: Backup's state, whatever it declares");
 }
 
 #[tokio::test]

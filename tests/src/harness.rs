@@ -214,8 +214,9 @@ impl Harness {
     ) -> Result<(CallReport, CallOutputs)> {
         let b = self.backends(dry_run);
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-        let report =
-            plugin.call(b.backends, self.context(attempt, dry_run, started), direction, self.servers()).await?;
+        let report = plugin
+            .call(&plugin.info.name, b.backends, self.context(attempt, dry_run, started), direction, self.servers())
+            .await?;
         Ok((report, b.outputs.take()))
     }
 
@@ -228,8 +229,9 @@ impl Harness {
         dry_run: bool,
     ) -> Result<(CallReport, CallOutputs)> {
         let b = self.backends(dry_run);
-        let report =
-            plugin.call(b.backends, self.context_raw(spec_json, 1, dry_run, 0), direction, self.servers()).await?;
+        let report = plugin
+            .call(&plugin.info.name, b.backends, self.context_raw(spec_json, 1, dry_run, 0), direction, self.servers())
+            .await?;
         Ok((report, b.outputs.take()))
     }
 
@@ -260,8 +262,9 @@ impl Harness {
         let mut outputs = CallOutputs::default();
         for attempt in 1..=self.max_calls {
             let b = self.backends(dry_run);
-            let report =
-                plugin.call(b.backends, self.context(attempt, dry_run, started), direction, self.servers()).await?;
+            let report = plugin
+                .call(&plugin.info.name, b.backends, self.context(attempt, dry_run, started), direction, self.servers())
+                .await?;
             let out = b.outputs.take();
             outputs.plan.extend(out.plan);
             outputs.backups.extend(out.backups);
@@ -337,7 +340,8 @@ impl Harness {
         let observer = Arc::new(CrashAfter { remaining: (n as i64).into(), crashed: crashed.clone() });
         let backends = self.backends(false).backends.observed(observer);
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-        let call = plugin.call(backends, self.context(attempt, false, started), direction, self.servers());
+        let call =
+            plugin.call(&plugin.info.name, backends, self.context(attempt, false, started), direction, self.servers());
         tokio::select! {
             report = call => Ok(Some(report?)),
             _ = crashed.notified() => Ok(None),

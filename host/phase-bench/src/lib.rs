@@ -121,7 +121,7 @@ impl Case {
 /// Returns the outcome, the number of host imports the guest made, and the host.
 pub async fn wasm(plugin: &LoadedPlugin, p: Prepared) -> (Outcome, u64, SharedHost) {
     let report = plugin
-        .call(p.backends, p.host_ctx, Direction::Execute, p.servers)
+        .call(&plugin.info.name, p.backends, p.host_ctx, Direction::Execute, p.servers)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", plugin.component));
     assert!(report.denials.is_empty(), "{}: denied {:?}", plugin.component, report.denials);

@@ -33,13 +33,13 @@ pub(super) async fn call(
         context.migration.source_servers.iter().chain(&context.migration.target_servers).cloned().collect();
 
     let t0 = Instant::now();
-    let result = plugin.call(backends.backends.clone(), context, direction, servers).await;
+    let result = plugin.call(phase, backends.backends.clone(), context, direction, servers).await;
     // By the phase it serves (a vendor's component may serve a shipped phase).
     let labels = PhaseLabels { phase: phase.to_string(), direction: direction.label().into() };
     ctx.metrics.call_duration.get_or_create(&labels).observe(t0.elapsed().as_secs_f64());
     ctx.metrics.vcenter_sessions.set(ctx.clients.vsphere.stats().open_sessions);
     if let Err(e) = &result {
-        tracing::warn!(phase = %plugin.info.name, plugin = %plugin.component, error = %e, "plugin call failed");
+        tracing::warn!(%phase, plugin = %plugin.component, error = %e, "plugin call failed");
     }
     let result = call_result(result);
 
@@ -47,9 +47,9 @@ pub(super) async fn call(
     if matches!(result, CallResult::Done(_)) && direction == Direction::Execute && !dry_run {
         // Backups written by calls that died before the status listed them (a kill, a lost
         // status write) and that the phase did not meet again: listed from the store itself.
-        match backends.journal.list_phase(&plugin.info.name).await {
+        match backends.journal.list_phase(phase).await {
             Ok(found) => outputs.backups.extend(found.into_iter().flatten().map(|s| s.reference())),
-            Err(e) => tracing::warn!(phase = %plugin.info.name, error = %e, "could not list the phase's backups"),
+            Err(e) => tracing::warn!(%phase, error = %e, "could not list the phase's backups"),
         }
     }
     count(ctx, &labels, &result, &outputs);

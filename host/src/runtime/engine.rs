@@ -322,9 +322,13 @@ impl LoadedPlugin {
         }
     }
 
-    /// One execute or rollback call, its imports served by `backends`.
+    /// One execute or rollback call of the component running as `phase` (the phase it is
+    /// bound to, whatever name its describe() declares), its imports served by `backends`.
+    /// The phase's state and journal are that phase's: a component cannot reach another
+    /// phase's by declaring its name.
     pub async fn call(
         &self,
+        phase: &str,
         backends: Backends,
         ctx: CallContext,
         direction: Direction,
@@ -332,7 +336,7 @@ impl LoadedPlugin {
     ) -> Result<CallReport, RuntimeError> {
         let scope = CallScope {
             plugin: self.component.clone(),
-            phase: self.info.name.clone(),
+            phase: phase.to_string(),
             migration_name: ctx.migration.name.clone(),
             migration_namespace: ctx.migration.namespace.clone(),
             migration_uid: ctx.migration.uid.clone(),

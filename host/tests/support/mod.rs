@@ -29,12 +29,19 @@ pub struct Recorder {
     pub calls: Mutex<Vec<String>>,
     objects: Mutex<BTreeMap<(String, String, String), Value>>,
     state: Mutex<BTreeMap<String, String>>,
+    /// The phase of every state call's scope.
+    state_phases: Mutex<std::collections::BTreeSet<String>>,
     next_id: Mutex<u64>,
 }
 
 impl Recorder {
     pub fn new() -> Arc<Self> {
         Arc::new(Recorder::default())
+    }
+
+    /// The phases whose state the calls used.
+    pub fn state_phases(&self) -> Vec<String> {
+        self.state_phases.lock().unwrap().iter().cloned().collect()
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -275,16 +282,19 @@ impl VsphereBackend for Recorder {
 
 #[async_trait]
 impl StateBackend for Recorder {
-    async fn get(&self, _: &CallScope, which: Scope, key: &str) -> Option<String> {
+    async fn get(&self, s: &CallScope, which: Scope, key: &str) -> Option<String> {
+        self.state_phases.lock().unwrap().insert(s.phase.clone());
         self.record(format!("state.get {which:?}"));
         self.state.lock().unwrap().get(&format!("{which:?}/{key}")).cloned()
     }
-    async fn set(&self, _: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError> {
+    async fn set(&self, s: &CallScope, which: Scope, key: &str, value: &str) -> Result<(), StateError> {
+        self.state_phases.lock().unwrap().insert(s.phase.clone());
         self.record(format!("state.set {which:?}"));
         self.state.lock().unwrap().insert(format!("{which:?}/{key}"), value.to_string());
         Ok(())
     }
-    async fn delete(&self, _: &CallScope, which: Scope, key: &str) -> Result<(), StateError> {
+    async fn delete(&self, s: &CallScope, which: Scope, key: &str) -> Result<(), StateError> {
+        self.state_phases.lock().unwrap().insert(s.phase.clone());
         self.record(format!("state.delete {which:?}"));
         self.state.lock().unwrap().remove(&format!("{which:?}/{key}"));
         Ok(())

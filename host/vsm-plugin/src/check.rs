@@ -135,7 +135,7 @@ async fn run(
             dry_run: false,
             started_at_ms: started_ms,
         };
-        let report = plugin.call(backends, ctx, direction, servers.clone()).await?;
+        let report = plugin.call(&plugin.info.name, backends, ctx, direction, servers.clone()).await?;
         denials.extend(report.denials.clone());
         backups.extend(b.outputs.take().backups.into_iter().map(|b| b.name));
         let pause = match &report.outcome {
