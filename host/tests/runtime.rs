@@ -34,6 +34,17 @@ async fn execute(
     plugin.call(&plugin.info.name, services.backends(), context(spec), Direction::Execute, servers()).await
 }
 
+/// A grant of `verbs` on ConfigMaps in every namespace, and `vsphere`.
+fn configmaps_grant(verbs: &[&str], vsphere: Vec<VsphereClass>) -> PluginEntry {
+    let rule = KubeRule {
+        group: String::new(),
+        resource: "configmaps".into(),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        namespace: None,
+    };
+    PluginEntry { grants: CapabilitySet { kube: vec![rule], vsphere }, ..Default::default() }
+}
+
 fn done_message(outcome: &Outcome) -> &str {
     match outcome {
         Outcome::Done(m) => m,
@@ -122,18 +133,7 @@ async fn every_import_reaches_the_host() {
 async fn calls_outside_the_grant_are_refused_with_forbidden_and_recorded() {
     let rt = runtime();
     // Granted: reading config maps and vSphere inventory; not writing, not tags.
-    let entry = PluginEntry {
-        grants: CapabilitySet {
-            kube: vec![KubeRule {
-                group: String::new(),
-                resource: "configmaps".into(),
-                verbs: vec!["get".into(), "list".into()],
-                namespace: None,
-            }],
-            vsphere: vec![VsphereClass::ReadInventory],
-        },
-        ..Default::default()
-    };
+    let entry = configmaps_grant(&["get", "list"], vec![VsphereClass::ReadInventory]);
     let p = load(&rt, "exerciser", &entry, Limits::default()).await.unwrap();
     let not_granted = p.caps.declared.not_covered_by(&p.caps.granted);
     assert!(not_granted.contains(&"create core/configmaps in exerciser".to_string()), "{not_granted:?}");
@@ -161,18 +161,7 @@ async fn calls_outside_the_grant_are_refused_with_forbidden_and_recorded() {
 async fn server_side_apply_of_an_object_that_does_not_exist_needs_the_create_grant() {
     let rt = runtime();
     // `patch` without `create`: the exerciser's create is refused, so its apply would create.
-    let entry = PluginEntry {
-        grants: CapabilitySet {
-            kube: vec![KubeRule {
-                group: String::new(),
-                resource: "configmaps".into(),
-                verbs: vec!["get".into(), "list".into(), "patch".into(), "update".into()],
-                namespace: None,
-            }],
-            vsphere: vec![],
-        },
-        ..Default::default()
-    };
+    let entry = configmaps_grant(&["get", "list", "patch", "update"], vec![]);
     let p = load(&rt, "exerciser", &entry, Limits::default()).await.unwrap();
     let report = execute(&p, Recorder::new(), json!({"action": "all", "server": "vcenter"})).await.unwrap();
     let results: Value = serde_json::from_str(done_message(&report.outcome)).unwrap();
@@ -191,13 +180,7 @@ async fn server_side_apply_of_an_object_that_does_not_exist_needs_the_create_gra
 
     // Once the object exists, `patch` is enough to apply it.
     let existing = Recorder::new();
-    let with_create = PluginEntry {
-        grants: CapabilitySet {
-            kube: vec![KubeRule { verbs: vec!["create".into()], ..entry.grants.kube[0].clone() }],
-            vsphere: vec![],
-        },
-        ..Default::default()
-    };
+    let with_create = configmaps_grant(&["create"], vec![]);
     let creator = load(&rt, "exerciser", &with_create, Limits::default()).await.unwrap();
     execute(&creator, existing.clone(), json!({"action": "all", "server": "vcenter"})).await.unwrap();
     let report = execute(&p, existing, json!({"action": "all", "server": "vcenter"})).await.unwrap();
