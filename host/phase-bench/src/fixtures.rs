@@ -222,9 +222,11 @@ pub fn update_secrets() -> (FakeHost, Migration) {
     (h, m(target_spec()))
 }
 
-/// Region and zone categories, tags and attachments for two failure domains.
+/// Region and zone categories, tags and attachments for two failure domains, and the
+/// cluster's own tag (named by the Infrastructure's infrastructure name).
 pub fn create_tags() -> (FakeHost, Migration) {
     let h = FakeHost::new();
+    h.put(infrastructure(&[(SRC, "dc-a", "fd-a")]));
     inventory(&h, DST, "dc-b");
     h.vcenter(DST, |v| {
         v.add(ObjectKind::ComputeCluster, "/dc-b/host/c2", false);
