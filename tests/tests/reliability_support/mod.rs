@@ -28,8 +28,12 @@ use vsm_testenv::{TestEnv, TestEnvOptions};
 
 pub use operator::{OperatorOptions, OperatorProc};
 
-/// Only a guard against hanging for ever; never a performance expectation.
-pub const LIMIT: Duration = Duration::from_secs(900);
+/// Only a guard against hanging for ever; never a performance expectation. Longer than the
+/// real machine-api's longest retry delay: its controllers back off per object up to 1,000 s
+/// (controller-runtime's default rate limiter), and a Machine whose reconciles failed through
+/// a kube-apiserver outage may next be looked at that late (seen once in CI: a new master in
+/// Provisioning for over 15 minutes after a SIGKILL of the API server during RecreateCPMS).
+pub const LIMIT: Duration = Duration::from_secs(1800);
 
 /// The workspace root.
 pub fn root() -> PathBuf {
