@@ -23,7 +23,8 @@ pub struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
     /// "call": the reconcile called a phase; "idle": it found nothing to do; "waiting",
-    /// "yield", "plugin-missing", "error".
+    /// "yield", "plugin-missing", "stale", "unverified" (a check of the spec the cluster
+    /// could not answer), "error".
     pub result: String,
 }
 

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -429,6 +431,61 @@ async fn one_migration_at_a_time_and_spec_problems_name_the_field() -> Result<()
         err.to_string().contains("spec.machineSetConfig.failureDomain must name one of spec.failureDomains"),
         "{err}"
     );
+    op.stop().await;
+    Ok(())
+}
+
+/// A client of the admin's whose reads of one Secret fail without an answer while `cut` is
+/// set, as they do while the API server restarts; the refusals are counted.
+fn client_cutting_secret(env: &TestEnv, secret: &str, cut: Arc<AtomicBool>, refused: Arc<AtomicUsize>) -> kube::Client {
+    let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{secret}");
+    let layer = tower::filter::FilterLayer::new(move |req: http::Request<kube::client::Body>| {
+        if cut.load(Ordering::SeqCst) && req.uri().path() == path {
+            refused.fetch_add(1, Ordering::SeqCst);
+            return Err::<_, tower::BoxError>("client error (Connect)".into());
+        }
+        Ok(req)
+    });
+    kube::client::ClientBuilder::try_from(env.admin_config().clone()).unwrap().with_layer(&layer).build()
+}
+
+#[tokio::test]
+async fn a_spec_check_the_api_server_cannot_answer_is_retried_never_shown_as_invalid() -> Result<()> {
+    let env = prepared_env().await?;
+    let components = ["exerciser"];
+    let dir = plugin_dir(&components);
+    let spec = spec(&env, &[], json!({}));
+    let (cut, refused) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
+    let client = client_cutting_secret(&env, &spec.target_credentials_secret.name, cut.clone(), refused.clone());
+    let op = Operator::start(client, config(&dir, &components, "solo", false)).await?;
+    create(&env, "unanswered", spec).await?;
+    for _ in 0..3000 {
+        if refused.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refusals = refused.load(Ordering::SeqCst);
+    assert!(refusals >= 3, "the operator checked the credentials Secret again and again ({refusals} reads refused)");
+    let m = get(&env, "unanswered").await?;
+    let status = m.status.clone().unwrap_or_default();
+    assert!(status.started_at.is_none(), "nothing starts on an unchecked spec: {status:?}");
+    assert!(
+        status.conditions.iter().all(|c| c.reason != "InvalidSpec"),
+        "a check without an answer is not an invalid spec: {:?}",
+        status.conditions
+    );
+
+    // The API server answers again: the migration starts and completes, never marked invalid.
+    cut.store(false, Ordering::SeqCst);
+    let m = until(&env, "unanswered", "completed", |m| {
+        m.status.as_ref().is_some_and(|s| s.phase == Some(Stage::Completed))
+    })
+    .await?;
+    assert_eq!(condition(&m, "Degraded").0, "False", "{:?}", m.status);
+    let invalid_events: Vec<_> =
+        events(&env, "unanswered").await?.into_iter().filter(|e| e.reason.as_deref() == Some("InvalidSpec")).collect();
+    assert!(invalid_events.is_empty(), "{invalid_events:?}");
     op.stop().await;
     Ok(())
 }

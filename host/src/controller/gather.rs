@@ -17,6 +17,7 @@ use kube::api::Api;
 use super::Reconciler;
 use super::approvals::approvals_seen;
 use crate::api::{FINALIZER, MigrationState, MigrationStatus, PHASES, PluginRef, SourceVCenter, VSphereMigration};
+use crate::facts::CheckError;
 use crate::lifecycle::{ApprovalSeen, Catalogue, Input, PhaseEntry, condition_types};
 use crate::runtime::LoadedPlugin;
 
@@ -39,7 +40,7 @@ pub(super) struct Facts {
 
 impl Facts {
     /// The facts without I/O, and the cluster's when [`validate_first`] asks for them.
-    pub async fn gather(ctx: &Reconciler, m: &VSphereMigration) -> Facts {
+    pub async fn gather(ctx: &Reconciler, m: &VSphereMigration) -> Result<Facts, Unverified> {
         let status = m.status.clone().unwrap_or_default();
         let (catalogue, plugins) = catalogue(ctx, m, &status);
         let mut facts = Facts {
@@ -53,29 +54,31 @@ impl Facts {
             woken_by_event: woken_by_event(ctx, &status),
         };
         if validate_first(m, &status) {
-            facts.validate(ctx, m).await;
+            facts.validate(ctx, m).await?;
         }
-        facts
+        Ok(facts)
     }
 
     /// Check the spec against the cluster (the Secrets it names); before the start, also
-    /// discover the source vCenters and look for another active migration.
-    pub async fn validate(&mut self, ctx: &Reconciler, m: &VSphereMigration) {
+    /// discover the source vCenters and look for another active migration. A check the
+    /// cluster could not answer is an error: nothing is decided on a guess.
+    pub async fn validate(&mut self, ctx: &Reconciler, m: &VSphereMigration) -> Result<(), Unverified> {
         self.validated = true;
         let status = m.status.clone().unwrap_or_default();
         if status.finished_at.is_some() || m.spec.state == MigrationState::Pending {
-            return;
+            return Ok(());
         }
         let ns = m.metadata.namespace.clone().unwrap_or_default();
-        self.invalid = crate::facts::validate_spec(&ctx.clients.client, &ns, &m.spec).await.err();
+        self.invalid = invalid(crate::facts::validate_spec(&ctx.clients.client, &ns, &m.spec).await)?;
         if status.started_at.is_some() || m.spec.state != MigrationState::Running || self.invalid.is_some() {
-            return;
+            return Ok(());
         }
         match crate::facts::discover_sources(&ctx.clients.client, &m.spec).await {
             Ok(found) => self.sources = Some(found),
-            Err(problem) => self.invalid = Some(problem),
+            Err(problem) => self.invalid = invalid(Err(problem))?,
         }
-        self.blocked_by = other_active(ctx, m).await;
+        self.blocked_by = other_active(ctx, m).await?;
+        Ok(())
     }
 
     /// After a call the migration has started: discovery and the one-at-a-time check are
@@ -105,6 +108,21 @@ impl Facts {
     }
 }
 
+/// A check of the spec the cluster could not answer: the reconcile stops and is retried,
+/// and the conditions keep what the last answered check said.
+#[derive(Debug, thiserror::Error)]
+#[error("the spec could not be checked against the cluster: {0}")]
+pub struct Unverified(pub String);
+
+/// The problem a check found, or why it could not be made.
+fn invalid(checked: Result<(), CheckError>) -> Result<Option<String>, Unverified> {
+    match checked {
+        Ok(()) => Ok(None),
+        Err(CheckError::Invalid(problem)) => Ok(Some(problem)),
+        Err(CheckError::Unverified(why)) => Err(Unverified(why)),
+    }
+}
+
 pub(super) fn has_finalizer(m: &VSphereMigration) -> bool {
     m.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER))
 }
@@ -130,11 +148,15 @@ fn woken_by_event(ctx: &Reconciler, status: &MigrationStatus) -> bool {
 }
 
 /// Another active migration of the cluster, from a fresh list rather than the cache: the
-/// start lock makes this check-and-start atomic.
-async fn other_active(ctx: &Reconciler, m: &VSphereMigration) -> Option<String> {
+/// start lock makes this check-and-start atomic. A list that fails proves nothing.
+async fn other_active(ctx: &Reconciler, m: &VSphereMigration) -> Result<Option<String>, Unverified> {
     let all: Api<VSphereMigration> = Api::all(ctx.clients.client.clone());
-    let list = all.list(&Default::default()).await.ok()?;
-    list.items
+    let list = all
+        .list(&Default::default())
+        .await
+        .map_err(|e| Unverified(format!("listing migrations for another active one: {e}")))?;
+    Ok(list
+        .items
         .iter()
         .filter(|o| o.metadata.uid != m.metadata.uid)
         .find(|o| o.status.as_ref().is_some_and(|s| s.started_at.is_some() && s.finished_at.is_none()))
@@ -144,7 +166,7 @@ async fn other_active(ctx: &Reconciler, m: &VSphereMigration) -> Option<String> 
                 o.metadata.namespace.clone().unwrap_or_default(),
                 o.metadata.name.clone().unwrap_or_default()
             )
-        })
+        }))
 }
 
 /// The phases in order, as the loaded plugins describe them, and the plugin of each.

@@ -179,7 +179,8 @@ fn error_policy(_m: Arc<VSphereMigration>, error: &ReconcileError, ctx: Arc<Reco
         tracing::debug!(%error, "reconcile from a stale object");
         return Action::requeue(Duration::from_millis(250));
     }
-    ctx.metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { result: "error".into() }).inc();
+    let result = if matches!(error, ReconcileError::Unverified(_)) { "unverified" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&crate::metrics::ReconcileLabels { result: result.into() }).inc();
     tracing::warn!(%error, "reconcile error");
     Action::requeue(Duration::from_secs(5))
 }

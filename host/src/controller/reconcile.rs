@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 
 use super::Reconciler;
 use super::call::call;
-use super::gather::{Facts, has_finalizer};
+use super::gather::{Facts, Unverified, has_finalizer};
 use super::status::{WriteError, set_finalizer, write_status};
 use crate::api::{MigrationStatus, VSphereMigration};
 use crate::backends::MigrationBackends;
@@ -42,6 +42,8 @@ pub enum ReconcileError {
     Write(#[from] WriteError),
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Unverified(#[from] Unverified),
 }
 
 pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Reconciler>) -> Result<Action, ReconcileError> {
@@ -57,11 +59,11 @@ pub async fn reconcile(obj: Arc<VSphereMigration>, ctx: Arc<Reconciler>) -> Resu
         if m.status.as_ref().is_none_or(|s| s.started_at.is_none()) { Some(ctx.start_lock.lock().await) } else { None };
     let generation = m.metadata.generation.unwrap_or_default();
 
-    let mut facts = Facts::gather(&ctx, &m).await;
+    let mut facts = Facts::gather(&ctx, &m).await?;
     let mut decision = decide(&ctx, &m, &facts);
     if matches!(decision.action, Next::Call { .. }) && !facts.validated {
         // A phase is due: now the spec is checked against the cluster, and decided on again.
-        facts.validate(&ctx, &m).await;
+        facts.validate(&ctx, &m).await?;
         decision = decide(&ctx, &m, &facts);
     }
 
