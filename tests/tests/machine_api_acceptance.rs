@@ -136,7 +136,12 @@ async fn a_password_rotated_mid_migration_reaches_the_actuator_after_update_secr
         .list(&ListParams::default().labels(&format!("{}={set}", o::LABEL_MACHINESET)))
         .await?
         .items;
-    ensure!(machines.len() == 2, "{}", machines.len());
+    ensure!(
+        machines.len() == seeded.workers.len(),
+        "{} machines, the source set had {}",
+        machines.len(),
+        seeded.workers.len()
+    );
     let vms = dst.guest_vms().await?;
     for m in &machines {
         ensure!(o::str_at(&m.data, "/status/phase") == Some("Running"), "{}: {}", m.name_any(), m.data["status"]);
@@ -167,7 +172,12 @@ async fn the_machines_create_workers_makes_carry_the_clusters_tag_create_tags_ma
         .list(&ListParams::default().labels(&format!("{}={set}", o::LABEL_MACHINESET)))
         .await?
         .items;
-    ensure!(machines.len() == 2, "{}", machines.len());
+    ensure!(
+        machines.len() == seeded.workers.len(),
+        "{} machines, the source set had {}",
+        machines.len(),
+        seeded.workers.len()
+    );
     for m in &machines {
         let vm = vc
             .find(vsm_vsphere::ObjectKind::VirtualMachine, &format!("{}/{}", seeded.target.folder, m.name_any()))

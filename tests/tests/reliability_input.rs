@@ -144,7 +144,10 @@ fn schema_cases() -> Vec<(&'static str, Edit, &'static str)> {
         ),
         (
             "a MachineSet overridden twice",
-            |s| s["machineSetConfig"]["overrides"] = json!([{"machineSet": "w", "replicas": 1}, {"machineSet": "w", "replicas": 2}]),
+            |s| {
+                s["machineSetConfig"]["overrides"] =
+                    json!([{"machineSet": "w", "replicas": 1}, {"machineSet": "w", "replicas": 2}])
+            },
             "spec.machineSetConfig.overrides[1]: Duplicate value",
         ),
         (
