@@ -119,7 +119,8 @@ pub mod credentials;
 mod gc;
 mod ipam;
 mod kubelet;
-mod nodes;
+pub mod layout;
+pub mod nodes;
 pub mod objects;
 pub mod operators;
 pub mod options;
@@ -135,10 +136,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use cluster_operators::CLUSTER_OPERATORS;
-pub use options::{CloudConfigFormat, SeedOptions, SimOptions};
+pub use options::{CloudConfigFormat, SeedOptions, SimOptions, ZonalSeed};
 pub use provider::FailureDomain;
 pub use runtime::SimStats;
-pub use seed::{SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, seed};
+pub use seed::{
+    ANNOTATION_AUTOSCALER_MAX, ANNOTATION_AUTOSCALER_MIN, INFRA_TAINT_KEY, LABEL_MACHINE_REGION, LABEL_MACHINE_ZONE,
+    REGION_CATEGORY, SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, ZONE_CATEGORY, seed,
+};
 
 use crate::TestEnv;
 use runtime::{Ctl, Shared};
