@@ -845,10 +845,21 @@ async fn seed_config(
     // The test environment's machine-api starts against a bare Infrastructure (platform type
     // and name only, `machine_api::ensure_cluster_config`): complete it rather than keep it.
     let infra_api = o::infra_api(client);
+    // The CRD allows at most one vCenter when `vsphere` is first set on an existing object
+    // (a post-install configuration), so a cluster of several gets the first one first.
     if let Some(bare) = infra_api.get_opt(o::INFRA_NAME).await?
         && bare.data.pointer("/spec/platformSpec/vsphere").is_none()
     {
         let pp = o::merge_params(MANAGER);
+        if vcs.len() > 1 {
+            let mut first = infra["spec"].clone();
+            let vsphere = &mut first["platformSpec"]["vsphere"];
+            vsphere["vcenters"] = json!([vsphere["vcenters"][0]]);
+            if let Some(fds) = vsphere.get_mut("failureDomains").and_then(Value::as_array_mut) {
+                fds.retain(|fd| fd["server"] == vcs[0].host.as_str());
+            }
+            infra_api.patch(o::INFRA_NAME, &pp, &Patch::Merge(json!({"spec": first}))).await?;
+        }
         infra_api.patch(o::INFRA_NAME, &pp, &Patch::Merge(json!({"spec": infra["spec"]}))).await?;
         infra_api.patch_status(o::INFRA_NAME, &pp, &Patch::Merge(json!({"status": infra_status}))).await?;
     }
