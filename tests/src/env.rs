@@ -272,7 +272,7 @@ impl TestEnv {
         new_client(&self.admin_config)
     }
 
-    /// An admin [`Api`] of any kind by group, version, kind and plural (the OpenShift kinds
+    /// An admin [`Api`](kube::Api) of any kind by group, version, kind and plural (the OpenShift kinds
     /// have no Rust types here); namespaced when `ns` is given.
     pub fn dynamic(
         &self,
