@@ -254,7 +254,6 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     }
 
     let mut spec = target_spec(&env);
-    spec.machine_set_config.replicas = opts.workers as i32;
     // A short stability window after the control-plane rollout: the simulated control plane
     // does not regress, and a demo should not sit still for the production default.
     spec.health.stability_window = Some("15s".into());

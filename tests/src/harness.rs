@@ -64,7 +64,7 @@ pub fn target_spec(env: &TestEnv) -> MigrationSpec {
             {"server": src.host(), "port": src.port(), "caSecret": {"name": VCENTER_CA}},
             {"server": dst.host(), "port": dst.port(), "caSecret": {"name": VCENTER_CA}}
         ],
-        "machineSetConfig": {"replicas": 2, "failureDomain": TARGET_FD},
+        "machineSetConfig": {"failureDomain": TARGET_FD},
         "controlPlaneMachineSetConfig": {"failureDomain": TARGET_FD}
     }))
     .expect("a valid spec")

@@ -56,8 +56,8 @@ async fn a_target_template_missing_in_the_vcenter_fails_create_workers_with_the_
 
     let run = h.run(&h.phase("create-workers").await?, Direction::Execute).await?;
     let (message, retryable) = failure(&run)?;
-    let set = format!("{}-worker-target-fd", seeded.infra_id);
-    ensure!(message.starts_with(&format!("new worker machine(s) of MachineSet {set} failed: {set}-")), "{message}");
+    let set = format!("{}-target-fd", seeded.worker_machinesets[0]);
+    ensure!(message.starts_with(&format!("new machine(s) of MachineSet {set} failed: {set}-")), "{message}");
     ensure!(message.contains("template not found, specify valid value"), "the actuator's words: {message}");
     ensure!(!retryable, "{message}");
 
@@ -131,7 +131,7 @@ async fn a_password_rotated_mid_migration_reaches_the_actuator_after_update_secr
     let copies: Api<Secret> = Api::namespaced(env.client(), o::MACHINE_API_NS);
     let copy = copies.get(vsm_testenv::sim::credentials::MACHINE_API_CREDS_NAME).await?;
     ensure!(value(&copy) == Some(rotated.as_bytes().to_vec()), "the cloud credential operator's copy");
-    let set = format!("{}-worker-target-fd", seeded.infra_id);
+    let set = format!("{}-target-fd", seeded.worker_machinesets[0]);
     let machines = o::machines_api(&env.client())
         .list(&ListParams::default().labels(&format!("{}={set}", o::LABEL_MACHINESET)))
         .await?
@@ -161,7 +161,7 @@ async fn the_machines_create_workers_makes_carry_the_clusters_tag_create_tags_ma
     run_phases(&h, BEFORE_WORKERS).await?;
     run_phases(&h, &["create-workers"]).await?;
 
-    let set = format!("{}-worker-target-fd", seeded.infra_id);
+    let set = format!("{}-target-fd", seeded.worker_machinesets[0]);
     let vc = h.vsphere(&env.target().host()).await?;
     let machines = o::machines_api(&env.client())
         .list(&ListParams::default().labels(&format!("{}={set}", o::LABEL_MACHINESET)))

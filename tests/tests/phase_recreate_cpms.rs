@@ -107,7 +107,7 @@ async fn recreate_cpms_rolls_the_control_plane_to_the_target_and_waits_for_it_to
     ensure!(waited.iter().any(|w| w.contains("watching it stay healthy")), "{waited:?}");
     ensure!(
         run.message().starts_with(&format!(
-            "the control plane runs in vCenter {dst} and stayed healthy for 2s: 3/3 masters ready"
+            "the control plane runs in failure domain(s) {TARGET_FD} (vCenter {dst}) and stayed healthy for 2s: 3/3 masters ready"
         )),
         "{}",
         run.message()
@@ -140,7 +140,10 @@ async fn recreate_cpms_rolls_the_control_plane_to_the_target_and_waits_for_it_to
     eventually("CPMS sees it Ready again", || cpms_ready(&c, 3)).await?;
     let w = one_call(&c, Direction::Execute).await?;
     ensure!(
-        wait_text(&w)? == format!("control plane rolled out to vCenter {dst}; watching it stay healthy (0ms of 1h)"),
+        wait_text(&w)?
+            == format!(
+                "control plane rolled out to failure domain(s) {TARGET_FD} (vCenter {dst}); watching it stay healthy (0ms of 1h)"
+            ),
         "the window started again: {w:?}"
     );
     c.h.migration.spec.spec.health.stability_window = Some("2s".into());

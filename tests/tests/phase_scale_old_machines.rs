@@ -81,7 +81,6 @@ async fn scale_old_machines_remembers_each_count_and_waits_for_machines_and_node
     let seed = SeedOptions { workers: 3, worker_machinesets: 2, infra_machines: Some(1), ..Default::default() };
     let c = start_seeded_real("phase-scale-old-machines", "scale-old-machines", &seed).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
-    let dst = c.env.target().host();
     run_phases(&c, BEFORE_WORKERS).await?;
     let sets = source_sets(&c).await?;
     let id = &c.cluster.infra_id;
@@ -94,13 +93,11 @@ async fn scale_old_machines_remembers_each_count_and_waits_for_machines_and_node
         "{sets:?}"
     );
 
-    // Bad input: nothing would be left to run workloads.
+    // Bad input: no replacements planned, so nothing may go.
     let run = c.execute().await?;
     ensure!(!failed_with(
         &run,
-        &format!(
-            "no worker machine in the target vCenter(s) {dst} is Running with a Ready node: refusing to scale the source's workers to zero (CreateWorkers must complete first)"
-        )
+        "CreateWorkers recorded no replacement plan: it must complete before ScaleOldMachines"
     )?);
     ensure!(source_sets(&c).await? == sets, "nothing scaled");
 
@@ -161,7 +158,9 @@ async fn scale_old_machines_remembers_each_count_and_waits_for_machines_and_node
     restored(&c, &sets).await?;
     ensure!(contents(&c).await? == before);
 
-    // Plan mode: recorded, nothing scaled.
+    // Plan mode (after CreateWorkers' plan, which records the replacements in the plan's
+    // own state): recorded, nothing scaled.
+    c.h.plan(&c.h.phase("create-workers").await?).await?;
     let plan = c.h.plan(&c.plugin).await?;
     ensure!(plan.outputs.plan.iter().filter(|p| p.action == "patch").count() == 3, "{:?}", plan.outputs.plan);
     restored(&c, &sets).await?;

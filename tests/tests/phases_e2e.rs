@@ -120,11 +120,15 @@ async fn all_sixteen_phases_move_the_cluster_and_all_rollbacks_bring_it_back() -
     ensure!(node_names == machine_names, "nodes {node_names:?} vs machines {machine_names:?}");
     ensure!(vm_names(&c, false, &c.cluster.target.folder).await? == machine_names, "target VMs");
     ensure!(vm_names(&c, true, &c.cluster.source.folder).await?.is_empty(), "source VMs left");
-    let new_set = machine_set(&c, &format!("{id}-worker-{TARGET_FD}")).await?.context("new worker set")?;
-    ensure!(replicas(&new_set) == 2 && set_server(&new_set) == dst);
-    for name in sets_before.keys() {
+    for (name, before) in &sets_before {
         let s = machine_set(&c, name).await?.context("old set kept")?;
         ensure!(replicas(&s) == 0, "old set {name} at {}", replicas(&s));
+        // Every source set (the infra set too) has its replacement at its former size.
+        let new_set = machine_set(&c, &format!("{name}-{TARGET_FD}")).await?.context("replacement")?;
+        ensure!(
+            Some(replicas(&new_set)) == o::i64_at(before, "/spec/replicas") && set_server(&new_set) == dst,
+            "{name}"
+        );
     }
     let cpms = c.cpms().await?.context("cpms")?;
     ensure!(o::str_at(&cpms.data, "/spec/state") == Some("Active"));
@@ -146,7 +150,9 @@ async fn all_sixteen_phases_move_the_cluster_and_all_rollbacks_bring_it_back() -
         &content(&c.secret(o::CREDS_NS, o::CREDS_NAME).await?.unwrap()),
     )?;
     same_content("CPMS after the rollbacks", &cpms_before, &content(&c.cpms().await?.unwrap()))?;
-    ensure!(machine_set(&c, &format!("{id}-worker-{TARGET_FD}")).await?.is_none());
+    for name in sets_before.keys() {
+        ensure!(machine_set(&c, &format!("{name}-{TARGET_FD}")).await?.is_none(), "replacement of {name} removed");
+    }
     for (name, before) in &sets_before {
         same_content(&format!("MachineSet {name}"), before, &content(&machine_set(&c, name).await?.unwrap()))?;
     }

@@ -593,7 +593,7 @@ async fn footprint(opts: &BenchOptions) -> Result<Vec<String>> {
 /// separate release process with a warm component cache.
 async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptions) -> Result<Value> {
     println!("[bench] {name}: environment, {workers} workers, simulator {sim_label}…");
-    let (lab, seeded) = Lab::start(name, workers).await?;
+    let (lab, _) = Lab::start(name, workers).await?;
     let sim = Simulator::start(&lab.env, sim_opts);
     // Shared across runs: warm after the first.
     let cache = out_dir().join("wasm-cache");
@@ -606,7 +606,6 @@ async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptio
     let cpu0 = op.cpu();
 
     let mut spec = serde_json::to_value(target_spec(&lab.env))?;
-    spec["machineSetConfig"]["replicas"] = json!(seeded.workers.len().max(1));
     // The stability window after the control-plane rollout is a deliberate wait of the
     // operator (default 2 m), not overhead: zero here.
     spec["health"] = json!({"stabilityWindow": "0s"});

@@ -16,12 +16,18 @@ use schemars::JsonSchema;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain)",
+    {"rule": "!has(self.machineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain)",
      "message": "spec.machineSetConfig.failureDomain must name one of spec.failureDomains", "fieldPath": ".machineSetConfig.failureDomain"},
-    {"rule": "self.failureDomains.exists(f, f.name == self.controlPlaneMachineSetConfig.failureDomain)",
+    {"rule": "!has(self.machineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain && has(f.topology.template))",
+     "message": "the failure domain named by spec.machineSetConfig.failureDomain needs topology.template (new machines clone it)", "fieldPath": ".machineSetConfig.failureDomain"},
+    {"rule": "!has(self.machineSetConfig.failureDomainMap) || self.machineSetConfig.failureDomainMap.all(m, self.failureDomains.exists(f, f.name == m.target && has(f.topology.template)))",
+     "message": "every spec.machineSetConfig.failureDomainMap[].target must name one of spec.failureDomains, with topology.template", "fieldPath": ".machineSetConfig.failureDomainMap"},
+    {"rule": "!has(self.machineSetConfig.overrides) || self.machineSetConfig.overrides.all(o, !has(o.failureDomain) || self.failureDomains.exists(f, f.name == o.failureDomain && has(f.topology.template)))",
+     "message": "every spec.machineSetConfig.overrides[].failureDomain must name one of spec.failureDomains, with topology.template", "fieldPath": ".machineSetConfig.overrides"},
+    {"rule": "!has(self.controlPlaneMachineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.controlPlaneMachineSetConfig.failureDomain)",
      "message": "spec.controlPlaneMachineSetConfig.failureDomain must name one of spec.failureDomains", "fieldPath": ".controlPlaneMachineSetConfig.failureDomain"},
-    {"rule": "self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain && has(f.topology.template))",
-     "message": "the failure domain named by spec.machineSetConfig.failureDomain needs topology.template (new workers clone it)", "fieldPath": ".machineSetConfig.failureDomain"},
+    {"rule": "!has(self.controlPlaneMachineSetConfig.failureDomains) || self.controlPlaneMachineSetConfig.failureDomains.all(d, self.failureDomains.exists(f, f.name == d))",
+     "message": "every spec.controlPlaneMachineSetConfig.failureDomains entry must name one of spec.failureDomains", "fieldPath": ".controlPlaneMachineSetConfig.failureDomains"},
     {"rule": "oldSelf.state == 'Pending' || self.failureDomains == oldSelf.failureDomains",
      "message": "spec.failureDomains cannot change once the migration has started", "fieldPath": ".failureDomains"},
     {"rule": "oldSelf.state == 'Pending' || self.mode == oldSelf.mode",
@@ -185,23 +191,114 @@ pub struct VCenterConnection {
     pub insecure: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where the compute MachineSets go. Every MachineSet of the source vCenters (workers,
+/// infra and any custom role) gets a replacement in one target failure domain, with its
+/// labels, taints, annotations, replica count and machine settings (CPU, memory, disks,
+/// static-IP settings) kept; only the placement changes. A set's destination is, first
+/// match wins: its entry in `overrides`, the `failureDomainMap` entry of the source
+/// failure domain it runs in, then `failureDomain`. A source set with none of these is
+/// refused by Preflight with the set named, before anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineSetConfig {
-    /// Worker replicas of the new MachineSet.
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
-    pub replicas: i32,
-    /// Name of the failure domain the new workers go to.
-    pub failure_domain: String,
+    /// The target failure domain of every source MachineSet that neither `overrides` nor
+    /// `failureDomainMap` places: on a single-zone or legacy cluster (sets in no failure
+    /// domain), this alone says where the machines go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
+    pub failure_domain: Option<String>,
+    /// Source failure domain (a name in the Infrastructure's failure domains) to target
+    /// failure domain (a name in `spec.failureDomains`): keeps a zonal cluster zonal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["source"])))]
+    pub failure_domain_map: Vec<DomainMapping>,
+    /// Per source MachineSet: another target failure domain, replica count or name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["machineSet"])))]
+    pub overrides: Vec<MachineSetOverride>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The sets of one source failure domain go to one target failure domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+pub struct DomainMapping {
+    /// A failure domain of the cluster today (the Infrastructure's).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
+    pub source: String,
+    /// A failure domain of `spec.failureDomains`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
+    pub target: String,
+}
+
+/// Another shape for one source MachineSet's replacement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
+pub struct MachineSetOverride {
+    /// The source MachineSet (in `openshift-machine-api`).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))
+    )]
+    pub machine_set: String,
+    /// Target failure domain of its replacement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
+    pub failure_domain: Option<String>,
+    /// Replicas of its replacement (default: the source set's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1000)))]
+    pub replicas: Option<i32>,
+    /// Name of its replacement (default: the source name with its failure domain suffix
+    /// replaced by the target's, or the target's appended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))
+    )]
+    pub name: Option<String>,
+}
+
+/// Where the control plane goes: one to three target failure domains, which the
+/// ControlPlaneMachineSet gets as its failure domains (three masters over three domains:
+/// one in each). `failureDomain` is the one-domain shorthand; set exactly one of the two.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.failureDomain) != has(self.failureDomains)",
+     "message": "set exactly one of failureDomain and failureDomains"}
+])))]
+#[serde(rename_all = "camelCase")]
 pub struct ControlPlaneMachineSetConfig {
-    /// Name of the failure domain the control plane moves to.
-    pub failure_domain: String,
+    /// The one failure domain the control plane moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
+    pub failure_domain: Option<String>,
+    /// The failure domains the masters spread over, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 3), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "minLength": 1, "maxLength": 256})))]
+    pub failure_domains: Vec<String>,
+}
+
+impl ControlPlaneMachineSetConfig {
+    /// The control plane's failure domains, the shorthand included.
+    pub fn domains(&self) -> Vec<&str> {
+        match &self.failure_domain {
+            Some(one) => vec![one.as_str()],
+            None => self.failure_domains.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Where one source MachineSet goes ([`MigrationSpec::destination`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination<'a> {
+    pub failure_domain: &'a FailureDomain,
+    /// The field that decided it, for messages (`spec.machineSetConfig.overrides[infra-0]`).
+    pub decided_by: String,
+    pub replicas: Option<i32>,
+    pub name: Option<&'a str>,
 }
 
 /// Which component runs a phase, and what it must be.
@@ -350,6 +447,52 @@ impl MigrationSpec {
         servers
     }
 
+    /// Where the source MachineSet `set`, running in source failure domain `source_domain`
+    /// (None: in no failure domain), goes: its override, else the map entry of its domain,
+    /// else `machineSetConfig.failureDomain`. Err says which field would place it.
+    pub fn destination(&self, set: &str, source_domain: Option<&str>) -> Result<Destination<'_>, String> {
+        let cfg = &self.machine_set_config;
+        let ov = cfg.overrides.iter().find(|o| o.machine_set == set);
+        let (name, decided_by) = if let Some(fd) = ov.and_then(|o| o.failure_domain.as_deref()) {
+            (fd, format!("spec.machineSetConfig.overrides[{set}].failureDomain"))
+        } else if let Some(m) = source_domain.and_then(|d| cfg.failure_domain_map.iter().find(|m| m.source == d)) {
+            (m.target.as_str(), format!("spec.machineSetConfig.failureDomainMap[{}]", m.source))
+        } else if let Some(fd) = cfg.failure_domain.as_deref() {
+            (fd, "spec.machineSetConfig.failureDomain".to_string())
+        } else {
+            let domain = match source_domain {
+                Some(d) => format!(
+                    "runs in source failure domain {d}, which spec.machineSetConfig.failureDomainMap does not map"
+                ),
+                None => "runs in no failure domain".to_string(),
+            };
+            return Err(format!(
+                "MachineSet {set} {domain}, and neither spec.machineSetConfig.overrides nor spec.machineSetConfig.failureDomain places it: say where it goes"
+            ));
+        };
+        let failure_domain = self
+            .failure_domain(name)
+            .ok_or_else(|| format!("{decided_by} is {name:?}, which is not one of spec.failureDomains"))?;
+        Ok(Destination {
+            failure_domain,
+            decided_by,
+            replicas: ov.and_then(|o| o.replicas),
+            name: ov.and_then(|o| o.name.as_deref()),
+        })
+    }
+
+    /// The failure domain a cluster-wide default placement (the legacy cloud config's
+    /// `[Workspace]`) moves to: `machineSetConfig.failureDomain`, else the control
+    /// plane's first.
+    pub fn default_domain(&self) -> Option<&FailureDomain> {
+        let name = self
+            .machine_set_config
+            .failure_domain
+            .as_deref()
+            .or_else(|| self.control_plane_machine_set_config.domains().first().copied())?;
+        self.failure_domain(name)
+    }
+
     /// The connection settings for a server, if any.
     pub fn connection(&self, server: &str) -> Option<&VCenterConnection> {
         self.vcenters.iter().find(|t| t.server == server)
@@ -363,5 +506,74 @@ impl Topology {
             Some(f) if !f.is_empty() => f.clone(),
             _ => format!("/{}/vm/{infra_id}", self.datacenter),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn mk_domain(name: &str) -> serde_json::Value {
+        json!({"name": name, "region": "r", "zone": name, "server": "vc", "topology": {
+            "datacenter": "dc", "computeCluster": "/dc/host/c", "datastore": "/dc/datastore/ds",
+            "networks": ["n"], "template": "/dc/vm/t"}})
+    }
+
+    fn mk_spec(machine_set_config: serde_json::Value) -> MigrationSpec {
+        serde_json::from_value(json!({
+            "targetVCenterCredentialsSecret": {"name": "c"},
+            "failureDomains": [mk_domain("dst-a"), mk_domain("dst-b"), mk_domain("dst-c")],
+            "machineSetConfig": machine_set_config,
+            "controlPlaneMachineSetConfig": {"failureDomains": ["dst-a", "dst-b", "dst-c"]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_override_wins_over_the_map_which_wins_over_the_default() {
+        let spec = mk_spec(json!({
+            "failureDomain": "dst-c",
+            "failureDomainMap": [{"source": "src-a", "target": "dst-a"}, {"source": "src-b", "target": "dst-b"}],
+            "overrides": [{"machineSet": "infra-0", "failureDomain": "dst-b", "replicas": 2, "name": "infra-new"}],
+        }));
+        let d = spec.destination("infra-0", Some("src-a")).unwrap();
+        assert_eq!((d.failure_domain.name.as_str(), d.replicas, d.name), ("dst-b", Some(2), Some("infra-new")));
+        assert_eq!(d.decided_by, "spec.machineSetConfig.overrides[infra-0].failureDomain");
+        let d = spec.destination("worker-1", Some("src-b")).unwrap();
+        assert_eq!((d.failure_domain.name.as_str(), d.replicas), ("dst-b", None));
+        assert_eq!(d.decided_by, "spec.machineSetConfig.failureDomainMap[src-b]");
+        for (set, domain) in [("legacy", None), ("elsewhere", Some("src-z"))] {
+            let d = spec.destination(set, domain).unwrap();
+            assert_eq!(
+                (d.failure_domain.name.as_str(), d.decided_by.as_str()),
+                ("dst-c", "spec.machineSetConfig.failureDomain")
+            );
+        }
+    }
+
+    #[test]
+    fn a_set_nothing_places_is_refused_with_the_set_and_the_fields_named() {
+        let spec = mk_spec(json!({"failureDomainMap": [{"source": "src-a", "target": "dst-a"}]}));
+        let e = spec.destination("worker-2", Some("src-c")).unwrap_err();
+        assert!(
+            e.contains("MachineSet worker-2 runs in source failure domain src-c") && e.contains("failureDomainMap"),
+            "{e}"
+        );
+        let e = spec.destination("legacy-0", None).unwrap_err();
+        assert!(e.contains("runs in no failure domain") && e.contains("spec.machineSetConfig.failureDomain"), "{e}");
+        // An override of replicas alone still needs a destination from the map or default.
+        let spec = mk_spec(json!({"overrides": [{"machineSet": "w", "replicas": 0}], "failureDomain": "dst-a"}));
+        let d = spec.destination("w", None).unwrap();
+        assert_eq!((d.failure_domain.name.as_str(), d.replicas), ("dst-a", Some(0)));
+    }
+
+    #[test]
+    fn the_control_plane_shorthand_is_one_domain() {
+        let one: ControlPlaneMachineSetConfig = serde_json::from_value(json!({"failureDomain": "a"})).unwrap();
+        let three: ControlPlaneMachineSetConfig =
+            serde_json::from_value(json!({"failureDomains": ["a", "b", "c"]})).unwrap();
+        assert_eq!((one.domains(), three.domains()), (vec!["a"], vec!["a", "b", "c"]));
     }
 }

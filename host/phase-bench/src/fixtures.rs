@@ -61,7 +61,7 @@ fn topology(dc: &str) -> Value {
 fn target_spec() -> Value {
     json!({"targetVCenterCredentialsSecret": {"name": "target-creds"},
            "failureDomains": [{"name": "fd-b", "region": "r-b", "zone": "z-b", "server": DST, "topology": topology("dc-b")}],
-           "machineSetConfig": {"replicas": 3, "failureDomain": "fd-b"},
+           "machineSetConfig": {"failureDomain": "fd-b"},
            "controlPlaneMachineSetConfig": {"failureDomain": "fd-b"},
            "health": {"stabilityWindow": "0s"}})
 }

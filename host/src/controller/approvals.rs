@@ -46,7 +46,7 @@ mod tests {
                 "targetVCenterCredentialsSecret": {"name": "s"},
                 "failureDomains": [{"name": "fd", "region": "r", "zone": "z", "server": "v",
                     "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}],
-                "machineSetConfig": {"replicas": 1, "failureDomain": "fd"}, "controlPlaneMachineSetConfig": {"failureDomain": "fd"}}
+                "machineSetConfig": {"failureDomain": "fd"}, "controlPlaneMachineSetConfig": {"failureDomain": "fd"}}
         }))
         .unwrap();
         m.metadata.managed_fields = Some(vec![

@@ -16,7 +16,7 @@ pub(crate) fn spec(extra: serde_json::Value) -> MigrationSpec {
         "targetVCenterCredentialsSecret": {"name": "target-creds"},
         "failureDomains": [{"name": "fd", "region": "r", "zone": "z", "server": "vc-b",
             "topology": {"datacenter": "dc", "computeCluster": "/dc/host/c", "datastore": "/dc/datastore/d", "networks": ["n"], "template": "/dc/vm/t"}}],
-        "machineSetConfig": {"replicas": 3, "failureDomain": "fd"},
+        "machineSetConfig": {"failureDomain": "fd"},
         "controlPlaneMachineSetConfig": {"failureDomain": "fd"}
     });
     for (k, v) in extra.as_object().unwrap() {

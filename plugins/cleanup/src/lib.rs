@@ -121,8 +121,10 @@ fn execute(cx: &Cx) -> Step {
                 cloud_config::remove_vcenter(&edited, s).context(format!("removing vCenter {s} from {cm_name}"))?;
         }
         if let Some(ws) = cloud_config::workspace_server(&edited).filter(|w| sources.contains(&w.as_str())) {
-            let fd = spec.failure_domain(&spec.machine_set_config.failure_domain).ok_or_else(|| {
-                PhaseError::invalid("spec.machineSetConfig.failureDomain is not one of spec.failureDomains")
+            let fd = spec.default_domain().ok_or_else(|| {
+                PhaseError::invalid(
+                    "neither spec.machineSetConfig.failureDomain nor spec.controlPlaneMachineSetConfig names one of spec.failureDomains",
+                )
             })?;
             let place = Workspace {
                 server: fd.server.clone(),

@@ -12,7 +12,7 @@ fn m(sources: &[&str]) -> Migration {
             "failureDomains": [{"name": "fd-b", "region": "r", "zone": "z", "server": "vc-b",
                 "topology": {"datacenter": "dc-b", "computeCluster": "/dc-b/host/c", "datastore": "/dc-b/datastore/ds",
                              "networks": ["n"], "template": "/dc-b/vm/t"}}],
-            "machineSetConfig": {"replicas": 1, "failureDomain": "fd-b"},
+            "machineSetConfig": {"failureDomain": "fd-b"},
             "controlPlaneMachineSetConfig": {"failureDomain": "fd-b"}
         }),
         sources,

@@ -10,4 +10,5 @@ pub mod duration;
 pub mod health;
 pub mod infra;
 pub mod machines;
+pub mod replacements;
 pub mod shared_state;

@@ -1,14 +1,14 @@
 //! Machines, MachineSets, Nodes and the ControlPlaneMachineSet on vSphere: where a machine
 //! runs (its provider spec's `workspace.server`), whether it is ready (phase Running, a
-//! `nodeRef`, and that Node Ready), which MachineSet is a plain worker set a new one can be
-//! modelled on, and how a provider spec is moved into a failure domain.
+//! `nodeRef`, and that Node Ready), how a provider spec is moved into a failure domain, and
+//! how a MachineSet's replacement and the control plane's template are made from it.
 //!
 //! Pure functions over JSON; the phases do the I/O.
 
 use serde_json::{Value, json};
 use vsm_sdk::Object;
 use vsm_sdk::spec::FailureDomain;
-use vsm_sdk::types::names::{MACHINE_ROLE_LABEL, MACHINESET_LABEL};
+use vsm_sdk::types::names::MACHINESET_LABEL;
 
 /// Provider spec of a Machine.
 pub const MACHINE_PROVIDER_SPEC: &str = "/spec/providerSpec/value";
@@ -132,70 +132,10 @@ pub fn list_some(items: &[String], max: usize) -> String {
     s
 }
 
-/// Why a MachineSet is not a plain worker set, or None if it is one.
-pub fn not_plain_worker(set: &Object) -> Option<String> {
-    let labels = set.at("/spec/template/metadata/labels");
-    let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str).unwrap_or_default();
-    let role = label(MACHINE_ROLE_LABEL);
-    if role != "worker" {
-        return Some(format!("machine role {role:?}"));
-    }
-    let ty = label(MACHINE_TYPE_LABEL);
-    if !ty.is_empty() && ty != "worker" {
-        return Some(format!("machine type {ty:?}"));
-    }
-    let node_labels = set.at("/spec/template/spec/metadata/labels").and_then(Value::as_object);
-    if let Some(other) = node_labels.into_iter().flatten().find_map(|(k, _)| {
-        let r = k.strip_prefix(NODE_ROLE_PREFIX)?;
-        (r != "worker").then(|| r.to_string())
-    }) {
-        return Some(format!("nodes get role {other:?}"));
-    }
-    if !set.array_at("/spec/template/spec/taints").is_empty() {
-        return Some("nodes are tainted".into());
-    }
-    None
-}
-
-/// The worker MachineSet a new one is modelled on: a plain worker set (see
-/// [`not_plain_worker`]) running on one of `sources`; the one with the most replicas,
-/// then the first by name. Err explains why each set was passed over.
-pub fn worker_template<'a>(sets: &'a [Object], sources: &[String]) -> Result<&'a Object, String> {
-    let mut passed = Vec::new();
-    let mut best: Option<&Object> = None;
-    let mut sorted: Vec<&Object> = sets.iter().collect();
-    sorted.sort_by(|a, b| a.name().cmp(b.name()));
-    for set in sorted {
-        let server = machine_set_server(set);
-        if !sources.iter().any(|s| s == server) {
-            passed.push(format!("{} (on vCenter {server:?})", set.name()));
-            continue;
-        }
-        if set.is_deleting() {
-            passed.push(format!("{} (being deleted)", set.name()));
-            continue;
-        }
-        if let Some(why) = not_plain_worker(set) {
-            passed.push(format!("{} ({why})", set.name()));
-            continue;
-        }
-        let replicas = |s: &Object| s.i64_at("/spec/replicas").unwrap_or(0);
-        if best.is_none_or(|b| replicas(set) > replicas(b)) {
-            best = Some(set);
-        }
-    }
-    best.ok_or_else(|| {
-        let considered = if passed.is_empty() { "there are none".to_string() } else { passed.join(", ") };
-        format!(
-            "no worker MachineSet on the source vCenter ({}) to model the new workers on: {considered}",
-            sources.join(", ")
-        )
-    })
-}
-
 /// Why a provider spec cannot be placed in a failure domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaceError {
+    NoDomain,
     NoTemplate { failure_domain: String },
     TooFewNetworks { failure_domain: String, devices: usize, networks: usize },
 }
@@ -203,6 +143,7 @@ pub enum PlaceError {
 impl std::fmt::Display for PlaceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            PlaceError::NoDomain => write!(f, "no failure domain to place the machines in"),
             PlaceError::NoTemplate { failure_domain } => write!(
                 f,
                 "failure domain {failure_domain} has no topology.template: new machines need an RHCOS template in the target vCenter"
@@ -306,43 +247,76 @@ pub fn valid_subdomain(v: &str) -> bool {
         })
 }
 
-/// `<infraID>-worker-<failure domain>`, checked to be usable as a MachineSet name and as
-/// the value of the MachineSet label its machines carry.
-pub fn worker_set_name(infra_id: &str, failure_domain: &str) -> Result<String, String> {
-    let name = format!("{infra_id}-worker-{failure_domain}");
-    if !valid_subdomain(&name) {
+/// Checks a new MachineSet's name: usable as a name and as the value of the MachineSet
+/// label its machines carry.
+pub fn check_set_name(name: &str) -> Result<(), String> {
+    if !valid_subdomain(name) {
         return Err(format!(
-            "the new MachineSet would be named {name:?}, which is not a valid Kubernetes name \
-             (lowercase letters, digits, '-' and '.'): rename failure domain {failure_domain:?}"
+            "the new MachineSet would be named {name:?}, which is not a valid Kubernetes name (lowercase letters, digits, '-' and '.')"
         ));
     }
-    if !valid_label_value(&name) {
+    if !valid_label_value(name) {
         return Err(format!(
-            "the new MachineSet would be named {name:?} ({} characters), too long for the label {MACHINESET_LABEL} \
-             (63 at most): use a shorter failure domain name than {failure_domain:?}",
+            "the new MachineSet would be named {name:?} ({} characters), too long for the label {MACHINESET_LABEL} (63 at most)",
             name.len()
         ));
     }
-    Ok(name)
+    Ok(())
 }
 
-/// A new worker MachineSet named `name`, modelled on `template` (its labels, annotations,
-/// selector, machine template and provider spec) and placed in `fd`; `replicas` machines.
-pub fn new_worker_set(
-    template: &Object,
+/// Annotation on a replacement MachineSet: the source set it replaces.
+pub const REPLACES_ANNOTATION: &str = "migration.openshift.io/replaces";
+/// Annotations the cluster-autoscaler operator puts on the set a MachineAutoscaler points
+/// at: a copy would make the autoscaler scale the replacement with no MachineAutoscaler.
+const AUTOSCALER_ANNOTATIONS: [&str; 2] = [
+    "machine.openshift.io/cluster-api-autoscaler-node-group-min-size",
+    "machine.openshift.io/cluster-api-autoscaler-node-group-max-size",
+];
+/// Labels that name a zone or region: a replacement carries the target domain's.
+const ZONE_LABELS: [&str; 3] =
+    ["machine.openshift.io/zone", "topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"];
+const REGION_LABELS: [&str; 3] =
+    ["machine.openshift.io/region", "topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region"];
+
+/// Zone and region labels present in `labels` get the failure domain's values.
+fn relabel_zone(labels: &mut Value, fd: &FailureDomain) {
+    let Some(map) = labels.as_object_mut() else { return };
+    for (keys, value) in [(&ZONE_LABELS, &fd.zone), (&REGION_LABELS, &fd.region)] {
+        for k in keys.iter() {
+            if let Some(v) = map.get_mut(*k) {
+                *v = json!(value);
+            }
+        }
+    }
+}
+
+/// The MachineSet `name` that replaces `source` in `fd` with `replicas` machines: the
+/// source's labels, annotations, taints, node labels, selector and machine template kept,
+/// its provider spec placed in `fd` ([`place`]), zone and region labels set to `fd`'s, the
+/// autoscaler's annotations left out (a MachineAutoscaler, moved to the replacement, puts
+/// them back), and [`REPLACES_ANNOTATION`] naming the source.
+pub fn replacement_set(
+    source: &Object,
     name: &str,
     fd: &FailureDomain,
     infra_id: &str,
-    replicas: i32,
+    replicas: i64,
 ) -> Result<(Value, Vec<String>), PlaceError> {
-    let spec = template.at(SET_PROVIDER_SPEC).cloned().unwrap_or(Value::Null);
+    let spec = source.at(SET_PROVIDER_SPEC).cloned().unwrap_or(Value::Null);
     let (placed, dropped) = place(&spec, fd, infra_id)?;
-    let keep = |p: &str| template.at(p).filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let keep = |p: &str| source.at(p).filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
 
     let mut labels = keep("/metadata/labels");
     labels[vsm_sdk::types::names::FAILURE_DOMAIN_LABEL] = json!(fd.name);
+    relabel_zone(&mut labels, fd);
     let mut annotations = keep("/metadata/annotations");
     annotations[vsm_sdk::types::names::FAILURE_DOMAIN_LABEL] = json!(fd.name);
+    annotations[REPLACES_ANNOTATION] = json!(source.name());
+    if let Some(a) = annotations.as_object_mut() {
+        for k in AUTOSCALER_ANNOTATIONS {
+            a.remove(k);
+        }
+    }
 
     let mut selector = keep("/spec/selector");
     if !selector.get("matchLabels").is_some_and(Value::is_object) {
@@ -358,8 +332,12 @@ pub fn new_worker_set(
         machine_template["metadata"]["labels"] = json!({});
     }
     machine_template["metadata"]["labels"][MACHINESET_LABEL] = json!(name);
+    relabel_zone(&mut machine_template["metadata"]["labels"], fd);
     if !machine_template.get("spec").is_some_and(Value::is_object) {
         machine_template["spec"] = json!({});
+    }
+    if let Some(node_labels) = machine_template.pointer_mut("/spec/metadata/labels") {
+        relabel_zone(node_labels, fd);
     }
     machine_template["spec"]["providerSpec"] = json!({"value": placed});
     // A Machine's providerID is set by machine-api, never copied.
@@ -367,17 +345,17 @@ pub fn new_worker_set(
         s.remove("providerID");
     }
 
-    let mut spec = template.at("/spec").filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let mut spec = source.at("/spec").filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
     spec["replicas"] = json!(replicas);
     spec["selector"] = selector;
     spec["template"] = machine_template;
 
     let set = json!({
-        "apiVersion": template.str_at("/apiVersion").unwrap_or("machine.openshift.io/v1beta1"),
+        "apiVersion": source.str_at("/apiVersion").unwrap_or("machine.openshift.io/v1beta1"),
         "kind": "MachineSet",
         "metadata": {
             "name": name,
-            "namespace": template.namespace().unwrap_or(vsm_sdk::types::names::MACHINE_API_NAMESPACE),
+            "namespace": source.namespace().unwrap_or(vsm_sdk::types::names::MACHINE_API_NAMESPACE),
             "labels": labels,
             "annotations": annotations,
         },
@@ -386,19 +364,26 @@ pub fn new_worker_set(
     Ok((set, dropped))
 }
 
-/// The machine template of a ControlPlaneMachineSet pointed at one failure domain: its
-/// `failureDomains` list names only `fd` and the provider spec is placed there, so the
-/// CPMS operator builds every new master in `fd` whether it reads the failure domains or
-/// (on clusters without them) the provider spec.
+/// The machine template of a ControlPlaneMachineSet pointed at the failure domains `fds`
+/// (one to three, in order): its `failureDomains` list names them and the provider spec
+/// is placed in the first, so the CPMS operator spreads the masters over them (it places
+/// each machine in its domain) and, on clusters that read only the provider spec, builds
+/// them in the first.
 pub fn cpms_template_for(
     cpms: &Object,
-    fd: &FailureDomain,
+    fds: &[&FailureDomain],
     infra_id: &str,
 ) -> Result<(Value, Vec<String>), PlaceError> {
+    let first = fds.first().ok_or(PlaceError::NoDomain)?;
     let mut template = cpms.at(CPMS_TEMPLATE).cloned().unwrap_or_else(|| json!({}));
     let spec = template.pointer("/spec/providerSpec/value").cloned().unwrap_or(Value::Null);
-    let (placed, dropped) = place(&spec, fd, infra_id)?;
-    template["failureDomains"] = json!({"platform": "VSphere", "vsphere": [{"name": fd.name}]});
+    let (placed, dropped) = place(&spec, first, infra_id)?;
+    for fd in &fds[1..] {
+        // Every domain must be able to hold a master, not only the first.
+        place(&spec, fd, infra_id)?;
+    }
+    let names: Vec<Value> = fds.iter().map(|fd| json!({"name": fd.name})).collect();
+    template["failureDomains"] = json!({"platform": "VSphere", "vsphere": names});
     if !template.get("spec").is_some_and(Value::is_object) {
         template["spec"] = json!({});
     }

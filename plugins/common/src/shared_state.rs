@@ -7,3 +7,11 @@
 /// Owner: DisableCVO, which records it once, before it scales the CVO to zero, and scales
 /// back to it on rollback. Read by Verify, which scales the CVO back to it at the end.
 pub const CVO_REPLICAS: &str = "cvo-replicas";
+
+/// The MachineSets the migration replaces, a JSON list of
+/// [`Replacement`](crate::replacements::Replacement).
+///
+/// Owner: CreateWorkers, which records it at its first call, before it creates a set.
+/// Read by ScaleOldMachines (a source set is scaled down only once its replacement is
+/// Ready), Cleanup and Verify (every set is checked).
+pub const MACHINE_SET_REPLACEMENTS: &str = "machine-set-replacements";

@@ -20,7 +20,7 @@ fn fd(name: &str, folder: Option<&str>) -> Value {
 fn m(fds: Vec<Value>) -> Migration {
     migration(
         &json!({"targetVCenterCredentialsSecret": {"name": "c"}, "failureDomains": fds,
-                "machineSetConfig": {"replicas": 1, "failureDomain": "a"}, "controlPlaneMachineSetConfig": {"failureDomain": "a"}}),
+                "machineSetConfig": {"failureDomain": "a"}, "controlPlaneMachineSetConfig": {"failureDomain": "a"}}),
         &["vc-src"],
     )
 }

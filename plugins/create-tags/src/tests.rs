@@ -16,7 +16,7 @@ fn fd(name: &str, region: &str, zone: &str, dc: &str, cluster: &str) -> Value {
 
 fn spec(fds: Vec<Value>) -> Value {
     json!({"targetVCenterCredentialsSecret": {"name": "c"}, "failureDomains": fds,
-           "machineSetConfig": {"replicas": 1, "failureDomain": "a"}, "controlPlaneMachineSetConfig": {"failureDomain": "a"}})
+           "machineSetConfig": {"failureDomain": "a"}, "controlPlaneMachineSetConfig": {"failureDomain": "a"}})
 }
 
 fn m() -> Migration {

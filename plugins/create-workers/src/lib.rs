@@ -1,22 +1,39 @@
-//! CreateWorkers: a new worker MachineSet `<infraID>-worker-<failure domain>` in the target
-//! failure domain, modelled on a plain worker MachineSet of the source vCenter (never an
-//! infra or other special set, whatever its name sorts as), with the workspace, template
-//! and port groups of the failure domain and every other machine setting kept (static-IP
-//! and nameserver settings of the network devices included). The phase waits until every
-//! machine of the set is Running with a node, and every such node is Ready.
+//! CreateWorkers: a replacement in the target vCenter for every MachineSet of the source
+//! vCenters, whatever its role (workers, infra, custom), each in the target failure
+//! domain the spec maps it to, at its size, with its labels, taints, annotations and
+//! machine settings kept (`vsm_common::replacements` says how the plan is made,
+//! `machines::replacement_set` how a set is copied).
 //!
-//! Rollback scales the set to zero, deletes it and waits until its machines are gone; a
-//! set of that name that the phase did not create is left alone.
+//! 1. At the first call, the plan is made and recorded for the later phases
+//!    (`shared_state::MACHINE_SET_REPLACEMENTS`); later calls (and a re-run after a crash)
+//!    use the recorded plan, so a set the autoscaler resized meanwhile keeps its size. An
+//!    edit of `spec.machineSetConfig` makes a new plan while nothing was created yet, and
+//!    is refused after.
+//! 2. Every replacement that does not exist is created, its name recorded first (so a
+//!    rollback knows the set is the phase's); one that exists must be in its target
+//!    vCenter.
+//! 3. The phase waits until every machine of every replacement is Running with a node,
+//!    and every such node is Ready; a failed machine fails the phase with its reason.
+//!
+//! Rollback, for each set the phase created: scale it to zero, delete it (uid
+//! precondition) and wait until its machines are gone. A set of that name that the phase
+//! did not create is left alone.
+
+use std::collections::BTreeSet;
 
 use vsm_common::infra;
 use vsm_common::machines::{self, Readiness};
+use vsm_common::replacements::{self, Replacement};
+use vsm_common::shared_state::MACHINE_SET_REPLACEMENTS;
+use vsm_sdk::Preconditions;
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{INFRASTRUCTURE, MACHINE_API_NAMESPACE, MACHINESET_LABEL};
-use vsm_sdk::{Preconditions, spec::FailureDomain};
 
 const POLL_MS: u64 = 30_000;
-/// Phase-state key: set before the create, so a rollback knows the set is the phase's.
-const CREATING_KEY: &str = "creating";
+/// Phase state: the replacement sets this phase creates, each recorded before its create.
+const CREATED_KEY: &str = "created";
+/// Phase state: the `spec.machineSetConfig` the recorded plan was made from.
+const PLANNED_FROM_KEY: &str = "planned-from";
 const NS: Option<&str> = Some(MACHINE_API_NAMESPACE);
 
 pub struct CreateWorkers;
@@ -26,7 +43,7 @@ impl Phase for CreateWorkers {
         PhaseInfo::new(
             "CreateWorkers",
             env!("CARGO_PKG_VERSION"),
-            "Create the worker MachineSet in the target failure domain and wait until its machines and nodes are Ready",
+            "Create a replacement in its target failure domain for every MachineSet of the source vCenters and wait until their machines and nodes are Ready",
         )
         .kube("config.openshift.io", "infrastructures", &["get"], None)
         .kube("machine.openshift.io", "machinesets", &["get", "list", "create", "patch", "delete"], NS)
@@ -45,29 +62,31 @@ impl Phase for CreateWorkers {
     }
 }
 
-/// The target failure domain, the infraID and the new set's name.
-struct Target<'a> {
-    fd: &'a FailureDomain,
-    infra_id: String,
-    name: String,
-    servers_in_infra: Vec<String>,
-}
-
-fn target<'a>(cx: &'a Cx) -> Result<Target<'a>, PhaseError> {
+/// The recorded plan, or a new one recorded now. A plan is made again when
+/// `spec.machineSetConfig` was edited before any replacement was created (a user fixing
+/// what the first call refused); once one exists, an edit is refused.
+fn the_plan(cx: &Cx, infra: &Object, sets: &[Object]) -> Result<Vec<Replacement>, PhaseError> {
     let spec = cx.spec()?;
-    let cfg = &spec.machine_set_config;
-    let fd = spec.failure_domain(&cfg.failure_domain).ok_or_else(|| {
-        PhaseError::invalid(format!(
-            "spec.machineSetConfig.failureDomain is {:?}, which is not one of spec.failureDomains ({})",
-            cfg.failure_domain,
-            spec.failure_domains.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
-        ))
-    })?;
-    let infra = cx.kube().get_required(&types::INFRASTRUCTURE, None, INFRASTRUCTURE)?;
-    let infra_id = infra::infra_id(&infra)?.to_string();
-    let name = machines::worker_set_name(&infra_id, &fd.name).map_err(PhaseError::invalid)?;
-    let servers_in_infra = infra::vcenter_servers(&infra::vsphere_spec(&infra));
-    Ok(Target { fd, infra_id, name, servers_in_infra })
+    let config = serde_json::to_value(&spec.machine_set_config).map_err(|e| PhaseError::invalid(e.to_string()))?;
+    if let Some(plan) = cx.shared().get_json::<Vec<Replacement>>(MACHINE_SET_REPLACEMENTS)? {
+        let planned_from: Option<Value> = cx.state().get_json(PLANNED_FROM_KEY)?;
+        if planned_from.as_ref() == Some(&config) {
+            return Ok(plan);
+        }
+        let created: BTreeSet<String> = cx.state().get_json(CREATED_KEY)?.unwrap_or_default();
+        if !created.is_empty() {
+            return Err(PhaseError::invalid(format!(
+                "spec.machineSetConfig changed after MachineSet(s) {} were created from it: roll the migration back to place the machines differently",
+                created.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let vsphere = infra::vsphere_spec(infra);
+    let plan = replacements::plan(sets, infra::failure_domains(&vsphere), spec, cx.source_servers())
+        .map_err(PhaseError::invalid)?;
+    cx.state().put(PLANNED_FROM_KEY, &config)?;
+    cx.shared().put(MACHINE_SET_REPLACEMENTS, &plan)?;
+    Ok(plan)
 }
 
 fn machines_of(cx: &Cx, set: &str) -> Result<Vec<Object>, PhaseError> {
@@ -76,122 +95,164 @@ fn machines_of(cx: &Cx, set: &str) -> Result<Vec<Object>, PhaseError> {
 
 fn execute(cx: &Cx) -> Step {
     let spec = cx.spec()?;
-    let replicas = spec.machine_set_config.replicas;
-    if replicas < 1 {
-        return Err(PhaseError::invalid(format!("spec.machineSetConfig.replicas is {replicas}: at least 1 worker")));
-    }
-    let t = target(cx)?;
-    if !t.servers_in_infra.iter().any(|s| s == &t.fd.server) {
-        return Err(PhaseError::invalid(format!(
-            "vCenter {} is not in the Infrastructure yet (it lists {}): UpdateInfrastructure must run before CreateWorkers",
-            t.fd.server,
-            t.servers_in_infra.join(", ")
+    let infra = cx.kube().get_required(&types::INFRASTRUCTURE, None, INFRASTRUCTURE)?;
+    let infra_id = infra::infra_id(&infra)?.to_string();
+    let in_infra = infra::vcenter_servers(&infra::vsphere_spec(&infra));
+    let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
+    let plan = the_plan(cx, &infra, &sets)?;
+    if plan.is_empty() {
+        return Ok(done(format!(
+            "no MachineSet puts machines in the source vCenter(s) {}",
+            cx.source_servers().join(", ")
         )));
     }
 
-    let set = match cx.kube().get(&types::MACHINE_SET, NS, &t.name)? {
-        Some(set) => {
-            let server = machines::machine_set_server(&set);
-            if server != t.fd.server {
+    // Every check before the first create: a plan that cannot complete changes nothing.
+    let mut existing = Vec::new();
+    for r in &plan {
+        if !in_infra.contains(&r.server) {
+            return Err(PhaseError::invalid(format!(
+                "vCenter {} is not in the Infrastructure yet (it lists {}): UpdateInfrastructure must run before CreateWorkers",
+                r.server,
+                in_infra.join(", ")
+            )));
+        }
+        let set = sets.iter().find(|s| s.name() == r.name);
+        if let Some(set) = set {
+            let server = machines::machine_set_server(set);
+            if server != r.server {
                 return Err(PhaseError::invalid(format!(
-                    "MachineSet {} already exists and puts its machines in vCenter {server:?}, not {}: rename or remove it",
-                    t.name, t.fd.server
+                    "MachineSet {} already exists and puts its machines in vCenter {server:?}, not {}: rename or remove it, or name the replacement of {} in spec.machineSetConfig.overrides",
+                    r.name, r.server, r.source
                 )));
             }
-            set
         }
-        None => {
-            let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
-            let template = machines::worker_template(&sets, cx.source_servers()).map_err(PhaseError::invalid)?;
-            let (new, dropped) = machines::new_worker_set(template, &t.name, t.fd, &t.infra_id, replicas)
-                .map_err(|e| PhaseError::invalid(e.to_string()))?;
-            for d in &dropped {
-                cx.warn(format!("MachineSet {}: not copied from {}: {d}", t.name, template.name()));
-            }
-            cx.state().mark(CREATING_KEY)?;
-            cx.kube().create_if_absent(&types::MACHINE_SET, NS, &new)?;
-            let message = format!(
-                "created MachineSet {} from {} ({replicas} worker(s) in failure domain {}, vCenter {})",
-                t.name,
-                template.name(),
-                t.fd.name,
-                t.fd.server
-            );
-            cx.log().event(EventType::Normal, "WorkersCreated", &message);
-            return Ok(wait(2_000, 5, format!("{message}; waiting for its machines")));
-        }
-    };
+        existing.push(set);
+    }
 
-    let want = set.i64_at("/spec/replicas").unwrap_or(0).max(0) as usize;
-    let all = machines_of(cx, &t.name)?;
+    let mut created = Vec::new();
+    let mut mine: BTreeSet<String> = cx.state().get_json(CREATED_KEY)?.unwrap_or_default();
+    for (r, set) in plan.iter().zip(&existing) {
+        if set.is_some() {
+            continue;
+        }
+        let fd = spec.failure_domain(&r.failure_domain).ok_or_else(|| {
+            PhaseError::invalid(format!(
+                "failure domain {} of the plan is not in spec.failureDomains",
+                r.failure_domain
+            ))
+        })?;
+        let source = sets.iter().find(|s| s.name() == r.source).ok_or_else(|| {
+            PhaseError::invalid(format!(
+                "MachineSet {} is gone before its replacement {} was made: nothing to copy it from",
+                r.source, r.name
+            ))
+        })?;
+        let (new, dropped) = machines::replacement_set(source, &r.name, fd, &infra_id, r.replicas)
+            .map_err(|e| PhaseError::invalid(e.to_string()))?;
+        for d in &dropped {
+            cx.warn(format!("MachineSet {}: not copied from {}: {d}", r.name, r.source));
+        }
+        mine.insert(r.name.clone());
+        cx.state().put(CREATED_KEY, &mine)?;
+        cx.kube().create_if_absent(&types::MACHINE_SET, NS, &new)?;
+        created.push(format!(
+            "{} from {} ({} machine(s) in failure domain {}, vCenter {})",
+            r.name, r.source, r.replicas, r.failure_domain, r.server
+        ));
+    }
+    if !created.is_empty() {
+        let message = format!("created MachineSet(s) {}", created.join("; "));
+        cx.log().event(EventType::Normal, "WorkersCreated", &message);
+        return Ok(wait(2_000, 5, format!("{message}; waiting for their machines")));
+    }
+
     let nodes = cx.kube().list(&types::NODE, None, None)?;
-    let r = Readiness::of(&all, &nodes);
-    if !r.failed.is_empty() {
-        return Err(PhaseError::invalid(format!(
-            "new worker machine(s) of MachineSet {} failed: {}",
-            t.name,
-            machines::list_some(&r.failed, 3)
-        )));
+    let all = cx.kube().list(&types::MACHINE, NS, None)?;
+    let (mut ready, mut wanted, mut waiting) = (0usize, 0usize, Vec::new());
+    for (r, set) in plan.iter().zip(existing.iter().flatten()) {
+        let want = set.i64_at("/spec/replicas").unwrap_or(0).max(0) as usize;
+        let mine: Vec<Object> =
+            all.iter().filter(|m| m.label(MACHINESET_LABEL) == Some(r.name.as_str())).cloned().collect();
+        let state = Readiness::of(&mine, &nodes);
+        if !state.failed.is_empty() {
+            return Err(PhaseError::invalid(format!(
+                "new machine(s) of MachineSet {} failed: {}",
+                r.name,
+                machines::list_some(&state.failed, 3)
+            )));
+        }
+        ready += state.ready.len().min(want);
+        wanted += want;
+        if !state.complete(want) {
+            let mut parts = vec![format!("{} {}/{want} ready", r.name, state.ready.len())];
+            if state.total() < want {
+                parts.push(format!("machine-api has created {} of {want}", state.total()));
+            }
+            if !state.waiting.is_empty() {
+                parts.push(machines::list_some(&state.waiting, 2));
+            }
+            waiting.push(parts.join(", "));
+        }
     }
-    if r.complete(want) {
+    if waiting.is_empty() {
+        let per_set: Vec<String> =
+            plan.iter().map(|r| format!("{} {} in {}", r.name, r.replicas, r.failure_domain)).collect();
         return Ok(done(format!(
-            "MachineSet {}: {want}/{want} workers Running with Ready nodes in vCenter {} ({})",
-            t.name,
-            t.fd.server,
-            machines::list_some(&r.ready, 5)
+            "{} replacement MachineSet(s), {wanted} machine(s) Running with Ready nodes: {}",
+            plan.len(),
+            per_set.join(", ")
         )));
-    }
-    let mut parts = Vec::new();
-    if r.total() < want {
-        parts.push(format!("machine-api has created {} of {want} machines", r.total()));
-    }
-    if !r.waiting.is_empty() {
-        parts.push(machines::list_some(&r.waiting, 3));
     }
     Ok(wait(
         POLL_MS,
-        percent(r.ready.len(), want.max(1)),
-        format!("waiting for new workers: {}/{want} ready; {}", r.ready.len(), parts.join("; ")),
+        percent(ready, wanted.max(1)),
+        format!("waiting for new machines: {ready}/{wanted} ready; {}", machines::list_some(&waiting, 3)),
     ))
 }
 
 fn rollback(cx: &Cx) -> Step {
-    if !cx.state().is_marked(CREATING_KEY) {
+    let Some(mine) = cx.state().get_json::<BTreeSet<String>>(CREATED_KEY)? else {
         return Ok(done("nothing to undo: this phase created no MachineSet"));
-    }
-    let t = target(cx)?;
-    if let Some(set) = cx.kube().get(&types::MACHINE_SET, NS, &t.name)?
-        && !set.is_deleting()
-    {
-        if set.i64_at("/spec/replicas").unwrap_or(0) != 0 {
-            cx.kube().merge_patch(&types::MACHINE_SET, NS, &t.name, &json!({"spec": {"replicas": 0}}))?;
-            cx.info(format!("scaled MachineSet {} to 0", t.name));
+    };
+    let mut left_total = Vec::new();
+    for name in &mine {
+        if let Some(set) = cx.kube().get(&types::MACHINE_SET, NS, name)?
+            && !set.is_deleting()
+        {
+            if set.i64_at("/spec/replicas").unwrap_or(0) != 0 {
+                cx.kube().merge_patch(&types::MACHINE_SET, NS, name, &json!({"spec": {"replicas": 0}}))?;
+                cx.info(format!("scaled MachineSet {name} to 0"));
+            }
+            let left = machines_of(cx, name)?;
+            if !left.is_empty() {
+                left_total.extend(left.iter().map(|m| format!("{} {}", m.name(), machines::phase(m))));
+                continue;
+            }
+            let pre = Preconditions { uid: Some(set.uid().to_string()), resource_version: None };
+            cx.kube().delete(&types::MACHINE_SET, NS, name, Some(&pre))?;
+            cx.info(format!("deleted MachineSet {name}"));
         }
-        let left = machines_of(cx, &t.name)?;
-        if !left.is_empty() {
-            let names: Vec<String> = left.iter().map(|m| format!("{} {}", m.name(), machines::phase(m))).collect();
-            return Ok(wait(
-                POLL_MS,
-                30,
-                format!(
-                    "scaling MachineSet {} to 0: {} machine(s) left: {}",
-                    t.name,
-                    left.len(),
-                    machines::list_some(&names, 3)
-                ),
-            ));
-        }
-        let pre = Preconditions { uid: Some(set.uid().to_string()), resource_version: None };
-        cx.kube().delete(&types::MACHINE_SET, NS, &t.name, Some(&pre))?;
-        cx.info(format!("deleted MachineSet {}", t.name));
+        left_total.extend(machines_of(cx, name)?.iter().map(|m| format!("{} {}", m.name(), machines::phase(m))));
     }
-    let left = machines_of(cx, &t.name)?;
-    if !left.is_empty() {
-        return Ok(wait(POLL_MS, 70, format!("waiting for {} machine(s) of MachineSet {} to go", left.len(), t.name)));
+    if !left_total.is_empty() {
+        return Ok(wait(
+            POLL_MS,
+            50,
+            format!(
+                "removing {} MachineSet(s): {} machine(s) left: {}",
+                mine.len(),
+                left_total.len(),
+                machines::list_some(&left_total, 3)
+            ),
+        ));
     }
     cx.backup().restore_all()?;
-    cx.state().delete(CREATING_KEY)?;
-    Ok(done(format!("MachineSet {} and its machines are gone", t.name)))
+    cx.shared().delete(MACHINE_SET_REPLACEMENTS)?;
+    cx.state().delete(PLANNED_FROM_KEY)?;
+    cx.state().delete(CREATED_KEY)?;
+    let names: Vec<String> = mine.into_iter().collect();
+    Ok(done(format!("MachineSet(s) {} and their machines are gone", names.join(", "))))
 }
 
 export_phase!(CreateWorkers);

@@ -8,7 +8,7 @@ fn m(tolerated: Option<&[&str]>) -> Migration {
     let mut spec = json!({
         "targetVCenterCredentialsSecret": {"name": "t"},
         "failureDomains": [],
-        "machineSetConfig": {"replicas": 1, "failureDomain": "a"},
+        "machineSetConfig": {"failureDomain": "a"},
         "controlPlaneMachineSetConfig": {"failureDomain": "a"}
     });
     if let Some(t) = tolerated {

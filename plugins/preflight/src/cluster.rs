@@ -2,7 +2,7 @@
 //! cluster health.
 
 use vsm_common::infra::{self, InfraError, LEGACY_FAILURE_DOMAIN, MAX_VCENTERS};
-use vsm_common::{creds, health};
+use vsm_common::{creds, health, replacements};
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{
     CLUSTER_VERSION, INFRASTRUCTURE, INFRASTRUCTURE_CRD, MACHINE_API_NAMESPACE, MACHINE_ROLE_LABEL, VSPHERE_CREDS,
@@ -110,6 +110,33 @@ pub fn check_infrastructure(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> 
         sources.join(", ")
     ));
     Ok(Some(infra))
+}
+
+/// Every MachineSet of the source vCenters has a destination (CreateWorkers' plan, made
+/// here the same way), and the failure-domain map names domains the cluster has.
+pub fn check_placement(
+    cx: &Cx,
+    spec: &MigrationSpec,
+    infra: Option<&Object>,
+    f: &mut Findings,
+) -> Result<(), PhaseError> {
+    let vsphere = infra.map(infra::vsphere_spec).unwrap_or(Value::Null);
+    let domains = infra::failure_domains(&vsphere);
+    if let Some(problem) = replacements::unknown_map_sources(spec, domains) {
+        f.problem(problem);
+    }
+    let sets = cx.kube().list(&types::MACHINE_SET, Some(MACHINE_API_NAMESPACE), None)?;
+    match replacements::plan(&sets, domains, spec, cx.source_servers()) {
+        Ok(plan) => {
+            let moves: Vec<String> = plan
+                .iter()
+                .map(|r| format!("{} → {} in {} ({})", r.source, r.name, r.failure_domain, r.replicas))
+                .collect();
+            f.checked(format!("{} MachineSet(s) have a destination: {}", plan.len(), moves.join(", ")));
+        }
+        Err(problems) => f.problem(problems),
+    }
+    Ok(())
 }
 
 /// Keys in vsphere-creds for every source and in the spec's Secret for every target.

@@ -38,7 +38,7 @@ impl Phase for Preflight {
         PhaseInfo::new(
             "Preflight",
             env!("CARGO_PKG_VERSION"),
-            "Check (read-only) the spec, the Infrastructure and its CRD, credentials, both vCenters and cluster health; report every problem",
+            "Check (read-only) the spec, the Infrastructure and its CRD, where every MachineSet goes, credentials, every vCenter and cluster health; report every problem",
         )
         .kube("config.openshift.io", "infrastructures", &["get"], None)
         .kube("config.openshift.io", "clusteroperators", &["list"], None)
@@ -49,6 +49,7 @@ impl Phase for Preflight {
         .kube("", "secrets", &["get"], None)
         .kube("apiextensions.k8s.io", "customresourcedefinitions", &["get"], None)
         .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
+        .kube("machine.openshift.io", "machinesets", &["list"], Some(MACHINE_API_NAMESPACE))
         .vsphere(VsphereCapability::ReadInventory)
         .deadline_minutes(10)
     }
@@ -60,6 +61,7 @@ impl Phase for Preflight {
         let infra = cluster::check_infrastructure(cx, spec, &mut f)?;
         cluster::check_credentials(cx, spec, &mut f)?;
         cluster::check_crd(cx, spec, infra.as_ref(), &mut f)?;
+        cluster::check_placement(cx, spec, infra.as_ref(), &mut f)?;
         let infra_id = infra.as_ref().and_then(|i| vsm_common::infra::infra_id(i).ok()).map(str::to_string);
         vcenter::check_vcenters(cx, spec, infra.as_ref(), infra_id.as_deref(), &mut f);
         cluster::check_health(cx, spec, &mut f)?;

@@ -13,7 +13,7 @@ fn spec() -> Value {
            "failureDomains": [{"name": "target-fd", "region": "r", "zone": "z", "server": DST,
                "topology": {"datacenter": "dst-dc", "computeCluster": "/dst-dc/host/c", "datastore": "/dst-dc/datastore/ds",
                             "networks": ["VM Network"], "resourcePool": "/dst-dc/host/c/Resources", "template": "/dst-dc/vm/rhcos"}}],
-           "machineSetConfig": {"replicas": 2, "failureDomain": "target-fd"},
+           "machineSetConfig": {"failureDomain": "target-fd"},
            "controlPlaneMachineSetConfig": {"failureDomain": "target-fd"}})
 }
 
@@ -42,6 +42,13 @@ fn condition(t: &str, s: &str) -> Value {
     json!({"type": t, "status": s, "reason": "R", "message": format!("{t} is {s}")})
 }
 
+fn machine_set(name: &str, pool: &str, replicas: i64) -> Value {
+    json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+           "metadata": {"name": name, "namespace": "openshift-machine-api"},
+           "spec": {"replicas": replicas, "template": {"spec": {"providerSpec": {"value": {"workspace": {
+               "server": SRC, "datacenter": "src-dc", "datastore": "/src-dc/datastore/ds", "resourcePool": pool}}}}}}})
+}
+
 fn cluster() -> FakeHost {
     let host = FakeHost::new();
     host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Infrastructure", "metadata": {"name": "cluster"},
@@ -63,6 +70,7 @@ fn cluster() -> FakeHost {
     }
     host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterVersion", "metadata": {"name": "version"},
                     "status": {"conditions": [condition("Progressing", "False")]}}));
+    host.put(machine_set("cl-1-worker-0", "/src-dc/host/c/Resources", 2));
     for name in ["master-0", "worker-0"] {
         host.put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
                         "status": {"conditions": [condition("Ready", "True")]}}));
@@ -95,6 +103,7 @@ fn a_healthy_cluster_passes_and_nothing_is_changed() {
         run.message(),
         "all checks passed: 1 target failure domain(s) well-formed; Infrastructure is vSphere (infraID cl-1), sources vc-src; \
          credentials present for every source and target vCenter; the Infrastructure CRD accepts 2 vCenters (at most 3); \
+         1 MachineSet(s) have a destination: cl-1-worker-0 → cl-1-worker-0-target-fd in target-fd (2); \
          source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); 4 source topology objects found in vCenter vc-src; target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
          6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy \
          (note: VM folder /dst-dc/vm/cl-1 does not exist yet in vCenter vc-dst; CreateFolder will create it)"
@@ -263,4 +272,23 @@ fn a_source_object_missing_from_vcenter_is_a_note_not_a_blocker() {
         "{}",
         run.message()
     );
+}
+
+#[test]
+fn a_machine_set_without_a_destination_and_an_unknown_source_domain_are_refused() {
+    let host = cluster();
+    host.put(machine_set("cl-1-infra", "/src-dc/host/c/Resources", 1));
+    let mut zonal = spec();
+    zonal["machineSetConfig"] = json!({
+        "failureDomainMap": [{"source": "nowhere", "target": "target-fd"}],
+        "overrides": [{"machineSet": "cl-1-infra", "failureDomain": "target-fd"}]});
+    let run = host.run::<Preflight>(Direction::Execute, &migration(&zonal, &[SRC]));
+    assert!(run.failed() && !run.retryable(), "{:?}", run.outcome);
+    for part in [
+        "spec.machineSetConfig.failureDomainMap names source failure domain(s) nowhere that the Infrastructure does not define (it has: source-fd)",
+        "MachineSet cl-1-worker-0 runs in source failure domain source-fd, which spec.machineSetConfig.failureDomainMap does not map",
+    ] {
+        assert!(run.message().contains(part), "{part}\nin {}", run.message());
+    }
+    assert!(!run.message().contains("cl-1-infra runs"), "the override places it: {}", run.message());
 }

@@ -72,10 +72,23 @@ pub fn check_spec(spec: &MigrationSpec, f: &mut Findings) {
             f.problem(p);
         }
     }
-    for (field, name) in [
-        ("machineSetConfig.failureDomain", &spec.machine_set_config.failure_domain),
-        ("controlPlaneMachineSetConfig.failureDomain", &spec.control_plane_machine_set_config.failure_domain),
-    ] {
+    let cfg = &spec.machine_set_config;
+    let mut named: Vec<(String, &str)> = Vec::new();
+    if let Some(d) = &cfg.failure_domain {
+        named.push(("machineSetConfig.failureDomain".into(), d));
+    }
+    for m in &cfg.failure_domain_map {
+        named.push((format!("machineSetConfig.failureDomainMap[{}].target", m.source), &m.target));
+    }
+    for o in &cfg.overrides {
+        if let Some(d) = &o.failure_domain {
+            named.push((format!("machineSetConfig.overrides[{}].failureDomain", o.machine_set), d));
+        }
+    }
+    for d in spec.control_plane_machine_set_config.domains() {
+        named.push(("controlPlaneMachineSetConfig".into(), d));
+    }
+    for (field, name) in named {
         match spec.failure_domain(name) {
             None => f.problem(format!(
                 "spec.{field} names failure domain {name:?}, which spec.failureDomains does not define"
@@ -85,6 +98,13 @@ pub fn check_spec(spec: &MigrationSpec, f: &mut Findings) {
             )),
             Some(_) => {}
         }
+    }
+    let cp = spec.control_plane_machine_set_config.domains();
+    if cp.is_empty() || cp.len() > 3 {
+        f.problem(format!(
+            "spec.controlPlaneMachineSetConfig lists {} failure domain(s): the control plane needs one to three",
+            cp.len()
+        ));
     }
     f.checked(format!("{} target failure domain(s) well-formed", spec.failure_domains.len()));
 }
@@ -99,7 +119,7 @@ mod tests {
         serde_json::from_value(json!({
             "targetVCenterCredentialsSecret": {"name": "c"},
             "failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc", "topology": topology}],
-            "machineSetConfig": {"replicas": 1, "failureDomain": "a"},
+            "machineSetConfig": {"failureDomain": "a"},
             "controlPlaneMachineSetConfig": {"failureDomain": "b"}
         }))
         .unwrap()
@@ -120,7 +140,7 @@ mod tests {
                 "failure domain a: topology.resourcePool \"/dc/host/c2/Resources\" is not in compute cluster /other/host/c",
                 "failure domain a: topology.folder \"/dc/vm/\" is not inside datacenter dc (/dc/vm/...)",
                 "failure domain a: topology.networks \"/x/network/n\" is not inside datacenter dc (/dc/network/...)",
-                "spec.controlPlaneMachineSetConfig.failureDomain names failure domain \"b\", which spec.failureDomains does not define",
+                "spec.controlPlaneMachineSetConfig names failure domain \"b\", which spec.failureDomains does not define",
             ]
         );
         assert!(f.problems.iter().all(|p| !p.transient));

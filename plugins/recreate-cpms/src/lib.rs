@@ -1,8 +1,10 @@
 //! RecreateCPMS: point the ControlPlaneMachineSet (regenerated Inactive by its operator
-//! after DeleteCPMS) at the target failure domain, in its failure domains and in its
-//! provider spec, set it Active, and wait for the control-plane rollout: the operator has
-//! seen the change (observedGeneration), updated = ready = replicas, every control-plane
-//! machine runs in the target vCenter with a Ready node, and all of that holds for the
+//! after DeleteCPMS) at the target failure domains of `spec.controlPlaneMachineSetConfig`
+//! (its failure domains list them all; its provider spec is placed in the first), set it
+//! Active, and wait for the control-plane rollout: the operator has seen the change
+//! (observedGeneration), updated = ready = replicas, every control-plane machine runs in
+//! one of those domains with a Ready node, every domain holds a master when there are at
+//! least as many masters as domains, and all of that holds for the
 //! stability window (`spec.health.stabilityWindow`, default 2m) without a regression.
 //! The Go controller could call the rollout done on its first look, before it started.
 //!
@@ -13,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use vsm_common::machines::{self, CPMS_TEMPLATE, Readiness};
-use vsm_common::{duration, infra};
+use vsm_common::{duration, infra, replacements};
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{CPMS, INFRASTRUCTURE, MACHINE_API_NAMESPACE};
 use vsm_sdk::{Preconditions, spec::FailureDomain};
@@ -85,7 +87,54 @@ struct Rollout {
     failed: Vec<String>,
 }
 
-fn rollout(cx: &Cx, cpms: &Object, servers: &[String], generation: i64) -> Result<Rollout, PhaseError> {
+/// Where the masters belong: failure domains (execute) or vCenters (rollback).
+struct Placement {
+    /// The failure domains, shaped as the Infrastructure stores them (empty: by server).
+    domains: Vec<Value>,
+    servers: Vec<String>,
+    description: String,
+}
+
+impl Placement {
+    fn domains(fds: &[&FailureDomain]) -> Placement {
+        Placement {
+            domains: fds.iter().map(|fd| serde_json::to_value(fd).unwrap_or_default()).collect(),
+            servers: fds.iter().map(|fd| fd.server.clone()).collect(),
+            description: describe(fds),
+        }
+    }
+
+    fn servers(servers: Vec<String>) -> Placement {
+        let description = format!("vCenter {}", servers.join(", "));
+        Placement { domains: Vec::new(), servers, description }
+    }
+
+    fn domain_of(&self, machine: &Object) -> Option<String> {
+        replacements::source_domain(machine.at(machines::MACHINE_PROVIDER_SPEC)?, &self.domains)
+    }
+
+    fn holds(&self, machine: &Object) -> bool {
+        if self.domains.is_empty() {
+            return self.servers.iter().any(|s| s == machines::machine_server(machine));
+        }
+        self.domain_of(machine).is_some()
+    }
+
+    /// The domains without a master, when there are masters enough for every domain.
+    fn empty_domains(&self, placed: &[Object], want: usize) -> Vec<&str> {
+        if want < self.domains.len() {
+            return Vec::new();
+        }
+        let used: Vec<String> = placed.iter().filter_map(|m| self.domain_of(m)).collect();
+        self.domains
+            .iter()
+            .filter_map(|d| d.get("name").and_then(Value::as_str))
+            .filter(|n| !used.iter().any(|u| u == n))
+            .collect()
+    }
+}
+
+fn rollout(cx: &Cx, cpms: &Object, place: &Placement, generation: i64) -> Result<Rollout, PhaseError> {
     let observed = cpms.i64_at("/status/observedGeneration").unwrap_or(0);
     if observed < generation {
         return Ok(Rollout {
@@ -102,23 +151,27 @@ fn rollout(cx: &Cx, cpms: &Object, servers: &[String], generation: i64) -> Resul
         .ok_or_else(|| PhaseError::invalid(format!("{} has no spec.selector.matchLabels", cpms_name())))?;
     let masters = cx.kube().list(&types::MACHINE, NS, Some(&selector))?;
     let nodes = cx.kube().list(&types::NODE, None, None)?;
-    let (placed, elsewhere): (Vec<Object>, Vec<Object>) =
-        masters.into_iter().partition(|m| servers.iter().any(|s| s == machines::machine_server(m)));
+    let (placed, elsewhere): (Vec<Object>, Vec<Object>) = masters.into_iter().partition(|m| place.holds(m));
+    let empty: Vec<&str> = place.empty_domains(&placed, want);
     let r = Readiness::of(&placed, &nodes);
     let status = |k: &str| cpms.i64_at(&format!("/status/{k}")).unwrap_or(0).max(0) as usize;
     let (replicas, updated, ready) = (status("replicas"), status("updatedReplicas"), status("readyReplicas"));
     let degraded = cpms.condition("Degraded").filter(|c| c.is_true());
     let complete = r.complete(want)
         && elsewhere.is_empty()
+        && empty.is_empty()
         && replicas == want
         && updated == want
         && ready == want
         && degraded.is_none();
     let mut parts = vec![format!(
-        "{}/{want} masters ready in vCenter {}; CPMS reports {updated}/{want} updated, {ready}/{want} ready, {replicas} machines",
+        "{}/{want} masters ready in {}; CPMS reports {updated}/{want} updated, {ready}/{want} ready, {replicas} machines",
         r.ready.len(),
-        servers.join(", ")
+        place.description
     )];
+    if !empty.is_empty() {
+        parts.push(format!("no master in failure domain(s) {} yet", empty.join(", ")));
+    }
     if !r.waiting.is_empty() {
         parts.push(machines::list_some(&r.waiting, 3));
     }
@@ -142,31 +195,47 @@ fn rollout(cx: &Cx, cpms: &Object, servers: &[String], generation: i64) -> Resul
     Ok(Rollout { complete, progress: percent(r.ready.len(), want.max(1)), message: parts.join("; "), failed: r.failed })
 }
 
-fn target_domain<'a>(cx: &'a Cx) -> Result<(&'a FailureDomain, String), PhaseError> {
+/// The control plane's target failure domains (`spec.controlPlaneMachineSetConfig`), each
+/// already in the Infrastructure, and the infraID.
+fn target_domains<'a>(cx: &'a Cx) -> Result<(Vec<&'a FailureDomain>, String), PhaseError> {
     let spec = cx.spec()?;
-    let name = &spec.control_plane_machine_set_config.failure_domain;
-    let fd = spec.failure_domain(name).ok_or_else(|| {
-        PhaseError::invalid(format!(
-            "spec.controlPlaneMachineSetConfig.failureDomain is {name:?}, which is not one of spec.failureDomains"
-        ))
-    })?;
     let infra = cx.kube().get_required(&types::INFRASTRUCTURE, None, INFRASTRUCTURE)?;
     let vsphere = infra::vsphere_spec(&infra);
-    if !infra::failure_domains(&vsphere).iter().any(|f| f.get("name").and_then(Value::as_str) == Some(fd.name.as_str()))
-    {
-        return Err(PhaseError::invalid(format!(
-            "failure domain {} is not in the Infrastructure: UpdateInfrastructure must run before RecreateCPMS",
-            fd.name
-        )));
+    let names = spec.control_plane_machine_set_config.domains();
+    if names.is_empty() {
+        return Err(PhaseError::invalid("spec.controlPlaneMachineSetConfig names no failure domain"));
     }
-    Ok((fd, infra::infra_id(&infra)?.to_string()))
+    let mut fds = Vec::new();
+    for name in names {
+        let fd = spec.failure_domain(name).ok_or_else(|| {
+            PhaseError::invalid(format!(
+                "spec.controlPlaneMachineSetConfig names failure domain {name:?}, which is not one of spec.failureDomains"
+            ))
+        })?;
+        if !infra::failure_domains(&vsphere).iter().any(|f| f.get("name").and_then(Value::as_str) == Some(name)) {
+            return Err(PhaseError::invalid(format!(
+                "failure domain {name} is not in the Infrastructure: UpdateInfrastructure must run before RecreateCPMS"
+            )));
+        }
+        fds.push(fd);
+    }
+    Ok((fds, infra::infra_id(&infra)?.to_string()))
+}
+
+/// `failure domain(s) a, b (vCenter x)` for messages.
+fn describe(fds: &[&FailureDomain]) -> String {
+    let names: Vec<&str> = fds.iter().map(|f| f.name.as_str()).collect();
+    let mut servers: Vec<&str> = fds.iter().map(|f| f.server.as_str()).collect();
+    servers.dedup();
+    format!("failure domain(s) {} (vCenter {})", names.join(", "), servers.join(", "))
 }
 
 fn execute(cx: &Cx) -> Step {
     let spec = cx.spec()?;
     let window = duration::or_default(spec.health.stability_window.as_deref(), DEFAULT_WINDOW_MS)
         .map_err(|e| PhaseError::invalid(format!("spec.health.stabilityWindow: {e}")))?;
-    let (fd, infra_id) = target_domain(cx)?;
+    let (fds, infra_id) = target_domains(cx)?;
+    let place = Placement::domains(&fds);
     let Some(cpms) = cx.kube().get(&types::CONTROL_PLANE_MACHINE_SET, NS, CPMS)? else {
         return Ok(wait(
             5_000,
@@ -185,7 +254,7 @@ fn execute(cx: &Cx) -> Step {
         Some(g) => g,
         None => {
             let (desired, dropped) =
-                machines::cpms_template_for(&cpms, fd, &infra_id).map_err(|e| PhaseError::invalid(e.to_string()))?;
+                machines::cpms_template_for(&cpms, &fds, &infra_id).map_err(|e| PhaseError::invalid(e.to_string()))?;
             if cx.state().get(BEFORE_KEY).is_none() {
                 let before = Before {
                     state: state_of(&cpms).to_string(),
@@ -205,10 +274,9 @@ fn execute(cx: &Cx) -> Step {
                 changed.set("/spec/state", json!("Active"));
                 let stored = cx.kube().replace(&types::CONTROL_PLANE_MACHINE_SET, &changed)?;
                 let message = format!(
-                    "pointed {} at failure domain {} (vCenter {}) and set it Active; the control plane rolls over one master at a time",
+                    "pointed {} at {} and set it Active; the control plane rolls over one master at a time",
                     cpms_name(),
-                    fd.name,
-                    fd.server
+                    place.description
                 );
                 cx.log().event(EventType::Normal, "ControlPlaneMoving", &message);
                 cx.info(&message);
@@ -219,11 +287,11 @@ fn execute(cx: &Cx) -> Step {
         }
     };
 
-    let r = rollout(cx, &cpms, std::slice::from_ref(&fd.server), generation)?;
+    let r = rollout(cx, &cpms, &place, generation)?;
     if !r.failed.is_empty() {
         return Err(PhaseError::invalid(format!(
-            "control-plane machine(s) failed in vCenter {}: {}",
-            fd.server,
+            "control-plane machine(s) failed in {}: {}",
+            place.description,
             machines::list_some(&r.failed, 3)
         )));
     }
@@ -245,8 +313,8 @@ fn execute(cx: &Cx) -> Step {
     let stable = now.saturating_sub(since);
     if stable >= window {
         return Ok(done(format!(
-            "the control plane runs in vCenter {} and stayed healthy for {}: {}",
-            fd.server,
+            "the control plane runs in {} and stayed healthy for {}: {}",
+            place.description,
             duration::format_ms(window),
             r.message
         )));
@@ -255,8 +323,8 @@ fn execute(cx: &Cx) -> Step {
         (window - stable).min(POLL_MS),
         90,
         format!(
-            "control plane rolled out to vCenter {}; watching it stay healthy ({} of {})",
-            fd.server,
+            "control plane rolled out to {}; watching it stay healthy ({} of {})",
+            place.description,
             duration::format_ms(stable),
             duration::format_ms(window)
         ),
@@ -331,8 +399,7 @@ fn rollback(cx: &Cx) -> Step {
             g
         }
     };
-    let sources = cx.source_servers().to_vec();
-    let r = rollout(cx, &cpms, &sources, generation)?;
+    let r = rollout(cx, &cpms, &Placement::servers(cx.source_servers().to_vec()), generation)?;
     if !r.failed.is_empty() {
         return Err(PhaseError::invalid(format!(
             "control-plane machine(s) failed while returning to the source: {}",

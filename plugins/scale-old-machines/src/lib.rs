@@ -1,18 +1,22 @@
 //! ScaleOldMachines: scale every MachineSet that still puts machines in a source vCenter
-//! to zero, remembering each one's replica count before the first change, and wait until
-//! their machines and those machines' nodes are gone. The control plane is the CPMS's
-//! business, not this phase's.
+//! to zero, each only once its replacement (CreateWorkers' recorded plan) has all its
+//! machines Running with Ready nodes, remembering each one's replica count before the
+//! first change, and wait until their machines and those machines' nodes are gone. The
+//! control plane is the CPMS's business, not this phase's.
 //!
-//! Refuses to start while no worker in a target vCenter is Ready (scaling the source to
-//! zero would leave the cluster without workers). Rollback scales each set back to its
+//! A source set that wants machines and has no replacement in the plan (made after
+//! CreateWorkers planned) fails the phase rather than lose its capacity; one whose
+//! replacement is not Ready is waited for. Rollback scales each set back to its
 //! remembered count (the Go controller used a hard-coded 3) and waits until its machines
 //! are Running with Ready nodes again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use vsm_common::machines::{self, Readiness};
+use vsm_common::replacements::Replacement;
+use vsm_common::shared_state::MACHINE_SET_REPLACEMENTS;
 use vsm_sdk::prelude::*;
-use vsm_sdk::types::names::{MACHINE_API_NAMESPACE, MACHINE_ROLE_LABEL, MACHINESET_LABEL};
+use vsm_sdk::types::names::{MACHINE_API_NAMESPACE, MACHINESET_LABEL};
 
 const NS: Option<&str> = Some(MACHINE_API_NAMESPACE);
 const POLL_MS: u64 = 30_000;
@@ -64,45 +68,73 @@ fn execute(cx: &Cx) -> Step {
     if sources.is_empty() {
         return Err(PhaseError::invalid("no source vCenter was recorded when the migration started"));
     }
-    let targets = cx.target_servers().to_vec();
+    let plan: Vec<Replacement> = cx.shared().get_json(MACHINE_SET_REPLACEMENTS)?.ok_or_else(|| {
+        PhaseError::invalid("CreateWorkers recorded no replacement plan: it must complete before ScaleOldMachines")
+    })?;
     let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
     let all_machines = cx.kube().list(&types::MACHINE, NS, None)?;
     let nodes = cx.kube().list(&types::NODE, None, None)?;
 
     let mut original: BTreeMap<String, i64> = cx.state().get_json(ORIGINAL_KEY)?.unwrap_or_default();
     let mut gone_nodes: BTreeSet<String> = cx.state().get_json(NODES_KEY)?.unwrap_or_default();
-    let new: Vec<&Object> = sets
+
+    // A source set that wants machines and has no replacement is never scaled down.
+    let unplanned: Vec<String> = sets
         .iter()
         .filter(|s| !s.is_deleting() && sources.iter().any(|src| src == machines::machine_set_server(s)))
-        .filter(|s| !original.contains_key(s.name()))
+        .filter(|s| replicas(s) > 0 && !plan.iter().any(|r| r.source == s.name()))
+        .map(|s| format!("{} ({} replica(s))", s.name(), replicas(s)))
         .collect();
-    if !new.is_empty() {
-        if new.iter().any(|s| replicas(s) > 0) {
-            let on_target: Vec<Object> = all_machines
-                .iter()
-                .filter(|m| targets.iter().any(|t| t == machines::machine_server(m)))
-                .filter(|m| m.label(MACHINE_ROLE_LABEL) != Some("master"))
-                .cloned()
-                .collect();
-            // A plan has no machines from the planned worker MachineSet: there, it would
-            // wait for them (CreateWorkers' plan says so) rather than refuse.
-            if Readiness::of(&on_target, &nodes).ready.is_empty() && !cx.dry_run() {
-                return Err(PhaseError::invalid(format!(
-                    "no worker machine in the target vCenter(s) {} is Running with a Ready node: refusing to scale the source's workers to zero (CreateWorkers must complete first)",
-                    targets.join(", ")
-                )));
+    if !unplanned.is_empty() {
+        return Err(PhaseError::invalid(format!(
+            "MachineSet(s) {} put machines in the source vCenter(s) {} and have no replacement (made after CreateWorkers planned?): scale them to zero or roll the migration back",
+            unplanned.join(", "),
+            sources.join(", ")
+        )));
+    }
+
+    // Each source set goes down once its replacement is Ready (a plan has no machines
+    // from the planned sets: there, it would wait for them, as CreateWorkers' plan says).
+    let mut not_ready = Vec::new();
+    let mut newly = Vec::new();
+    for r in plan.iter().filter(|r| !original.contains_key(&r.source)) {
+        let Some(source) = sets.iter().find(|s| s.name() == r.source && !s.is_deleting()) else { continue };
+        if !cx.dry_run() {
+            let want = sets.iter().find(|s| s.name() == r.name).map(replicas);
+            let mine: Vec<Object> = in_set(&all_machines, &r.name).into_iter().cloned().collect();
+            let state = Readiness::of(&mine, &nodes);
+            match want {
+                None => {
+                    not_ready.push(format!("{} (its replacement {} does not exist)", r.source, r.name));
+                    continue;
+                }
+                Some(want) if !state.complete(want.max(0) as usize) => {
+                    not_ready.push(format!("{} (replacement {} {}/{want} ready)", r.source, r.name, state.ready.len()));
+                    continue;
+                }
+                Some(_) => {}
             }
         }
+        newly.push(source);
+    }
+    if !newly.is_empty() {
         // Nodes first, then the counts: a crash in between records the nodes again.
-        for s in &new {
+        for s in &newly {
             gone_nodes
                 .extend(in_set(&all_machines, s.name()).iter().filter_map(|m| machines::node_ref(m).map(String::from)));
         }
         cx.state().put(NODES_KEY, &gone_nodes)?;
-        for s in &new {
+        for s in &newly {
             original.insert(s.name().to_string(), replicas(s));
         }
         cx.state().put(ORIGINAL_KEY, &original)?;
+    }
+    if !not_ready.is_empty() && original.is_empty() {
+        return Ok(wait(
+            POLL_MS,
+            0,
+            format!("waiting for replacements to be Ready before scaling down: {}", machines::list_some(&not_ready, 3)),
+        ));
     }
     if original.is_empty() {
         return Ok(done(format!("no MachineSet puts machines in the source vCenter(s) {}", sources.join(", "))));
@@ -126,7 +158,7 @@ fn execute(cx: &Cx) -> Step {
     let nodes_left: Vec<String> =
         nodes.iter().filter(|n| gone_nodes.contains(n.name())).map(|n| n.name().to_string()).collect();
     let counts: Vec<String> = original.iter().map(|(n, r)| format!("{n} {r}→0")).collect();
-    if !left.is_empty() || !nodes_left.is_empty() {
+    if !left.is_empty() || !nodes_left.is_empty() || !not_ready.is_empty() {
         let total = gone_nodes.len().max(original.values().sum::<i64>().max(0) as usize).max(1);
         let mut parts = Vec::new();
         if !left.is_empty() {
@@ -138,6 +170,9 @@ fn execute(cx: &Cx) -> Step {
                 nodes_left.len(),
                 machines::list_some(&nodes_left, 3)
             ));
+        }
+        if !not_ready.is_empty() {
+            parts.push(format!("replacements not Ready yet: {}", machines::list_some(&not_ready, 3)));
         }
         return Ok(wait(
             POLL_MS,

@@ -1,6 +1,6 @@
 use serde_json::json;
 use vsm_sdk::Migration;
-use vsm_sdk::testing::{Direction, FakeHost, migration};
+use vsm_sdk::testing::{Direction, FakeHost, migration, outcome_message};
 
 use super::*;
 
@@ -38,11 +38,29 @@ fn machine_api(h: &FakeHost) {
     }
 }
 
+fn replacement(source: &str, name: &str, replicas: i64) -> Replacement {
+    Replacement {
+        source: source.into(),
+        source_domain: None,
+        name: name.into(),
+        failure_domain: "fd-b".into(),
+        server: "vc-b".into(),
+        replicas,
+    }
+}
+
+fn record_plan(h: &FakeHost, plan: &[Replacement]) {
+    h.set_shared_state(MACHINE_SET_REPLACEMENTS, &serde_json::to_string(plan).unwrap());
+}
+
+/// Two source sets, each replaced (CreateWorkers' plan recorded, replacements Ready).
 fn cluster() -> FakeHost {
     let h = FakeHost::new();
     h.put(set("old-a", "vc-a", 2));
     h.put(set("old-b", "vc-a", 1));
-    h.put(set("new", "vc-b", 2));
+    h.put(set("new-a", "vc-b", 2));
+    h.put(set("new-b", "vc-b", 1));
+    record_plan(&h, &[replacement("old-a", "new-a", 2), replacement("old-b", "new-b", 1)]);
     machine_api(&h);
     h.on_wait(machine_api);
     h
@@ -58,14 +76,18 @@ fn scales_the_source_sets_to_zero_and_the_rollback_restores_the_remembered_count
     let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
     assert!(run.waits() >= 1, "waited for the machines and nodes to go");
-    assert_eq!(counts(&h), [("new".into(), 2), ("old-a".into(), 0), ("old-b".into(), 0)]);
+    assert_eq!(counts(&h), [("new-a".into(), 2), ("new-b".into(), 1), ("old-a".into(), 0), ("old-b".into(), 0)]);
     assert!(h.list(&types::NODE).iter().all(|n| n.name().starts_with("new-")));
     assert_eq!(h.phase_state("ScaleOldMachines", "original").as_deref(), Some("{\"old-a\":2,\"old-b\":1}"));
 
     let back = h.run::<ScaleOldMachines>(Direction::Rollback, &m());
     assert!(back.done(), "{:?}", back.outcome);
-    assert_eq!(counts(&h), [("new".into(), 2), ("old-a".into(), 2), ("old-b".into(), 1)], "not a fixed 3");
-    assert_eq!(h.list(&types::MACHINE).len(), 5);
+    assert_eq!(
+        counts(&h),
+        [("new-a".into(), 2), ("new-b".into(), 1), ("old-a".into(), 2), ("old-b".into(), 1)],
+        "not a fixed 3"
+    );
+    assert_eq!(h.list(&types::MACHINE).len(), 6);
 }
 
 #[test]
@@ -89,11 +111,44 @@ fn a_crash_anywhere_never_remembers_a_zero() {
 }
 
 #[test]
-fn refuses_while_no_worker_in_the_target_is_ready() {
+fn a_source_set_goes_down_only_once_its_own_replacement_is_ready() {
+    let h = cluster();
+    h.clear_hooks();
+    // new-b's machine is not Ready: old-a goes, old-b waits.
+    let broken = h.list(&types::MACHINE).into_iter().find(|m| m.label(MACHINESET_LABEL) == Some("new-b")).unwrap();
+    h.edit(&types::NODE, None, broken.name(), |n| n["status"]["conditions"][0]["status"] = json!("False"));
+    let first = h.call::<ScaleOldMachines>(Direction::Execute, &m(), 1);
+    assert!(
+        outcome_message(&first).contains("replacements not Ready yet: old-b (replacement new-b 0/1 ready)"),
+        "{first:?}"
+    );
+    assert_eq!(counts(&h), [("new-a".into(), 2), ("new-b".into(), 1), ("old-a".into(), 0), ("old-b".into(), 1)]);
+    h.edit(&types::NODE, None, broken.name(), |n| n["status"]["conditions"][0]["status"] = json!("True"));
+    h.on_wait(machine_api);
+    let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+    assert_eq!(h.phase_state("ScaleOldMachines", "original").as_deref(), Some("{\"old-a\":2,\"old-b\":1}"));
+}
+
+#[test]
+fn a_source_set_without_a_replacement_or_without_a_plan_is_never_scaled() {
     let h = FakeHost::new();
     h.put(set("old-a", "vc-a", 2));
     let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
+    assert!(run.failed() && run.message().contains("CreateWorkers recorded no replacement plan"), "{}", run.message());
+
+    let h = cluster();
+    h.put(set("late", "vc-a", 1));
+    let run = h.run::<ScaleOldMachines>(Direction::Execute, &m());
     assert!(run.failed() && !run.retryable());
-    assert!(run.message().contains("refusing to scale the source's workers to zero"), "{}", run.message());
-    assert_eq!(counts(&h), [("old-a".into(), 2)]);
+    assert!(
+        run.message().contains("MachineSet(s) late (1 replica(s)) put machines in the source"),
+        "{}",
+        run.message()
+    );
+    assert_eq!(
+        counts(&h),
+        [("late".into(), 1), ("new-a".into(), 2), ("new-b".into(), 1), ("old-a".into(), 2), ("old-b".into(), 1)],
+        "nothing scaled"
+    );
 }

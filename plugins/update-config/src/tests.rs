@@ -14,7 +14,7 @@ fn spec(vcenters: Value) -> Value {
              "computeCluster": "/dc2/host/c", "datastore": "/dc2/datastore/d", "networks": ["n"]}}
         ],
         "vcenters": vcenters,
-        "machineSetConfig": {"replicas": 1, "failureDomain": "a"},
+        "machineSetConfig": {"failureDomain": "a"},
         "controlPlaneMachineSetConfig": {"failureDomain": "a"}
     })
 }

@@ -35,7 +35,7 @@ fn m(fds: Vec<Value>) -> Migration {
     migration(
         &json!({"targetVCenterCredentialsSecret": {"name": "c"}, "failureDomains": fds,
                 "vcenters": [{"server": "vc-dst", "port": 8443}],
-                "machineSetConfig": {"replicas": 1, "failureDomain": "t1"}, "controlPlaneMachineSetConfig": {"failureDomain": "t1"}}),
+                "machineSetConfig": {"failureDomain": "t1"}, "controlPlaneMachineSetConfig": {"failureDomain": "t1"}}),
         &["vc-src"],
     )
 }

@@ -19,7 +19,7 @@ fn fd(name: &str, server: &str) -> Value {
 fn spec(servers: &[&str]) -> Value {
     let fds: Vec<Value> = servers.iter().enumerate().map(|(i, s)| fd(&format!("fd-{i}"), s)).collect();
     json!({"targetVCenterCredentialsSecret": {"name": "target-creds"}, "failureDomains": fds,
-           "machineSetConfig": {"replicas": 1, "failureDomain": "fd-0"},
+           "machineSetConfig": {"failureDomain": "fd-0"},
            "controlPlaneMachineSetConfig": {"failureDomain": "fd-0"}})
 }
 

@@ -5,8 +5,9 @@
 //!   `[Workspace]`); vsphere-creds has the targets' keys and none of the sources';
 //! - every Machine runs in a target vCenter and is Running with a Ready Node, every Node
 //!   on vSphere is Ready and belongs to such a Machine (Nodes of another platform are
-//!   noted, not waited for); no MachineSet in a source wants machines; the
-//!   ControlPlaneMachineSet is Active in target failure domains;
+//!   noted, not waited for); no MachineSet in a source wants machines; every replacement
+//!   CreateWorkers planned exists in its target vCenter; the ControlPlaneMachineSet is
+//!   Active in exactly the failure domains of `spec.controlPlaneMachineSetConfig`;
 //! - every ClusterOperator is Available and not Degraded;
 //!
 //! then scales the cluster-version operator back to the replica count DisableCVO recorded
@@ -16,7 +17,8 @@
 use std::collections::BTreeSet;
 
 use vsm_common::machines::{self, Readiness};
-use vsm_common::shared_state::CVO_REPLICAS;
+use vsm_common::replacements::Replacement;
+use vsm_common::shared_state::{CVO_REPLICAS, MACHINE_SET_REPLACEMENTS};
 use vsm_common::{cloud_config, creds, health, infra};
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{
@@ -204,6 +206,30 @@ fn machines_and_nodes(
         }
     }
 
+    // Every replacement CreateWorkers planned exists in its target failure domain's vCenter.
+    let plan: Vec<Replacement> = cx.shared().get_json(MACHINE_SET_REPLACEMENTS)?.unwrap_or_default();
+    for r in &plan {
+        match sets.iter().find(|s| s.name() == r.name) {
+            None => {
+                f.check(false, || format!("MachineSet {} (the replacement of {}) does not exist", r.name, r.source))
+            }
+            Some(s) => {
+                let server = machines::machine_set_server(s);
+                f.check(server == r.server, || {
+                    format!(
+                        "MachineSet {} (the replacement of {}) puts machines in {server:?}, not {}",
+                        r.name, r.source, r.server
+                    )
+                });
+            }
+        }
+    }
+    if !plan.is_empty() {
+        let per_domain: Vec<String> =
+            plan.iter().map(|r| format!("{}→{} ({})", r.source, r.name, r.failure_domain)).collect();
+        f.notes.push(format!("{} MachineSet(s) replaced: {}", plan.len(), machines::list_some(&per_domain, 6)));
+    }
+
     match cx.kube().get(&types::CONTROL_PLANE_MACHINE_SET, NS, CPMS)? {
         None => f.check(false, || format!("ControlPlaneMachineSet {MACHINE_API_NAMESPACE}/{CPMS} does not exist")),
         Some(cpms) => {
@@ -218,6 +244,13 @@ fn machines_and_nodes(
             f.check(foreign.is_empty(), || {
                 format!(
                     "the ControlPlaneMachineSet uses failure domain(s) {foreign:?} that are not the migration's targets"
+                )
+            });
+            let wanted: BTreeSet<&str> = spec.control_plane_machine_set_config.domains().into_iter().collect();
+            let has: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            f.check(foreign.is_empty() && has == wanted, || {
+                format!(
+                    "the ControlPlaneMachineSet's failure domains are {has:?}, not spec.controlPlaneMachineSetConfig's {wanted:?}"
                 )
             });
         }

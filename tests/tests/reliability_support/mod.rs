@@ -252,11 +252,10 @@ impl Lab {
         Api::namespaced(self.env.client(), NAMESPACE)
     }
 
-    /// The spec of a migration to the target vCenter with `replicas` new workers (as many
-    /// as the seeded cluster has), a short stability window, and `extra` top-level fields.
+    /// The spec of a migration to the target vCenter (every MachineSet replaced at its size),
+    /// a short stability window, and `extra` top-level fields.
     pub fn spec(&self, extra: Value) -> Result<MigrationSpec> {
         let mut v = serde_json::to_value(target_spec(&self.env))?;
-        v["machineSetConfig"]["replicas"] = json!(self.seeded.workers.len().max(1));
         v["health"] = json!({"stabilityWindow": "3s"});
         for (k, val) in extra.as_object().context("extra is an object")? {
             v[k] = val.clone();

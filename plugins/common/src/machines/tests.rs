@@ -92,35 +92,6 @@ fn machine_readiness_needs_running_a_node_ref_and_a_ready_node() {
 }
 
 #[test]
-fn the_worker_template_is_a_plain_worker_set_on_the_source_with_most_replicas() {
-    let sources = vec!["10.0.0.1".to_string()];
-    let mut infra = set("a-infra-0", "infra", "10.0.0.1", 5);
-    infra.set("/spec/template/spec/metadata/labels", json!({"node-role.kubernetes.io/infra": ""}));
-    let mut labelled_infra = set("a-special", "worker", "10.0.0.1", 9);
-    labelled_infra.set("/spec/template/spec/metadata/labels", json!({"node-role.kubernetes.io/infra": ""}));
-    let mut tainted = set("a-tainted", "worker", "10.0.0.1", 9);
-    tainted.set("/spec/template/spec/taints", json!([{"key": "gpu", "effect": "NoSchedule"}]));
-    let sets = vec![
-        infra,
-        labelled_infra,
-        tainted,
-        set("a-worker-0", "worker", "10.0.0.1", 1),
-        set("a-worker-1", "worker", "10.0.0.1", 2),
-        set("a-worker-target", "worker", "10.0.0.2", 7),
-    ];
-    assert_eq!(worker_template(&sets, &sources).unwrap().name(), "a-worker-1");
-    // A tie goes to the first by name.
-    let tie = vec![set("b", "worker", "10.0.0.1", 2), set("a", "worker", "10.0.0.1", 2)];
-    assert_eq!(worker_template(&tie, &sources).unwrap().name(), "a");
-
-    let err = worker_template(&sets[..3], &sources).unwrap_err();
-    assert!(err.contains("a-infra-0 (machine role \"infra\")"), "{err}");
-    assert!(err.contains("a-special (nodes get role \"infra\")"), "{err}");
-    assert!(err.contains("a-tainted (nodes are tainted)"), "{err}");
-    assert!(worker_template(&[], &sources).unwrap_err().contains("there are none"));
-}
-
-#[test]
 fn placing_moves_workspace_template_and_networks_and_keeps_device_settings() {
     let (placed, dropped) = place(&provider("10.0.0.1"), &fd(), "infra").unwrap();
     assert!(dropped.is_empty());
@@ -186,9 +157,18 @@ fn placing_drops_source_tags_and_snapshots_and_refuses_missing_networks_or_templ
 }
 
 #[test]
-fn the_new_worker_set_is_a_copy_with_a_new_name_selector_and_placement() {
-    let template = set("a-worker-0", "worker", "10.0.0.1", 3);
-    let (new, _) = new_worker_set(&template, "a-worker-target-fd", &fd(), "infra", 2).unwrap();
+fn a_replacement_is_a_copy_with_a_new_name_selector_placement_and_zone() {
+    let mut template = set("a-worker-0", "worker", "10.0.0.1", 3);
+    template.set("/metadata/annotations/machine.openshift.io~1cluster-api-autoscaler-node-group-min-size", json!("1"));
+    template.set("/metadata/annotations/machine.openshift.io~1cluster-api-autoscaler-node-group-max-size", json!("6"));
+    template.set("/spec/template/metadata/labels/machine.openshift.io~1zone", json!("src-zone"));
+    template.set(
+        "/spec/template/spec/metadata/labels",
+        json!({"node-role.kubernetes.io/infra": "", "topology.kubernetes.io/zone": "src-zone", "topology.kubernetes.io/region": "src-r"}),
+    );
+    template
+        .set("/spec/template/spec/taints", json!([{"key": "node-role.kubernetes.io/infra", "effect": "NoSchedule"}]));
+    let (new, _) = replacement_set(&template, "a-worker-target-fd", &fd(), "infra", 2).unwrap();
     assert_eq!(new["metadata"]["name"], "a-worker-target-fd");
     assert_eq!(new["metadata"]["namespace"], "openshift-machine-api");
     for gone in ["uid", "resourceVersion", "ownerReferences", "creationTimestamp"] {
@@ -198,6 +178,18 @@ fn the_new_worker_set_is_a_copy_with_a_new_name_selector_and_placement() {
     assert_eq!(new["metadata"]["labels"]["machine.openshift.io/cluster-api-cluster"], "infra");
     assert_eq!(new["metadata"]["labels"]["machine.openshift.io/failure-domain"], "target-fd");
     assert_eq!(new["metadata"]["annotations"]["machine.openshift.io/vCPU"], "4");
+    assert_eq!(new["metadata"]["annotations"]["migration.openshift.io/replaces"], "a-worker-0");
+    assert!(
+        !new["metadata"]["annotations"].as_object().unwrap().keys().any(|k| k.contains("autoscaler")),
+        "the autoscaler's annotations are not copied: {}",
+        new["metadata"]["annotations"]
+    );
+    assert_eq!(new["spec"]["template"]["metadata"]["labels"]["machine.openshift.io/zone"], "z");
+    assert_eq!(
+        new["spec"]["template"]["spec"]["metadata"]["labels"],
+        json!({"node-role.kubernetes.io/infra": "", "topology.kubernetes.io/zone": "z", "topology.kubernetes.io/region": "r"})
+    );
+    assert_eq!(new["spec"]["template"]["spec"]["taints"], template.at("/spec/template/spec/taints").unwrap().clone());
     assert_eq!(new["spec"]["replicas"], 2);
     assert_eq!(new["spec"]["deletePolicy"], "Oldest");
     assert_eq!(
@@ -220,11 +212,11 @@ fn the_new_worker_set_is_a_copy_with_a_new_name_selector_and_placement() {
 }
 
 #[test]
-fn worker_set_names_must_be_valid_names_and_label_values() {
-    assert_eq!(worker_set_name("vsm-x", "target-fd").unwrap(), "vsm-x-worker-target-fd");
-    assert!(worker_set_name("vsm-x", "Target_FD").unwrap_err().contains("not a valid Kubernetes name"));
-    let long = "f".repeat(60);
-    assert!(worker_set_name("vsm-x", &long).unwrap_err().contains("63 at most"));
+fn set_names_must_be_valid_names_and_label_values() {
+    assert!(check_set_name("vsm-x-worker-target-fd").is_ok());
+    assert!(check_set_name("vsm-x-worker-Target_FD").unwrap_err().contains("not a valid Kubernetes name"));
+    let long = format!("vsm-x-{}", "f".repeat(60));
+    assert!(check_set_name(&long).unwrap_err().contains("63 at most"));
     assert!(valid_label_value("a.b-c_d"));
     assert!(!valid_label_value("-a"));
     assert!(!valid_label_value(""));
@@ -233,7 +225,7 @@ fn worker_set_names_must_be_valid_names_and_label_values() {
 }
 
 #[test]
-fn the_cpms_template_names_only_the_target_domain_and_is_placed_there() {
+fn the_cpms_template_names_the_target_domains_and_is_placed_in_the_first() {
     let cpms = Object(
         json!({"spec": {"state": "Inactive", "template": {"machineType": "machines_v1beta1_machine_openshift_io",
         "machines_v1beta1_machine_openshift_io": {
@@ -241,8 +233,17 @@ fn the_cpms_template_names_only_the_target_domain_and_is_placed_there() {
             "metadata": {"labels": {"machine.openshift.io/cluster-api-machine-role": "master"}},
             "spec": {"lifecycleHooks": {}, "providerSpec": {"value": provider("10.0.0.1")}}}}}}),
     );
-    let (t, _) = cpms_template_for(&cpms, &fd(), "infra").unwrap();
+    let (t, _) = cpms_template_for(&cpms, &[&fd()], "infra").unwrap();
     assert_eq!(t["failureDomains"], json!({"platform": "VSphere", "vsphere": [{"name": "target-fd"}]}));
+    let mut b = fd();
+    b.name = "target-b".into();
+    b.topology.datacenter = "dst-dc2".into();
+    let (t3, _) = cpms_template_for(&cpms, &[&fd(), &b], "infra").unwrap();
+    assert_eq!(t3["failureDomains"]["vsphere"], json!([{"name": "target-fd"}, {"name": "target-b"}]));
+    assert_eq!(t3["spec"]["providerSpec"]["value"]["workspace"]["datacenter"], "dst-dc");
+    b.topology.template = None;
+    assert!(cpms_template_for(&cpms, &[&fd(), &b], "infra").unwrap_err().to_string().contains("target-b"));
+    assert!(cpms_template_for(&cpms, &[], "infra").is_err());
     assert_eq!(t["spec"]["providerSpec"]["value"]["workspace"]["server"], "10.0.0.2");
     assert_eq!(t["spec"]["lifecycleHooks"], json!({}));
     assert_eq!(
