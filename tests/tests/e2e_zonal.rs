@@ -4,8 +4,9 @@
 //! components, the real machine-api and the cluster simulator. At the end, per target
 //! domain: the replacement MachineSets with their source's labels, taints and replicas,
 //! their Machines' VMs in that domain's compute cluster, Nodes with its zone label; the
-//! control plane one master per domain and the CPMS listing the three. A second run is
-//! rolled back after ScaleOldMachines and the cluster is as it was.
+//! control plane one master per domain and the CPMS listing the three. In a fresh
+//! cluster, plan mode lists every set it will create and scale; then a run rolled back
+//! after ScaleOldMachines leaves the cluster as it was.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -258,9 +259,32 @@ async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_
 
     c.stop().await;
 
-    // Rolled back after ScaleOldMachines: every set as it was, machines back in the source.
+    // In a fresh cluster: plan mode lists every set it will create and scale, and changes nothing.
     let c = Zonal::start().await?;
     let before = sets(&c.env).await?;
+    let mut spec = c.spec()?;
+    spec["mode"] = json!("Plan");
+    c.create("zonal-plan", spec).await?;
+    let m = c.until("zonal-plan", "Planned", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+    ensure!(phase(&m) == "Planned", "{:#?}", m.status);
+    let changes: Vec<String> = m
+        .status
+        .unwrap()
+        .plan
+        .iter()
+        .flat_map(|p| p.changes.iter().map(move |c| format!("{} {} {}", p.phase, c.action, c.target)))
+        .collect();
+    for name in before.keys() {
+        let source_domain = &c.seeded.machineset_domains[name];
+        let stem = name.strip_suffix(&format!("-{source_domain}")).unwrap_or(name);
+        let new_name = format!("{stem}-{}", domains[source_domain]);
+        let created = changes.iter().any(|ch| ch.starts_with("CreateWorkers create") && ch.contains(&new_name));
+        let scaled = changes.iter().any(|ch| ch.starts_with("ScaleOldMachines patch") && ch.contains(name.as_str()));
+        ensure!(created && scaled, "{name} → {new_name} not planned:\n{}", changes.join("\n"));
+    }
+    ensure!(sets(&c.env).await? == before, "plan mode changed MachineSets");
+
+    // Rolled back after ScaleOldMachines: every set as it was, machines back in the source.
     let mut spec = c.spec()?;
     spec["approvalMode"] = json!("Manual");
     spec["approvals"] = json!(PHASES[..PHASES.iter().position(|p| *p == "ScaleOldMachines").unwrap() + 1]);
