@@ -128,14 +128,39 @@ fn schema_cases() -> Vec<(&'static str, Edit, &'static str)> {
         ),
         ("port out of range", |s| s["vcenters"][1]["port"] = json!(70000), "spec.vcenters[1].port"),
         (
-            "zero replicas",
-            |s| s["machineSetConfig"]["replicas"] = json!(0),
-            "spec.machineSetConfig.replicas: Invalid value: 0",
+            "too many replicas for a replacement",
+            |s| s["machineSetConfig"]["overrides"] = json!([{"machineSet": "w", "replicas": 5000}]),
+            "spec.machineSetConfig.overrides[0].replicas: Invalid value: 5000",
         ),
         (
-            "too many replicas",
-            |s| s["machineSetConfig"]["replicas"] = json!(5000),
-            "spec.machineSetConfig.replicas: Invalid value: 5000",
+            "a source failure domain mapped to a target domain that does not exist",
+            |s| s["machineSetConfig"]["failureDomainMap"] = json!([{"source": "src-a", "target": "nowhere"}]),
+            "every spec.machineSetConfig.failureDomainMap[].target must name one of spec.failureDomains",
+        ),
+        (
+            "a MachineSet sent to a failure domain that does not exist",
+            |s| s["machineSetConfig"]["overrides"] = json!([{"machineSet": "w", "failureDomain": "nowhere"}]),
+            "every spec.machineSetConfig.overrides[].failureDomain must name one of spec.failureDomains",
+        ),
+        (
+            "a MachineSet overridden twice",
+            |s| s["machineSetConfig"]["overrides"] = json!([{"machineSet": "w", "replicas": 1}, {"machineSet": "w", "replicas": 2}]),
+            "spec.machineSetConfig.overrides[1]: Duplicate value",
+        ),
+        (
+            "control-plane failure domains naming one that does not exist",
+            |s| s["controlPlaneMachineSetConfig"] = json!({"failureDomains": ["target-fd", "nowhere"]}),
+            "every spec.controlPlaneMachineSetConfig.failureDomains entry must name one of spec.failureDomains",
+        ),
+        (
+            "control plane given one domain and a list",
+            |s| s["controlPlaneMachineSetConfig"]["failureDomains"] = json!(["target-fd"]),
+            "set exactly one of failureDomain and failureDomains",
+        ),
+        (
+            "control plane over four domains",
+            |s| s["controlPlaneMachineSetConfig"] = json!({"failureDomains": ["a", "b", "c", "d"]}),
+            "spec.controlPlaneMachineSetConfig.failureDomains: Too many",
         ),
         (
             "unknown phase in plugins",

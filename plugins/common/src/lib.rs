@@ -8,6 +8,7 @@ pub mod cloud_config;
 pub mod creds;
 pub mod duration;
 pub mod health;
+pub mod health_checks;
 pub mod infra;
 pub mod machines;
 pub mod replacements;

@@ -14,13 +14,17 @@
 //!    vCenter.
 //! 3. The phase waits until every machine of every replacement is Running with a node,
 //!    and every such node is Ready; a failed machine fails the phase with its reason.
+//!    While the machines are made, the MachineHealthChecks that select them are paused
+//!    (`vsm_common::health_checks`), and resumed once they are Ready.
 //!
-//! Rollback, for each set the phase created: scale it to zero, delete it (uid
-//! precondition) and wait until its machines are gone. A set of that name that the phase
-//! did not create is left alone.
+//! Rollback, for each set the phase created, with the health checks over its machines
+//! paused until they are gone: scale it to zero, delete it (uid precondition) and wait
+//! until its machines are gone. A set of that name that the phase did not create is left
+//! alone.
 
 use std::collections::BTreeSet;
 
+use vsm_common::health_checks;
 use vsm_common::infra;
 use vsm_common::machines::{self, Readiness};
 use vsm_common::replacements::{self, Replacement};
@@ -48,6 +52,7 @@ impl Phase for CreateWorkers {
         .kube("config.openshift.io", "infrastructures", &["get"], None)
         .kube("machine.openshift.io", "machinesets", &["get", "list", "create", "patch", "delete"], NS)
         .kube("machine.openshift.io", "machines", &["list"], NS)
+        .kube("machine.openshift.io", "machinehealthchecks", &["get", "list", "patch"], NS)
         .kube("", "nodes", &["list"], None)
         .with_rollback()
         .deadline_minutes(90)
@@ -87,6 +92,18 @@ fn the_plan(cx: &Cx, infra: &Object, sets: &[Object]) -> Result<Vec<Replacement>
     cx.state().put(PLANNED_FROM_KEY, &config)?;
     cx.shared().put(MACHINE_SET_REPLACEMENTS, &plan)?;
     Ok(plan)
+}
+
+/// The labels of the machines the plan makes: each source set's machine template labels,
+/// with the replacement's MachineSet label.
+fn moving_labels(plan: &[Replacement], sets: &[Object]) -> Vec<Value> {
+    plan.iter()
+        .filter_map(|r| {
+            let mut labels = sets.iter().find(|s| s.name() == r.source)?.at("/spec/template/metadata/labels")?.clone();
+            labels[MACHINESET_LABEL] = json!(r.name);
+            Some(labels)
+        })
+        .collect()
 }
 
 fn machines_of(cx: &Cx, set: &str) -> Result<Vec<Object>, PhaseError> {
@@ -130,6 +147,10 @@ fn execute(cx: &Cx) -> Step {
         existing.push(set);
     }
 
+    if existing.iter().any(Option::is_none) {
+        // The health checks over these machines hold still while they are made.
+        health_checks::pause(cx, &moving_labels(&plan, &sets))?;
+    }
     let mut created = Vec::new();
     let mut mine: BTreeSet<String> = cx.state().get_json(CREATED_KEY)?.unwrap_or_default();
     for (r, set) in plan.iter().zip(&existing) {
@@ -196,6 +217,7 @@ fn execute(cx: &Cx) -> Step {
         }
     }
     if waiting.is_empty() {
+        health_checks::resume(cx)?;
         let per_set: Vec<String> =
             plan.iter().map(|r| format!("{} {} in {}", r.name, r.replicas, r.failure_domain)).collect();
         return Ok(done(format!(
@@ -213,8 +235,13 @@ fn execute(cx: &Cx) -> Step {
 
 fn rollback(cx: &Cx) -> Step {
     let Some(mine) = cx.state().get_json::<BTreeSet<String>>(CREATED_KEY)? else {
+        health_checks::resume(cx)?;
         return Ok(done("nothing to undo: this phase created no MachineSet"));
     };
+    if let Some(plan) = cx.shared().get_json::<Vec<Replacement>>(MACHINE_SET_REPLACEMENTS)? {
+        let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
+        health_checks::pause(cx, &moving_labels(&plan, &sets))?;
+    }
     let mut left_total = Vec::new();
     for name in &mine {
         if let Some(set) = cx.kube().get(&types::MACHINE_SET, NS, name)?
@@ -248,6 +275,7 @@ fn rollback(cx: &Cx) -> Step {
         ));
     }
     cx.backup().restore_all()?;
+    health_checks::resume(cx)?;
     cx.shared().delete(MACHINE_SET_REPLACEMENTS)?;
     cx.state().delete(PLANNED_FROM_KEY)?;
     cx.state().delete(CREATED_KEY)?;

@@ -198,3 +198,44 @@ fn a_target_vcenter_missing_from_the_infrastructure_is_refused() {
     assert!(run.message().contains("UpdateInfrastructure must run before CreateWorkers"), "{}", run.message());
     assert_eq!(h.list(&types::MACHINE_SET).len(), 3, "nothing created");
 }
+
+fn health_check(name: &str, role: &str) -> Value {
+    json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+           "metadata": {"name": name, "namespace": MACHINE_API_NAMESPACE},
+           "spec": {"selector": {"matchLabels": {"machine.openshift.io/cluster-api-machine-role": role}}}})
+}
+
+fn paused(h: &FakeHost, name: &str) -> Option<String> {
+    h.get(&types::MACHINE_HEALTH_CHECK, NS, name)
+        .and_then(|m| m.str_at("/metadata/annotations/cluster.x-k8s.io~1paused").map(String::from))
+}
+
+#[test]
+fn health_checks_over_the_new_machines_hold_still_while_they_are_made_and_removed() {
+    let h = cluster();
+    h.clear_hooks();
+    h.put(health_check("workers", "worker"));
+    h.put(health_check("masters", "master"));
+    let mut owners = health_check("owners", "worker");
+    owners["metadata"]["annotations"] = json!({"cluster.x-k8s.io/paused": ""});
+    h.put(owners);
+
+    let first = h.call::<CreateWorkers>(Direction::Execute, &zonal(), 1);
+    assert!(outcome_message(&first).contains("created MachineSet(s)"), "{first:?}");
+    assert_eq!(paused(&h, "workers").as_deref(), Some("vsphere-migration"), "paused while machines are made");
+    assert_eq!(paused(&h, "masters"), None, "it selects none of them");
+    h.on_wait(machine_api);
+    assert!(h.run::<CreateWorkers>(Direction::Execute, &zonal()).done());
+    assert_eq!(paused(&h, "workers"), None, "resumed once they are Ready");
+    assert_eq!(paused(&h, "owners").as_deref(), Some(""), "the owner's pause is theirs");
+
+    // Rollback: paused while the machines go, resumed after.
+    h.clear_hooks();
+    let first = h.call::<CreateWorkers>(Direction::Rollback, &zonal(), 1);
+    assert!(matches!(first, Outcome::Wait(_)), "{first:?}");
+    assert_eq!(paused(&h, "workers").as_deref(), Some("vsphere-migration"));
+    h.on_wait(machine_api);
+    assert!(h.run::<CreateWorkers>(Direction::Rollback, &zonal()).done());
+    assert_eq!(paused(&h, "workers"), None);
+    assert_eq!(paused(&h, "owners").as_deref(), Some(""));
+}

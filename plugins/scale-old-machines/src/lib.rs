@@ -6,12 +6,17 @@
 //!
 //! A source set that wants machines and has no replacement in the plan (made after
 //! CreateWorkers planned) fails the phase rather than lose its capacity; one whose
-//! replacement is not Ready is waited for. Rollback scales each set back to its
-//! remembered count (the Go controller used a hard-coded 3) and waits until its machines
-//! are Running with Ready nodes again.
+//! replacement is not Ready is waited for. Before a set goes down, every
+//! MachineAutoscaler that scales it is pointed at its replacement (min and max kept: an
+//! autoscaler left on the source would scale it back up), and the MachineHealthChecks
+//! over its machines are paused until they are gone. Rollback scales each set back to its
+//! remembered count (the Go controller used a hard-coded 3), points the moved autoscalers
+//! back, and waits (health checks paused) until its machines are Running with Ready nodes
+//! again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use vsm_common::health_checks;
 use vsm_common::machines::{self, Readiness};
 use vsm_common::replacements::Replacement;
 use vsm_common::shared_state::MACHINE_SET_REPLACEMENTS;
@@ -24,6 +29,8 @@ const POLL_MS: u64 = 30_000;
 const ORIGINAL_KEY: &str = "original";
 /// Phase state: the nodes of the old sets' machines, which must go too.
 const NODES_KEY: &str = "nodes";
+/// Phase state: MachineAutoscaler name -> the source set it scaled before it was moved.
+const AUTOSCALERS_KEY: &str = "autoscalers";
 
 pub struct ScaleOldMachines;
 
@@ -36,6 +43,8 @@ impl Phase for ScaleOldMachines {
         )
         .kube("machine.openshift.io", "machinesets", &["get", "list", "patch"], NS)
         .kube("machine.openshift.io", "machines", &["list"], NS)
+        .kube("machine.openshift.io", "machinehealthchecks", &["get", "list", "patch"], NS)
+        .kube("autoscaling.openshift.io", "machineautoscalers", &["list", "patch"], NS)
         .kube("", "nodes", &["list"], None)
         .with_rollback()
         .deadline_minutes(90)
@@ -61,6 +70,67 @@ fn scale(cx: &Cx, name: &str, to: i64) -> Result<(), PhaseError> {
 
 fn in_set<'a>(machines: &'a [Object], set: &str) -> Vec<&'a Object> {
     machines.iter().filter(|m| m.label(MACHINESET_LABEL) == Some(set)).collect()
+}
+
+/// The machine template labels of `sets`: what their machines carry.
+fn template_labels(sets: &[&Object]) -> Vec<Value> {
+    sets.iter().map(|s| s.at("/spec/template/metadata/labels").cloned().unwrap_or_else(|| json!({}))).collect()
+}
+
+fn autoscalers(cx: &Cx) -> Result<Vec<Object>, PhaseError> {
+    match cx.kube().list(&types::MACHINE_AUTOSCALER, NS, None) {
+        // A cluster without the autoscaler's CRD has no autoscaler.
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+fn target_of(autoscaler: &Object) -> Option<&str> {
+    (autoscaler.str_at("/spec/scaleTargetRef/kind") == Some("MachineSet"))
+        .then(|| autoscaler.str_at("/spec/scaleTargetRef/name"))
+        .flatten()
+}
+
+/// Every MachineAutoscaler that scales one of `sources` scales its replacement instead
+/// (min and max as they are), recorded first ([`AUTOSCALERS_KEY`]: autoscaler -> source)
+/// so the rollback points it back.
+fn move_autoscalers(cx: &Cx, sources: &[&Object], plan: &[Replacement]) -> Result<(), PhaseError> {
+    let mut moved: BTreeMap<String, String> = cx.state().get_json(AUTOSCALERS_KEY)?.unwrap_or_default();
+    for a in autoscalers(cx)? {
+        let Some(target) = target_of(&a) else { continue };
+        let Some(r) = plan.iter().find(|r| r.source == target && sources.iter().any(|s| s.name() == target)) else {
+            continue;
+        };
+        moved.insert(a.name().to_string(), r.source.clone());
+        cx.state().put(AUTOSCALERS_KEY, &moved)?;
+        cx.kube().merge_patch(
+            &types::MACHINE_AUTOSCALER,
+            NS,
+            a.name(),
+            &json!({"spec": {"scaleTargetRef": {"name": r.name}}}),
+        )?;
+        cx.info(format!("MachineAutoscaler {} now scales {} (was {})", a.name(), r.name, r.source));
+    }
+    Ok(())
+}
+
+/// The moved autoscalers point at their source sets again.
+fn restore_autoscalers(cx: &Cx) -> Result<(), PhaseError> {
+    let Some(moved) = cx.state().get_json::<BTreeMap<String, String>>(AUTOSCALERS_KEY)? else { return Ok(()) };
+    let present = autoscalers(cx)?;
+    for (name, source) in &moved {
+        let Some(a) = present.iter().find(|a| a.name() == name) else { continue };
+        if target_of(a) != Some(source.as_str()) {
+            cx.kube().merge_patch(
+                &types::MACHINE_AUTOSCALER,
+                NS,
+                name,
+                &json!({"spec": {"scaleTargetRef": {"name": source}}}),
+            )?;
+            cx.info(format!("MachineAutoscaler {name} scales {source} again"));
+        }
+    }
+    Ok(())
 }
 
 fn execute(cx: &Cx) -> Step {
@@ -118,6 +188,8 @@ fn execute(cx: &Cx) -> Step {
         newly.push(source);
     }
     if !newly.is_empty() {
+        health_checks::pause(cx, &template_labels(&newly))?;
+        move_autoscalers(cx, &newly, &plan)?;
         // Nodes first, then the counts: a crash in between records the nodes again.
         for s in &newly {
             gone_nodes
@@ -180,6 +252,7 @@ fn execute(cx: &Cx) -> Step {
             format!("scaled {} to zero; waiting: {}", counts.join(", "), parts.join("; ")),
         ));
     }
+    health_checks::resume(cx)?;
     Ok(done(format!(
         "scaled {} MachineSet(s) in the source vCenter(s) to zero ({}); their machines and {} node(s) are gone",
         original.len(),
@@ -193,6 +266,9 @@ fn rollback(cx: &Cx) -> Step {
         return Ok(done("nothing to undo: no MachineSet was scaled"));
     };
     let sets = cx.kube().list(&types::MACHINE_SET, NS, None)?;
+    let scaled: Vec<&Object> = sets.iter().filter(|s| original.contains_key(s.name())).collect();
+    health_checks::pause(cx, &template_labels(&scaled))?;
+    restore_autoscalers(cx)?;
     for (name, want) in &original {
         let set = sets.iter().find(|s| s.name() == name).ok_or_else(|| {
             PhaseError::invalid(format!("MachineSet {name} no longer exists: its {want} replica(s) cannot be restored"))
@@ -228,7 +304,8 @@ fn rollback(cx: &Cx) -> Step {
     if !waiting.is_empty() {
         return Ok(wait(POLL_MS, percent(ready, total.max(1)), format!("restoring replicas: {}", waiting.join("; "))));
     }
-    for k in [ORIGINAL_KEY, NODES_KEY] {
+    health_checks::resume(cx)?;
+    for k in [ORIGINAL_KEY, NODES_KEY, AUTOSCALERS_KEY] {
         cx.state().delete(k)?;
     }
     let counts: Vec<String> = original.iter().map(|(n, r)| format!("{n} {r}")).collect();

@@ -152,3 +152,48 @@ fn a_source_set_without_a_replacement_or_without_a_plan_is_never_scaled() {
         "nothing scaled"
     );
 }
+
+fn autoscaler(name: &str, target: &str) -> Value {
+    json!({"apiVersion": "autoscaling.openshift.io/v1beta1", "kind": "MachineAutoscaler",
+           "metadata": {"name": name, "namespace": MACHINE_API_NAMESPACE},
+           "spec": {"minReplicas": 1, "maxReplicas": 4,
+                    "scaleTargetRef": {"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet", "name": target}}})
+}
+
+fn scales(h: &FakeHost, name: &str) -> (String, i64, i64) {
+    let a = h.get(&types::MACHINE_AUTOSCALER, NS, name).unwrap();
+    (
+        a.str_at("/spec/scaleTargetRef/name").unwrap().to_string(),
+        a.i64_at("/spec/minReplicas").unwrap(),
+        a.i64_at("/spec/maxReplicas").unwrap(),
+    )
+}
+
+#[test]
+fn an_autoscaler_follows_its_set_to_the_replacement_and_back_and_health_checks_hold_still() {
+    let h = cluster();
+    h.put(autoscaler("old-a-scaler", "old-a"));
+    h.put(autoscaler("elsewhere", "unrelated"));
+    h.put(json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+                 "metadata": {"name": "all", "namespace": MACHINE_API_NAMESPACE}, "spec": {"selector": {}}}));
+    h.clear_hooks();
+    let paused = |h: &FakeHost| {
+        h.get(&types::MACHINE_HEALTH_CHECK, NS, "all")
+            .unwrap()
+            .str_at("/metadata/annotations/cluster.x-k8s.io~1paused")
+            .map(String::from)
+    };
+    let first = h.call::<ScaleOldMachines>(Direction::Execute, &m(), 1);
+    assert!(matches!(first, Outcome::Wait(_)), "{first:?}");
+    assert_eq!(scales(&h, "old-a-scaler"), ("new-a".into(), 1, 4), "moved before the scale-down, min/max kept");
+    assert_eq!(scales(&h, "elsewhere").0, "unrelated");
+    assert_eq!(paused(&h).as_deref(), Some("vsphere-migration"));
+    h.on_wait(machine_api);
+    assert!(h.run::<ScaleOldMachines>(Direction::Execute, &m()).done());
+    assert_eq!(paused(&h), None, "resumed once the old machines are gone");
+
+    assert!(h.run::<ScaleOldMachines>(Direction::Rollback, &m()).done());
+    assert_eq!(scales(&h, "old-a-scaler"), ("old-a".into(), 1, 4), "pointed back");
+    assert_eq!(paused(&h), None);
+    assert_eq!(h.phase_state("ScaleOldMachines", "autoscalers"), None);
+}

@@ -36,6 +36,8 @@ pub const CLUSTER_VERSION: TypeConst = ty("config.openshift.io/v1", "ClusterVers
 pub const MACHINE: TypeConst = ty("machine.openshift.io/v1beta1", "Machine");
 pub const MACHINE_SET: TypeConst = ty("machine.openshift.io/v1beta1", "MachineSet");
 pub const CONTROL_PLANE_MACHINE_SET: TypeConst = ty("machine.openshift.io/v1", "ControlPlaneMachineSet");
+pub const MACHINE_HEALTH_CHECK: TypeConst = ty("machine.openshift.io/v1beta1", "MachineHealthCheck");
+pub const MACHINE_AUTOSCALER: TypeConst = ty("autoscaling.openshift.io/v1beta1", "MachineAutoscaler");
 pub const CUSTOM_RESOURCE_DEFINITION: TypeConst = ty("apiextensions.k8s.io/v1", "CustomResourceDefinition");
 
 /// Well-known object locations in an OpenShift cluster.
