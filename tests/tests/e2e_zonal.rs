@@ -43,7 +43,7 @@ impl Zonal {
         })
         .await?;
         let opts = SeedOptions {
-            zonal: Some(ZonalSeed { autoscaler: None, health_check: false }),
+            zonal: Some(ZonalSeed::full()),
             workers: 3,
             infra_machines: Some(1),
             static_ip_workers: false,
@@ -256,6 +256,20 @@ async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_
     let target_names: Vec<&str> = c.seeded.target_failure_domains.iter().map(|f| f.name.as_str()).collect();
     ensure!(listed == target_names, "{listed:?}");
     ensure!(vms.values().all(|(host, _)| host != &src), "no VM left in the source");
+
+    // The autoscaler scales the replacement of its set, min and max as they were; the
+    // health check is not left paused.
+    let scaler = c.seeded.machine_autoscaler.clone().context("a MachineAutoscaler")?;
+    let autoscalers = c.env.dynamic("autoscaling.openshift.io", "v1beta1", "MachineAutoscaler", "machineautoscalers", Some("openshift-machine-api"));
+    let a = autoscalers.get(&scaler).await?;
+    let was = &c.seeded.worker_machinesets[0];
+    let replacement = format!("{was}-{}", domains[&c.seeded.machineset_domains[was]]);
+    ensure!(a.data["spec"]["scaleTargetRef"]["name"] == replacement.as_str(), "{}", a.data["spec"]);
+    ensure!(a.data["spec"]["minReplicas"] == 1 && a.data["spec"]["maxReplicas"] == 3, "{}", a.data["spec"]);
+    let mhc_name = c.seeded.machine_health_check.clone().context("a MachineHealthCheck")?;
+    let mhcs = c.env.dynamic("machine.openshift.io", "v1beta1", "MachineHealthCheck", "machinehealthchecks", Some("openshift-machine-api"));
+    let mhc = mhcs.get(&mhc_name).await?;
+    ensure!(!mhc.annotations().contains_key("cluster.x-k8s.io/paused"), "{:?}", mhc.annotations());
 
     c.stop().await;
 
