@@ -1,5 +1,13 @@
-//! The whole environment: etcd, kube-apiserver, CRDs, namespaces and the two vCenters, and
-//! optionally the real machine-api controllers ([`TestEnvOptions::machine_api`]).
+//! The whole environment: etcd, kube-apiserver, CRDs, namespaces and the vCenters (a source
+//! and a target, plus any [`TestEnvOptions::extra_sources`] and
+//! [`TestEnvOptions::extra_targets`]), and optionally the real machine-api controllers
+//! ([`TestEnvOptions::machine_api`]).
+//!
+//! Trust: every vCenter without a CA of its own gets a serving certificate from the
+//! environment's CA; one with its own ([`VcsimOptions::with_own_ca`]) keeps it. The
+//! environment writes a bundle of every vCenter's CA ([`TestEnv::vcenter_ca_bundle_pem`]),
+//! which the real machine-api's vSphere actuator trusts (`SSL_CERT_FILE`) and which a
+//! migration's `vcenters[].caSecret` may hold; each [`Vcsim::ca_pem`] is its own CA alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +29,11 @@ pub struct TestEnvOptions {
     pub source: VcsimOptions,
     /// The target vCenter; its `ca` is replaced by the environment's CA when `None`.
     pub target: VcsimOptions,
+    /// More source vCenters (e.g. [`VcsimOptions::extra_source`]), started beside `source`;
+    /// each needs a name and a listen address of its own.
+    pub extra_sources: Vec<VcsimOptions>,
+    /// More target vCenters (e.g. [`VcsimOptions::extra_target`]).
+    pub extra_targets: Vec<VcsimOptions>,
     pub openshift_crds: OpenShiftCrds,
     /// Install the project's CRDs from `crds/`.
     pub project_crds: bool,
@@ -40,6 +53,8 @@ impl Default for TestEnvOptions {
         TestEnvOptions {
             source: VcsimOptions::source(),
             target: VcsimOptions::target(),
+            extra_sources: Vec::new(),
+            extra_targets: Vec::new(),
             openshift_crds: OpenShiftCrds::Auto,
             project_crds: true,
             namespaces: true,
@@ -65,6 +80,8 @@ pub struct TestEnv {
     machine_api: Option<MachineApi>,
     source: Vcsim,
     target: Vcsim,
+    /// The extra vCenters, sources first, each in the order asked for.
+    extra: Vec<(VCenterRole, Vcsim)>,
     apiserver: ApiServer,
     etcd: Etcd,
     dir: tempfile::TempDir,
@@ -77,8 +94,56 @@ impl std::fmt::Debug for TestEnv {
             .field("kubeconfig", &self.kubeconfig)
             .field("source", &self.source)
             .field("target", &self.target)
+            .field("extra", &self.extra)
             .finish_non_exhaustive()
     }
+}
+
+/// Which side of a migration a vCenter of the environment is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VCenterRole {
+    /// The cluster runs here before the migration.
+    Source,
+    /// The cluster moves here.
+    Target,
+}
+
+/// Every vCenter an environment would start, by role: `source`, the extra sources,
+/// `target`, the extra targets.
+fn vcenter_plan(opts: &TestEnvOptions) -> Vec<(VCenterRole, VcsimOptions)> {
+    let sources = std::iter::once(&opts.source).chain(&opts.extra_sources).map(|o| (VCenterRole::Source, o.clone()));
+    let targets = std::iter::once(&opts.target).chain(&opts.extra_targets).map(|o| (VCenterRole::Target, o.clone()));
+    sources.chain(targets).collect()
+}
+
+/// Two vCenters may not share a name (their files and logs are named by it) or a listen
+/// address (OpenShift tells vCenters apart by address alone: `vcenters[].server`).
+fn check_vcenter_plan(plan: &[(VCenterRole, VcsimOptions)]) -> Result<()> {
+    for (i, (_, a)) in plan.iter().enumerate() {
+        for (_, b) in &plan[..i] {
+            anyhow::ensure!(a.name != b.name, "two vCenters are named {:?}", a.name);
+            anyhow::ensure!(
+                a.listen_ip != b.listen_ip,
+                "vCenters {:?} and {:?} both listen on {}: OpenShift tells vCenters apart by address",
+                b.name,
+                a.name,
+                a.listen_ip
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The distinct CA certificates (PEM) among `pems`, in first-seen order, concatenated.
+fn ca_bundle<'a>(pems: impl IntoIterator<Item = &'a str>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for pem in pems {
+        let pem = pem.trim();
+        if !pem.is_empty() && !seen.contains(&pem) {
+            seen.push(pem);
+        }
+    }
+    seen.iter().map(|p| format!("{p}\n")).collect()
 }
 
 impl TestEnv {
@@ -103,15 +168,17 @@ impl TestEnv {
         let ca_path = dir.path().join("ca.crt");
         std::fs::write(&ca_path, &ca.cert_pem)?;
 
-        let mut source_opts = opts.source.clone();
-        let mut target_opts = opts.target.clone();
-        source_opts.ca.get_or_insert_with(|| ca.clone());
-        target_opts.ca.get_or_insert_with(|| ca.clone());
+        let mut plan = vcenter_plan(&opts);
+        check_vcenter_plan(&plan)?;
+        for (_, o) in &mut plan {
+            o.ca.get_or_insert_with(|| ca.clone());
+        }
 
         // The vCenters start while etcd and the apiserver come up.
-        let vcenters = async {
-            tokio::try_join!(Vcsim::start_in(source_opts, dir.path()), Vcsim::start_in(target_opts, dir.path()))
-        };
+        let vcenters = futures::future::try_join_all(plan.into_iter().map(|(role, o)| {
+            let dir = dir.path();
+            async move { anyhow::Ok((role, Vcsim::start_in(o, dir).await?)) }
+        }));
         let kube_side = async {
             let kube_dir = dir.path().join("kube");
             std::fs::create_dir(&kube_dir)?;
@@ -122,8 +189,17 @@ impl TestEnv {
         };
         let (vcenters, kube_side) = tokio::join!(vcenters, kube_side);
         // On error the started halves are dropped here, which stops them.
-        let (source, target) = vcenters?;
+        let mut vcenters = vcenters?;
         let (etcd, apiserver) = kube_side?;
+        // The plan's order: source first, the first target after the extra sources.
+        let target_at = 1 + opts.extra_sources.len();
+        let (_, target) = vcenters.remove(target_at);
+        let (_, source) = vcenters.remove(0);
+        let extra = vcenters;
+        let bundle = ca_bundle(std::iter::once(ca.cert_pem.as_str()).chain(
+            [&source, &target].into_iter().chain(extra.iter().map(|(_, v)| v)).filter_map(|v| v.ca_pem.as_deref()),
+        ));
+        std::fs::write(dir.path().join(VCENTER_CA_BUNDLE), &bundle)?;
 
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
@@ -153,6 +229,7 @@ impl TestEnv {
             machine_api: None,
             source,
             target,
+            extra,
             apiserver,
             etcd,
             dir,
@@ -172,11 +249,13 @@ impl TestEnv {
         }
         if opts.machine_api {
             let ca_path = env.ca_path();
+            let vcenter_ca_path = env.vcenter_ca_bundle_path();
             let cluster = machine_api::Cluster {
                 client: env.client(),
                 apiserver_url: &env.apiserver.url,
                 ca: &env.ca,
                 ca_path: &ca_path,
+                vcenter_ca_path: &vcenter_ca_path,
                 installed_crds: &env.installed_crds,
             };
             let started = MachineApi::start(&bins.machine_api, &cluster, &env.dir.path().join("machine-api")).await;
@@ -193,7 +272,7 @@ impl TestEnv {
         new_client(&self.admin_config)
     }
 
-    /// An admin [`Api`] of any kind by group, version, kind and plural (the OpenShift kinds
+    /// An admin [`Api`](kube::Api) of any kind by group, version, kind and plural (the OpenShift kinds
     /// have no Rust types here); namespaced when `ns` is given.
     pub fn dynamic(
         &self,
@@ -244,7 +323,8 @@ impl TestEnv {
         &self.apiserver.operator_token
     }
 
-    /// The environment's CA: it signed the apiserver's and both vCenters' certificates.
+    /// The environment's CA: it signed the apiserver's certificate and those of every vCenter
+    /// without a CA of its own.
     pub fn ca(&self) -> &Arc<TestCa> {
         &self.ca
     }
@@ -258,12 +338,51 @@ impl TestEnv {
         self.dir.path().join("ca.crt")
     }
 
+    /// The CA certificates of every vCenter (the environment's first), one PEM bundle: what
+    /// trusts them all.
+    pub fn vcenter_ca_bundle_pem(&self) -> String {
+        std::fs::read_to_string(self.vcenter_ca_bundle_path()).unwrap_or_else(|_| self.ca.cert_pem.clone())
+    }
+
+    /// [`TestEnv::vcenter_ca_bundle_pem`] as a file.
+    pub fn vcenter_ca_bundle_path(&self) -> PathBuf {
+        self.dir.path().join(VCENTER_CA_BUNDLE)
+    }
+
+    /// The (first) source vCenter.
     pub fn source(&self) -> &Vcsim {
         &self.source
     }
 
+    /// The (first) target vCenter.
     pub fn target(&self) -> &Vcsim {
         &self.target
+    }
+
+    /// Every vCenter with its role: [`TestEnv::source`], the extra sources,
+    /// [`TestEnv::target`], the extra targets.
+    pub fn vcenters(&self) -> Vec<(VCenterRole, &Vcsim)> {
+        let extra = |role| self.extra.iter().filter(move |(r, _)| *r == role).map(|(r, v)| (*r, v));
+        std::iter::once((VCenterRole::Source, &self.source))
+            .chain(extra(VCenterRole::Source))
+            .chain(std::iter::once((VCenterRole::Target, &self.target)))
+            .chain(extra(VCenterRole::Target))
+            .collect()
+    }
+
+    /// The source vCenters, [`TestEnv::source`] first.
+    pub fn sources(&self) -> Vec<&Vcsim> {
+        self.vcenters().into_iter().filter(|(r, _)| *r == VCenterRole::Source).map(|(_, v)| v).collect()
+    }
+
+    /// The target vCenters, [`TestEnv::target`] first.
+    pub fn targets(&self) -> Vec<&Vcsim> {
+        self.vcenters().into_iter().filter(|(r, _)| *r == VCenterRole::Target).map(|(_, v)| v).collect()
+    }
+
+    /// The vCenter OpenShift knows by `host` (the address, no port: [`Vcsim::host`]).
+    pub fn vcenter(&self, host: &str) -> Option<&Vcsim> {
+        self.vcenters().into_iter().map(|(_, v)| v).find(|v| v.host() == host)
     }
 
     /// Names of the CRDs installed.
@@ -303,9 +422,11 @@ impl TestEnv {
         self.apiserver.restart(kill).await
     }
 
-    /// Process ids of etcd, kube-apiserver, source and target vcsim.
+    /// Process ids of etcd, kube-apiserver and every vcsim ([`TestEnv::vcenters`] order).
     pub fn pids(&self) -> Vec<u32> {
-        vec![self.etcd.process.pid(), self.apiserver.process.pid(), self.source.pid(), self.target.pid()]
+        let mut pids = vec![self.etcd.process.pid(), self.apiserver.process.pid()];
+        pids.extend(self.vcenters().iter().map(|(_, v)| v.pid()));
+        pids
     }
 
     /// Stops every process now (they are also stopped on drop).
@@ -313,7 +434,8 @@ impl TestEnv {
         // The machine-api, the apiserver and the vCenters first; etcd after, so the apiserver
         // shuts down cleanly.
         let mut first: Vec<&crate::process::Process> = self.machine_api.iter().flat_map(|m| m.processes()).collect();
-        first.extend([&self.apiserver.process, self.source.process(), self.target.process()]);
+        first.push(&self.apiserver.process);
+        first.extend(self.vcenters().into_iter().map(|(_, v)| v.process()));
         stop_all(&first);
         stop_all(&[&self.etcd.process]);
     }
@@ -351,6 +473,9 @@ impl TestEnv {
         Ok(env)
     }
 }
+
+/// The file name of the vCenter CA bundle in the environment's directory.
+const VCENTER_CA_BUNDLE: &str = "vcenter-ca-bundle.crt";
 
 fn new_client(config: &kube::Config) -> kube::Client {
     // Building a client spawns its request-buffer task, which needs a runtime.
@@ -398,5 +523,42 @@ pub fn shared_runtime() -> &'static tokio::runtime::Runtime {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcenters_start_in_role_order_and_must_differ_by_name_and_address() {
+        let opts = TestEnvOptions {
+            extra_sources: vec![VcsimOptions::extra_source(2, 1)],
+            extra_targets: vec![VcsimOptions::extra_target(2, 2)],
+            ..Default::default()
+        };
+        let plan = vcenter_plan(&opts);
+        let names: Vec<(VCenterRole, &str)> = plan.iter().map(|(r, o)| (*r, o.name.as_str())).collect();
+        use VCenterRole::{Source, Target};
+        assert_eq!(names, [(Source, "source"), (Source, "source-2"), (Target, "target"), (Target, "target-2")]);
+        check_vcenter_plan(&plan).unwrap();
+
+        let same_address = TestEnvOptions { extra_sources: vec![VcsimOptions::zonal_source(2)], ..Default::default() };
+        let err = check_vcenter_plan(&vcenter_plan(&same_address)).unwrap_err().to_string();
+        assert!(err.contains("named \"source\""), "{err}");
+        let mut twin = VcsimOptions::extra_source(2, 1);
+        twin.listen_ip = VcsimOptions::target().listen_ip;
+        let err =
+            check_vcenter_plan(&vcenter_plan(&TestEnvOptions { extra_sources: vec![twin], ..Default::default() }))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("both listen on 127.0.0.2"), "{err}");
+    }
+
+    #[test]
+    fn the_ca_bundle_has_each_ca_once() {
+        let (a, b) =
+            ("-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n", "-----BEGIN CERTIFICATE-----\nB\n");
+        assert_eq!(ca_bundle([a, b, a, "", a.trim()]), format!("{}\n{}\n", a.trim(), b.trim()));
     }
 }

@@ -35,7 +35,8 @@ use crate::vcsim::target;
 pub const NAMESPACE: &str = "vsphere-migration";
 /// The Secret with the target vCenter credentials.
 pub const TARGET_CREDS: &str = "target-vcenter-creds";
-/// The Secret with the environment's CA (trusted for both vCenters).
+/// The Secret with every vCenter's CA ([`TestEnv::vcenter_ca_bundle_pem`]: the environment's,
+/// plus those of vCenters with a CA of their own).
 pub const VCENTER_CA: &str = "vcenter-ca";
 /// The target failure domain of [`target_spec`].
 pub const TARGET_FD: &str = "target-fd";
@@ -298,7 +299,7 @@ pub async fn ensure_secrets(env: &TestEnv, client: &kube::Client) -> Result<()> 
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": TARGET_CREDS},
         "stringData": {format!("{}.username", dst.host()): dst.username, format!("{}.password", dst.host()): dst.password}
     });
-    let ca = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VCENTER_CA}, "stringData": {"ca.crt": env.ca_pem()}});
+    let ca = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VCENTER_CA}, "stringData": {"ca.crt": env.vcenter_ca_bundle_pem()}});
     let pp = PatchParams::apply("vsm-harness").force();
     secrets.patch(TARGET_CREDS, &pp, &Patch::Apply(creds)).await?;
     secrets.patch(VCENTER_CA, &pp, &Patch::Apply(ca)).await?;

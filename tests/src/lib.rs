@@ -1,5 +1,5 @@
-//! Test environment: real etcd, kube-apiserver and two vcsim vCenters, started on loopback
-//! addresses and stopped on drop.
+//! Test environment: real etcd, kube-apiserver and vcsim vCenters (a source and a target, or
+//! as many of each as a test asks for), started on loopback addresses and stopped on drop.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -20,7 +20,10 @@
 //!   `../shared/fixtures/openshift-crds`, else `tests/crds-fallback/`), all Established, and
 //!   the namespaces in [`crds::NAMESPACES`].
 //! - Two vCenters ([`vcsim::source`] on 127.0.0.1, [`vcsim::target`] on 127.0.0.2) with their
-//!   own inventory names, credentials and CA-signed certificates.
+//!   own inventory names, credentials and CA-signed certificates; more on request
+//!   ([`TestEnvOptions::extra_sources`], [`TestEnvOptions::extra_targets`], listed with their
+//!   role by [`TestEnv::vcenters`]), and zonal inventories with one compute cluster per
+//!   failure domain ([`VcsimOptions::zonal_source`], [`VcsimOptions::zonal_target`]).
 //! - Opt-in ([`TestEnvOptions::machine_api`]): the real machine-api controllers (Machine
 //!   with the vSphere actuator, MachineSet, nodelink, MachineHealthCheck) and admission
 //!   webhooks from machine-api-operator ([`machine_api`]).
@@ -51,6 +54,6 @@ pub mod vcsim;
 pub mod workspace;
 
 pub use crds::OpenShiftCrds;
-pub use env::{TestEnv, TestEnvOptions};
+pub use env::{TestEnv, TestEnvOptions, VCenterRole};
 pub use pki::TestCa;
-pub use vcsim::{Vcsim, VcsimOptions, VcsimStats};
+pub use vcsim::{Inventory, InventoryCluster, Vcsim, VcsimOptions, VcsimStats};

@@ -65,8 +65,9 @@
 //! `<role>-user-data` Secrets (key `userData`), the cloud config the Infrastructure's
 //! `spec.cloudConfig` names in `openshift-config` (the actuator reads each vCenter's port
 //! and insecure flag from it), and in each vCenter a template it can clone (hardware version
-//! 15 or later, one disk). The machine-controller trusts the environment's CA for vCenter
-//! connections (`SSL_CERT_FILE`). The simulator's kubelets register a Node for each VM the
+//! 15 or later, one disk). The machine-controller trusts every vCenter's CA for vCenter
+//! connections (`SSL_CERT_FILE`: the environment's bundle,
+//! [`TestEnv::vcenter_ca_bundle_pem`](crate::TestEnv::vcenter_ca_bundle_pem)). The simulator's kubelets register a Node for each VM the
 //! actuator powers on, which nodelink links to its Machine
 //! ([`Simulator`](crate::sim::Simulator)).
 //!
@@ -184,7 +185,10 @@ pub struct Cluster<'a> {
     pub client: kube::Client,
     pub apiserver_url: &'a str,
     pub ca: &'a TestCa,
+    /// The API server's CA (the kubeconfigs').
     pub ca_path: &'a Path,
+    /// Every vCenter's CA, one PEM bundle: what the vSphere actuator trusts (`SSL_CERT_FILE`).
+    pub vcenter_ca_path: &'a Path,
     /// CRDs the environment installed already.
     pub installed_crds: &'a [String],
 }
@@ -226,7 +230,7 @@ impl MachineApi {
             let kubeconfig = write_kubeconfig(component, cluster, dir)?;
             let (args, health_port) = command_line(component, webhook_port, &cert_dir)?;
             let log = dir.join(format!("{}.log", component.name()));
-            let env = [("KUBECONFIG", kubeconfig.as_os_str()), ("SSL_CERT_FILE", cluster.ca_path.as_os_str())];
+            let env = [("KUBECONFIG", kubeconfig.as_os_str()), ("SSL_CERT_FILE", cluster.vcenter_ca_path.as_os_str())];
             let process = Process::spawn(component.name(), component.binary(tools), &args, &env, &log, false)?;
             health.push((component, health_port));
             processes.push((component, process, log));

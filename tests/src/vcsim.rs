@@ -1,5 +1,20 @@
 //! One simulated vCenter: the project's vcsim launcher (tests/tools/vcsim) on a free
-//! 127.0.0.1 port, with its own credentials, inventory names and CA-signed certificate.
+//! port of its own loopback address, with its own credentials, inventory names and
+//! CA-signed certificate.
+//!
+//! Presets: [`VcsimOptions::source`] and [`VcsimOptions::target`] (one datacenter, one
+//! compute cluster; the names in [`source`] and [`target`]), their zonal forms
+//! [`VcsimOptions::zonal_source`] and [`VcsimOptions::zonal_target`] (one datacenter with
+//! `n` compute clusters, each with a datastore of its own, one per failure domain), and
+//! [`VcsimOptions::extra_source`] / [`VcsimOptions::extra_target`] for more vCenters of either
+//! side. Each preset records its names in [`Inventory`], which the seed and the tests place
+//! machines by.
+//!
+//! How a preset gets its names: vcsim generates `DC0` with clusters `DC0_C0`, `DC0_C1`, ...
+//! and a datastore `LocalDS_0`. The launcher adds the preset's datastores first (each on the
+//! hosts of its cluster, or of the whole datacenter for the single-cluster presets: vcsim
+//! cannot rename a datastore), then renames the clusters, then the datacenter (children
+//! first, so every path still names the generated object).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -61,6 +76,101 @@ pub mod target {
     pub const VMS_PER_POOL: u32 = 0;
 }
 
+/// The names of a preset's inventory: a datacenter and its compute clusters, each serving
+/// as one failure domain with a datastore and a zone, all in the region of the datacenter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inventory {
+    pub datacenter: String,
+    /// The region of every failure domain here (OpenShift tags the datacenter with it).
+    pub region: String,
+    pub clusters: Vec<InventoryCluster>,
+    /// The port group machines use (vcsim's standard one).
+    pub network: String,
+}
+
+/// One compute cluster of an [`Inventory`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryCluster {
+    pub name: String,
+    /// The datastore its machines use.
+    pub datastore: String,
+    /// The zone of its failure domain (OpenShift tags the cluster with it).
+    pub zone: String,
+    /// The name of the failure domain it serves as.
+    pub failure_domain: String,
+}
+
+impl Inventory {
+    /// `/<dc>/host/<cluster>` of cluster `i`.
+    pub fn cluster_path(&self, i: usize) -> String {
+        format!("/{}/host/{}", self.datacenter, self.clusters[i].name)
+    }
+
+    /// `/<dc>/datastore/<datastore>` of cluster `i`.
+    pub fn datastore_path(&self, i: usize) -> String {
+        format!("/{}/datastore/{}", self.datacenter, self.clusters[i].datastore)
+    }
+
+    /// `/<dc>/host/<cluster>/Resources` of cluster `i`.
+    pub fn resource_pool_path(&self, i: usize) -> String {
+        format!("{}/Resources", self.cluster_path(i))
+    }
+
+    /// `/<dc>/vm`
+    pub fn vm_folder_path(&self) -> String {
+        format!("/{}/vm", self.datacenter)
+    }
+
+    /// `/<dc>/network/<network>`
+    pub fn network_path(&self) -> String {
+        format!("/{}/network/{}", self.datacenter, self.network)
+    }
+
+    /// The index of the cluster at inventory path `path`, if it is one of these.
+    pub fn cluster_index(&self, path: &str) -> Option<usize> {
+        (0..self.clusters.len()).find(|&i| self.cluster_path(i) == path)
+    }
+}
+
+/// A zonal inventory: datacenter `<prefix>-dc`, region `<prefix>-region`, and for each of
+/// `n` clusters (letters `a`, `b`, ...) cluster `<prefix>-cluster-<l>` with datastore
+/// `<prefix>-ds-<l>`, zone `<prefix>-zone-<l>` and failure domain `<prefix>-fd-<l>`.
+pub fn zonal_inventory(prefix: &str, n: u32) -> Inventory {
+    assert!((1..=26).contains(&n), "1 to 26 compute clusters, not {n}");
+    Inventory {
+        datacenter: format!("{prefix}-dc"),
+        region: format!("{prefix}-region"),
+        clusters: (0..n)
+            .map(|i| {
+                let l = char::from(b'a' + i as u8);
+                InventoryCluster {
+                    name: format!("{prefix}-cluster-{l}"),
+                    datastore: format!("{prefix}-ds-{l}"),
+                    zone: format!("{prefix}-zone-{l}"),
+                    failure_domain: format!("{prefix}-fd-{l}"),
+                }
+            })
+            .collect(),
+        network: "VM Network".into(),
+    }
+}
+
+/// The launcher's `-rename` pairs and `-add-datastore` flags that turn vcsim's generated
+/// inventory (`DC0`, `DC0_C<i>`) into `inv`. With one cluster the datastore goes on every
+/// host of the datacenter (as the original presets did); with several, each cluster's on the
+/// hosts of that cluster only.
+pub fn inventory_flags(inv: &Inventory) -> (Vec<(String, String)>, Vec<String>) {
+    let mut renames: Vec<(String, String)> =
+        inv.clusters.iter().enumerate().map(|(i, c)| (format!("/DC0/host/DC0_C{i}"), c.name.clone())).collect();
+    renames.push(("/DC0".into(), inv.datacenter.clone()));
+    let mut args = Vec::new();
+    for (i, c) in inv.clusters.iter().enumerate() {
+        let on = if inv.clusters.len() == 1 { "/DC0".to_string() } else { format!("/DC0/host/DC0_C{i}") };
+        args.extend(["-add-datastore".to_string(), format!("{on}={}", c.datastore)]);
+    }
+    (renames, args)
+}
+
 #[derive(Clone, Debug)]
 pub struct VcsimOptions {
     /// A label for logs and errors ("source", "target").
@@ -84,47 +194,117 @@ pub struct VcsimOptions {
     /// More launcher flags, e.g. `-trace`. The presets put their `-add-datastore` here:
     /// push to this list rather than replacing it.
     pub extra_args: Vec<String>,
+    /// The names the presets give the inventory (None for hand-made options); kept on the
+    /// running [`Vcsim`].
+    pub inventory: Option<Inventory>,
+}
+
+/// Who a preset vCenter is: name, address and credentials.
+struct Identity<'a> {
+    name: &'a str,
+    host: &'a str,
+    user: &'a str,
+    pass: &'a str,
 }
 
 impl VcsimOptions {
-    fn preset(name: &str, host: &str, user: &str, pass: &str, dc: &str, cluster: &str, ds: &str) -> Self {
-        // Children first: renaming the datacenter last keeps the earlier paths valid.
-        let renames = [("/DC0/host/DC0_C0", cluster), ("/DC0", dc)];
+    fn preset(id: Identity<'_>, inventory: Inventory, hosts_per_cluster: u32, vms_per_pool: u32) -> Self {
+        let (renames, extra_args) = inventory_flags(&inventory);
         VcsimOptions {
-            name: name.into(),
-            username: user.into(),
-            password: pass.into(),
-            renames: renames.iter().map(|(p, n)| (p.to_string(), n.to_string())).collect(),
+            name: id.name.into(),
+            username: id.user.into(),
+            password: id.pass.into(),
+            renames,
             datacenters: 1,
-            clusters: 1,
-            hosts_per_cluster: 3,
-            vms_per_pool: 2,
+            clusters: inventory.clusters.len() as u32,
+            hosts_per_cluster,
+            vms_per_pool,
             folders: 0,
             ca: None,
-            listen_ip: host.parse().expect("preset address"),
-            // vcsim cannot rename datastores, so the launcher adds one with our name.
-            extra_args: vec!["-add-datastore".into(), format!("/DC0={ds}")],
+            listen_ip: id.host.parse().expect("preset address"),
+            extra_args,
+            inventory: Some(inventory),
+        }
+    }
+
+    /// The single-cluster inventory of the `source`/`target` presets.
+    fn classic_inventory(dc: &str, region: &str, cluster: &str, ds: &str, zone: &str, fd: &str) -> Inventory {
+        Inventory {
+            datacenter: dc.into(),
+            region: region.into(),
+            clusters: vec![InventoryCluster {
+                name: cluster.into(),
+                datastore: ds.into(),
+                zone: zone.into(),
+                failure_domain: fd.into(),
+            }],
+            network: "VM Network".into(),
         }
     }
 
     /// The source vCenter: see [`source`] for its inventory and credentials.
     pub fn source() -> Self {
         use source as s;
-        Self {
-            hosts_per_cluster: s::HOSTS_PER_CLUSTER,
-            vms_per_pool: s::VMS_PER_POOL,
-            ..Self::preset(s::NAME, s::HOST, s::USERNAME, s::PASSWORD, s::DATACENTER, s::CLUSTER, s::DATASTORE)
-        }
+        let id = Identity { name: s::NAME, host: s::HOST, user: s::USERNAME, pass: s::PASSWORD };
+        let inv =
+            Self::classic_inventory(s::DATACENTER, "src-region", s::CLUSTER, s::DATASTORE, "src-zone-a", "source-fd");
+        Self::preset(id, inv, s::HOSTS_PER_CLUSTER, s::VMS_PER_POOL)
     }
 
     /// The target vCenter: see [`target`] for its inventory and credentials.
     pub fn target() -> Self {
         use target as t;
-        Self {
-            hosts_per_cluster: t::HOSTS_PER_CLUSTER,
-            vms_per_pool: t::VMS_PER_POOL,
-            ..Self::preset(t::NAME, t::HOST, t::USERNAME, t::PASSWORD, t::DATACENTER, t::CLUSTER, t::DATASTORE)
-        }
+        let id = Identity { name: t::NAME, host: t::HOST, user: t::USERNAME, pass: t::PASSWORD };
+        let inv =
+            Self::classic_inventory(t::DATACENTER, "dst-region", t::CLUSTER, t::DATASTORE, "dst-zone-a", "target-fd");
+        Self::preset(id, inv, t::HOSTS_PER_CLUSTER, t::VMS_PER_POOL)
+    }
+
+    /// The source vCenter (address and credentials of [`source`]) with `n` compute clusters,
+    /// one per failure domain: [`zonal_inventory`]`("src", n)` (`src-dc`,
+    /// `src-cluster-a`/`src-ds-a`/`src-zone-a`/`src-fd-a`, ...). The [`source`] path
+    /// constants do not apply to it.
+    pub fn zonal_source(n: u32) -> Self {
+        use source as s;
+        let id = Identity { name: s::NAME, host: s::HOST, user: s::USERNAME, pass: s::PASSWORD };
+        Self::preset(id, zonal_inventory("src", n), 2, 0)
+    }
+
+    /// The target vCenter (address and credentials of [`target`]) with `n` compute clusters:
+    /// [`zonal_inventory`]`("dst", n)`. The [`target`] path constants do not apply to it.
+    pub fn zonal_target(n: u32) -> Self {
+        use target as t;
+        let id = Identity { name: t::NAME, host: t::HOST, user: t::USERNAME, pass: t::PASSWORD };
+        Self::preset(id, zonal_inventory("dst", n), 2, 0)
+    }
+
+    /// The `k`-th source vCenter (`k` >= 2; for
+    /// [`TestEnvOptions::extra_sources`](crate::TestEnvOptions::extra_sources)): named
+    /// `source-<k>`, on `127.0.0.<10+k>`, user `administrator@src<k>.vsphere.local`, with
+    /// [`zonal_inventory`]`("src<k>", clusters)`.
+    pub fn extra_source(k: u32, clusters: u32) -> Self {
+        Self::extra("source", "src", 10, k, clusters)
+    }
+
+    /// The `k`-th target vCenter (`k` >= 2): named `target-<k>`, on `127.0.0.<20+k>`, user
+    /// `administrator@dst<k>.vsphere.local`, with [`zonal_inventory`]`("dst<k>", clusters)`.
+    pub fn extra_target(k: u32, clusters: u32) -> Self {
+        Self::extra("target", "dst", 20, k, clusters)
+    }
+
+    fn extra(role: &str, prefix: &str, base: u32, k: u32, clusters: u32) -> Self {
+        assert!((2..=9).contains(&k), "an extra {role} vCenter is the 2nd to the 9th, not the {k}th");
+        let (name, host) = (format!("{role}-{k}"), format!("127.0.0.{}", base + k));
+        let (user, pass) = (format!("administrator@{prefix}{k}.vsphere.local"), format!("{prefix}{k}-Secret-{k}!"));
+        let id = Identity { name: &name, host: &host, user: &user, pass: &pass };
+        Self::preset(id, zonal_inventory(&format!("{prefix}{k}"), clusters), 2, 0)
+    }
+
+    /// The same vCenter with a serving certificate from a CA of its own (not the
+    /// environment's): clients must be given [`Vcsim::ca_pem`] to trust it.
+    pub fn with_own_ca(self) -> Result<Self> {
+        let ca = TestCa::new(&format!("vsm-vcsim-{}-ca", self.name))?;
+        Ok(Self { ca: Some(Arc::new(ca)), ..self })
     }
 }
 
@@ -143,6 +323,8 @@ pub struct Vcsim {
     pub thumbprint_sha256: String,
     /// Base URL of the launcher's control API (`http://127.0.0.1:PORT`).
     pub control_url: String,
+    /// The preset's inventory names ([`VcsimOptions::inventory`]).
+    pub inventory: Option<Inventory>,
     process: Process,
     http: reqwest::Client,
     // Dropped after `process` (field order), so the launcher never loses its files mid-run.
@@ -194,6 +376,12 @@ pub struct GuestVm {
     /// The ignition config in `guestinfo.ignition.config.data`, decoded; empty if none.
     #[serde(default)]
     pub user_data: String,
+    /// Inventory path of the compute cluster its host is in (`/<dc>/host/<cluster>`).
+    #[serde(default)]
+    pub compute_cluster: Option<String>,
+    /// Names of the datastores its files are on.
+    #[serde(default)]
+    pub datastores: Vec<String>,
 }
 
 /// The longest a launcher may take to print its URLs; only a guard against hanging.
@@ -278,6 +466,7 @@ impl Vcsim {
                         ca_pem,
                         thumbprint_sha256: get("VCSIM_THUMBPRINT_SHA256")?,
                         control_url: get("VCSIM_CONTROL")?,
+                        inventory: opts.inventory.clone(),
                         url,
                         process,
                         // No pooled connections: a pooled connection belongs to the runtime that opened
@@ -431,4 +620,45 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
 
 fn path_arg(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_presets_keep_their_launcher_flags() {
+        let s = VcsimOptions::source();
+        let renames: Vec<(&str, &str)> = s.renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(renames, [("/DC0/host/DC0_C0", source::CLUSTER), ("/DC0", source::DATACENTER)]);
+        assert_eq!(s.extra_args, ["-add-datastore", "/DC0=src-ds"]);
+        let inv = s.inventory.unwrap();
+        assert_eq!(inv.cluster_path(0), source::CLUSTER_PATH);
+        assert_eq!(inv.datastore_path(0), source::DATASTORE_PATH);
+        assert_eq!(inv.resource_pool_path(0), source::RESOURCE_POOL_PATH);
+        assert_eq!(inv.network_path(), source::NETWORK_PATH);
+        let t = VcsimOptions::target().inventory.unwrap();
+        assert_eq!(
+            (t.cluster_path(0).as_str(), t.datastore_path(0).as_str()),
+            (target::CLUSTER_PATH, target::DATASTORE_PATH)
+        );
+    }
+
+    #[test]
+    fn a_zonal_preset_renames_every_cluster_and_gives_each_its_datastore() {
+        let z = VcsimOptions::zonal_target(3);
+        assert_eq!((z.clusters, z.listen_ip.to_string().as_str()), (3, target::HOST));
+        assert_eq!(z.renames.last().unwrap(), &("/DC0".to_string(), "dst-dc".to_string()), "the datacenter last");
+        assert!(z.renames.contains(&("/DC0/host/DC0_C2".into(), "dst-cluster-c".into())));
+        assert_eq!(z.extra_args[2..4], ["-add-datastore".to_string(), "/DC0/host/DC0_C1=dst-ds-b".to_string()]);
+        let inv = z.inventory.unwrap();
+        assert_eq!(inv.cluster_index("/dst-dc/host/dst-cluster-b"), Some(1));
+        assert_eq!(inv.clusters[2].failure_domain, "dst-fd-c");
+
+        let e = VcsimOptions::extra_source(2, 1);
+        assert_eq!((e.name.as_str(), e.listen_ip.to_string().as_str()), ("source-2", "127.0.0.12"));
+        assert_eq!(e.username, "administrator@src2.vsphere.local");
+        assert_eq!(e.inventory.unwrap().clusters[0].zone, "src2-zone-a");
+        assert_eq!(VcsimOptions::extra_target(3, 1).listen_ip.to_string(), "127.0.0.23");
+    }
 }

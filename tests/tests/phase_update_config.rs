@@ -115,6 +115,7 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
             server: &src.host(),
             port: src.port(),
             datacenter: source::DATACENTER,
+            more_vcenters: &[],
             datastore: source::DATASTORE_PATH,
             folder: &c.cluster.source.folder,
             resource_pool: source::RESOURCE_POOL_PATH,

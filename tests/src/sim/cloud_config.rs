@@ -7,12 +7,16 @@ use serde_yaml::Value as Yaml;
 
 use super::options::CloudConfigFormat;
 
-/// What the config needs to describe the source vCenter.
+/// What the config needs to describe the source vCenter(s).
 #[derive(Clone, Debug)]
 pub struct CloudConfigInput<'a> {
+    /// The first (or only) vCenter; `[Workspace]` of the INI format names it.
     pub server: &'a str,
     pub port: u16,
     pub datacenter: &'a str,
+    /// Further vCenters (a cluster whose failure domains span several), each listed after
+    /// the first with its datacenters and port.
+    pub more_vcenters: &'a [ConfigVCenter],
     /// `[Workspace]` of the INI format (the legacy in-tree provider's defaults).
     pub datastore: &'a str,
     pub folder: &'a str,
@@ -42,30 +46,12 @@ global:
   ipFamily:
   - ipv4
 vcenter:
-  {server}:
-    user: ""
-    password: ""
-    tenantref: ""
-    server: {server}
-    port: {port}
-    insecureFlag: false
-    datacenters:
-    - {datacenter}
-    soapRoundtripCount: 0
-    caFile: /etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem
-    thumbprint: ""
-    secretref: ""
-    secretName: ""
-    secretNamespace: ""
-    ipFamily: []
-# Topology labels (vSphere tag categories) for regions and zones.
+{vcenters}# Topology labels (vSphere tag categories) for regions and zones.
 labels:
   zone: openshift-zone
   region: openshift-region
 "#,
-            server = c.server,
-            port = c.port,
-            datacenter = c.datacenter,
+            vcenters = vcenters(c).iter().map(yaml_vcenter).collect::<String>(),
         ),
         CloudConfigFormat::Ini => format!(
             r#"# vSphere cloud provider configuration (legacy INI format).
@@ -83,22 +69,59 @@ folder = "{folder}"
 resourcepool-path = "{resource_pool}"
 
 ; One section per vCenter.
-[VirtualCenter "{server}"]
-datacenters = "{datacenter}"
-port = "{port}"
-
-[Labels]
+{vcenters}[Labels]
 region = openshift-region
 zone = openshift-zone
 "#,
             server = c.server,
-            port = c.port,
             datacenter = c.datacenter,
+            vcenters = vcenters(c).iter().map(ini_vcenter).collect::<String>(),
             datastore = c.datastore.rsplit('/').next().unwrap_or_default(),
             folder = c.folder,
             resource_pool = c.resource_pool,
         ),
     }
+}
+
+/// Every vCenter of `c`, the first one first.
+fn vcenters(c: &CloudConfigInput) -> Vec<ConfigVCenter> {
+    let first = ConfigVCenter { server: c.server.into(), datacenters: vec![c.datacenter.into()], port: c.port };
+    std::iter::once(first).chain(c.more_vcenters.iter().cloned()).collect()
+}
+
+/// A `vcenter:` entry of the YAML format, as OpenShift writes it.
+fn yaml_vcenter(v: &ConfigVCenter) -> String {
+    let dcs: String = v.datacenters.iter().map(|d| format!("    - {d}\n")).collect();
+    format!(
+        r#"  {server}:
+    user: ""
+    password: ""
+    tenantref: ""
+    server: {server}
+    port: {port}
+    insecureFlag: false
+    datacenters:
+{dcs}    soapRoundtripCount: 0
+    caFile: /etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem
+    thumbprint: ""
+    secretref: ""
+    secretName: ""
+    secretNamespace: ""
+    ipFamily: []
+"#,
+        server = v.server,
+        port = v.port,
+    )
+}
+
+/// A `[VirtualCenter]` section of the INI format.
+fn ini_vcenter(v: &ConfigVCenter) -> String {
+    format!(
+        "[VirtualCenter \"{}\"]\ndatacenters = \"{}\"\nport = \"{}\"\n\n",
+        v.server,
+        v.datacenters.join(","),
+        v.port
+    )
 }
 
 /// One vCenter the config describes.
@@ -224,6 +247,7 @@ mod tests {
             server: "127.0.0.1",
             port: 24567,
             datacenter: "src-dc",
+            more_vcenters: &[],
             datastore: "/src-dc/datastore/src-ds",
             folder: "/src-dc/vm/infra",
             resource_pool: "/src-dc/host/src-cluster/Resources",
@@ -246,6 +270,18 @@ mod tests {
             parse(&render(CloudConfigFormat::Ini, &input())).unwrap().workspace_server.as_deref(),
             Some("127.0.0.1")
         );
+    }
+
+    #[test]
+    fn several_vcenters_in_both_formats() {
+        let more = [ConfigVCenter { server: "127.0.0.12".into(), datacenters: vec!["src2-dc".into()], port: 24000 }];
+        for format in [CloudConfigFormat::Yaml, CloudConfigFormat::Ini] {
+            let text = render(format, &CloudConfigInput { more_vcenters: &more, ..input() });
+            let parsed = parse(&text).unwrap();
+            assert_eq!(parsed.vcenters.len(), 2, "{format:?}:\n{text}");
+            assert_eq!(parsed.vcenters[1], more[0], "{format:?}");
+            assert_eq!(parsed.vcenter("127.0.0.1").unwrap().port, 24567, "{format:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! boots an OpenShift machine (the actuator gave it a hostname and an ignition config)
 //! registers a Node after `machine_boot`, named by its hostname, with provider ID
 //! `vsphere://<BIOS UUID>`, the role labels of the machine config pool its ignition config
-//! points at, Ready; VMware Tools reports the guest's address. Once started, a kubelet
+//! points at, the `topology.kubernetes.io/region` and `/zone` of the Infrastructure failure
+//! domain whose server and compute cluster hold the VM (the cloud controller manager's part;
+//! none when no domain does), Ready; VMware Tools reports the guest's address. Once started, a kubelet
 //! registers its Node again if it is deleted, but does not undo conditions set by others (a
 //! test's NotReady stays until the VM is powered off and on). A VM powered off turns its
 //! Node's conditions Unknown (the kubelet stops posting). And the cloud node lifecycle
@@ -21,8 +23,9 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PostParams};
 use serde_json::json;
 
-use super::nodes::{node_manifest, node_status, node_unreachable_conditions};
+use super::nodes::{node_manifest, node_status, node_unreachable_conditions, topology_labels};
 use super::objects::{self as o};
+use super::provider::failure_domains;
 use super::runtime::{Ctl, Shared, inc};
 use super::vsphere::VCenter;
 use super::workloads::node_ready;
@@ -122,7 +125,8 @@ async fn boot(sh: &Shared, vc: &VCenter, vm: &GuestVm) -> Result<()> {
         Some(_) => {}
         None => {
             let role = role_of(&vm.user_data).unwrap_or_else(|| "worker".into());
-            let node: Node = serde_json::from_value(node_manifest(&name, &role, &BTreeMap::new(), &provider_id))?;
+            let labels = vm_topology(sh, vc, vm);
+            let node: Node = serde_json::from_value(node_manifest(&name, &role, &labels, &provider_id))?;
             match api.create(&PostParams::default(), &node).await {
                 Ok(_) => inc(&sh.counters.nodes_created),
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -134,6 +138,17 @@ async fn boot(sh: &Shared, vc: &VCenter, vm: &GuestVm) -> Result<()> {
     api.patch_status(&name, &o::merge_params(MANAGER), &Patch::Merge(status)).await?;
     sh.kubelets.lock().unwrap_or_else(|e| e.into_inner()).insert(vm.uuid.clone());
     Ok(())
+}
+
+/// The topology labels of a Node for `vm` ([`topology_labels`]), from the Infrastructure's
+/// failure domains as they are when the kubelet registers.
+fn vm_topology(sh: &Shared, vc: &VCenter, vm: &GuestVm) -> BTreeMap<String, String> {
+    let Some(cluster) = vm.compute_cluster.as_deref() else {
+        return BTreeMap::new();
+    };
+    let infra = sh.stores.infra.state().into_iter().find(|i| i.metadata.name.as_deref() == Some(o::INFRA_NAME));
+    let domains = infra.map(|i| failure_domains(&i.data)).unwrap_or_default();
+    topology_labels(&domains, &vc.host, cluster)
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@
 //!
 //! # Seeding ([`seed`])
 //!
-//! In the API server: Infrastructure `cluster` (vSphere, the source vCenter, failure domain
-//! `source-fd` unless `legacy_no_failure_domains`, status with the infraID),
+//! In the API server (classic, one failure domain): Infrastructure `cluster` (vSphere, the
+//! source vCenter, failure domain `source-fd` unless `legacy_no_failure_domains`, status with
+//! the infraID),
 //! `kube-system/vsphere-creds` (`<host>.username/.password` of the source) and its copy
 //! `openshift-machine-api/vsphere-cloud-credentials`, the installer's
 //! `openshift-machine-api/{master,worker}-user-data` (an ignition pointer config to the
@@ -31,7 +32,28 @@
 //! VM in both vCenters that the real machine actuator can clone (hardware version 19, one
 //! 16 GiB disk), the folder `/src-dc/vm/<infraID>`, and a VM per Machine in it (with a
 //! network card on the machine network). MachineSets are made after their Machines.
-//! Seed before starting the simulator; a second seed writes nothing.
+//! Seed before starting the simulator; a second seed writes nothing. Every seeded Node has
+//! the `topology.kubernetes.io/region`/`zone` of its failure domain (none in a legacy
+//! cluster). Where each thing goes is [`layout`].
+//!
+//! A zonal cluster ([`SeedOptions::zonal`], [`ZonalSeed`]) in an environment whose source
+//! vCenters have several compute clusters ([`VcsimOptions::zonal_source`](crate::VcsimOptions::zonal_source),
+//! [`TestEnvOptions::extra_sources`](crate::TestEnvOptions::extra_sources)): a failure domain
+//! per compute cluster of every source vCenter (`src-fd-a`: region `src-region`, zone
+//! `src-zone-a`, `/src-dc/host/src-cluster-a`, datastore `src-ds-a`, template
+//! `/src-dc/vm/rhcos-template-src-zone-a`), all of them in the Infrastructure and the CPMS
+//! template, every source vCenter in `vcenters`, `vsphere-creds` and the cloud config (YAML
+//! or INI), masters one per domain, a worker MachineSet `<infraID>-worker-<i>` per domain
+//! (the installer's names and spread), the infra set tainted
+//! `node-role.kubernetes.io/infra:NoSchedule` in the first domain, the region and zone tags
+//! (categories `openshift-region`/`openshift-zone`) on each source datacenter and cluster —
+//! from which the real vSphere actuator sets `machine.openshift.io/region`/`zone` on the
+//! Machines, as the seed does — and, when asked, a MachineAutoscaler for the first worker set
+//! (with the cluster autoscaler operator's min/max annotations on it) and a
+//! MachineHealthCheck over the workers (run by the real machine-api). Templates are also
+//! made for every compute cluster of every target vCenter
+//! ([`SeededCluster::target_failure_domains`]); a migration creates the target's folder and
+//! tags.
 //!
 //! # Simulated controllers ([`Simulator`])
 //!
@@ -44,8 +66,10 @@
 //! With the real machine-api:
 //! - Kubelets: a powered-on VM that boots an OpenShift machine (the actuator gave it
 //!   `guestinfo.hostname` and an ignition config) registers, after `machine_boot`, a Ready
-//!   Node named by its hostname with `spec.providerID: vsphere://<BIOS UUID>` and the role
-//!   labels of the pool its ignition config points at (`/config/<role>`); its guest reports
+//!   Node named by its hostname with `spec.providerID: vsphere://<BIOS UUID>`, the role
+//!   labels of the pool its ignition config points at (`/config/<role>`) and the topology
+//!   labels of the Infrastructure failure domain whose server and compute cluster hold the
+//!   VM (the cloud controller manager's part, [`nodes::topology_labels`]); its guest reports
 //!   an address through VMware Tools. A powered-off VM's Node turns Unknown; a Node whose
 //!   VM is gone from every vCenter is deleted (the cloud node lifecycle controller's part).
 //!   The VMs are seen through the launchers' control APIs, polled every 500 ms.
@@ -119,7 +143,8 @@ pub mod credentials;
 mod gc;
 mod ipam;
 mod kubelet;
-mod nodes;
+pub mod layout;
+pub mod nodes;
 pub mod objects;
 pub mod operators;
 pub mod options;
@@ -135,10 +160,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use cluster_operators::CLUSTER_OPERATORS;
-pub use options::{CloudConfigFormat, SeedOptions, SimOptions};
+pub use options::{CloudConfigFormat, SeedOptions, SimOptions, ZonalSeed};
 pub use provider::FailureDomain;
 pub use runtime::SimStats;
-pub use seed::{SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, seed};
+pub use seed::{
+    ANNOTATION_AUTOSCALER_MAX, ANNOTATION_AUTOSCALER_MIN, INFRA_TAINT_KEY, LABEL_MACHINE_REGION, LABEL_MACHINE_ZONE,
+    REGION_CATEGORY, SOURCE_FAILURE_DOMAIN, SeededCluster, SeededVCenter, TARGET_FAILURE_DOMAIN, ZONE_CATEGORY, seed,
+};
 
 use crate::TestEnv;
 use runtime::{Ctl, Shared};

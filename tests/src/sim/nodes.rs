@@ -8,6 +8,7 @@ use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
 use super::objects::{self as o, nonempty_at, str_at};
+use super::provider::FailureDomain;
 use super::runtime::Shared;
 
 /// Names of the Ready Nodes (computed once per pass, not per Machine).
@@ -61,6 +62,30 @@ pub(crate) fn machine_node_manifest(machine: &DynamicObject, provider_id: &str) 
     node
 }
 
+/// `topology.kubernetes.io/region`
+pub const LABEL_TOPOLOGY_REGION: &str = "topology.kubernetes.io/region";
+/// `topology.kubernetes.io/zone`
+pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
+
+/// The topology labels of a Node whose VM runs in compute cluster `compute_cluster` of the
+/// vCenter at `server`: the region and zone of the failure domain (of `domains`, the
+/// Infrastructure's) with that server and compute cluster; none when no domain has them.
+/// (In a cluster the vSphere cloud controller manager sets them from the region and zone
+/// tags of the VM's datacenter and cluster, which OpenShift tags per failure domain.)
+pub fn topology_labels(domains: &[FailureDomain], server: &str, compute_cluster: &str) -> BTreeMap<String, String> {
+    domains
+        .iter()
+        .find(|fd| fd.server == server && fd.compute_cluster == compute_cluster)
+        .map(|fd| {
+            [(LABEL_TOPOLOGY_REGION, &fd.region), (LABEL_TOPOLOGY_ZONE, &fd.zone)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A Node's condition as a kubelet (`Ready`) or the node lifecycle controller (`Unknown`)
 /// reports it.
 fn condition(t: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
@@ -95,4 +120,41 @@ pub(crate) fn node_unreachable_conditions() -> Value {
         condition("PIDPressure", "Unknown", "NodeStatusUnknown", msg, &now),
         condition("Ready", "Unknown", "NodeStatusUnknown", msg, &now),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd(name: &str, server: &str, cluster: &str, zone: &str) -> FailureDomain {
+        FailureDomain {
+            name: name.into(),
+            region: "r".into(),
+            zone: zone.into(),
+            server: server.into(),
+            datacenter: "dc".into(),
+            compute_cluster: cluster.into(),
+            datastore: String::new(),
+            networks: Vec::new(),
+            resource_pool: String::new(),
+            folder: String::new(),
+            template: String::new(),
+        }
+    }
+
+    #[test]
+    fn topology_comes_from_the_domain_with_that_server_and_cluster() {
+        let fds = [
+            fd("a", "10.0.0.1", "/dc/host/a", "za"),
+            fd("b", "10.0.0.1", "/dc/host/b", "zb"),
+            fd("c", "10.0.0.2", "/dc/host/a", "zc"),
+        ];
+        let zone =
+            |server: &str, cluster: &str| topology_labels(&fds, server, cluster).get(LABEL_TOPOLOGY_ZONE).cloned();
+        assert_eq!(zone("10.0.0.1", "/dc/host/b").as_deref(), Some("zb"));
+        assert_eq!(zone("10.0.0.2", "/dc/host/a").as_deref(), Some("zc"), "the same path in another vCenter");
+        assert_eq!(topology_labels(&fds, "10.0.0.1", "/dc/host/a")[LABEL_TOPOLOGY_REGION], "r");
+        assert!(topology_labels(&fds, "10.0.0.3", "/dc/host/a").is_empty(), "a vCenter without domains");
+        assert!(topology_labels(&[], "10.0.0.1", "/dc/host/a").is_empty(), "no failure domains (legacy)");
+    }
 }

@@ -57,6 +57,14 @@ pub fn machine_set() -> ApiResource {
     resource("machine.openshift.io", "v1beta1", "MachineSet", "machinesets")
 }
 
+pub fn machine_autoscaler() -> ApiResource {
+    resource("autoscaling.openshift.io", "v1beta1", "MachineAutoscaler", "machineautoscalers")
+}
+
+pub fn machine_health_check() -> ApiResource {
+    resource("machine.openshift.io", "v1beta1", "MachineHealthCheck", "machinehealthchecks")
+}
+
 pub fn cpms() -> ApiResource {
     resource("machine.openshift.io", "v1", "ControlPlaneMachineSet", "controlplanemachinesets")
 }

@@ -37,6 +37,36 @@ pub struct SeedOptions {
     pub openshift_version: String,
     /// Requests (Kubernetes and vSphere) in flight at once.
     pub concurrency: usize,
+    /// A zonal cluster: a failure domain per compute cluster of every source vCenter (see
+    /// [`ZonalSeed`]); None for the classic one-domain cluster in the first source vCenter.
+    pub zonal: Option<ZonalSeed>,
+}
+
+/// What a zonal seed adds to the classic one ([`SeedOptions::zonal`]).
+///
+/// The failure domains are the compute clusters of the environment's source vCenters, in
+/// order ([`TestEnv::sources`](crate::TestEnv::sources) and each one's
+/// [`Inventory`](crate::vcsim::Inventory), e.g. from [`VcsimOptions::zonal_source`](crate::VcsimOptions::zonal_source)):
+/// the Infrastructure lists them all (and every source vCenter), masters go one per domain,
+/// each domain gets a worker MachineSet `<infraID>-worker-<i>` (`workers` spread over them;
+/// `worker_machinesets` is ignored), the `infra_machines` set goes into the first domain with
+/// the taint `node-role.kubernetes.io/infra:NoSchedule`, and each source vCenter gets the
+/// region and zone tags OpenShift reads (categories `openshift-region` on the datacenter,
+/// `openshift-zone` on each cluster). Not with `legacy_no_failure_domains`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZonalSeed {
+    /// A MachineAutoscaler `<infraID>-worker-0` (min, max) for the first worker MachineSet,
+    /// with the annotations the cluster autoscaler operator puts on its target.
+    pub autoscaler: Option<(u32, u32)>,
+    /// A MachineHealthCheck `<infraID>-worker-health` selecting every worker Machine.
+    pub health_check: bool,
+}
+
+impl ZonalSeed {
+    /// An autoscaler (1 to 3 machines) and a health check.
+    pub fn full() -> Self {
+        ZonalSeed { autoscaler: Some((1, 3)), health_check: true }
+    }
 }
 
 impl Default for SeedOptions {
@@ -52,6 +82,7 @@ impl Default for SeedOptions {
             template_name: "rhcos-template".into(),
             openshift_version: "4.18.12".into(),
             concurrency: 16,
+            zonal: None,
         }
     }
 }

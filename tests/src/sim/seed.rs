@@ -1,5 +1,5 @@
-//! Seeding: an OpenShift-on-vSphere cluster that runs in the source vCenter, consistent
-//! between the API server and the vcsim inventory.
+//! Seeding: an OpenShift-on-vSphere cluster that runs in the source vCenter(s), consistent
+//! between the API server and the vcsim inventories.
 //!
 //! Seeding creates what is missing and never overwrites: a second run changes nothing, and
 //! a run interrupted half-way is completed by the next one. Members of a group (Machines
@@ -13,8 +13,24 @@
 //! MachineSets are made after their Machines (a MachineSet seen before its Machines gets
 //! Machines of its own) and adopt them. Re-seeding a complete cluster while it runs is
 //! harmless: nothing is written.
+//!
+//! The order of work:
+//! 1. The placement ([`super::layout`]): the failure domains machines go into (the first
+//!    cluster of the first source vCenter; with [`SeedOptions::zonal`], every cluster of every
+//!    source vCenter), the target vCenters' domains, the templates of every vCenter.
+//! 2. The groups: 3 masters (master `i` in domain `i mod n`), the worker MachineSets and the
+//!    infra set, each Machine in its set's domain; which members are missing.
+//! 3. vSphere: templates in every vCenter, region/zone tags (zonal), the folder
+//!    `/<dc>/vm/<infraID>` in each source datacenter used, a VM per missing Machine cloned
+//!    from its domain's template into its domain's pool, datastore and folder.
+//! 4. The configuration (Infrastructure, credentials, cloud config, ClusterVersion,
+//!    ClusterOperators), then a Ready Node and a Running Machine per member (the Node with
+//!    the topology labels of its domain, [`topology_labels`]), then the MachineSets (they
+//!    adopt their Machines), the MachineSet statuses, the CPMS, the MachineAutoscaler and
+//!    MachineHealthCheck (zonal, when asked), the workloads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -25,24 +41,41 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use vsm_vsphere::{Client, ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy, VsphereError};
+use vsm_vsphere::{
+    Cardinality, CategorySpec, Client, ClientOptions, Credentials, ObjectKind, ServerSpec, SessionPool, TlsPolicy,
+    VsphereError,
+};
 
-use super::cloud_config::{self, CloudConfigInput};
+use super::cloud_config::{self, CloudConfigInput, ConfigVCenter};
 use super::cluster_operators::CLUSTER_OPERATORS;
-use super::nodes::{machine_node_manifest, node_status};
+use super::layout::{self, TemplatePlan, VCenterLayout};
+use super::nodes::{machine_node_manifest, node_status, topology_labels};
 use super::objects::{self as o, name_suffix};
 use super::operators::healthy_conditions;
 use super::options::SeedOptions;
 use super::provider::{self, FailureDomain, MASTER, WORKER};
 use super::workloads::{pod_active, running_status, template_hash};
-use crate::TestEnv;
-use crate::vcsim::{TemplateSpec, Vcsim, source, target};
+use crate::env::VCenterRole;
+use crate::vcsim::{TemplateSpec, Vcsim, target};
+use crate::{TestEnv, VcsimOptions};
 
 const MANAGER: &str = "vsm-sim-seed";
 pub const SOURCE_FAILURE_DOMAIN: &str = "source-fd";
 pub const TARGET_FAILURE_DOMAIN: &str = "target-fd";
 /// The templates' disk: no larger than any machine's `diskGiB` (the actuator cannot shrink it).
 const TEMPLATE_DISK_GIB: u32 = 16;
+/// The tag categories OpenShift reads a failure domain's region and zone from (the cloud
+/// config's `labels`), as the installer's documentation has them made.
+pub const REGION_CATEGORY: &str = "openshift-region";
+pub const ZONE_CATEGORY: &str = "openshift-zone";
+/// The labels the vSphere machine actuator gives a Machine from those tags.
+pub const LABEL_MACHINE_REGION: &str = "machine.openshift.io/region";
+pub const LABEL_MACHINE_ZONE: &str = "machine.openshift.io/zone";
+/// The annotations the cluster autoscaler operator puts on a MachineAutoscaler's target.
+pub const ANNOTATION_AUTOSCALER_MIN: &str = "machine.openshift.io/cluster-api-autoscaler-node-group-min-size";
+pub const ANNOTATION_AUTOSCALER_MAX: &str = "machine.openshift.io/cluster-api-autoscaler-node-group-max-size";
+/// The taint of a zonal seed's infra MachineSet (key; effect `NoSchedule`).
+pub const INFRA_TAINT_KEY: &str = "node-role.kubernetes.io/infra";
 
 /// One vCenter of the environment, as the seeded cluster names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,9 +86,10 @@ pub struct SeededVCenter {
     /// `host:port`, for clients.
     pub server: String,
     pub datacenter: String,
-    /// The template VM (`/<dc>/vm/<template>`), present in both vCenters.
+    /// The template VM (`/<dc>/vm/<template>`), present in every vCenter.
     pub template: String,
-    /// `/<dc>/vm/<infraID>`: exists in the source only (a migration creates the target's).
+    /// `/<dc>/vm/<infraID>`: exists in the source vCenters the cluster uses only (a migration
+    /// creates the target's).
     pub folder: String,
 }
 
@@ -63,10 +97,24 @@ pub struct SeededVCenter {
 #[derive(Clone, Debug)]
 pub struct SeededCluster {
     pub infra_id: String,
+    /// The first source vCenter.
     pub source: SeededVCenter,
+    /// The first target vCenter.
     pub target: SeededVCenter,
-    /// The Infrastructure's failure domain for the source (None with `legacy_no_failure_domains`).
+    /// Every source vCenter the cluster runs in (the Infrastructure's `vcenters`), first
+    /// [`SeededCluster::source`].
+    pub source_vcenters: Vec<SeededVCenter>,
+    /// Every target vCenter of the environment, first [`SeededCluster::target`].
+    pub target_vcenters: Vec<SeededVCenter>,
+    /// The Infrastructure's failure domain for the source (None with `legacy_no_failure_domains`);
+    /// the first of `failure_domains`.
     pub source_failure_domain: Option<FailureDomain>,
+    /// The failure domains the machines are in (one unless zonal); the Infrastructure lists
+    /// them unless `legacy_no_failure_domains`.
+    pub failure_domains: Vec<FailureDomain>,
+    /// A failure domain per compute cluster of every target vCenter, its template made (for
+    /// a migration spec; the Infrastructure does not list them).
+    pub target_failure_domains: Vec<FailureDomain>,
     /// Control-plane Machines `<infraID>-master-0..2` (or the masters found, when they had
     /// been replaced since an earlier seed).
     pub masters: Vec<String>,
@@ -77,6 +125,14 @@ pub struct SeededCluster {
     /// `<infraID>-infra-0`, when asked for.
     pub infra_machineset: Option<String>,
     pub infra_machines: Vec<String>,
+    /// The failure domain (name) of each seeded MachineSet.
+    pub machineset_domains: BTreeMap<String, String>,
+    /// The failure domain (name) each Machine was seeded in.
+    pub machine_domains: BTreeMap<String, String>,
+    /// The MachineAutoscaler, when asked for (zonal).
+    pub machine_autoscaler: Option<String>,
+    /// The MachineHealthCheck, when asked for (zonal).
+    pub machine_health_check: Option<String>,
     /// One Node per Machine, named like it.
     pub nodes: Vec<String>,
     pub options: SeedOptions,
@@ -109,21 +165,10 @@ impl SeededCluster {
     pub fn machines(&self) -> Vec<String> {
         self.masters.iter().chain(&self.workers).chain(&self.infra_machines).cloned().collect()
     }
-}
 
-fn source_fd(src: &Vcsim, infra_id: &str, template: &str) -> FailureDomain {
-    FailureDomain {
-        name: SOURCE_FAILURE_DOMAIN.into(),
-        region: "src-region".into(),
-        zone: "src-zone-a".into(),
-        server: src.host(),
-        datacenter: source::DATACENTER.into(),
-        compute_cluster: source::CLUSTER_PATH.into(),
-        datastore: source::DATASTORE_PATH.into(),
-        networks: vec![source::NETWORK.into()],
-        resource_pool: source::RESOURCE_POOL_PATH.into(),
-        folder: format!("{}/{infra_id}", source::VM_FOLDER_PATH),
-        template: format!("{}/{template}", source::VM_FOLDER_PATH),
+    /// A failure domain of the cluster or of the targets, by name.
+    pub fn failure_domain(&self, name: &str) -> Option<&FailureDomain> {
+        self.failure_domains.iter().chain(&self.target_failure_domains).find(|fd| fd.name == name)
     }
 }
 
@@ -134,6 +179,8 @@ struct Member {
     set: Option<String>,
     labels: BTreeMap<String, String>,
     spec: Value,
+    /// Index of its failure domain.
+    domain: usize,
 }
 
 struct Group {
@@ -143,14 +190,109 @@ struct Group {
     members: Vec<Member>,
 }
 
+/// A MachineSet to seed.
+struct SetPlan {
+    name: String,
+    replicas: u32,
+    /// The Machine template's `spec`.
+    spec: Value,
+    domain: usize,
+    role: &'static str,
+}
+
+/// The vCenters of `role` with their inventories; the first of each role falls back to the
+/// classic preset's names when started without an inventory.
+fn layouts(env: &TestEnv, role: VCenterRole) -> Result<Vec<VCenterLayout>> {
+    let vcs: Vec<&Vcsim> = env.vcenters().into_iter().filter(|(r, _)| *r == role).map(|(_, v)| v).collect();
+    vcs.iter()
+        .enumerate()
+        .map(|(i, vc)| {
+            let fallback = || match role {
+                VCenterRole::Source => VcsimOptions::source().inventory,
+                VCenterRole::Target => VcsimOptions::target().inventory,
+            };
+            let inventory = vc.inventory.clone().or_else(|| (i == 0).then(fallback).flatten()).with_context(|| {
+                format!("vCenter {} has no inventory names to seed by (start it from a preset)", vc.name)
+            })?;
+            Ok(VCenterLayout { host: vc.host(), port: vc.port(), inventory })
+        })
+        .collect()
+}
+
+/// The machine labels the actuator sets from the region and zone tags of `fd` (zonal only:
+/// a classic seed's vCenter has no such tags).
+fn machine_topology_labels(fd: &FailureDomain, zonal: bool) -> BTreeMap<String, String> {
+    if !zonal {
+        return BTreeMap::new();
+    }
+    [(LABEL_MACHINE_REGION, &fd.region), (LABEL_MACHINE_ZONE, &fd.zone)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// The MachineSets of the seed (see [`super::layout`] and [`ZonalSeed`](super::ZonalSeed)).
+fn plan_sets(opts: &SeedOptions, domains: &[FailureDomain]) -> Vec<SetPlan> {
+    let id = opts.infra_id.as_str();
+    let zonal = opts.zonal.is_some();
+    let count = if zonal { domains.len() as u32 } else { opts.worker_machinesets };
+    let mut sets: Vec<SetPlan> = (0..count)
+        .map(|k| {
+            let domain = if zonal { k as usize } else { 0 };
+            let mut spec = provider::provider_spec(&domains[domain], id, WORKER);
+            if k == 0 && opts.static_ip_workers {
+                let dev = &mut spec["network"]["devices"][0];
+                dev["gateway"] = json!("192.168.10.1");
+                dev["nameservers"] = json!(["192.168.10.53", "192.168.10.54"]);
+                dev["addressesFromPools"] = json!([{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": format!("{id}-worker-pool")}]);
+            }
+            SetPlan {
+                name: format!("{id}-worker-{k}"),
+                replicas: layout::spread(opts.workers, count, k),
+                spec: json!({"metadata": {}, "providerSpec": {"value": spec}}),
+                domain,
+                role: "worker",
+            }
+        })
+        .collect();
+    if let Some(n) = opts.infra_machines {
+        let spec = provider::provider_spec(&domains[0], id, WORKER);
+        let mut template =
+            json!({"metadata": {"labels": {"node-role.kubernetes.io/infra": ""}}, "providerSpec": {"value": spec}});
+        if zonal {
+            template["taints"] = json!([{"key": INFRA_TAINT_KEY, "effect": "NoSchedule"}]);
+        }
+        sets.push(SetPlan { name: format!("{id}-infra-0"), replicas: n, spec: template, domain: 0, role: "infra" });
+    }
+    sets
+}
+
 /// Seed (or complete) the cluster. See the module docs for what is made.
 pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
     anyhow::ensure!(opts.worker_machinesets >= 1, "at least one worker MachineSet");
+    anyhow::ensure!(
+        opts.zonal.is_none() || !opts.legacy_no_failure_domains,
+        "a zonal seed needs failure domains in the Infrastructure: not with legacy_no_failure_domains"
+    );
     let client = env.client();
-    let (src, dst) = (env.source(), env.target());
     let id = opts.infra_id.as_str();
-    let fd = source_fd(src, id, &opts.template_name);
+    let zonal = opts.zonal.is_some();
     let conc = opts.concurrency.max(1);
+
+    // 1. The placement.
+    let sources = layouts(env, VCenterRole::Source)?;
+    let targets = layouts(env, VCenterRole::Target)?;
+    let domains: Vec<FailureDomain> = if zonal {
+        layout::all_domains(&sources, id, &opts.template_name)
+    } else {
+        vec![layout::domain(&sources[0], 0, id, &opts.template_name)]
+    };
+    let used_sources: Vec<&VCenterLayout> =
+        sources.iter().filter(|s| domains.iter().any(|d| d.server == s.host)).collect();
+    let target_domains = layout::all_domains(&targets, id, &opts.template_name);
+    let vcsim = |host: &str| env.vcenter(host).with_context(|| format!("no vCenter {host} in the environment"));
+    // The Infrastructure's domains (what the cloud controller manager labels Nodes by).
+    let infra_domains: &[FailureDomain] = if opts.legacy_no_failure_domains { &[] } else { &domains };
 
     // The API server builds a CRD's handler and field-manager schema on the first write
     // (seconds for these schemas): warm them all at once with dry-run creates.
@@ -178,9 +320,9 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
     let (_, namespaces) = tokio::join!(futures::future::join_all(warm), ensure_namespaces(&client));
     namespaces?;
 
-    // The plan: masters and one group per MachineSet.
-    let master_spec = provider::provider_spec(&fd, id, MASTER);
-    let master_labels = |role: &str| -> BTreeMap<String, String> {
+    // 2. The groups: masters and one group per MachineSet.
+    let master_spec = provider::provider_spec(&domains[0], id, MASTER);
+    let base_labels = |role: &str| -> BTreeMap<String, String> {
         [(o::LABEL_CLUSTER, id), (o::LABEL_ROLE, role), (o::LABEL_TYPE, role)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -190,32 +332,23 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
         set: None,
         want: 3,
         members: (0..3)
-            .map(|i| Member {
-                name: format!("{id}-master-{i}"),
-                set: None,
-                labels: master_labels("master"),
-                spec: json!({"lifecycleHooks": {}, "metadata": {}, "providerSpec": {"value": master_spec}}),
+            .map(|i| {
+                let domain = layout::master_domain(i, domains.len());
+                let fd = &domains[domain];
+                let mut labels = base_labels("master");
+                labels.extend(machine_topology_labels(fd, zonal));
+                let spec = provider::provider_spec(fd, id, MASTER);
+                Member {
+                    name: format!("{id}-master-{i}"),
+                    set: None,
+                    labels,
+                    spec: json!({"lifecycleHooks": {}, "metadata": {}, "providerSpec": {"value": spec}}),
+                    domain,
+                }
             })
             .collect(),
     }];
-    let mut sets: Vec<(String, u32, Value)> = Vec::new();
-    for k in 0..opts.worker_machinesets {
-        let count = opts.workers / opts.worker_machinesets + u32::from(k < opts.workers % opts.worker_machinesets);
-        let mut spec = provider::provider_spec(&fd, id, WORKER);
-        if k == 0 && opts.static_ip_workers {
-            let dev = &mut spec["network"]["devices"][0];
-            dev["gateway"] = json!("192.168.10.1");
-            dev["nameservers"] = json!(["192.168.10.53", "192.168.10.54"]);
-            dev["addressesFromPools"] = json!([{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": format!("{id}-worker-pool")}]);
-        }
-        sets.push((format!("{id}-worker-{k}"), count, json!({"metadata": {}, "providerSpec": {"value": spec}})));
-    }
-    let infra_set = opts.infra_machines.map(|n| {
-        let spec = provider::provider_spec(&fd, id, WORKER);
-        let node_labels = json!({"labels": {"node-role.kubernetes.io/infra": ""}});
-        (format!("{id}-infra-0"), n, json!({"metadata": node_labels, "providerSpec": {"value": spec}}))
-    });
-    sets.extend(infra_set.clone());
+    let sets = plan_sets(opts, &domains);
 
     // MachineSets last: a MachineSet the real machine-api sees before its Machines gets
     // Machines of its own (and removes the surplus after). An existing MachineSet's replica
@@ -224,38 +357,47 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
     let ms_api = o::machine_sets_api(&client);
     let mut set_uids = HashMap::new();
     let mut set_objects = Vec::new();
-    for (name, count, spec) in &sets {
-        let role = if name.contains("-infra-") { "infra" } else { "worker" };
-        let mut labels = master_labels(role);
+    for set in &sets {
+        let name = &set.name;
+        let mut labels = base_labels(set.role);
         labels.insert(o::LABEL_MACHINESET.into(), name.clone());
+        let mut annotations = json!({"machine.openshift.io/memoryMb": "16384", "machine.openshift.io/vCPU": "4"});
+        if let Some((min, max)) = autoscaled(opts, &sets, name) {
+            annotations[ANNOTATION_AUTOSCALER_MIN] = json!(min.to_string());
+            annotations[ANNOTATION_AUTOSCALER_MAX] = json!(max.to_string());
+        }
         let obj = json!({
             "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
             "metadata": {"name": name, "namespace": o::MACHINE_API_NS,
-                         "labels": {o::LABEL_CLUSTER: id},
-                         "annotations": {"machine.openshift.io/memoryMb": "16384", "machine.openshift.io/vCPU": "4"}},
+                         "labels": {o::LABEL_CLUSTER: id}, "annotations": annotations},
             "spec": {
-                "replicas": count,
+                "replicas": set.replicas,
                 "selector": {"matchLabels": {o::LABEL_CLUSTER: id, o::LABEL_MACHINESET: name}},
-                "template": {"metadata": {"labels": labels}, "spec": spec},
+                "template": {"metadata": {"labels": labels}, "spec": set.spec},
             },
         });
         let existing = ms_api.get_opt(name).await?;
-        let want =
-            existing.as_ref().and_then(|ms| o::i64_at(&ms.data, "/spec/replicas")).unwrap_or(*count as i64).max(0)
-                as usize;
+        let want = existing
+            .as_ref()
+            .and_then(|ms| o::i64_at(&ms.data, "/spec/replicas"))
+            .unwrap_or(set.replicas as i64)
+            .max(0) as usize;
         if let Some(uid) = existing.as_ref().and_then(|ms| ms.uid()) {
             set_uids.insert(name.clone(), uid);
         }
         set_objects.push(obj);
+        let mut member_labels = labels.clone();
+        member_labels.extend(machine_topology_labels(&domains[set.domain], zonal));
         groups.push(Group {
             set: Some(name.clone()),
             want,
-            members: (0..want.max(*count as usize))
+            members: (0..want.max(set.replicas as usize))
                 .map(|i| Member {
                     name: format!("{name}-{}", name_suffix(&format!("{name}/{i}"))),
                     set: Some(name.clone()),
-                    labels: labels.clone(),
-                    spec: spec.clone(),
+                    labels: member_labels.clone(),
+                    spec: set.spec.clone(),
+                    domain: set.domain,
                 })
                 .collect(),
         });
@@ -284,71 +426,71 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
         }
     }
 
-    // vSphere: templates in both vCenters, the folder, a VM per new Machine.
+    // 3. vSphere: templates in every vCenter, tags, the folders, a VM per new Machine.
     let pool = SessionPool::new(ClientOptions::default());
     let result = async {
-        let sc = login(&pool, env, src).await?;
-        let tc = login(&pool, env, dst).await?;
-        let src_template = ensure_template(
-            &sc,
-            src,
-            &TemplateSpec {
-                folder: source::VM_FOLDER_PATH,
-                name: &opts.template_name,
-                pool: source::RESOURCE_POOL_PATH,
-                datastore: source::DATASTORE_PATH,
-                disk_gib: TEMPLATE_DISK_GIB,
-            },
-        )
-        .await?;
-        let dst_template = ensure_template(
-            &tc,
-            dst,
-            &TemplateSpec {
-                folder: target::VM_FOLDER_PATH,
-                name: &opts.template_name,
-                pool: target::RESOURCE_POOL_PATH,
-                datastore: target::DATASTORE_PATH,
-                disk_gib: TEMPLATE_DISK_GIB,
-            },
-        )
-        .await?;
-        sc.create_folder(&fd.folder).await?;
-        let existing: HashMap<String, String> =
-            sc.list_vms(&fd.folder).await?.into_iter().map(|v| (v.name, v.uuid)).collect();
+        let mut clients: HashMap<String, Arc<Client>> = HashMap::new();
+        let mut plain_templates: HashMap<String, String> = HashMap::new();
+        for vc in used_sources.iter().copied().chain(&targets) {
+            let sim = vcsim(&vc.host)?;
+            let c = login(&pool, env, sim).await?;
+            for (i, t) in layout::templates(vc, &opts.template_name).iter().enumerate() {
+                let path = ensure_template(&c, sim, t).await?;
+                if i == 0 {
+                    plain_templates.insert(vc.host.clone(), path);
+                }
+            }
+            clients.insert(vc.host.clone(), c);
+        }
+        if zonal {
+            for vc in &used_sources {
+                ensure_zone_tags(&clients[&vc.host], vc, &domains).await.with_context(|| {
+                    format!(
+                        "the region and zone tags in vCenter {}",
+                        vcsim(&vc.host).map(|v| v.name.as_str()).unwrap_or("?")
+                    )
+                })?;
+            }
+        }
+        let mut existing: HashMap<String, String> = HashMap::new();
+        let folders: HashSet<(&str, &str)> = domains.iter().map(|d| (d.server.as_str(), d.folder.as_str())).collect();
+        for (server, folder) in folders {
+            let c = &clients[server];
+            c.create_folder(folder).await?;
+            existing.extend(c.list_vms(folder).await?.into_iter().map(|v| (v.name, v.uuid)));
+        }
         let made: Vec<(String, String)> =
             futures::stream::iter(todo.iter().filter(|m| !existing.contains_key(&m.name)))
                 .map(|m| {
-                    let (sc, fd, t) = (&sc, &fd, &src_template);
+                    let fd = &domains[m.domain];
+                    let (clients, vcsim) = (&clients, &vcsim);
                     async move {
-                        let vm = match sc
-                            .clone_vm(t, &fd.folder, &m.name, Some(&fd.resource_pool), Some(&fd.datastore), true)
-                            .await
+                        let c = &clients[&fd.server];
+                        let (pool, ds) = (fd.effective_resource_pool(), &fd.datastore);
+                        let vm = match c.clone_vm(&fd.template, &fd.folder, &m.name, Some(&pool), Some(ds), true).await
                         {
                             Err(VsphereError::AlreadyExists { .. }) => {
-                                sc.vm(&format!("{}/{}", fd.folder, m.name)).await?
+                                c.vm(&format!("{}/{}", fd.folder, m.name)).await?
                             }
-                            other => other?,
+                            other => other.with_context(|| format!("cloning the VM of {} in {}", m.name, fd.name))?,
                         };
                         // The installer's VMs have a card on the machine network.
-                        src.add_network_card(&vm.uuid, source::NETWORK).await?;
+                        vcsim(&fd.server)?.add_network_card(&vm.uuid, &fd.networks[0]).await?;
                         anyhow::Ok((m.name.clone(), vm.uuid))
                     }
                 })
                 .buffer_unordered(conc)
                 .try_collect()
                 .await?;
-        let mut uuids = existing;
-        uuids.extend(made);
-        anyhow::Ok((uuids, src_template, dst_template))
+        existing.extend(made);
+        anyhow::Ok((existing, plain_templates))
     }
     .await;
     pool.shutdown().await;
-    let (uuids, src_template, dst_template) = result?;
+    let (uuids, plain_templates) = result?;
 
-    seed_config(&client, env, opts, &fd).await?;
-
-    // Nodes, then Machines (a Running Machine points at its Node).
+    // 4. The configuration, then Nodes and Machines (a Running Machine points at its Node).
+    seed_config(&client, env, opts, &used_sources, infra_domains).await?;
     let nodes_api: Api<Node> = Api::all(client.clone());
     let nodes: HashMap<String, Node> =
         nodes_api.list(&ListParams::default()).await?.items.into_iter().map(|n| (n.name_any(), n)).collect();
@@ -356,13 +498,15 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
     futures::stream::iter(members.iter())
         .map(|m| {
             let (client, machines, nodes, uuids, set_uids) = (&client, &machines, &nodes, &uuids, &set_uids);
+            let fd = &domains[m.domain];
+            let topology = topology_labels(infra_domains, &fd.server, &fd.compute_cluster);
             async move {
                 let existing = machines.get(&m.name);
                 let provider_id = existing
                     .and_then(|e| o::nonempty_at(&e.data, "/spec/providerID").map(String::from))
                     .or_else(|| uuids.get(&m.name).map(|u| format!("vsphere://{u}")))
                     .with_context(|| format!("no VM for machine {}", m.name))?;
-                seed_member(client, m, existing, nodes.get(&m.name), &provider_id, set_uids).await
+                seed_member(client, m, existing, nodes.get(&m.name), &provider_id, set_uids, &topology).await
             }
         })
         .buffer_unordered(conc)
@@ -388,7 +532,8 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
 
     // MachineSet status, as machine-api would report it for the Machines now there.
     let now_there: Vec<DynamicObject> = m_api.list(&ListParams::default()).await?.items;
-    for (name, _, _) in &sets {
+    for set in &sets {
+        let name = &set.name;
         let ms = ms_api.get(name).await?;
         if ms.data.pointer("/status/observedGeneration").is_some() {
             continue;
@@ -403,7 +548,13 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
         ms_api.patch_status(name, &o::merge_params(MANAGER), &Patch::Merge(json!({"status": status}))).await?;
     }
 
-    seed_cpms(&client, opts, &master_spec, &fd).await?;
+    let cpms_domains: &[FailureDomain] = if opts.legacy_no_failure_domains { &[] } else { &domains };
+    seed_cpms(&client, opts, &master_spec, cpms_domains).await?;
+    let worker_sets: Vec<String> = sets.iter().filter(|s| s.role == "worker").map(|s| s.name.clone()).collect();
+    let (machine_autoscaler, machine_health_check) = match &opts.zonal {
+        Some(z) => seed_zonal_extras(&client, id, z, &worker_sets).await?,
+        None => (None, None),
+    };
     seed_workloads(&client, conc).await?;
 
     // Report what is there now.
@@ -414,37 +565,136 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
         v
     };
     let role = |m: &DynamicObject, r: &str| m.labels().get(o::LABEL_ROLE).map(String::as_str) == Some(r);
-    let worker_sets: Vec<String> = sets.iter().map(|s| s.0.clone()).filter(|n| !n.contains("-infra-")).collect();
     let in_sets =
         |m: &DynamicObject, sets: &[String]| m.labels().get(o::LABEL_MACHINESET).is_some_and(|s| sets.contains(s));
-    let infra_name = infra_set.map(|s| s.0);
+    let infra_name = sets.iter().find(|s| s.role == "infra").map(|s| s.name.clone());
     let infra_names: Vec<String> = infra_name.iter().cloned().collect();
     let masters = names(&|m| role(m, "master"));
     let workers = names(&|m| in_sets(m, &worker_sets));
     let infra_machines = names(&|m| in_sets(m, &infra_names));
     let mut node_names: Vec<String> = masters.iter().chain(&workers).chain(&infra_machines).cloned().collect();
     node_names.sort();
-    let vc = |v: &Vcsim, dc: &str, template: String, vm_folder: &str| SeededVCenter {
-        host: v.host(),
-        port: v.port(),
-        server: v.server(),
-        datacenter: dc.into(),
-        template,
-        folder: format!("{vm_folder}/{id}"),
+    let machine_domains: BTreeMap<String, String> =
+        groups.iter().flat_map(|g| &g.members).map(|m| (m.name.clone(), domains[m.domain].name.clone())).collect();
+    let machine_domains = machine_domains.into_iter().filter(|(m, _)| node_names.contains(m)).collect();
+    let seeded_vc = |l: &VCenterLayout| -> Result<SeededVCenter> {
+        let v = vcsim(&l.host)?;
+        Ok(SeededVCenter {
+            host: l.host.clone(),
+            port: l.port,
+            server: v.server(),
+            datacenter: l.inventory.datacenter.clone(),
+            template: plain_templates.get(&l.host).cloned().unwrap_or_default(),
+            folder: format!("{}/{id}", l.inventory.vm_folder_path()),
+        })
     };
+    let source_vcenters: Vec<SeededVCenter> = used_sources.iter().map(|l| seeded_vc(l)).collect::<Result<_>>()?;
+    let target_vcenters: Vec<SeededVCenter> = targets.iter().map(seeded_vc).collect::<Result<_>>()?;
     Ok(SeededCluster {
         infra_id: id.to_string(),
-        source: vc(src, source::DATACENTER, src_template, source::VM_FOLDER_PATH),
-        target: vc(dst, target::DATACENTER, dst_template, target::VM_FOLDER_PATH),
-        source_failure_domain: (!opts.legacy_no_failure_domains).then_some(fd),
+        source: source_vcenters[0].clone(),
+        target: target_vcenters[0].clone(),
+        source_vcenters,
+        target_vcenters,
+        source_failure_domain: infra_domains.first().cloned(),
+        failure_domains: domains.clone(),
+        target_failure_domains: target_domains,
         masters,
         worker_machinesets: worker_sets,
         workers,
         infra_machineset: infra_name,
         infra_machines,
+        machineset_domains: sets.iter().map(|s| (s.name.clone(), domains[s.domain].name.clone())).collect(),
+        machine_domains,
+        machine_autoscaler,
+        machine_health_check,
         nodes: node_names,
         options: opts.clone(),
     })
+}
+
+/// The (min, max) of the MachineAutoscaler targeting MachineSet `name`, if any: a zonal
+/// seed's autoscaler targets the first worker set.
+fn autoscaled(opts: &SeedOptions, sets: &[SetPlan], name: &str) -> Option<(u32, u32)> {
+    let first = sets.iter().find(|s| s.role == "worker")?;
+    opts.zonal.as_ref()?.autoscaler.filter(|_| first.name == name)
+}
+
+/// In `vc`: the categories [`REGION_CATEGORY`] and [`ZONE_CATEGORY`] (single cardinality,
+/// as the migration's CreateTags makes them), the region tag attached to the datacenter and
+/// each zone tag to its cluster, for the domains of `domains` in this vCenter.
+async fn ensure_zone_tags(c: &Client, vc: &VCenterLayout, domains: &[FailureDomain]) -> Result<()> {
+    let category = |name: &str, what: &str, on: &str| CategorySpec {
+        name: name.into(),
+        description: format!("OpenShift {what} for vSphere failure domains"),
+        cardinality: Cardinality::Single,
+        associable_types: vec![on.into()],
+    };
+    let (region_cat, _) = c.ensure_category(&category(REGION_CATEGORY, "region", "Datacenter")).await?;
+    let (zone_cat, _) = c.ensure_category(&category(ZONE_CATEGORY, "zone", "ClusterComputeResource")).await?;
+    let attach = |cat: String, tag: String, description: String, kind: ObjectKind, path: String| async move {
+        let (tag_id, _) = c.ensure_tag(&cat, &tag, &description).await?;
+        let obj = c.find(kind, &path).await?;
+        if !c.list_attached_tags(&obj).await?.iter().any(|t| t.id == tag_id) {
+            c.attach_tag(&tag_id, &obj).await?;
+        }
+        anyhow::Ok(())
+    };
+    for fd in domains.iter().filter(|d| d.server == vc.host) {
+        let (region, zone) = (fd.region.clone(), fd.zone.clone());
+        let dc = format!("/{}", fd.datacenter);
+        attach(region_cat.clone(), region.clone(), format!("Region: {region}"), ObjectKind::Datacenter, dc).await?;
+        let cluster = fd.compute_cluster.clone();
+        attach(zone_cat.clone(), zone.clone(), format!("Zone: {zone}"), ObjectKind::ComputeCluster, cluster).await?;
+    }
+    Ok(())
+}
+
+/// The MachineAutoscaler and MachineHealthCheck of a zonal seed, when asked for; their names.
+async fn seed_zonal_extras(
+    client: &kube::Client,
+    id: &str,
+    z: &super::ZonalSeed,
+    worker_sets: &[String],
+) -> Result<(Option<String>, Option<String>)> {
+    let mut autoscaler = None;
+    if let Some((min, max)) = z.autoscaler {
+        let target = worker_sets.first().context("a worker MachineSet for the autoscaler")?;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), o::MACHINE_API_NS, &o::machine_autoscaler());
+        let target_ref = json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet", "name": target});
+        let obj = json!({
+            "apiVersion": "autoscaling.openshift.io/v1beta1", "kind": "MachineAutoscaler",
+            "metadata": {"name": target, "namespace": o::MACHINE_API_NS},
+            "spec": {"minReplicas": min, "maxReplicas": max, "scaleTargetRef": target_ref},
+        });
+        let check = missing("/lastTargetRef");
+        ensure::<DynamicObject>(&api, None, obj, Some((json!({"lastTargetRef": target_ref}), &check)))
+            .await
+            .context("the MachineAutoscaler (is its CRD installed? it is in ../shared/fixtures/openshift-crds)")?;
+        autoscaler = Some(target.clone());
+    }
+    let mut health_check = None;
+    if z.health_check {
+        let name = format!("{id}-worker-health");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), o::MACHINE_API_NS, &o::machine_health_check());
+        let obj = json!({
+            "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+            "metadata": {"name": name, "namespace": o::MACHINE_API_NS},
+            "spec": {
+                "selector": {"matchLabels": {o::LABEL_CLUSTER: id, o::LABEL_ROLE: "worker", o::LABEL_TYPE: "worker"}},
+                "unhealthyConditions": [
+                    {"type": "Ready", "status": "False", "timeout": "300s"},
+                    {"type": "Ready", "status": "Unknown", "timeout": "300s"},
+                ],
+                "maxUnhealthy": "40%",
+                "nodeStartupTimeout": "10m",
+            },
+        });
+        ensure::<DynamicObject>(&api, None, obj, None).await?;
+        health_check = Some(name);
+    }
+    Ok((autoscaler, health_check))
 }
 
 /// Says, from an object's current status, whether the seeded one must still be written.
@@ -501,8 +751,10 @@ async fn ensure_namespaces(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-async fn login(pool: &SessionPool, env: &TestEnv, vc: &Vcsim) -> Result<std::sync::Arc<Client>> {
-    let tls = TlsPolicy { ca_bundle_pem: Some(env.ca_pem().to_string()), ..Default::default() };
+/// A session on `vc`, trusting its own CA.
+async fn login(pool: &SessionPool, env: &TestEnv, vc: &Vcsim) -> Result<Arc<Client>> {
+    let ca = vc.ca_pem.clone().unwrap_or_else(|| env.ca_pem().to_string());
+    let tls = TlsPolicy { ca_bundle_pem: Some(ca), ..Default::default() };
     let spec = ServerSpec {
         server: vc.server(),
         credentials: Credentials::new(vc.username.clone(), vc.password.clone()),
@@ -513,9 +765,16 @@ async fn login(pool: &SessionPool, env: &TestEnv, vc: &Vcsim) -> Result<std::syn
 
 /// A template VM at `<folder>/<name>` the real machine actuator can clone (made by the
 /// launcher: [`Vcsim::ensure_template`]); a VM already there is kept, made a template.
-async fn ensure_template(c: &Client, vc: &Vcsim, spec: &TemplateSpec<'_>) -> Result<String> {
-    vc.ensure_template(spec).await.with_context(|| format!("the template in vCenter {}", vc.name))?;
-    let path = format!("{}/{}", spec.folder, spec.name);
+async fn ensure_template(c: &Client, vc: &Vcsim, plan: &TemplatePlan) -> Result<String> {
+    let spec = TemplateSpec {
+        folder: &plan.folder,
+        name: &plan.name,
+        pool: &plan.pool,
+        datastore: &plan.datastore,
+        disk_gib: TEMPLATE_DISK_GIB,
+    };
+    vc.ensure_template(&spec).await.with_context(|| format!("the template {} in vCenter {}", plan.path(), vc.name))?;
+    let path = plan.path();
     if !c.vm(&path).await?.template {
         c.mark_as_template(&path).await?;
     }
@@ -540,19 +799,29 @@ fn user_data_secret(infra_id: &str, role: &str) -> Value {
     })
 }
 
-/// Infrastructure, credentials, cloud config, ClusterVersion and ClusterOperators.
-async fn seed_config(client: &kube::Client, env: &TestEnv, opts: &SeedOptions, fd: &FailureDomain) -> Result<()> {
-    let src = env.source();
+/// Infrastructure, credentials, cloud config, ClusterVersion and ClusterOperators, for the
+/// source vCenters `vcs` and the failure domains `domains` (none: a legacy Infrastructure).
+async fn seed_config(
+    client: &kube::Client,
+    env: &TestEnv,
+    opts: &SeedOptions,
+    vcs: &[&VCenterLayout],
+    domains: &[FailureDomain],
+) -> Result<()> {
     let id = opts.infra_id.as_str();
+    let vcenters: Vec<Value> = vcs
+        .iter()
+        .map(|v| json!({"server": v.host, "port": v.port, "datacenters": [v.inventory.datacenter]}))
+        .collect();
     let mut vsphere = json!({
-        "vcenters": [{"server": src.host(), "port": src.port(), "datacenters": [source::DATACENTER]}],
+        "vcenters": vcenters,
         "apiServerInternalIPs": ["10.0.0.5"],
         "ingressIPs": ["10.0.0.6"],
         "machineNetworks": ["10.0.0.0/16"],
         "nodeNetworking": {"external": {"networkSubnetCidr": ["10.0.0.0/16"]}, "internal": {"networkSubnetCidr": ["10.0.0.0/16"]}},
     });
-    if !opts.legacy_no_failure_domains {
-        vsphere["failureDomains"] = json!([fd.to_json()]);
+    if !domains.is_empty() {
+        vsphere["failureDomains"] = json!(domains.iter().map(FailureDomain::to_json).collect::<Vec<_>>());
     }
     let infra = json!({
         "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
@@ -576,10 +845,21 @@ async fn seed_config(client: &kube::Client, env: &TestEnv, opts: &SeedOptions, f
     // The test environment's machine-api starts against a bare Infrastructure (platform type
     // and name only, `machine_api::ensure_cluster_config`): complete it rather than keep it.
     let infra_api = o::infra_api(client);
+    // The CRD allows at most one vCenter when `vsphere` is first set on an existing object
+    // (a post-install configuration), so a cluster of several gets the first one first.
     if let Some(bare) = infra_api.get_opt(o::INFRA_NAME).await?
         && bare.data.pointer("/spec/platformSpec/vsphere").is_none()
     {
         let pp = o::merge_params(MANAGER);
+        if vcs.len() > 1 {
+            let mut first = infra["spec"].clone();
+            let vsphere = &mut first["platformSpec"]["vsphere"];
+            vsphere["vcenters"] = json!([vsphere["vcenters"][0]]);
+            if let Some(fds) = vsphere.get_mut("failureDomains").and_then(Value::as_array_mut) {
+                fds.retain(|fd| fd["server"] == vcs[0].host.as_str());
+            }
+            infra_api.patch(o::INFRA_NAME, &pp, &Patch::Merge(json!({"spec": first}))).await?;
+        }
         infra_api.patch(o::INFRA_NAME, &pp, &Patch::Merge(json!({"spec": infra["spec"]}))).await?;
         infra_api.patch_status(o::INFRA_NAME, &pp, &Patch::Merge(json!({"status": infra_status}))).await?;
     }
@@ -587,12 +867,18 @@ async fn seed_config(client: &kube::Client, env: &TestEnv, opts: &SeedOptions, f
     ensure::<DynamicObject>(&infra_api, None, infra, Some((infra_status, &check))).await?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), o::CREDS_NS);
+    let mut data = serde_json::Map::new();
+    for v in vcs {
+        let sim = env.vcenter(&v.host).with_context(|| format!("no vCenter {}", v.host))?;
+        data.insert(format!("{}.username", v.host), json!(sim.username));
+        data.insert(format!("{}.password", v.host), json!(sim.password));
+    }
     let creds = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": o::CREDS_NAME, "namespace": o::CREDS_NS,
                      "annotations": {"cloudcredential.openshift.io/mode": "passthrough"}},
         "type": "Opaque",
-        "stringData": {format!("{}.username", src.host()): src.username, format!("{}.password", src.host()): src.password},
+        "stringData": data,
     });
     ensure::<Secret>(&secrets, None, creds, None).await?;
     // The cloud credential operator's copy for machine-api, and the installer's user data.
@@ -602,15 +888,25 @@ async fn seed_config(client: &kube::Client, env: &TestEnv, opts: &SeedOptions, f
         ensure::<Secret>(&user_data, None, user_data_secret(id, role), None).await?;
     }
 
+    let first = vcs.first().context("no source vCenter")?;
+    let more: Vec<ConfigVCenter> = vcs[1..]
+        .iter()
+        .map(|v| ConfigVCenter {
+            server: v.host.clone(),
+            datacenters: vec![v.inventory.datacenter.clone()],
+            port: v.port,
+        })
+        .collect();
     let text = cloud_config::render(
         opts.cloud_config,
         &CloudConfigInput {
-            server: &src.host(),
-            port: src.port(),
-            datacenter: source::DATACENTER,
-            datastore: source::DATASTORE_PATH,
-            folder: &fd.folder,
-            resource_pool: source::RESOURCE_POOL_PATH,
+            server: &first.host,
+            port: first.port,
+            datacenter: &first.inventory.datacenter,
+            more_vcenters: &more,
+            datastore: &first.inventory.datastore_path(0),
+            folder: &format!("{}/{id}", first.inventory.vm_folder_path()),
+            resource_pool: &first.inventory.resource_pool_path(0),
         },
     );
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), o::CLOUD_CONFIG_NS);
@@ -677,6 +973,7 @@ async fn seed_member(
     node: Option<&Node>,
     provider_id: &str,
     set_uids: &HashMap<String, String>,
+    topology: &BTreeMap<String, String>,
 ) -> Result<()> {
     let mut metadata = json!({"name": m.name, "namespace": o::MACHINE_API_NS, "labels": m.labels,
                               "finalizers": [o::MACHINE_FINALIZER]});
@@ -697,13 +994,11 @@ async fn seed_member(
             .and_then(Value::as_array)
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
     };
-    let (node, _) = ensure::<Node>(
-        &nodes,
-        Some(node),
-        machine_node_manifest(&as_obj, provider_id),
-        Some((node_status(&m.name, &ip), &ready)),
-    )
-    .await?;
+    let mut manifest = machine_node_manifest(&as_obj, provider_id);
+    for (k, v) in topology {
+        manifest["metadata"]["labels"][k] = json!(v);
+    }
+    let (node, _) = ensure::<Node>(&nodes, Some(node), manifest, Some((node_status(&m.name, &ip), &ready))).await?;
 
     let uuid = provider_id.trim_start_matches("vsphere://");
     let status = json!({
@@ -720,14 +1015,22 @@ async fn seed_member(
     Ok(())
 }
 
-async fn seed_cpms(client: &kube::Client, opts: &SeedOptions, master_spec: &Value, fd: &FailureDomain) -> Result<()> {
+/// The CPMS: the template is master 0's provider spec; its failure domains are `domains`
+/// (none for a legacy cluster).
+async fn seed_cpms(
+    client: &kube::Client,
+    opts: &SeedOptions,
+    master_spec: &Value,
+    domains: &[FailureDomain],
+) -> Result<()> {
     let id = &opts.infra_id;
     let mut template = json!({
         "metadata": {"labels": {o::LABEL_CLUSTER: id, o::LABEL_ROLE: "master", o::LABEL_TYPE: "master"}},
         "spec": {"lifecycleHooks": {}, "metadata": {}, "providerSpec": {"value": master_spec}},
     });
-    if !opts.legacy_no_failure_domains {
-        template["failureDomains"] = json!({"platform": "VSphere", "vsphere": [{"name": fd.name}]});
+    if !domains.is_empty() {
+        let names: Vec<Value> = domains.iter().map(|fd| json!({"name": fd.name})).collect();
+        template["failureDomains"] = json!({"platform": "VSphere", "vsphere": names});
     }
     let obj = json!({
         "apiVersion": "machine.openshift.io/v1", "kind": "ControlPlaneMachineSet",

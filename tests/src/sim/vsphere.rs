@@ -1,5 +1,5 @@
-//! The environment's vCenters as the simulated controllers see them: known by the address
-//! OpenShift stores (`127.0.0.1`, `127.0.0.2`), with the credentials each accepts (to judge
+//! The environment's vCenters (all of them, sources and targets) as the simulated
+//! controllers see them: known by the address OpenShift stores (`127.0.0.1`, `127.0.0.2`), with the credentials each accepts (to judge
 //! the cluster's) and its launcher's control API (the guests' view, for the kubelets). The
 //! simulator opens no vSphere session: the real machine-api does the vSphere work.
 
@@ -32,9 +32,10 @@ pub(crate) struct VCenters {
 
 impl VCenters {
     pub fn from_env(env: &TestEnv) -> VCenters {
-        let list = [env.source(), env.target()]
+        let list = env
+            .vcenters()
             .into_iter()
-            .map(|vc| VCenter {
+            .map(|(_, vc)| VCenter {
                 host: vc.host(),
                 port: vc.port(),
                 username: vc.username.clone(),

@@ -7,7 +7,8 @@
 //   - `-l 127.0.0.1:0` picks a free port; the real URL is printed on stdout.
 //   - `-rename /DC0=src-dc` renames inventory objects after creation, so the source and
 //     target vCenters have different inventories.
-//   - `-add-datastore /DC0=src-ds` adds a local datastore to every host of a datacenter
+//   - `-add-datastore /DC0=src-ds` adds a local datastore to every host of a datacenter, or
+//     `-add-datastore /DC0/host/DC0_C1=src-ds-b` to every host of one compute cluster
 //     (before renames). vcsim cannot rename datastores (no Rename_Task), and its generated
 //     VMs live on LocalDS_0, so a differently named datastore is added instead.
 //   - a clone that edits a disk of its source (the OpenShift machine actuator resizes the
@@ -18,7 +19,8 @@
 //     attempts and terminate every session server-side, and for the cluster simulator:
 //     make a template the OpenShift vSphere machine actuator can clone (`POST /templates`),
 //     list the VMs with what their guest would see (`GET /vms`: BIOS UUID, power state,
-//     hostname and ignition user data from `guestinfo.*`), give a VM a network card as the
+//     hostname and ignition user data from `guestinfo.*`) and where they run (the inventory
+//     path of their host's compute cluster, their datastores), give a VM a network card as the
 //     installer's VMs have (`POST /vms/network`), and report a guest IP address as VMware
 //     Tools would (`POST /vms/guest-ip`).
 package main
@@ -106,7 +108,7 @@ func main() {
 	var rn renames
 	flag.Var(&rn, "rename", "inventoryPath=newName, applied after creation (repeatable)")
 	var addDS renames
-	flag.Var(&addDS, "add-datastore", "datacenterPath=name: add a local datastore to its hosts (repeatable)")
+	flag.Var(&addDS, "add-datastore", "datacenterOrClusterPath=name: add a local datastore to its hosts (repeatable)")
 	flag.Parse()
 
 	opts := options{
@@ -216,21 +218,26 @@ func adminClient(ctx context.Context, sdk *url.URL, user, pass string) (*govmomi
 	return govmomi.NewClient(ctx, &u, true)
 }
 
-// addDatastores creates each requested datastore on every host of its datacenter, backed
-// by a fresh temporary directory; it returns the directories for removal at exit.
+// addDatastores creates each requested datastore on every host of its datacenter or
+// compute cluster, backed by a fresh temporary directory; it returns the directories for
+// removal at exit.
 func addDatastores(ctx context.Context, c *govmomi.Client, specs renames) ([]string, error) {
 	var dirs []string
 	finder := find.NewFinder(c.Client, false)
 	for _, spec := range specs {
-		dcPath, name, ok := strings.Cut(spec, "=")
+		path, name, ok := strings.Cut(spec, "=")
 		if !ok {
-			return dirs, fmt.Errorf("-add-datastore %q: want datacenterPath=name", spec)
+			return dirs, fmt.Errorf("-add-datastore %q: want datacenterOrClusterPath=name", spec)
 		}
-		dc, err := finder.Datacenter(ctx, dcPath)
-		if err != nil {
-			return dirs, fmt.Errorf("-add-datastore %q: %w", spec, err)
+		found, err := finder.ManagedObjectList(ctx, path)
+		if err != nil || len(found) != 1 {
+			return dirs, fmt.Errorf("-add-datastore %q: %d objects at %s: %v", spec, len(found), path, err)
 		}
-		v, err := view.NewManager(c.Client).CreateContainerView(ctx, dc.Reference(), []string{"HostSystem"}, true)
+		parent := found[0].Object.Reference()
+		if parent.Type != "Datacenter" && parent.Type != "ClusterComputeResource" {
+			return dirs, fmt.Errorf("-add-datastore %q: %s is a %s, not a datacenter or compute cluster", spec, path, parent.Type)
+		}
+		v, err := view.NewManager(c.Client).CreateContainerView(ctx, parent, []string{"HostSystem"}, true)
 		if err != nil {
 			return dirs, err
 		}
@@ -239,6 +246,9 @@ func addDatastores(ctx context.Context, c *govmomi.Client, specs renames) ([]str
 		_ = v.Destroy(ctx)
 		if err != nil {
 			return dirs, err
+		}
+		if len(hosts) == 0 {
+			return dirs, fmt.Errorf("-add-datastore %q: no hosts in %s", spec, path)
 		}
 		dir, err := os.MkdirTemp("", "vsm-vcsim-ds-")
 		if err != nil {
@@ -483,6 +493,10 @@ type guestVM struct {
 	Hostname string `json:"hostname,omitempty"`
 	// guestinfo.ignition.config.data, decoded.
 	UserData string `json:"userData,omitempty"`
+	// Inventory path of the compute cluster (or standalone compute resource) of its host.
+	ComputeCluster string `json:"computeCluster,omitempty"`
+	// Names of the datastores its files are on.
+	Datastores []string `json:"datastores"`
 }
 
 // listVMs lists every VM (templates left out).
@@ -493,16 +507,48 @@ func listVMs(ctx context.Context, c *govmomi.Client) ([]guestVM, error) {
 	}
 	defer v.Destroy(ctx)
 	var vms []mo.VirtualMachine
-	props := []string{"name", "config.uuid", "config.template", "config.extraConfig", "runtime.powerState"}
+	props := []string{"name", "config.uuid", "config.template", "config.extraConfig", "runtime.powerState", "runtime.host", "datastore"}
 	if err := v.Retrieve(ctx, []string{"VirtualMachine"}, props, &vms); err != nil {
 		return nil, err
 	}
+	pc := property.DefaultCollector(c.Client)
+	// Hosts and datastores are shared by many VMs: look each up once.
+	clusterOf := map[types.ManagedObjectReference]string{}
+	nameOf := map[types.ManagedObjectReference]string{}
 	out := []guestVM{}
 	for _, vm := range vms {
 		if vm.Config == nil || vm.Config.Template {
 			continue
 		}
-		g := guestVM{Name: vm.Name, UUID: strings.ToLower(vm.Config.Uuid), PowerState: string(vm.Runtime.PowerState)}
+		g := guestVM{Name: vm.Name, UUID: strings.ToLower(vm.Config.Uuid), PowerState: string(vm.Runtime.PowerState), Datastores: []string{}}
+		if h := vm.Runtime.Host; h != nil {
+			path, seen := clusterOf[*h]
+			if !seen {
+				var host mo.HostSystem
+				if err := pc.RetrieveOne(ctx, *h, []string{"parent"}, &host); err != nil {
+					return nil, err
+				}
+				if host.Parent != nil {
+					if path, err = find.InventoryPath(ctx, c.Client, *host.Parent); err != nil {
+						return nil, err
+					}
+				}
+				clusterOf[*h] = path
+			}
+			g.ComputeCluster = path
+		}
+		for _, ds := range vm.Datastore {
+			name, seen := nameOf[ds]
+			if !seen {
+				var d mo.Datastore
+				if err := pc.RetrieveOne(ctx, ds, []string{"name"}, &d); err != nil {
+					return nil, err
+				}
+				name = d.Name
+				nameOf[ds] = name
+			}
+			g.Datastores = append(g.Datastores, name)
+		}
 		encoding := ""
 		var data string
 		for _, o := range vm.Config.ExtraConfig {
