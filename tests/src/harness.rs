@@ -75,6 +75,28 @@ pub fn plugin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
 }
 
+/// The operator in this process with every shipped phase component, each granted what it
+/// declares, the shared component cache, no leader election and no HTTP endpoint.
+pub async fn shipped_operator(env: &TestEnv, identity: &str) -> Result<vsm_host::operator::Operator> {
+    let mut plugin_config = vsm_host::runtime::config::PluginConfig::default();
+    for entry in std::fs::read_dir(plugin_dir()).context("run `cargo xtask plugins`")? {
+        let stem = entry?.path().file_stem().context("a component file")?.to_string_lossy().to_string();
+        plugin_config.plugins.insert(stem, PluginEntry { grant_declared: true, ..Default::default() });
+    }
+    let config = vsm_host::operator::OperatorConfig {
+        plugin_dir: plugin_dir(),
+        plugin_config,
+        cache_dir: Some(crate::tools::cache_dir()?.with_file_name("wasm-cache")),
+        namespace: None,
+        leader: None,
+        listen: None,
+        identity: identity.into(),
+        watch_plugins: false,
+        vsphere: Default::default(),
+    };
+    Ok(vsm_host::operator::Operator::start(env.client(), config).await?)
+}
+
 /// What a sequence of calls ended with.
 #[derive(Debug, Clone)]
 pub struct Run {

@@ -12,9 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
-use vsm_host::operator::{Operator, OperatorConfig};
-use vsm_host::runtime::config::{PluginConfig, PluginEntry};
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
+use vsm_host::operator::Operator;
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
 use vsm_testenv::{TestEnv, TestEnvOptions};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
@@ -32,26 +31,7 @@ impl Cluster {
         let seeded = seed(&env, &SeedOptions { workers, ..Default::default() }).await?;
         ensure_secrets(&env, &env.client()).await?;
         let sim = Simulator::start(&env, SimOptions::instant());
-        let mut config = PluginConfig::default();
-        for entry in std::fs::read_dir(plugin_dir()).context("run `cargo xtask plugins`")? {
-            let stem = entry?.path().file_stem().unwrap().to_string_lossy().to_string();
-            config.plugins.insert(stem, PluginEntry { grant_declared: true, ..Default::default() });
-        }
-        let operator = Operator::start(
-            env.client(),
-            OperatorConfig {
-                plugin_dir: plugin_dir(),
-                plugin_config: config,
-                cache_dir: Some(vsm_testenv::tools::cache_dir()?.with_file_name("wasm-cache")),
-                namespace: None,
-                leader: None,
-                listen: None,
-                identity: "e2e".into(),
-                watch_plugins: false,
-                vsphere: Default::default(),
-            },
-        )
-        .await?;
+        let operator = shipped_operator(&env, "e2e").await?;
         Ok(Cluster { env, seeded, sim: Some(sim), operator: Some(operator) })
     }
 

@@ -17,9 +17,8 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
-use vsm_host::operator::{Operator, OperatorConfig};
-use vsm_host::runtime::config::{PluginConfig, PluginEntry};
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
+use vsm_host::operator::Operator;
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec};
 use vsm_testenv::sim::nodes::LABEL_TOPOLOGY_ZONE;
 use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{FailureDomain, SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, ZonalSeed, seed};
@@ -52,26 +51,7 @@ impl Zonal {
         let seeded = seed(&env, &opts).await?;
         ensure_secrets(&env, &env.client()).await?;
         let sim = Simulator::start(&env, SimOptions::instant());
-        let mut config = PluginConfig::default();
-        for entry in std::fs::read_dir(plugin_dir()).context("run `cargo xtask plugins`")? {
-            let stem = entry?.path().file_stem().unwrap().to_string_lossy().to_string();
-            config.plugins.insert(stem, PluginEntry { grant_declared: true, ..Default::default() });
-        }
-        let operator = Operator::start(
-            env.client(),
-            OperatorConfig {
-                plugin_dir: plugin_dir(),
-                plugin_config: config,
-                cache_dir: Some(vsm_testenv::tools::cache_dir()?.with_file_name("wasm-cache")),
-                namespace: None,
-                leader: None,
-                listen: None,
-                identity: "e2e-zonal".into(),
-                watch_plugins: false,
-                vsphere: Default::default(),
-            },
-        )
-        .await?;
+        let operator = shipped_operator(&env, "e2e-zonal").await?;
         Ok(Zonal { env, seeded, sim: Some(sim), operator: Some(operator) })
     }
 
@@ -98,7 +78,8 @@ impl Zonal {
             .map(|(s, t)| json!({"source": s.name, "target": t.name}))
             .collect();
         v["machineSetConfig"] = json!({"failureDomainMap": map});
-        v["controlPlaneMachineSetConfig"] = json!({"failureDomains": targets.iter().map(|t| &t.name).collect::<Vec<_>>()});
+        v["controlPlaneMachineSetConfig"] =
+            json!({"failureDomains": targets.iter().map(|t| &t.name).collect::<Vec<_>>()});
         v["health"] = json!({"stabilityWindow": "2s"});
         Ok(v)
     }
@@ -115,7 +96,12 @@ impl Zonal {
         Ok(())
     }
 
-    async fn until(&self, name: &str, what: &str, pred: impl Fn(&VSphereMigration) -> bool) -> Result<VSphereMigration> {
+    async fn until(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&VSphereMigration) -> bool,
+    ) -> Result<VSphereMigration> {
         // Only a guard against hanging: the real machine-api's retries can take minutes.
         for _ in 0..18_000 {
             let m = self.migrations().get(name).await?;
@@ -246,13 +232,13 @@ async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_
     let want: BTreeMap<String, usize> = c.seeded.target_failure_domains.iter().map(|fd| (fd.name.clone(), 1)).collect();
     ensure!(masters_per_domain == want, "one master per target domain: {masters_per_domain:?}");
     let cpms = o::cpms_api(&c.env.client()).get(o::CPMS_NAME).await?;
-    let listed: Vec<&str> = cpms.data["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["failureDomains"]
-        ["vsphere"]
-        .as_array()
-        .context("CPMS failure domains")?
-        .iter()
-        .filter_map(|d| d["name"].as_str())
-        .collect();
+    let listed: Vec<&str> =
+        cpms.data["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["failureDomains"]["vsphere"]
+            .as_array()
+            .context("CPMS failure domains")?
+            .iter()
+            .filter_map(|d| d["name"].as_str())
+            .collect();
     let target_names: Vec<&str> = c.seeded.target_failure_domains.iter().map(|f| f.name.as_str()).collect();
     ensure!(listed == target_names, "{listed:?}");
     ensure!(vms.values().all(|(host, _)| host != &src), "no VM left in the source");
@@ -260,14 +246,26 @@ async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_
     // The autoscaler scales the replacement of its set, min and max as they were; the
     // health check is not left paused.
     let scaler = c.seeded.machine_autoscaler.clone().context("a MachineAutoscaler")?;
-    let autoscalers = c.env.dynamic("autoscaling.openshift.io", "v1beta1", "MachineAutoscaler", "machineautoscalers", Some("openshift-machine-api"));
+    let autoscalers = c.env.dynamic(
+        "autoscaling.openshift.io",
+        "v1beta1",
+        "MachineAutoscaler",
+        "machineautoscalers",
+        Some("openshift-machine-api"),
+    );
     let a = autoscalers.get(&scaler).await?;
     let was = &c.seeded.worker_machinesets[0];
     let replacement = format!("{was}-{}", domains[&c.seeded.machineset_domains[was]]);
     ensure!(a.data["spec"]["scaleTargetRef"]["name"] == replacement.as_str(), "{}", a.data["spec"]);
     ensure!(a.data["spec"]["minReplicas"] == 1 && a.data["spec"]["maxReplicas"] == 3, "{}", a.data["spec"]);
     let mhc_name = c.seeded.machine_health_check.clone().context("a MachineHealthCheck")?;
-    let mhcs = c.env.dynamic("machine.openshift.io", "v1beta1", "MachineHealthCheck", "machinehealthchecks", Some("openshift-machine-api"));
+    let mhcs = c.env.dynamic(
+        "machine.openshift.io",
+        "v1beta1",
+        "MachineHealthCheck",
+        "machinehealthchecks",
+        Some("openshift-machine-api"),
+    );
     let mhc = mhcs.get(&mhc_name).await?;
     ensure!(!mhc.annotations().contains_key("cluster.x-k8s.io/paused"), "{:?}", mhc.annotations());
 
