@@ -17,6 +17,7 @@ use vsm_host::operator::Operator;
 use vsm_testenv::TestEnv;
 use vsm_testenv::deploy::{self, Access, covers};
 use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
+use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator, seed};
 
 const MIGRATION: &str = "deploy-e2e";
@@ -56,8 +57,24 @@ where
 async fn the_service_account_alone_runs_a_whole_migration_and_uses_every_permission_it_has() -> Result<()> {
     let env = TestEnv::start_with_machine_api().await?;
     deploy::install(&env).await?;
-    seed(&env, &SeedOptions { workers: 2, ..Default::default() }).await?;
+    let seeded = seed(&env, &SeedOptions { workers: 2, ..Default::default() }).await?;
     ensure_secrets(&env, &env.client()).await?;
+    // A health check over the workers and an autoscaler on their set: the machine phases
+    // pause the one and move the other, with the operator's own permissions.
+    let mhcs: Api<DynamicObject> = Api::namespaced_with(env.client(), o::MACHINE_API_NS, &o::machine_health_check());
+    let mhc = serde_json::json!({
+        "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+        "metadata": {"name": "workers", "namespace": o::MACHINE_API_NS},
+        "spec": {"selector": {"matchLabels": {o::LABEL_ROLE: "worker"}},
+                 "unhealthyConditions": [{"type": "Ready", "status": "False", "timeout": "300s"}]}});
+    mhcs.create(&PostParams::default(), &serde_json::from_value(mhc)?).await?;
+    let scalers: Api<DynamicObject> = Api::namespaced_with(env.client(), o::MACHINE_API_NS, &o::machine_autoscaler());
+    let scaler = serde_json::json!({
+        "apiVersion": "autoscaling.openshift.io/v1beta1", "kind": "MachineAutoscaler",
+        "metadata": {"name": "workers", "namespace": o::MACHINE_API_NS},
+        "spec": {"minReplicas": 1, "maxReplicas": 3, "scaleTargetRef": {
+            "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet", "name": seeded.worker_machinesets[0]}}});
+    scalers.create(&PostParams::default(), &serde_json::from_value(scaler)?).await?;
     let sim = Simulator::start(&env, SimOptions::instant());
 
     let (client, log) = deploy::operator_client(&env).await?;

@@ -312,8 +312,8 @@ pub fn recreate_cpms() -> (FakeHost, Migration) {
     (h, m(target_spec()))
 }
 
-/// The source worker set scaled to zero (its count remembered) once the target's workers
-/// run; waits for the source machines to go.
+/// The source worker set scaled to zero (its count remembered) once its replacement's
+/// machines run; waits for the source machines to go.
 pub fn scale_old_machines() -> (FakeHost, Migration) {
     let h = FakeHost::new();
     let (old, new) = (format!("{INFRA_ID}-worker-0"), format!("{INFRA_ID}-worker-fd-b"));
@@ -325,7 +325,14 @@ pub fn scale_old_machines() -> (FakeHost, Migration) {
         h.put(node(&format!("{old}-{i}"), "worker"));
         h.put(node(&format!("{new}-{i}"), "worker"));
     }
+    record_replacement(&h, &old, &new);
     (h, m(target_spec()))
+}
+
+/// CreateWorkers' recorded plan: `old` replaced by `new` in fd-b.
+fn record_replacement(h: &FakeHost, old: &str, new: &str) {
+    let plan = json!([{"source": old, "sourceDomain": "fd-a", "name": new, "failureDomain": "fd-b", "server": DST, "replicas": 3}]);
+    h.set_shared_state("machine-set-replacements", &plan.to_string());
 }
 
 /// Two pods of each of the 4 groups deleted (recorded by uid first); waits for the
@@ -383,5 +390,6 @@ pub fn verify() -> (FakeHost, Migration) {
     health(&h, false);
     h.put(cvo(0));
     h.set_shared_state("cvo-replicas", "2");
+    record_replacement(&h, &old, &new);
     (h, m(target_spec()))
 }
