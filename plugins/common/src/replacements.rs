@@ -6,7 +6,7 @@
 //!
 //! 1. The sources: every MachineSet whose provider spec puts machines in a source vCenter,
 //!    whatever its role (worker, infra, custom); a set being deleted is left out.
-//! 2. The source failure domain of each ([`source_domain`]): the Infrastructure failure
+//! 2. The source failure domain of each ([`domain_of`]): the Infrastructure failure
 //!    domain on the set's server and datacenter whose compute cluster holds the set's
 //!    resource pool (the datastore decides between domains sharing a cluster); none on a
 //!    legacy cluster.
@@ -53,11 +53,11 @@ fn topo<'a>(fd: &'a Value, key: &str) -> &'a str {
     fd.pointer(&format!("/topology/{key}")).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The Infrastructure failure domain (`failureDomains[]` as stored) a provider spec runs
-/// in: same server and datacenter, resource pool inside the domain's compute cluster; of
+/// The failure domain (of `domains`, shaped as the Infrastructure stores them) a provider
+/// spec runs in: same server and datacenter, resource pool inside the domain's compute cluster; of
 /// several such domains, the one with the same datastore. None when no domain matches or
 /// the choice stays ambiguous.
-pub fn source_domain(provider_spec: &Value, domains: &[Value]) -> Option<String> {
+pub fn domain_of(provider_spec: &Value, domains: &[Value]) -> Option<String> {
     let (server, dc, pool) =
         (ws(provider_spec, "server"), ws(provider_spec, "datacenter"), ws(provider_spec, "resourcePool"));
     let in_cluster = |fd: &&Value| {
@@ -118,7 +118,7 @@ pub fn plan(
     let mut plan: Vec<Replacement> = Vec::new();
     for set in &sorted {
         let provider = set.at(SET_PROVIDER_SPEC).cloned().unwrap_or(Value::Null);
-        let domain = source_domain(&provider, infra_domains);
+        let domain = domain_of(&provider, infra_domains);
         let dest = match spec.destination(set.name(), domain.as_deref()) {
             Ok(d) => d,
             Err(e) => {

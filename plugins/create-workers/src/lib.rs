@@ -99,7 +99,12 @@ fn the_plan(cx: &Cx, infra: &Object, sets: &[Object]) -> Result<Vec<Replacement>
 fn moving_labels(plan: &[Replacement], sets: &[Object]) -> Vec<Value> {
     plan.iter()
         .filter_map(|r| {
-            let mut labels = sets.iter().find(|s| s.name() == r.source)?.at("/spec/template/metadata/labels")?.clone();
+            let source = sets.iter().find(|s| s.name() == r.source)?;
+            let mut labels = source
+                .at("/spec/template/metadata/labels")
+                .filter(|l| l.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({}));
             labels[MACHINESET_LABEL] = json!(r.name);
             Some(labels)
         })

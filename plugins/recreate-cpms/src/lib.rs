@@ -110,7 +110,7 @@ impl Placement {
     }
 
     fn domain_of(&self, machine: &Object) -> Option<String> {
-        replacements::source_domain(machine.at(machines::MACHINE_PROVIDER_SPEC)?, &self.domains)
+        replacements::domain_of(machine.at(machines::MACHINE_PROVIDER_SPEC)?, &self.domains)
     }
 
     fn holds(&self, machine: &Object) -> bool {

@@ -59,16 +59,16 @@ fn sources() -> Vec<String> {
 fn a_provider_spec_runs_in_the_domain_whose_cluster_holds_its_pool_and_the_datastore_decides_a_tie() {
     let domains = mk_infra_domains();
     let spec_of = |s: &Object| s.at(crate::machines::SET_PROVIDER_SPEC).unwrap().clone();
-    assert_eq!(source_domain(&spec_of(&mk_set("x", SRC, "c1", "any", 1)), &domains).as_deref(), Some("src-a"));
-    assert_eq!(source_domain(&spec_of(&mk_set("x", SRC, "c2", "ds3", 1)), &domains).as_deref(), Some("src-c"));
+    assert_eq!(domain_of(&spec_of(&mk_set("x", SRC, "c1", "any", 1)), &domains).as_deref(), Some("src-a"));
+    assert_eq!(domain_of(&spec_of(&mk_set("x", SRC, "c2", "ds3", 1)), &domains).as_deref(), Some("src-c"));
     // Shared cluster and a datastore of neither: ambiguous, so none.
-    assert_eq!(source_domain(&spec_of(&mk_set("x", SRC, "c2", "ds9", 1)), &domains), None);
+    assert_eq!(domain_of(&spec_of(&mk_set("x", SRC, "c2", "ds9", 1)), &domains), None);
     // Another server, or a cluster whose name only starts like one: none.
-    assert_eq!(source_domain(&spec_of(&mk_set("x", "vc-other", "c1", "ds1", 1)), &domains), None);
+    assert_eq!(domain_of(&spec_of(&mk_set("x", "vc-other", "c1", "ds1", 1)), &domains), None);
     let mut nested = spec_of(&mk_set("x", SRC, "c1", "ds1", 1));
     nested["workspace"]["resourcePool"] = json!("/dc1/host/c10/Resources");
-    assert_eq!(source_domain(&nested, &domains), None);
-    assert_eq!(source_domain(&spec_of(&mk_set("x", SRC, "c1", "ds1", 1)), &[]), None, "legacy: no domains");
+    assert_eq!(domain_of(&nested, &domains), None);
+    assert_eq!(domain_of(&spec_of(&mk_set("x", SRC, "c1", "ds1", 1)), &[]), None, "legacy: no domains");
 }
 
 #[test]
