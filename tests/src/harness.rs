@@ -75,6 +75,27 @@ pub fn plugin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
 }
 
+/// Polls the migration `name` every 100 ms until `pred` holds; `guard` only keeps a test
+/// from hanging (the error shows the last status).
+pub async fn until_migration(
+    api: &Api<VSphereMigration>,
+    name: &str,
+    what: &str,
+    guard: Duration,
+    pred: impl Fn(&VSphereMigration) -> bool,
+) -> Result<VSphereMigration> {
+    let poll = Duration::from_millis(100);
+    for _ in 0..guard.as_millis() / poll.as_millis() {
+        let m = api.get(name).await?;
+        if pred(&m) {
+            return Ok(m);
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let m = api.get(name).await?;
+    bail!("timed out waiting for {what}: {}", serde_json::to_string_pretty(&m.status)?)
+}
+
 /// The operator in this process with every shipped phase component, each granted what it
 /// declares, the shared component cache, no leader election and no HTTP endpoint.
 pub async fn shipped_operator(env: &TestEnv, identity: &str) -> Result<vsm_host::operator::Operator> {

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec};
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec, until_migration};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
 use vsm_testenv::{TestEnv, TestEnvOptions};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
@@ -67,15 +67,7 @@ impl Cluster {
         what: &str,
         pred: impl Fn(&VSphereMigration) -> bool,
     ) -> Result<VSphereMigration> {
-        for _ in 0..12_000 {
-            let m = self.migrations().get(name).await?;
-            if pred(&m) {
-                return Ok(m);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let m = self.migrations().get(name).await?;
-        bail!("timed out waiting for {what}: {}", serde_json::to_string_pretty(&m.status)?)
+        until_migration(&self.migrations(), name, what, Duration::from_secs(1200), pred).await
     }
 
     async fn set_state(&self, name: &str, state: &str) -> Result<()> {

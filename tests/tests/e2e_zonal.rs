@@ -11,14 +11,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec};
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec, until_migration};
 use vsm_testenv::sim::nodes::LABEL_TOPOLOGY_ZONE;
 use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{FailureDomain, SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, ZonalSeed, seed};
@@ -103,15 +103,7 @@ impl Zonal {
         pred: impl Fn(&VSphereMigration) -> bool,
     ) -> Result<VSphereMigration> {
         // Only a guard against hanging: the real machine-api's retries can take minutes.
-        for _ in 0..18_000 {
-            let m = self.migrations().get(name).await?;
-            if pred(&m) {
-                return Ok(m);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let m = self.migrations().get(name).await?;
-        bail!("timed out waiting for {what}: {}", serde_json::to_string_pretty(&m.status)?)
+        until_migration(&self.migrations(), name, what, Duration::from_secs(1800), pred).await
     }
 }
 
@@ -246,26 +238,15 @@ async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_
     // The autoscaler scales the replacement of its set, min and max as they were; the
     // health check is not left paused.
     let scaler = c.seeded.machine_autoscaler.clone().context("a MachineAutoscaler")?;
-    let autoscalers = c.env.dynamic(
-        "autoscaling.openshift.io",
-        "v1beta1",
-        "MachineAutoscaler",
-        "machineautoscalers",
-        Some("openshift-machine-api"),
-    );
+    let autoscalers: Api<DynamicObject> =
+        Api::namespaced_with(c.env.client(), o::MACHINE_API_NS, &o::machine_autoscaler());
     let a = autoscalers.get(&scaler).await?;
     let was = &c.seeded.worker_machinesets[0];
     let replacement = format!("{was}-{}", domains[&c.seeded.machineset_domains[was]]);
     ensure!(a.data["spec"]["scaleTargetRef"]["name"] == replacement.as_str(), "{}", a.data["spec"]);
     ensure!(a.data["spec"]["minReplicas"] == 1 && a.data["spec"]["maxReplicas"] == 3, "{}", a.data["spec"]);
     let mhc_name = c.seeded.machine_health_check.clone().context("a MachineHealthCheck")?;
-    let mhcs = c.env.dynamic(
-        "machine.openshift.io",
-        "v1beta1",
-        "MachineHealthCheck",
-        "machinehealthchecks",
-        Some("openshift-machine-api"),
-    );
+    let mhcs: Api<DynamicObject> = Api::namespaced_with(c.env.client(), o::MACHINE_API_NS, &o::machine_health_check());
     let mhc = mhcs.get(&mhc_name).await?;
     ensure!(!mhc.annotations().contains_key("cluster.x-k8s.io/paused"), "{:?}", mhc.annotations());
 

@@ -69,13 +69,16 @@ impl Facts {
             return Ok(());
         }
         let ns = m.metadata.namespace.clone().unwrap_or_default();
-        self.invalid = invalid(crate::facts::validate_spec(&ctx.clients.client, &ns, &m.spec).await)?;
+        self.invalid = match crate::facts::validate_spec(&ctx.clients.client, &ns, &m.spec).await {
+            Ok(()) => None,
+            Err(e) => Some(problem(e)?),
+        };
         if status.started_at.is_some() || m.spec.state != MigrationState::Running || self.invalid.is_some() {
             return Ok(());
         }
         match crate::facts::discover_sources(&ctx.clients.client, &m.spec).await {
             Ok(found) => self.sources = Some(found),
-            Err(problem) => self.invalid = invalid(Err(problem))?,
+            Err(e) => self.invalid = Some(problem(e)?),
         }
         self.blocked_by = other_active(ctx, m).await?;
         Ok(())
@@ -114,12 +117,11 @@ impl Facts {
 #[error("the spec could not be checked against the cluster: {0}")]
 pub struct Unverified(pub String);
 
-/// The problem a check found, or why it could not be made.
-fn invalid(checked: Result<(), CheckError>) -> Result<Option<String>, Unverified> {
-    match checked {
-        Ok(()) => Ok(None),
-        Err(CheckError::Invalid(problem)) => Ok(Some(problem)),
-        Err(CheckError::Unverified(why)) => Err(Unverified(why)),
+/// The problem a check found in the spec, or why it could not be made.
+fn problem(e: CheckError) -> Result<String, Unverified> {
+    match e {
+        CheckError::Invalid(problem) => Ok(problem),
+        CheckError::Unverified(why) => Err(Unverified(why)),
     }
 }
 
