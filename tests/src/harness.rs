@@ -29,6 +29,7 @@ use vsm_host::runtime::{
 use vsm_vsphere::{ClientOptions, SessionPool};
 
 use crate::TestEnv;
+use crate::sim::{FailureDomain, SeededCluster};
 use crate::vcsim::target;
 
 /// Namespace migrations live in during tests.
@@ -68,6 +69,47 @@ pub fn target_spec(env: &TestEnv) -> MigrationSpec {
         "controlPlaneMachineSetConfig": {"failureDomain": TARGET_FD}
     }))
     .expect("a valid spec")
+}
+
+/// A spec moving a zonal cluster ([`crate::sim::ZonalSeed`]) onto the target failure
+/// domains of every target vCenter: `map` pairs source and target domain names
+/// (`machineSetConfig.failureDomainMap`), the control plane spreads over `control_plane`,
+/// `spec.failureDomains` lists every target domain and `spec.vcenters` every vCenter of the
+/// environment (CA in [`VCENTER_CA`]).
+pub fn zonal_spec(
+    env: &TestEnv,
+    seeded: &SeededCluster,
+    map: &[(&str, &str)],
+    control_plane: &[&str],
+) -> MigrationSpec {
+    let domains: Vec<_> = seeded.target_failure_domains.iter().map(spec_domain).collect();
+    let vcenters: Vec<_> = env
+        .vcenters()
+        .into_iter()
+        .map(|(_, vc)| json!({"server": vc.host(), "port": vc.port(), "caSecret": {"name": VCENTER_CA}}))
+        .collect();
+    let map: Vec<_> = map.iter().map(|(s, t)| json!({"source": s, "target": t})).collect();
+    serde_json::from_value(json!({
+        "state": "Running",
+        "targetVCenterCredentialsSecret": {"name": TARGET_CREDS},
+        "failureDomains": domains,
+        "vcenters": vcenters,
+        "machineSetConfig": {"failureDomainMap": map},
+        "controlPlaneMachineSetConfig": {"failureDomains": control_plane},
+    }))
+    .expect("a valid zonal spec")
+}
+
+/// A seeded failure domain as `spec.failureDomains` lists it.
+pub fn spec_domain(fd: &FailureDomain) -> serde_json::Value {
+    let mut topology = json!({
+        "datacenter": fd.datacenter, "computeCluster": fd.compute_cluster, "datastore": fd.datastore,
+        "networks": fd.networks, "template": fd.template,
+    });
+    if !fd.resource_pool.is_empty() {
+        topology["resourcePool"] = json!(fd.resource_pool);
+    }
+    json!({"name": fd.name, "region": fd.region, "zone": fd.zone, "server": fd.server, "topology": topology})
 }
 
 /// Where `cargo xtask plugins` puts the phase components.
@@ -337,10 +379,13 @@ impl Harness {
 /// The Secrets every migration in the environment uses (created or updated).
 pub async fn ensure_secrets(env: &TestEnv, client: &kube::Client) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let dst = env.target();
+    let mut keys = serde_json::Map::new();
+    for dst in env.targets() {
+        keys.insert(format!("{}.username", dst.host()), json!(dst.username));
+        keys.insert(format!("{}.password", dst.host()), json!(dst.password));
+    }
     let creds = json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": TARGET_CREDS},
-        "stringData": {format!("{}.username", dst.host()): dst.username, format!("{}.password", dst.host()): dst.password}
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": TARGET_CREDS}, "stringData": keys
     });
     let ca = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": VCENTER_CA}, "stringData": {"ca.crt": env.vcenter_ca_bundle_pem()}});
     let pp = PatchParams::apply("vsm-harness").force();

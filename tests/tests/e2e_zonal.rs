@@ -1,12 +1,16 @@
-//! A zonal cluster keeps its shape through a migration: three source failure domains (one
-//! compute cluster each, a worker set per domain, an infra set with a taint) onto three
-//! target failure domains of the target vCenter, with the operator, the shipped phase
-//! components, the real machine-api and the cluster simulator. At the end, per target
-//! domain: the replacement MachineSets with their source's labels, taints and replicas,
-//! their Machines' VMs in that domain's compute cluster, Nodes with its zone label; the
-//! control plane one master per domain and the CPMS listing the three. In a fresh
-//! cluster, plan mode lists every set it will create and scale; then a run rolled back
-//! after ScaleOldMachines leaves the cluster as it was.
+//! A zonal cluster keeps its shape through a migration, with the operator, the shipped phase
+//! components, the real machine-api and the cluster simulator, in three environments:
+//! three source failure domains onto three target domains of one target vCenter; onto two
+//! target vCenters (the control plane spread over both); and from two source vCenters onto
+//! one target. Each source domain maps to one target domain. At the end, per target domain:
+//! the replacement MachineSets with their source's labels, taints and replicas, their
+//! Machines' VMs in that domain's vCenter and compute cluster, Nodes with its zone label;
+//! the control plane one master per domain and the CPMS listing the three; the autoscaler
+//! on the replacement of its set and the health check not left paused. A run rolled back
+//! after ScaleOldMachines leaves the cluster as it was (every set, every machine back in
+//! its source vCenter). In the first environment, plan mode lists every set it will create
+//! and scale; in the other two, after the rollback, a new migration completes in the same
+//! cluster.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,12 +22,44 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec, until_migration};
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, until_migration, zonal_spec};
 use vsm_testenv::sim::nodes::LABEL_TOPOLOGY_ZONE;
 use vsm_testenv::sim::objects as o;
-use vsm_testenv::sim::{FailureDomain, SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, ZonalSeed, seed};
+use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, ZonalSeed, seed};
 use vsm_testenv::vcsim::GuestVm;
 use vsm_testenv::{TestEnv, TestEnvOptions, VcsimOptions};
+
+/// Which vCenters hold the cluster's three failure domains and the three targets.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Three compute clusters in the source vCenter, three in the target.
+    OneToOne,
+    /// Three in the source; two in the target and one in a second target vCenter.
+    OntoTwoTargets,
+    /// Two in the source and one in a second source vCenter; three in the target.
+    FromTwoSources,
+}
+
+impl Shape {
+    fn options(self) -> TestEnvOptions {
+        let (source, extra_sources, target, extra_targets) = match self {
+            Shape::OneToOne => (VcsimOptions::zonal_source(3), vec![], VcsimOptions::zonal_target(3), vec![]),
+            Shape::OntoTwoTargets => (
+                VcsimOptions::zonal_source(3),
+                vec![],
+                VcsimOptions::zonal_target(2),
+                vec![VcsimOptions::extra_target(2, 1)],
+            ),
+            Shape::FromTwoSources => (
+                VcsimOptions::zonal_source(2),
+                vec![VcsimOptions::extra_source(2, 1)],
+                VcsimOptions::zonal_target(3),
+                vec![],
+            ),
+        };
+        TestEnvOptions { source, extra_sources, target, extra_targets, machine_api: true, ..Default::default() }
+    }
+}
 
 struct Zonal {
     env: TestEnv,
@@ -33,14 +69,8 @@ struct Zonal {
 }
 
 impl Zonal {
-    async fn start() -> Result<Zonal> {
-        let env = TestEnv::start(TestEnvOptions {
-            source: VcsimOptions::zonal_source(3),
-            target: VcsimOptions::zonal_target(3),
-            machine_api: true,
-            ..Default::default()
-        })
-        .await?;
+    async fn start(shape: Shape) -> Result<Zonal> {
+        let env = TestEnv::start(shape.options()).await?;
         let opts = SeedOptions {
             zonal: Some(ZonalSeed::full()),
             workers: 3,
@@ -49,6 +79,12 @@ impl Zonal {
             ..Default::default()
         };
         let seeded = seed(&env, &opts).await?;
+        ensure!(
+            seeded.failure_domains.len() == 3 && seeded.target_failure_domains.len() == 3,
+            "three domains on each side: {:?} -> {:?}",
+            seeded.failure_domains,
+            seeded.target_failure_domains
+        );
         ensure_secrets(&env, &env.client()).await?;
         let sim = Simulator::start(&env, SimOptions::instant());
         let operator = shipped_operator(&env, "e2e-zonal").await?;
@@ -64,24 +100,31 @@ impl Zonal {
         }
     }
 
-    /// Source domain i goes to target domain i; the control plane over all three targets.
-    fn spec(&self) -> Result<Value> {
-        let mut v = serde_json::to_value(target_spec(&self.env))?;
+    /// Source domain i -> target domain i.
+    fn domains(&self) -> BTreeMap<String, String> {
         let targets = &self.seeded.target_failure_domains;
-        ensure!(targets.len() == 3 && self.seeded.failure_domains.len() == 3, "three domains on each side");
-        v["failureDomains"] = Value::Array(targets.iter().map(spec_domain).collect());
-        let map: Vec<Value> = self
-            .seeded
-            .failure_domains
-            .iter()
-            .zip(targets)
-            .map(|(s, t)| json!({"source": s.name, "target": t.name}))
-            .collect();
-        v["machineSetConfig"] = json!({"failureDomainMap": map});
-        v["controlPlaneMachineSetConfig"] =
-            json!({"failureDomains": targets.iter().map(|t| &t.name).collect::<Vec<_>>()});
+        self.seeded.failure_domains.iter().zip(targets).map(|(s, t)| (s.name.clone(), t.name.clone())).collect()
+    }
+
+    /// [`Zonal::domains`]; the control plane over every target domain.
+    fn spec(&self) -> Result<Value> {
+        let domains = self.domains();
+        let map: Vec<(&str, &str)> = domains.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
+        let targets: Vec<&str> = self.seeded.target_failure_domains.iter().map(|t| t.name.as_str()).collect();
+        let mut v = serde_json::to_value(zonal_spec(&self.env, &self.seeded, &map, &targets))?;
         v["health"] = json!({"stabilityWindow": "2s"});
         Ok(v)
+    }
+
+    /// What a source set's replacement is called: the source domain in its name becomes the
+    /// target's, or the target's is appended.
+    fn replacement(&self, set: &str) -> String {
+        let source_domain = &self.seeded.machineset_domains[set];
+        let target = &self.domains()[source_domain];
+        match set.strip_suffix(&format!("-{source_domain}")) {
+            Some(stem) => format!("{stem}-{target}"),
+            None => format!("{set}-{target}"),
+        }
     }
 
     fn migrations(&self) -> Api<VSphereMigration> {
@@ -105,18 +148,144 @@ impl Zonal {
         // Only a guard against hanging: the real machine-api's retries can take minutes.
         until_migration(&self.migrations(), name, what, Duration::from_secs(1800), pred).await
     }
-}
 
-/// A seeded failure domain as `spec.failureDomains` names it.
-fn spec_domain(fd: &FailureDomain) -> Value {
-    let mut topology = json!({
-        "datacenter": fd.datacenter, "computeCluster": fd.compute_cluster, "datastore": fd.datastore,
-        "networks": fd.networks, "template": fd.template,
-    });
-    if !fd.resource_pool.is_empty() {
-        topology["resourcePool"] = json!(fd.resource_pool);
+    /// A migration from start to Completed, through every phase.
+    async fn complete(&self, name: &str) -> Result<()> {
+        self.create(name, self.spec()?).await?;
+        let m = self.until(name, "Completed", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+        ensure!(phase(&m) == "Completed", "{:#?}", m.status);
+        let history: Vec<String> = m.status.as_ref().unwrap().history.iter().map(|h| h.phase.clone()).collect();
+        ensure!(history == PHASES.to_vec(), "{history:?}");
+        Ok(())
     }
-    json!({"name": fd.name, "region": fd.region, "zone": fd.zone, "server": fd.server, "topology": topology})
+
+    /// A migration rolled back after ScaleOldMachines: every set as it was, every machine
+    /// back in a source domain (a set's in its set's), the masters one per domain.
+    async fn roll_back_from_the_middle(&self, name: &str) -> Result<()> {
+        let before = sets(&self.env).await?;
+        let mut spec = self.spec()?;
+        spec["approvalMode"] = json!("Manual");
+        spec["approvals"] = json!(PHASES[..PHASES.iter().position(|p| *p == "ScaleOldMachines").unwrap() + 1]);
+        self.create(name, spec).await?;
+        self.until(name, "ScaleOldMachines done", |m| {
+            m.status.as_ref().is_some_and(|s| s.history.iter().any(|h| h.phase == "ScaleOldMachines"))
+        })
+        .await?;
+        self.migrations()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Rollback"}})))
+            .await?;
+        let m = self.until(name, "RolledBack", |m| phase(m) == "RolledBack" || phase(m) == "RollbackFailed").await?;
+        ensure!(phase(&m) == "RolledBack", "{:#?}", m.status);
+        ensure!(sets(&self.env).await? == before, "MachineSets after the rollback");
+        // Every machine in a source domain (a set's in its set's), the masters one per domain.
+        let vms = all_vms(&self.env).await?;
+        let mut masters_per_domain: BTreeMap<String, usize> = BTreeMap::new();
+        for m in o::machines_api(&self.env.client()).list(&Default::default()).await?.items {
+            let name = m.name_any();
+            let (host, vm) = vms.get(&name).with_context(|| format!("no VM for {name}"))?;
+            let fd = self
+                .seeded
+                .failure_domains
+                .iter()
+                .find(|fd| &fd.server == host && vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
+                .with_context(|| format!("{name} runs in no source domain after the rollback: {host} {vm:?}"))?;
+            if let Some(set) = m.labels().get(o::LABEL_MACHINESET) {
+                let want = self.seeded.machineset_domains.get(set).with_context(|| format!("{name}: set {set}"))?;
+                ensure!(want == &fd.name, "{name} of {set} runs in {}, not {want}", fd.name);
+            }
+            if m.labels().get(o::LABEL_ROLE).map(String::as_str) == Some("master") {
+                *masters_per_domain.entry(fd.name.clone()).or_default() += 1;
+            }
+        }
+        let want: BTreeMap<String, usize> = self.seeded.failure_domains.iter().map(|fd| (fd.name.clone(), 1)).collect();
+        ensure!(masters_per_domain == want, "one master per source domain after the rollback: {masters_per_domain:?}");
+        Ok(())
+    }
+
+    /// The cluster after a completed migration, field by field (`before`: the sets as seeded).
+    async fn check_shape(&self, before: &BTreeMap<String, Value>) -> Result<()> {
+        let client = self.env.client();
+        // Per source set, its replacement in the mapped target domain: same role labels,
+        // node labels, taints and replicas, in that domain's vCenter and compute cluster;
+        // the source at zero.
+        let after = sets(&self.env).await?;
+        let domains = self.domains();
+        for (name, was) in before {
+            let target =
+                self.seeded.failure_domain(&domains[&self.seeded.machineset_domains[name]]).context("target")?;
+            let new_name = self.replacement(name);
+            let now =
+                after.get(&new_name).with_context(|| format!("no replacement {new_name} of {name}: {after:#?}"))?;
+            for k in ["replicas", "labels", "nodeLabels", "taints"] {
+                ensure!(now[k] == was[k], "{new_name}.{k}: {} (source {name}: {})", now[k], was[k]);
+            }
+            ensure!(now["server"] == target.server.as_str(), "{new_name} on {}, not {}", now["server"], target.server);
+            let pool = now["pool"].as_str().unwrap_or_default();
+            ensure!(
+                pool.starts_with(&format!("{}/", target.compute_cluster)),
+                "{new_name} in pool {pool}, not {target:?}"
+            );
+            ensure!(after[name]["replicas"] == 0, "the source {name} is at zero: {}", after[name]);
+        }
+        let infra_set = self.seeded.infra_machineset.clone().context("an infra set")?;
+        ensure!(
+            before[&infra_set]["taints"].as_array().is_some_and(|t| !t.is_empty()),
+            "the seed tainted the infra set"
+        );
+
+        // Every machine runs in a target domain's vCenter and compute cluster, with a Node
+        // labelled with its zone; the masters one per domain.
+        let vms = all_vms(&self.env).await?;
+        let machines = o::machines_api(&client).list(&Default::default()).await?.items;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let mut masters_per_domain: BTreeMap<String, usize> = BTreeMap::new();
+        ensure!(machines.len() == 3 + 3 + 1, "3 masters, 3 workers, 1 infra: {}", machines.len());
+        for m in &machines {
+            let name = m.name_any();
+            let (host, vm) = vms.get(&name).with_context(|| format!("no VM for {name}"))?;
+            let fd = self
+                .seeded
+                .target_failure_domains
+                .iter()
+                .find(|fd| &fd.server == host && vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
+                .with_context(|| format!("{name}'s VM is in no target domain: {host} {vm:?}"))?;
+            let node = nodes.get(&name).await?;
+            ensure!(node.labels().get(LABEL_TOPOLOGY_ZONE) == Some(&fd.zone), "{name}: {:?}", node.labels());
+            if m.labels().get(o::LABEL_ROLE).map(String::as_str) == Some("master") {
+                *masters_per_domain.entry(fd.name.clone()).or_default() += 1;
+            }
+        }
+        let want: BTreeMap<String, usize> =
+            self.seeded.target_failure_domains.iter().map(|fd| (fd.name.clone(), 1)).collect();
+        ensure!(masters_per_domain == want, "one master per target domain: {masters_per_domain:?}");
+        let cpms = o::cpms_api(&client).get(o::CPMS_NAME).await?;
+        let listed: Vec<&str> =
+            cpms.data["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["failureDomains"]["vsphere"]
+                .as_array()
+                .context("CPMS failure domains")?
+                .iter()
+                .filter_map(|d| d["name"].as_str())
+                .collect();
+        let target_names: Vec<&str> = self.seeded.target_failure_domains.iter().map(|f| f.name.as_str()).collect();
+        ensure!(listed == target_names, "{listed:?}");
+        let sources: Vec<String> = self.env.sources().iter().map(|v| v.host()).collect();
+        ensure!(vms.values().all(|(host, _)| !sources.contains(host)), "no VM left in a source vCenter");
+
+        // The autoscaler scales the replacement of its set, min and max as they were; the
+        // health check is not left paused.
+        let scaler = self.seeded.machine_autoscaler.clone().context("a MachineAutoscaler")?;
+        let autoscalers: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), o::MACHINE_API_NS, &o::machine_autoscaler());
+        let a = autoscalers.get(&scaler).await?;
+        let replacement = self.replacement(&self.seeded.worker_machinesets[0]);
+        ensure!(a.data["spec"]["scaleTargetRef"]["name"] == replacement.as_str(), "{}", a.data["spec"]);
+        ensure!(a.data["spec"]["minReplicas"] == 1 && a.data["spec"]["maxReplicas"] == 3, "{}", a.data["spec"]);
+        let mhc_name = self.seeded.machine_health_check.clone().context("a MachineHealthCheck")?;
+        let mhcs: Api<DynamicObject> = Api::namespaced_with(client, o::MACHINE_API_NS, &o::machine_health_check());
+        let mhc = mhcs.get(&mhc_name).await?;
+        ensure!(!mhc.annotations().contains_key("cluster.x-k8s.io/paused"), "{:?}", mhc.annotations());
+        Ok(())
+    }
 }
 
 fn phase(m: &VSphereMigration) -> String {
@@ -157,103 +326,15 @@ async fn all_vms(env: &TestEnv) -> Result<BTreeMap<String, (String, GuestVm)>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_back() -> Result<()> {
-    let c = Zonal::start().await?;
-    let (src, dst) = (c.env.source().host(), c.env.target().host());
+    let c = Zonal::start(Shape::OneToOne).await?;
     let before = sets(&c.env).await?;
-    let domains: BTreeMap<String, String> = c
-        .seeded
-        .failure_domains
-        .iter()
-        .zip(&c.seeded.target_failure_domains)
-        .map(|(s, t)| (s.name.clone(), t.name.clone()))
-        .collect();
-
-    // The migration, to the end.
-    c.create("zonal", c.spec()?).await?;
-    let m = c.until("zonal", "Completed", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
-    ensure!(phase(&m) == "Completed", "{:#?}", m.status);
-    let history: Vec<String> = m.status.as_ref().unwrap().history.iter().map(|h| h.phase.clone()).collect();
-    ensure!(history == PHASES.to_vec(), "{history:?}");
-
-    // Per source set, its replacement in the mapped target domain: same role labels, node
-    // labels, taints and replicas; the source at zero.
-    let after = sets(&c.env).await?;
-    for (name, was) in &before {
-        let source_domain = &c.seeded.machineset_domains[name];
-        let target = c.seeded.failure_domain(&domains[source_domain]).context("target domain")?;
-        let new_name = format!("{}-{}", name, target.name);
-        let new_name = match name.strip_suffix(&format!("-{source_domain}")) {
-            Some(stem) => format!("{stem}-{}", target.name),
-            None => new_name,
-        };
-        let now = after.get(&new_name).with_context(|| format!("no replacement {new_name} of {name}: {after:#?}"))?;
-        for k in ["replicas", "labels", "nodeLabels", "taints"] {
-            ensure!(now[k] == was[k], "{new_name}.{k}: {} (source {name}: {})", now[k], was[k]);
-        }
-        ensure!(now["server"] == dst.as_str(), "{new_name} on {}", now["server"]);
-        let pool = now["pool"].as_str().unwrap_or_default();
-        ensure!(pool.starts_with(&format!("{}/", target.compute_cluster)), "{new_name} in pool {pool}, not {target:?}");
-        ensure!(after[name]["replicas"] == 0, "the source {name} is at zero: {}", after[name]);
-    }
-    let infra_set = c.seeded.infra_machineset.clone().context("an infra set")?;
-    ensure!(before[&infra_set]["taints"].as_array().is_some_and(|t| !t.is_empty()), "the seed tainted the infra set");
-
-    // Every machine runs in a target domain's compute cluster, with a Node labelled with
-    // its zone; the masters one per domain.
-    let vms = all_vms(&c.env).await?;
-    let machines = o::machines_api(&c.env.client()).list(&Default::default()).await?.items;
-    let nodes: Api<Node> = Api::all(c.env.client());
-    let mut masters_per_domain: BTreeMap<String, usize> = BTreeMap::new();
-    ensure!(machines.len() == 3 + 3 + 1, "3 masters, 3 workers, 1 infra: {}", machines.len());
-    for m in &machines {
-        let name = m.name_any();
-        let (host, vm) = vms.get(&name).with_context(|| format!("no VM for {name}"))?;
-        ensure!(host == &dst, "{name} runs in {host}");
-        let fd = c
-            .seeded
-            .target_failure_domains
-            .iter()
-            .find(|fd| vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
-            .with_context(|| format!("{name}'s VM is in no target domain's cluster: {vm:?}"))?;
-        let node = nodes.get(&name).await?;
-        ensure!(node.labels().get(LABEL_TOPOLOGY_ZONE) == Some(&fd.zone), "{name}: {:?}", node.labels());
-        if m.labels().get(o::LABEL_ROLE).map(String::as_str) == Some("master") {
-            *masters_per_domain.entry(fd.name.clone()).or_default() += 1;
-        }
-    }
-    let want: BTreeMap<String, usize> = c.seeded.target_failure_domains.iter().map(|fd| (fd.name.clone(), 1)).collect();
-    ensure!(masters_per_domain == want, "one master per target domain: {masters_per_domain:?}");
-    let cpms = o::cpms_api(&c.env.client()).get(o::CPMS_NAME).await?;
-    let listed: Vec<&str> =
-        cpms.data["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["failureDomains"]["vsphere"]
-            .as_array()
-            .context("CPMS failure domains")?
-            .iter()
-            .filter_map(|d| d["name"].as_str())
-            .collect();
-    let target_names: Vec<&str> = c.seeded.target_failure_domains.iter().map(|f| f.name.as_str()).collect();
-    ensure!(listed == target_names, "{listed:?}");
-    ensure!(vms.values().all(|(host, _)| host != &src), "no VM left in the source");
-
-    // The autoscaler scales the replacement of its set, min and max as they were; the
-    // health check is not left paused.
-    let scaler = c.seeded.machine_autoscaler.clone().context("a MachineAutoscaler")?;
-    let autoscalers: Api<DynamicObject> =
-        Api::namespaced_with(c.env.client(), o::MACHINE_API_NS, &o::machine_autoscaler());
-    let a = autoscalers.get(&scaler).await?;
-    let was = &c.seeded.worker_machinesets[0];
-    let replacement = format!("{was}-{}", domains[&c.seeded.machineset_domains[was]]);
-    ensure!(a.data["spec"]["scaleTargetRef"]["name"] == replacement.as_str(), "{}", a.data["spec"]);
-    ensure!(a.data["spec"]["minReplicas"] == 1 && a.data["spec"]["maxReplicas"] == 3, "{}", a.data["spec"]);
-    let mhc_name = c.seeded.machine_health_check.clone().context("a MachineHealthCheck")?;
-    let mhcs: Api<DynamicObject> = Api::namespaced_with(c.env.client(), o::MACHINE_API_NS, &o::machine_health_check());
-    let mhc = mhcs.get(&mhc_name).await?;
-    ensure!(!mhc.annotations().contains_key("cluster.x-k8s.io/paused"), "{:?}", mhc.annotations());
-
+    c.complete("zonal").await?;
+    c.check_shape(&before).await?;
     c.stop().await;
 
-    // In a fresh cluster: plan mode lists every set it will create and scale, and changes nothing.
-    let c = Zonal::start().await?;
+    // In a fresh cluster: plan mode lists every set it will create and scale, and changes
+    // nothing; then a run rolled back from the middle.
+    let c = Zonal::start(Shape::OneToOne).await?;
     let before = sets(&c.env).await?;
     let mut spec = c.spec()?;
     spec["mode"] = json!("Plan");
@@ -268,36 +349,34 @@ async fn a_zonal_cluster_keeps_its_shape_on_the_target_and_a_rollback_brings_it_
         .flat_map(|p| p.changes.iter().map(move |c| format!("{} {} {}", p.phase, c.action, c.target)))
         .collect();
     for name in before.keys() {
-        let source_domain = &c.seeded.machineset_domains[name];
-        let stem = name.strip_suffix(&format!("-{source_domain}")).unwrap_or(name);
-        let new_name = format!("{stem}-{}", domains[source_domain]);
+        let new_name = c.replacement(name);
         let created = changes.iter().any(|ch| ch.starts_with("CreateWorkers create") && ch.contains(&new_name));
         let scaled = changes.iter().any(|ch| ch.starts_with("ScaleOldMachines patch") && ch.contains(name.as_str()));
         ensure!(created && scaled, "{name} → {new_name} not planned:\n{}", changes.join("\n"));
     }
     ensure!(sets(&c.env).await? == before, "plan mode changed MachineSets");
-
-    // Rolled back after ScaleOldMachines: every set as it was, machines back in the source.
-    let mut spec = c.spec()?;
-    spec["approvalMode"] = json!("Manual");
-    spec["approvals"] = json!(PHASES[..PHASES.iter().position(|p| *p == "ScaleOldMachines").unwrap() + 1]);
-    c.create("zonal-back", spec).await?;
-    c.until("zonal-back", "ScaleOldMachines done", |m| {
-        m.status.as_ref().is_some_and(|s| s.history.iter().any(|h| h.phase == "ScaleOldMachines"))
-    })
-    .await?;
-    c.migrations()
-        .patch("zonal-back", &PatchParams::default(), &Patch::Merge(json!({"spec": {"state": "Rollback"}})))
-        .await?;
-    let m = c.until("zonal-back", "RolledBack", |m| phase(m) == "RolledBack" || phase(m) == "RollbackFailed").await?;
-    ensure!(phase(&m) == "RolledBack", "{:#?}", m.status);
-    ensure!(sets(&c.env).await? == before, "MachineSets after the rollback");
-    let vms = all_vms(&c.env).await?;
-    let machines = o::machines_api(&c.env.client()).list(&Default::default()).await?.items;
-    for m in &machines {
-        let (host, _) = vms.get(&m.name_any()).with_context(|| format!("no VM for {}", m.name_any()))?;
-        ensure!(host == &src, "{} runs in {host} after the rollback", m.name_any());
-    }
+    c.roll_back_from_the_middle("zonal-back").await?;
     c.stop().await;
     Ok(())
+}
+
+/// Rolled back from the middle, then a new migration to the end in the same cluster.
+async fn back_then_through(shape: Shape) -> Result<()> {
+    let c = Zonal::start(shape).await?;
+    let before = sets(&c.env).await?;
+    c.roll_back_from_the_middle("back").await?;
+    c.complete("through").await?;
+    c.check_shape(&before).await?;
+    c.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zonal_cluster_moves_onto_two_target_vcenters_with_the_control_plane_over_both() -> Result<()> {
+    back_then_through(Shape::OntoTwoTargets).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_two_source_vcenters_moves_onto_one_target() -> Result<()> {
+    back_then_through(Shape::FromTwoSources).await
 }
