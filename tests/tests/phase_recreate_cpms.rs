@@ -5,7 +5,8 @@
 //! = ready = replicas, every master runs in the target with a Ready node, and that held
 //! for the stability window (a regression restarts the window: the Go controller was done
 //! on its first look); idempotent; crash anywhere converges; the rollback brings the
-//! masters back to the source and the CPMS back to its exact Inactive before-state; plan
+//! masters back to the source and the CPMS back to its exact Inactive before-state; a
+//! MachineHealthCheck over the masters is paused while they move either way; plan
 //! mode changes nothing; a failure domain missing from the Infrastructure and a bad
 //! stability window are refused with clear messages.
 
@@ -15,7 +16,7 @@ mod phase_support;
 use anyhow::{Result, bail, ensure};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Outcome;
@@ -99,9 +100,26 @@ async fn recreate_cpms_rolls_the_control_plane_to_the_target_and_waits_for_it_to
     masters_in(&c, &src, "Inactive").await?;
     let old_masters: Vec<String> = machines(&c).await?.iter().filter(|m| is_master(m)).map(|m| m.name_any()).collect();
 
+    // A health check over the masters (run by the real machine-api) holds still from the
+    // first change on, and is resumed when the rollout is stable.
+    let mhcs: Api<DynamicObject> = Api::namespaced_with(c.env.client(), o::MACHINE_API_NS, &o::machine_health_check());
+    let mhc = json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+        "metadata": {"name": "masters", "namespace": o::MACHINE_API_NS},
+        "spec": {"selector": {"matchLabels": {o::LABEL_ROLE: "master"}},
+                 "unhealthyConditions": [{"type": "Ready", "status": "False", "timeout": "300s"}],
+                 "maxUnhealthy": 1}});
+    mhcs.create(&PostParams::default(), &serde_json::from_value(mhc)?).await?;
+    let paused = async || -> Result<Option<String>> {
+        Ok(mhcs.get("masters").await?.annotations().get("cluster.x-k8s.io/paused").cloned())
+    };
+    let first = one_call(&c, Direction::Execute).await?;
+    ensure!(matches!(first, Outcome::Wait(_)), "{first:?}");
+    ensure!(paused().await?.as_deref() == Some("vsphere-migration"), "paused while the masters move");
+
     // Success: not done before the rollout finished and held for the window.
     let run = c.execute_done().await?;
     masters_in(&c, &dst, "Active").await?;
+    ensure!(paused().await?.is_none(), "resumed after the rollout");
     let waited = wait_messages(&run);
     ensure!(waited.iter().any(|w| w.starts_with("control-plane rollout: ")), "{waited:?}");
     ensure!(waited.iter().any(|w| w.contains("watching it stay healthy")), "{waited:?}");
@@ -153,9 +171,14 @@ async fn recreate_cpms_rolls_the_control_plane_to_the_target_and_waits_for_it_to
     c.execute_done().await?;
     ensure!(c.cpms().await?.unwrap().metadata.generation == generation);
 
-    // Rollback: masters back in the source, the CPMS exactly as before (Inactive).
+    // Rollback: masters back in the source (the health check paused meanwhile), the CPMS
+    // exactly as before (Inactive).
+    let first = one_call(&c, Direction::Rollback).await?;
+    ensure!(matches!(first, Outcome::Wait(_)), "{first:?}");
+    ensure!(paused().await?.as_deref() == Some("vsphere-migration"), "paused while the masters go back");
     let back = c.rollback_done().await?;
     masters_in(&c, &src, "Inactive").await?;
+    ensure!(paused().await?.is_none(), "resumed after the rollback");
     same_content("CPMS after rollback", &before, &content(&c.cpms().await?.unwrap()))?;
     ensure!(back.message().contains("the masters are back in the source vCenter"), "{}", back.message());
     let dst_vms = vm_names(&c, false, &c.cluster.target.folder).await?;

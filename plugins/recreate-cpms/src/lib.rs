@@ -7,15 +7,19 @@
 //! least as many masters as domains, and all of that holds for the
 //! stability window (`spec.health.stabilityWindow`, default 2m) without a regression.
 //! The Go controller could call the rollout done on its first look, before it started.
+//! MachineHealthChecks over the masters (selecting the CPMS template's machine labels) are
+//! paused before the CPMS changes and resumed when the rollout is stable
+//! (`vsm_common::health_checks`), so none remediates a master the rollout is replacing.
 //!
 //! Rollback: an Active CPMS cannot go back to Inactive (a CEL rule), so the rollback puts
-//! the original machine template back, waits until the masters have returned to the
-//! source vCenter, and then (if the CPMS was Inactive before) deletes it so its operator
-//! regenerates it Inactive, and restores the phase's before-image onto that.
+//! the original machine template back (those health checks paused again meanwhile), waits
+//! until the masters have returned to the source vCenter, and then (if the CPMS was
+//! Inactive before) deletes it so its operator regenerates it Inactive, and restores the
+//! phase's before-image onto that.
 
 use serde::{Deserialize, Serialize};
 use vsm_common::machines::{self, CPMS_TEMPLATE, Readiness};
-use vsm_common::{duration, infra, replacements};
+use vsm_common::{duration, health_checks, infra, replacements};
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{CPMS, INFRASTRUCTURE, MACHINE_API_NAMESPACE};
 use vsm_sdk::{Preconditions, spec::FailureDomain};
@@ -56,6 +60,7 @@ impl Phase for RecreateCpms {
         .kube("config.openshift.io", "infrastructures", &["get"], None)
         .kube("machine.openshift.io", "controlplanemachinesets", &["get", "update", "delete"], NS)
         .kube("machine.openshift.io", "machines", &["list"], NS)
+        .kube("machine.openshift.io", "machinehealthchecks", &["get", "list", "patch"], NS)
         .kube("", "nodes", &["list"], None)
         .with_rollback()
         .deadline_minutes(120)
@@ -76,6 +81,12 @@ fn cpms_name() -> String {
 
 fn state_of(cpms: &Object) -> &str {
     cpms.str_at("/spec/state").unwrap_or("Inactive")
+}
+
+/// Pause the health checks over the machines `cpms` makes (its template's machine labels).
+fn pause_health_checks(cx: &Cx, cpms: &Object) -> Result<Vec<String>, PhaseError> {
+    let labels = cpms.at(&format!("{CPMS_TEMPLATE}/metadata/labels")).cloned().unwrap_or_else(|| json!({}));
+    health_checks::pause(cx, &[labels])
 }
 
 /// How the masters stand against a placement: on `servers`, all ready, as many as the
@@ -268,6 +279,7 @@ fn execute(cx: &Cx) -> Step {
                 for d in &dropped {
                     cx.warn(format!("{}: not carried over to the target: {d}", cpms_name()));
                 }
+                pause_health_checks(cx, &cpms)?;
                 cx.state().mark(CHANGED_KEY)?;
                 let mut changed = cpms.clone();
                 changed.set(CPMS_TEMPLATE, desired);
@@ -312,6 +324,7 @@ fn execute(cx: &Cx) -> Step {
     };
     let stable = now.saturating_sub(since);
     if stable >= window {
+        health_checks::resume(cx)?;
         return Ok(done(format!(
             "the control plane runs in {} and stayed healthy for {}: {}",
             place.description,
@@ -340,6 +353,7 @@ fn clear(cx: &Cx) -> Result<(), PhaseError> {
 
 fn finish(cx: &Cx, what: &str) -> Step {
     cx.backup().restore_all()?;
+    health_checks::resume(cx)?;
     clear(cx)?;
     Ok(done(format!("{} restored: {what}", cpms_name())))
 }
@@ -348,6 +362,7 @@ fn rollback(cx: &Cx) -> Step {
     let before = cx.state().get_json::<Before>(BEFORE_KEY)?;
     let Some(before) = before.filter(|_| cx.state().is_marked(CHANGED_KEY)) else {
         cx.backup().restore_all()?;
+        health_checks::resume(cx)?;
         clear(cx)?;
         return Ok(done(format!("nothing to undo: this phase did not change {}", cpms_name())));
     };
@@ -389,6 +404,7 @@ fn rollback(cx: &Cx) -> Step {
             let g = if cpms.at(CPMS_TEMPLATE) == Some(&before.template) {
                 cpms.generation()
             } else {
+                pause_health_checks(cx, &cpms)?;
                 let mut changed = cpms.clone();
                 changed.set(CPMS_TEMPLATE, before.template.clone());
                 let stored = cx.kube().replace(&types::CONTROL_PLANE_MACHINE_SET, &changed)?;
