@@ -5,6 +5,11 @@
 //! operator with the shipped phase components, applies a migration and follows it: the
 //! current phase, a progress bar, the phase's own message and the time per phase; then a
 //! summary and where the report and the operator's logs are.
+//!
+//! With [`DemoOptions::zones`] the cluster is zonal: `n` failure domains (one compute
+//! cluster each) in the source vCenter, a worker set per domain, an infra set with a taint,
+//! a MachineAutoscaler and a MachineHealthCheck; source domain i moves to target domain i of
+//! the target vCenter and the control plane spreads over the first three target domains.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -19,13 +24,16 @@ use vsm_api::{Direction, MigrationStatus, PhaseResult, Stage, VSphereMigration, 
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
 
-use crate::TestEnv;
-use crate::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
-use crate::sim::{SeedOptions, SimOptions, Simulator, seed};
+use crate::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec, zonal_spec};
+use crate::sim::{SeedOptions, SeededCluster, SimOptions, Simulator, ZonalSeed, seed};
+use crate::{TestEnv, TestEnvOptions, VcsimOptions};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub workers: u32,
+    /// A zonal cluster of this many failure domains (1 to 6); `None`: the classic single
+    /// failure domain.
+    pub zones: Option<u32>,
     /// Stop before every phase until approved (Enter, or `kubectl vsm approve`).
     pub manual: bool,
     /// Plan mode: print the intended changes, change nothing.
@@ -45,6 +53,7 @@ impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
             workers: 3,
+            zones: None,
             manual: false,
             plan: false,
             keep: false,
@@ -81,6 +90,9 @@ pub struct DemoReport {
     pub vsphere_objects_created: Vec<String>,
     pub vms_before: BTreeMap<String, usize>,
     pub vms_after: BTreeMap<String, usize>,
+    /// Machines per failure domain (by where their VM runs), before and after.
+    pub machines_by_domain_before: BTreeMap<String, usize>,
+    pub machines_by_domain_after: BTreeMap<String, usize>,
     pub kube_requests_by_phase: BTreeMap<String, u64>,
     pub vsphere_calls_by_phase: BTreeMap<String, u64>,
     pub plan: Vec<String>,
@@ -91,19 +103,20 @@ pub struct DemoReport {
 const MIGRATION: &str = "demo";
 
 /// Counts VMs per vCenter in the cluster's folders.
-async fn vm_counts(env: &TestEnv, infra_id: &str) -> Result<BTreeMap<String, usize>> {
+async fn vm_counts(env: &TestEnv, seeded: &SeededCluster) -> Result<BTreeMap<String, usize>> {
     use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
     let pool = SessionPool::new(ClientOptions::default());
     let mut out = BTreeMap::new();
-    for (vc, dc) in [(env.source(), crate::vcsim::source::DATACENTER), (env.target(), crate::vcsim::target::DATACENTER)]
-    {
+    for seeded_vc in seeded.source_vcenters.iter().chain(&seeded.target_vcenters) {
+        let vc = env.vcenter(&seeded_vc.host).context("a seeded vCenter the environment runs")?;
         let spec = ServerSpec {
             server: vc.server(),
             credentials: Credentials::new(vc.username.clone(), vc.password.clone()),
-            tls: TlsPolicy { ca_bundle_pem: Some(env.ca_pem().to_string()), ..Default::default() },
+            tls: TlsPolicy { ca_bundle_pem: Some(env.vcenter_ca_bundle_pem()), ..Default::default() },
         };
         let client = pool.client(&spec).await?;
-        let vms = match client.list_vms(&format!("/{dc}/vm/{infra_id}")).await {
+        let folder = format!("/{}/vm/{}", seeded_vc.datacenter, seeded.infra_id);
+        let vms = match client.list_vms(&folder).await {
             Ok(vms) => vms.into_iter().filter(|v| !v.template).count(),
             Err(vsm_vsphere::VsphereError::NotFound { .. }) => 0,
             Err(e) => return Err(e.into()),
@@ -111,6 +124,31 @@ async fn vm_counts(env: &TestEnv, infra_id: &str) -> Result<BTreeMap<String, usi
         out.insert(format!("{} ({})", vc.name, vc.host()), vms);
     }
     pool.shutdown().await;
+    Ok(out)
+}
+
+/// Counts the cluster's Machines per failure domain (source or target) by the vCenter and
+/// compute cluster their VM runs in.
+async fn machines_by_domain(env: &TestEnv, seeded: &SeededCluster) -> Result<BTreeMap<String, usize>> {
+    let machines: Vec<String> = crate::sim::objects::machines_api(&env.client())
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    let mut out = BTreeMap::new();
+    for (_, vc) in env.vcenters() {
+        for vm in vc.guest_vms().await?.into_iter().filter(|vm| machines.contains(&vm.name)) {
+            let domain = seeded
+                .failure_domains
+                .iter()
+                .chain(&seeded.target_failure_domains)
+                .find(|fd| fd.server == vc.host() && vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
+                .map_or_else(|| format!("{} (no failure domain)", vc.host()), |fd| fd.name.clone());
+            *out.entry(domain).or_default() += 1;
+        }
+    }
     Ok(out)
 }
 
@@ -216,11 +254,46 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     let out_dir = std::fs::canonicalize(&opts.out_dir)?;
     let log_path = out_dir.join("operator.log");
     say("starting etcd, kube-apiserver, two vCenter simulators and OpenShift's machine-api…");
-    let env = TestEnv::start_with_machine_api().await?;
-    say(&format!("seeding an OpenShift cluster with 3 masters and {} workers on the source vCenter…", opts.workers));
-    let seeded = seed(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
+    let (env, seeded) = match opts.zones {
+        None => {
+            let env = TestEnv::start_with_machine_api().await?;
+            say(&format!(
+                "seeding an OpenShift cluster with 3 masters and {} workers on the source vCenter…",
+                opts.workers
+            ));
+            let seeded = seed(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
+            (env, seeded)
+        }
+        Some(n) => {
+            if !(1..=6).contains(&n) {
+                bail!("--zones {n}: a zonal demo has 1 to 6 failure domains");
+            }
+            let env = TestEnv::start(TestEnvOptions {
+                source: VcsimOptions::zonal_source(n),
+                target: VcsimOptions::zonal_target(n),
+                machine_api: true,
+                ..Default::default()
+            })
+            .await?;
+            say(&format!(
+                "seeding a zonal OpenShift cluster over {n} failure domains: 3 masters, {} workers, 1 infra machine, \
+                 a MachineAutoscaler and a MachineHealthCheck…",
+                opts.workers
+            ));
+            let seed_opts = SeedOptions {
+                workers: opts.workers,
+                zonal: Some(ZonalSeed::full()),
+                infra_machines: Some(1),
+                static_ip_workers: false,
+                ..Default::default()
+            };
+            let seeded = seed(&env, &seed_opts).await?;
+            (env, seeded)
+        }
+    };
     ensure_secrets(&env, &env.client()).await?;
-    let vms_before = vm_counts(&env, &seeded.infra_id).await?;
+    let vms_before = vm_counts(&env, &seeded).await?;
+    let machines_by_domain_before = machines_by_domain(&env, &seeded).await?;
     let sim = Simulator::start(&env, opts.sim.clone());
 
     let plugins = plugin_dir();
@@ -253,7 +326,20 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         bail!("plugins rejected: {}", missing.join("; "));
     }
 
-    let mut spec = target_spec(&env);
+    let mut spec = match opts.zones {
+        None => target_spec(&env),
+        Some(_) => {
+            let map: Vec<(&str, &str)> = seeded
+                .failure_domains
+                .iter()
+                .zip(&seeded.target_failure_domains)
+                .map(|(s, t)| (s.name.as_str(), t.name.as_str()))
+                .collect();
+            let control_plane: Vec<&str> =
+                seeded.target_failure_domains.iter().take(3).map(|t| t.name.as_str()).collect();
+            zonal_spec(&env, &seeded, &map, &control_plane)
+        }
+    };
     // A short stability window after the control-plane rollout: the simulated control plane
     // does not regress, and a demo should not sit still for the production default.
     spec.health.stability_window = Some("15s".into());
@@ -312,7 +398,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     };
     let wall = started.elapsed();
 
-    let vms_after = vm_counts(&env, &seeded.infra_id).await?;
+    let vms_after = vm_counts(&env, &seeded).await?;
+    let machines_by_domain_after = machines_by_domain(&env, &seeded).await?;
     let metrics =
         reqwest::get(format!("http://{}/metrics", operator.addr.context("no metrics endpoint")?)).await?.text().await?;
     let stats = sim.stats();
@@ -350,6 +437,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         vsphere_objects_created: vsphere_created,
         vms_before,
         vms_after,
+        machines_by_domain_before,
+        machines_by_domain_after,
         kube_requests_by_phase: parse_metric(&metrics, "vsm_kube_requests_total"),
         vsphere_calls_by_phase: parse_metric(&metrics, "vsm_vsphere_calls_total"),
         plan,
@@ -365,7 +454,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         println!("\nleft running for exploration (Ctrl-C to stop):");
         println!("  export KUBECONFIG={}", env.kubeconfig_path().display());
         println!("  kubectl -n {NAMESPACE} get vsm {MIGRATION} -o yaml");
-        for vc in [env.source(), env.target()] {
+        for (_, vc) in env.vcenters() {
             println!("  vCenter {}: {} user {} (CA {})", vc.name, vc.url, vc.username, env.ca_path().display());
         }
         tokio::signal::ctrl_c().await?;
@@ -398,6 +487,10 @@ fn print_summary(r: &DemoReport) {
         println!("  {o}");
     }
     println!("VMs per vCenter (cluster folder): before {:?}, after {:?}", r.vms_before, r.vms_after);
+    println!(
+        "machines per failure domain: before {:?}, after {:?}",
+        r.machines_by_domain_before, r.machines_by_domain_after
+    );
     let overhead = r.wall_seconds - r.simulated_delay_seconds;
     println!("simulated cluster delays {:.1}s; operator and API time {overhead:.1}s", r.simulated_delay_seconds);
     println!("\nreport: {}\nlogs:   {}", r.report_path.display(), r.log_path.display());

@@ -14,7 +14,11 @@
 //!      values; overhead = wall time − the time during which at least one simulated delay
 //!      was running (the simulator's `delay_wall`);
 //!    - `scale`: full migrations with N workers (instant simulator);
-//!    - `reconcile`: reconciles per migration, by trigger (from the same migrations).
+//!    - `reconcile`: reconciles per migration, by trigger (from the same migrations);
+//!    - `zonal`: a zonal migration (three source failure domains onto three target domains,
+//!      the control plane over the three, an autoscaler and a health check) next to the
+//!      single-domain one, same machines (3 workers, 1 infra), instant simulator, one run
+//!      each in one sitting.
 //!
 //! Everything goes to `target/bench/*.json` and a summary table on stdout.
 
@@ -26,15 +30,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
+use vsm_api::MigrationSpec;
 use vsm_api::{Stage, VSphereMigration, VSphereMigrationSpec};
-use vsm_testenv::TestEnv;
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec};
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec, zonal_spec};
 use vsm_testenv::process::{Process, free_port};
-use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator, seed};
+use vsm_testenv::sim::{SeedOptions, SeededCluster, SimOptions, Simulator, ZonalSeed, seed};
+use vsm_testenv::{TestEnv, TestEnvOptions, VcsimOptions};
 
 use crate::{cargo, root, run};
 
-pub const PARTS: &[&str] = &["runtime", "phases", "footprint", "overhead", "scale", "reconcile"];
+pub const PARTS: &[&str] = &["runtime", "phases", "footprint", "overhead", "scale", "reconcile", "zonal"];
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -83,7 +88,7 @@ pub fn run_bench(opts: BenchOptions) -> Result<()> {
         summary.extend(micro(&opts)?);
     }
     let system: Vec<&str> =
-        ["footprint", "overhead", "scale", "reconcile"].into_iter().filter(|p| opts.wants(p)).collect();
+        ["footprint", "overhead", "scale", "reconcile", "zonal"].into_iter().filter(|p| opts.wants(p)).collect();
     if !system.is_empty() {
         vsm_testenv::tools::ensure_built()?;
         // `VSM_OPERATOR_BIN` names a release operator built beforehand (skips the build).
@@ -278,6 +283,57 @@ struct OperatorProc {
     http: reqwest::Client,
 }
 
+/// The seeded cluster of a run.
+#[derive(Clone, Copy, Debug)]
+struct Cluster {
+    workers: u32,
+    /// Machines of an infra MachineSet.
+    infra: Option<u32>,
+    /// A zonal cluster over this many failure domains (one compute cluster each, in the
+    /// source and in the target vCenter), with an autoscaler and a health check; source
+    /// domain i moves to target domain i, the control plane over the first three.
+    zones: Option<u32>,
+}
+
+impl Cluster {
+    fn workers(workers: u32) -> Cluster {
+        Cluster { workers, infra: None, zones: None }
+    }
+
+    fn env_options(self) -> TestEnvOptions {
+        let mut opts = TestEnvOptions { machine_api: true, ..Default::default() };
+        if let Some(n) = self.zones {
+            opts.source = VcsimOptions::zonal_source(n);
+            opts.target = VcsimOptions::zonal_target(n);
+        }
+        opts
+    }
+
+    fn seed_options(self) -> SeedOptions {
+        SeedOptions {
+            workers: self.workers,
+            infra_machines: self.infra,
+            zonal: self.zones.map(|_| ZonalSeed::full()),
+            static_ip_workers: self.zones.is_none() && SeedOptions::default().static_ip_workers,
+            ..Default::default()
+        }
+    }
+
+    fn spec(self, env: &TestEnv, seeded: &SeededCluster) -> MigrationSpec {
+        if self.zones.is_none() {
+            return target_spec(env);
+        }
+        let map: Vec<(&str, &str)> = seeded
+            .failure_domains
+            .iter()
+            .zip(&seeded.target_failure_domains)
+            .map(|(s, t)| (s.name.as_str(), t.name.as_str()))
+            .collect();
+        let control_plane: Vec<&str> = seeded.target_failure_domains.iter().take(3).map(|t| t.name.as_str()).collect();
+        zonal_spec(env, seeded, &map, &control_plane)
+    }
+}
+
 struct Lab {
     env: TestEnv,
     dir: PathBuf,
@@ -285,12 +341,12 @@ struct Lab {
 }
 
 impl Lab {
-    async fn start(name: &str, workers: u32) -> Result<(Lab, vsm_testenv::sim::SeededCluster)> {
+    async fn start(name: &str, cluster: Cluster) -> Result<(Lab, SeededCluster)> {
         let dir = out_dir().join("runs").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let env = TestEnv::start_with_machine_api().await.context("starting the test environment")?;
-        let seeded = seed(&env, &SeedOptions { workers, ..Default::default() }).await.context("seeding")?;
+        let env = TestEnv::start(cluster.env_options()).await.context("starting the test environment")?;
+        let seeded = seed(&env, &cluster.seed_options()).await.context("seeding")?;
         ensure_secrets(&env, &env.client()).await?;
         let mut plugins = serde_json::Map::new();
         for entry in std::fs::read_dir(plugin_dir())? {
@@ -457,7 +513,7 @@ async fn whole_system(opts: &BenchOptions) -> Result<Vec<String>> {
         let mut rows = Vec::new();
         for i in 0..opts.runs {
             for (label, sim) in [("instant", SimOptions::instant()), ("realistic", SimOptions::realistic())] {
-                let r = migration(&format!("overhead-{label}-{i}"), 3, label, sim).await?;
+                let r = migration(&format!("overhead-{label}-{i}"), Cluster::workers(3), label, sim).await?;
                 rows.push(r);
             }
         }
@@ -469,7 +525,7 @@ async fn whole_system(opts: &BenchOptions) -> Result<Vec<String>> {
     if opts.wants("scale") {
         let mut rows = Vec::new();
         for &n in &opts.workers {
-            let r = migration(&format!("scale-{n}"), n, "instant", SimOptions::instant()).await?;
+            let r = migration(&format!("scale-{n}"), Cluster::workers(n), "instant", SimOptions::instant()).await?;
             rows.push(r.clone());
             // Written after every N, so a long run leaves its figures behind even if stopped.
             write_json("scale.json", &json!({ "runs": rows }))?;
@@ -479,7 +535,17 @@ async fn whole_system(opts: &BenchOptions) -> Result<Vec<String>> {
         lines.extend(scale_lines(&rows, &growth));
         runs.extend(rows);
     }
-    if opts.wants("reconcile") || opts.wants("scale") || opts.wants("overhead") {
+    if opts.wants("zonal") {
+        let mut rows = Vec::new();
+        for (label, zones) in [("single-domain", None), ("zonal-3", Some(3))] {
+            let cluster = Cluster { workers: 3, infra: Some(1), zones };
+            rows.push(migration(&format!("zonal-{label}"), cluster, "instant", SimOptions::instant()).await?);
+        }
+        write_json("zonal.json", &json!({ "runs": rows }))?;
+        lines.extend(zonal_lines(&rows));
+        runs.extend(rows);
+    }
+    if opts.wants("reconcile") || opts.wants("scale") || opts.wants("overhead") || opts.wants("zonal") {
         write_json("reconcile.json", &json!({ "runs": runs.iter().map(reconcile_row).collect::<Vec<_>>() }))?;
         lines.push("-- reconciles per migration --".into());
         lines.push(format!(
@@ -519,7 +585,7 @@ fn reconcile_row(r: &Value) -> Value {
 /// seeded cluster (3 workers; no migration, no simulator).
 async fn footprint(opts: &BenchOptions) -> Result<Vec<String>> {
     println!("[bench] footprint: environment and a seeded cluster (3 workers)…");
-    let (lab, _seeded) = Lab::start("footprint", 3).await?;
+    let (lab, _seeded) = Lab::start("footprint", Cluster::workers(3)).await?;
     let idle_wait = if opts.quick { Duration::from_secs(3) } else { Duration::from_secs(10) };
     let (mut cold, mut warm, mut idle, mut hwm, mut idle_cpu) = (vec![], vec![], vec![], vec![], vec![]);
     let mut idle_cold = vec![];
@@ -591,9 +657,10 @@ async fn footprint(opts: &BenchOptions) -> Result<Vec<String>> {
 
 /// One whole migration in a fresh environment with `workers` workers; the operator a
 /// separate release process with a warm component cache.
-async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptions) -> Result<Value> {
-    println!("[bench] {name}: environment, {workers} workers, simulator {sim_label}…");
-    let (lab, _) = Lab::start(name, workers).await?;
+async fn migration(name: &str, cluster: Cluster, sim_label: &str, sim_opts: SimOptions) -> Result<Value> {
+    let workers = cluster.workers;
+    println!("[bench] {name}: environment, {cluster:?}, simulator {sim_label}…");
+    let (lab, seeded) = Lab::start(name, cluster).await?;
     let sim = Simulator::start(&lab.env, sim_opts);
     // Shared across runs: warm after the first.
     let cache = out_dir().join("wasm-cache");
@@ -605,7 +672,7 @@ async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptio
     let m0 = op.metrics().await?;
     let cpu0 = op.cpu();
 
-    let mut spec = serde_json::to_value(target_spec(&lab.env))?;
+    let mut spec = serde_json::to_value(cluster.spec(&lab.env, &seeded))?;
     // The stability window after the control-plane rollout is a deliberate wait of the
     // operator (default 2 m), not overhead: zero here.
     spec["health"] = json!({"stabilityWindow": "0s"});
@@ -669,7 +736,8 @@ async fn migration(name: &str, workers: u32, sim_label: &str, sim_opts: SimOptio
         api_total - kube_by_phase.values().sum::<f64>()
     );
     let row = json!({
-        "name": name, "workers": workers, "sim": sim_label, "result": result,
+        "name": name, "workers": workers, "infra": cluster.infra, "zones": cluster.zones, "sim": sim_label,
+        "result": result,
         "ready_s": ready.as_secs_f64(),
         "wall_s": wall,
         "sim_delay_wall_s": delay_wall,
@@ -751,6 +819,24 @@ fn overhead_lines(rows: &[Value], summary: &Value) -> Vec<String> {
                 r["vsphere_operations_for_phases"][name].as_f64().unwrap_or(0.0),
             ));
         }
+    }
+    lines
+}
+
+fn zonal_lines(rows: &[Value]) -> Vec<String> {
+    let mut lines =
+        vec!["-- zonal vs single-domain (3 workers + 1 infra, instant simulator, one run each) --".to_string()];
+    for r in rows {
+        lines.push(format!(
+            "{:<26} wall {:>6.1} s | operator CPU {:>5.2} s | API requests {:>5.0} (controller {:>4.0}) | vSphere ops {:>4.0} | plugin calls {:>4.0}",
+            r["name"].as_str().unwrap_or(""),
+            r["wall_s"].as_f64().unwrap_or(f64::NAN),
+            r["operator_cpu_s"].as_f64().unwrap_or(f64::NAN),
+            r["kube_api_requests"].as_f64().unwrap_or(f64::NAN),
+            r["controller_kube_requests"].as_f64().unwrap_or(f64::NAN),
+            r["vsphere_operations_for_phases"].as_object().map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum()),
+            r["plugin_calls_total"].as_f64().unwrap_or(f64::NAN),
+        ));
     }
     lines
 }

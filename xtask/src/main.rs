@@ -35,6 +35,10 @@ enum Task {
         /// Worker machines in the simulated cluster.
         #[arg(long, default_value_t = 3)]
         workers: u32,
+        /// A zonal cluster over this many failure domains (1-6) in the source vCenter, each
+        /// moved to its own target domain; the control plane over the first three.
+        #[arg(long)]
+        zones: Option<u32>,
         /// Leave everything running afterwards (explore with kubectl), until Ctrl-C.
         #[arg(long)]
         keep: bool,
@@ -67,7 +71,7 @@ enum Task {
         /// Fewer samples and repetitions (a smoke run; not for the document).
         #[arg(long)]
         quick: bool,
-        /// Only these parts (comma-separated): runtime, phases, footprint, overhead, scale, reconcile.
+        /// Only these parts (comma-separated): runtime, phases, footprint, overhead, scale, reconcile, zonal.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Worker counts of the scale runs.
@@ -96,7 +100,7 @@ fn main() -> Result<()> {
         Task::Plugins => plugins::build_all().map(|_| ()),
         Task::WitCheck => wit_check::check(),
         Task::Crds => crds(),
-        Task::Demo { manual, plan, workers, keep, instant } => demo(manual, plan, workers, keep, instant),
+        Task::Demo { manual, plan, workers, zones, keep, instant } => demo(manual, plan, workers, zones, keep, instant),
         Task::Testenv { keep } => testenv::run(keep),
         Task::Test { jobs, cargo_args } => test(&cargo_args, jobs),
         Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets).map(|_| ()),
@@ -155,13 +159,14 @@ fn crds() -> Result<()> {
     Ok(())
 }
 
-fn demo(manual: bool, plan: bool, workers: u32, keep: bool, instant: bool) -> Result<()> {
+fn demo(manual: bool, plan: bool, workers: u32, zones: Option<u32>, keep: bool, instant: bool) -> Result<()> {
     plugins::build_all()?;
     vsm_testenv::tools::ensure_built()?;
     let out_dir = root().join("target/demo");
     vsm_testenv::demo::log_to_file(&out_dir.join("operator.log"))?;
     let opts = vsm_testenv::demo::DemoOptions {
         workers,
+        zones,
         manual,
         plan,
         keep,
