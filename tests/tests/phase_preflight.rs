@@ -3,12 +3,14 @@
 //! looked at health), including the old "vcenters cannot be added or removed" rule on a
 //! modified copy of the real Infrastructure CRD, which Preflight never edits; TLS refused
 //! without the CA; health problems alone are retryable; read-only (a re-run and a crash
-//! change nothing); nothing to roll back.
+//! change nothing); nothing to roll back; a vSphere CSI volume and a disruption budget
+//! that never allows an eviction are refused by name.
 
 mod phase_support;
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -174,5 +176,40 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
         run.message()
     );
     ensure!(run.message().ends_with("set spec.vcenters[].caSecret or thumbprint"), "{}", run.message());
+    c.h.migration.spec.spec = vsm_testenv::harness::target_spec(c.env);
+
+    // Workloads a migration would break: a vSphere CSI volume (its disk stays in the source
+    // vCenter's storage) and a budget that never allows an eviction (its status as the
+    // disruption controller, which this environment does not run, would write it).
+    let pvs: Api<PersistentVolume> = Api::all(c.client());
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pvc-registry"},
+        "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": "8f3c-fcd", "fsType": "ext4"},
+                 "claimRef": {"namespace": "openshift-image-registry", "name": "image-registry-storage"}}});
+    pvs.create(&PostParams::default(), &serde_json::from_value(pv)?).await?;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client(), "default");
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "db"}}}});
+    pdbs.create(&PostParams::default(), &serde_json::from_value(pdb)?).await?;
+    let status = json!({"status": {"expectedPods": 2, "currentHealthy": 2, "desiredHealthy": 2,
+                                   "disruptionsAllowed": 0, "observedGeneration": 1}});
+    pdbs.patch_status("db", &PatchParams::default(), &Patch::Merge(status)).await?;
+    let run = c.execute().await?;
+    let want = "Preflight found 2 problems: (1) 1 vSphere PersistentVolume(s) live in the source vCenter's storage, \
+        and moving volumes is not supported yet: their pods could not start on the target's nodes. Move their data off \
+        vSphere volumes (or delete the volumes) first: pvc-registry (CSI volume 8f3c-fcd, claim \
+        openshift-image-registry/image-registry-storage); (2) 1 PodDisruptionBudget(s) can never allow an eviction, so \
+        draining the nodes being replaced would wait forever: default/db (minAvailable 2 over 2 pod(s)) (relax them, or \
+        scale their workloads up, before migrating)";
+    ensure!(!failed_with(&run, want)?, "a person must act");
+    pdbs.patch("db", &PatchParams::default(), &Patch::Merge(json!({"spec": {"minAvailable": 1}}))).await?;
+    pvs.delete("pvc-registry", &Default::default()).await?;
+    // The pv-protection finalizer the API server's admission added (its controller, which
+    // would release it, does not run here).
+    pvs.patch("pvc-registry", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await?;
+    let run = c.execute_done().await?;
+    ensure!(run.message().contains("1 PodDisruptionBudget(s) allow a drain"), "{}", run.message());
+    pdbs.delete("db", &Default::default()).await?;
     Ok(())
 }

@@ -16,7 +16,10 @@
 //!   every target topology path (datacenter, compute cluster, datastore, networks, resource
 //!   pool, template VM; the VM folder exists or can be created);
 //! - cluster health: ClusterOperators Available and not Degraded (tolerated ones aside),
-//!   the ClusterVersion not progressing, every Node Ready.
+//!   the ClusterVersion not progressing (no upgrade under way), every Node Ready;
+//! - workloads ([`workloads`]): no vSphere PersistentVolume (moving volumes is not
+//!   supported yet: their pods could not start on the target's nodes), no
+//!   PodDisruptionBudget that can never allow the evictions a drain needs.
 //!
 //! The failure is retryable only when every problem may clear up by itself (health, a
 //! vCenter not answering); anything else needs a person.
@@ -25,6 +28,7 @@ mod cluster;
 mod findings;
 mod topology;
 mod vcenter;
+pub mod workloads;
 
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{MACHINE_API_NAMESPACE, VSPHERE_CREDS_NAMESPACE};
@@ -38,12 +42,14 @@ impl Phase for Preflight {
         PhaseInfo::new(
             "Preflight",
             env!("CARGO_PKG_VERSION"),
-            "Check (read-only) the spec, the Infrastructure and its CRD, where every MachineSet goes, credentials, every vCenter and cluster health; report every problem",
+            "Check (read-only) the spec, the Infrastructure and its CRD, where every MachineSet goes, credentials, every vCenter, cluster health, volumes and disruption budgets; report every problem",
         )
         .kube("config.openshift.io", "infrastructures", &["get"], None)
         .kube("config.openshift.io", "clusteroperators", &["list"], None)
         .kube("config.openshift.io", "clusterversions", &["get"], None)
         .kube("", "nodes", &["list"], None)
+        .kube("", "persistentvolumes", &["list"], None)
+        .kube("policy", "poddisruptionbudgets", &["list"], None)
         .kube("", "secrets", &["get"], Some(VSPHERE_CREDS_NAMESPACE))
         // The target credentials Secret may be in any namespace the spec names.
         .kube("", "secrets", &["get"], None)
@@ -65,6 +71,8 @@ impl Phase for Preflight {
         let infra_id = infra.as_ref().and_then(|i| vsm_common::infra::infra_id(i).ok()).map(str::to_string);
         vcenter::check_vcenters(cx, spec, infra.as_ref(), infra_id.as_deref(), &mut f);
         cluster::check_health(cx, spec, &mut f)?;
+        workloads::check_volumes(cx, &mut f)?;
+        workloads::check_disruption_budgets(cx, &mut f)?;
         f.outcome()
     }
 }

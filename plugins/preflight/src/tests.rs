@@ -105,7 +105,8 @@ fn a_healthy_cluster_passes_and_nothing_is_changed() {
          credentials present for every source and target vCenter; the Infrastructure CRD accepts 2 vCenters (at most 3); \
          1 MachineSet(s) have a destination: cl-1-worker-0 → cl-1-worker-0-target-fd in target-fd (2); \
          source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); 4 source topology objects found in vCenter vc-src; target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
-         6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy \
+         6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy; \
+         no vSphere volumes among 0 PersistentVolume(s); 0 PodDisruptionBudget(s) allow a drain \
          (note: VM folder /dst-dc/vm/cl-1 does not exist yet in vCenter vc-dst; CreateFolder will create it)"
     );
     assert!(host.denials().is_empty(), "{:?}", host.denials());
@@ -291,4 +292,29 @@ fn a_machine_set_without_a_destination_and_an_unknown_source_domain_are_refused(
         assert!(run.message().contains(part), "{part}\nin {}", run.message());
     }
     assert!(!run.message().contains("cl-1-infra runs"), "the override places it: {}", run.message());
+}
+
+#[test]
+fn vsphere_volumes_and_budgets_that_block_every_drain_are_refused_by_name() {
+    let host = cluster();
+    host.put(json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pvc-1a2b"},
+        "spec": {"csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": "5c7a-fcd"},
+                 "claimRef": {"namespace": "openshift-image-registry", "name": "image-registry-storage"}}}));
+    host.put(json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "nfs-1"},
+        "spec": {"nfs": {"server": "10.0.0.5", "path": "/export"}}}));
+    host.put(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"minAvailable": 2}, "status": {"expectedPods": 2}}));
+    host.put(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"maxUnavailable": 1}, "status": {"expectedPods": 3}}));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(!run.done() && !run.retryable(), "a person must act: {:?}", run.outcome);
+    assert_eq!(
+        run.message(),
+        "Preflight found 2 problems: (1) 1 vSphere PersistentVolume(s) live in the source vCenter's storage, and moving \
+         volumes is not supported yet: their pods could not start on the target's nodes. Move their data off vSphere \
+         volumes (or delete the volumes) first: pvc-1a2b (CSI volume 5c7a-fcd, claim openshift-image-registry/image-registry-storage); \
+         (2) 1 PodDisruptionBudget(s) can never allow an eviction, so draining the nodes being replaced would wait forever: \
+         shop/db (minAvailable 2 over 2 pod(s)) (relax them, or scale their workloads up, before migrating)"
+    );
+    assert!(host.journal().is_empty() && host.plan().is_empty());
 }
