@@ -306,6 +306,16 @@ impl KubeBackend for FakeServices {
         let pre = pre.map(|p| vsm_sdk::Preconditions { uid: p.uid, resource_version: p.resource_version });
         self.host().kube_delete(&object_type(ty), ns, name, pre.as_ref()).map_err(kube_error)
     }
+    async fn validate_replace(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        o: &str,
+    ) -> Result<String, h::KubeError> {
+        self.host().kube_validate_replace(&object_type(ty), ns, name, o).map_err(kube_error)
+    }
 }
 
 #[async_trait]

@@ -260,6 +260,20 @@ impl KubeBackend for LiveKube {
         };
         api(&self.client, ty, ns).delete(name, &dp).await.map(|_| ()).map_err(map_error)
     }
+
+    async fn validate_replace(
+        &self,
+        s: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.outputs.count_kube();
+        let obj = to_object(parse(object)?)?;
+        let pp = PostParams { dry_run: true, field_manager: Some(manager(s)) };
+        api(&self.client, ty, ns).replace(name, &pp, &obj).await.map(|o| json_of(&o)).map_err(map_error)
+    }
 }
 
 fn to_kube_preconditions(p: Preconditions) -> kube::api::Preconditions {

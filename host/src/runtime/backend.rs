@@ -61,6 +61,8 @@ pub enum KubeOp {
     Patch,
     Replace,
     Delete,
+    /// `validate-replace`: a replace sent with dryRun=All.
+    Validate,
 }
 
 impl KubeOp {
@@ -73,11 +75,14 @@ impl KubeOp {
             KubeOp::Apply | KubeOp::Patch => "patch",
             KubeOp::Replace => "update",
             KubeOp::Delete => "delete",
+            // Not an RBAC verb: the grant of a dry-run update, which changes nothing (the
+            // operator's own ServiceAccount needs `update` for it).
+            KubeOp::Validate => "validate",
         }
     }
 
     pub fn is_mutation(self) -> bool {
-        !matches!(self, KubeOp::Get | KubeOp::List)
+        !matches!(self, KubeOp::Get | KubeOp::List | KubeOp::Validate)
     }
 }
 
@@ -194,6 +199,15 @@ pub trait KubeBackend: Send + Sync {
         name: &str,
         preconditions: Option<Preconditions>,
     ) -> Result<(), KubeError>;
+    /// A replace the API server checks and does not store (dryRun=All).
+    async fn validate_replace(
+        &self,
+        s: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError>;
 }
 
 /// The `vsphere` interface, on the host-owned session for `server`.
@@ -456,6 +470,16 @@ impl KubeBackend for Unavailable {
         _: &str,
         _: Option<Preconditions>,
     ) -> Result<(), KubeError> {
+        Err(no_cluster())
+    }
+    async fn validate_replace(
+        &self,
+        _: &CallScope,
+        _: &ResolvedType,
+        _: Option<&str>,
+        _: &str,
+        _: &str,
+    ) -> Result<String, KubeError> {
         Err(no_cluster())
     }
 }

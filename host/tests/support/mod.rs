@@ -203,6 +203,20 @@ impl KubeBackend for Recorder {
         self.object_call("delete", ty);
         self.objects.lock().unwrap().remove(&key(ty, ns, name)).map(|_| ()).ok_or(KubeError::NotFound(name.into()))
     }
+    async fn validate_replace(
+        &self,
+        _: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.object_call("validate", ty);
+        if !self.objects.lock().unwrap().contains_key(&key(ty, ns, name)) {
+            return Err(KubeError::NotFound(name.into()));
+        }
+        Ok(object.to_string())
+    }
 }
 
 #[async_trait]

@@ -230,6 +230,21 @@ impl Kube<'_> {
         Object::parse(&json)
     }
 
+    /// Whether the API server would accept `object` as the new content of the object it was
+    /// read from (a replace sent with dryRun=All: schema, CEL rules, admission); nothing is
+    /// stored; a refusal is an `invalid` Kubernetes error carrying the server's reason.
+    /// Needs the `validate` capability on the kind.
+    pub fn validate_replace(&self, ty: &TypeConst, object: &Object) -> Result<Object, PhaseError> {
+        let json = self
+            .host
+            .kube_validate_replace(&ty.get(), object.namespace(), object.name(), &object.to_json())
+            .map_err(|e| {
+                PhaseError::from(e)
+                    .context(format!("validating {}", describe(&ty.get(), object.namespace(), object.name())))
+            })?;
+        Object::parse(&json)
+    }
+
     /// Delete; returns false if the object was already gone.
     pub fn delete(
         &self,

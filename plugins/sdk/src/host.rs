@@ -32,6 +32,13 @@ pub trait Host {
         patch: &str,
     ) -> Result<String, KubeError>;
     fn kube_replace(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str) -> Result<String, KubeError>;
+    fn kube_validate_replace(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError>;
     fn kube_delete(
         &self,
         ty: &ObjectType,
@@ -108,6 +115,15 @@ impl Host for WasmHost {
     }
     fn kube_replace(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str) -> Result<String, KubeError> {
         kube::replace(ty, ns, name, object)
+    }
+    fn kube_validate_replace(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        kube::validate_replace(ty, ns, name, object)
     }
     fn kube_delete(
         &self,

@@ -35,6 +35,7 @@ pub const DEPLOYMENT: TypeConst = ty("apps/v1", "Deployment");
 pub const INFRASTRUCTURE: TypeConst = ty("config.openshift.io/v1", "Infrastructure");
 pub const CLUSTER_OPERATOR: TypeConst = ty("config.openshift.io/v1", "ClusterOperator");
 pub const CLUSTER_VERSION: TypeConst = ty("config.openshift.io/v1", "ClusterVersion");
+pub const FEATURE_GATE: TypeConst = ty("config.openshift.io/v1", "FeatureGate");
 pub const MACHINE: TypeConst = ty("machine.openshift.io/v1beta1", "Machine");
 pub const MACHINE_SET: TypeConst = ty("machine.openshift.io/v1beta1", "MachineSet");
 pub const CONTROL_PLANE_MACHINE_SET: TypeConst = ty("machine.openshift.io/v1", "ControlPlaneMachineSet");
@@ -61,6 +62,8 @@ pub mod names {
     pub const CPMS: &str = "cluster";
     /// The ClusterVersion singleton.
     pub const CLUSTER_VERSION: &str = "version";
+    /// The FeatureGate singleton (the cluster's feature set).
+    pub const FEATURE_GATE: &str = "cluster";
     /// The Infrastructure CRD.
     pub const INFRASTRUCTURE_CRD: &str = "infrastructures.config.openshift.io";
     /// Label linking a Machine to its MachineSet.

@@ -183,6 +183,18 @@ impl KubeBackend for JournaledKube {
         self.before(s, ty, ns, name).await?;
         self.inner.delete(s, ty, ns, name, preconditions).await
     }
+
+    /// Changes nothing: nothing to journal.
+    async fn validate_replace(
+        &self,
+        s: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.inner.validate_replace(s, ty, ns, name, object).await
+    }
 }
 
 /// A journal entry this call wrote for an object that already existed must go (it would

@@ -249,6 +249,19 @@ impl KubeBackend for PlanKube {
         self.store.save(overlay).await?;
         Ok(())
     }
+
+    /// Changes nothing, so nothing is planned: the API server checks the object against
+    /// what it stores (not against the plan's overlay).
+    async fn validate_replace(
+        &self,
+        s: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.live.validate_replace(s, ty, ns, name, object).await
+    }
 }
 
 /// A planned vSphere id: later planned calls recognise it.

@@ -247,6 +247,22 @@ impl kube::Host for HostState {
         a.env.after(&import, &result, false);
         Ok(result)
     }
+
+    async fn validate_replace(
+        &mut self,
+        ty: ObjectType,
+        namespace: Option<String>,
+        name: String,
+        object: String,
+    ) -> WasmResult<Result<String, KubeError>> {
+        let ns = namespace.as_deref();
+        let a = admit!(self, ty, KubeOp::Validate, ns, Some(&name), object.len());
+        let import = a.import(KubeOp::Validate, ns, Some(&name));
+        a.env.before(&import).await;
+        let result = a.env.backends.kube.validate_replace(&a.env.scope, &a.ty, ns, &name, &object).await;
+        a.env.after(&import, &result, false);
+        Ok(result)
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ const CLUSTER_SCOPED: &[&str] = &[
     "Infrastructure",
     "ClusterOperator",
     "ClusterVersion",
+    "FeatureGate",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",

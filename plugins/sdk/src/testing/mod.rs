@@ -943,6 +943,28 @@ impl Host for FakeHost {
         Ok(made.unwrap_or_default().to_string())
     }
 
+    /// The checks of a replace on a copy of the store; a `validate` hook plays the API
+    /// server's schema and CEL rules (`on_kube("validate", kind, ..)`).
+    fn kube_validate_replace(
+        &self,
+        ty: &ObjectType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+    ) -> Result<String, KubeError> {
+        self.enter();
+        kube::check_scope(&ty.kind, ns, true)?;
+        self.allow_kube(ty, "validate", ns)?;
+        if let Some(e) = self.fire_kube("validate", &ty.kind) {
+            return Err(e);
+        }
+        let object: Value = serde_json::from_str(object).map_err(|e| KubeError::Invalid(e.to_string()))?;
+        let key = key_of(ty, ns, name);
+        let mut copy = self.world.borrow().kube.clone();
+        let live = copy.get(&key)?;
+        copy.prepare_update(&key, &live, object, true).map(|o| o.to_string())
+    }
+
     fn kube_replace(&self, ty: &ObjectType, ns: Option<&str>, name: &str, object: &str) -> Result<String, KubeError> {
         self.enter();
         kube::check_scope(&ty.kind, ns, true)?;

@@ -265,3 +265,43 @@ fn plurals_match_discovery_for_the_kinds_phases_use() {
         assert_eq!(plural(kind), plural_name);
     }
 }
+
+/// Asks whether two replacements of ConfigMap `a` would be accepted; stores nothing.
+struct Validator;
+
+impl Phase for Validator {
+    fn describe() -> PhaseInfo {
+        PhaseInfo::new("Validator", "0.1.0", "test").kube("", "configmaps", &["get", "validate"], Some("ns"))
+    }
+
+    fn execute(cx: &Cx) -> Step {
+        let k = cx.kube();
+        let mut a = k.get_required(&types::CONFIG_MAP, Some("ns"), "a")?;
+        a.set("/data/x", json!("2"));
+        let would = k.validate_replace(&types::CONFIG_MAP, &a)?;
+        let stale = {
+            let mut s = a.clone();
+            s.set("/metadata/resourceVersion", json!("1"));
+            k.validate_replace(&types::CONFIG_MAP, &s).map(|_| "accepted").unwrap_or_else(|e| {
+                if matches!(e, PhaseError::Kube { error: KubeError::Conflict(_), .. }) { "conflict" } else { "other" }
+            })
+        };
+        Ok(done(format!("{} {stale}", would.str_at("/data/x").unwrap_or_default())))
+    }
+}
+
+#[test]
+fn a_validated_replace_is_checked_like_a_replace_and_stores_nothing() {
+    let host = FakeHost::new();
+    host.put(cm("a", json!({"x": "1"})));
+    host.edit(&types::CONFIG_MAP, Some("ns"), "a", |o| o["data"]["y"] = json!("bumps the resourceVersion"));
+    let before = host.list(&types::CONFIG_MAP);
+    let run = host.run::<Validator>(Direction::Execute, &migration(&json!({}), &["vc"]));
+    assert_eq!(run.message(), "2 conflict", "{:?}", run.outcome);
+    assert_eq!(host.list(&types::CONFIG_MAP), before, "nothing stored");
+    assert!(host.journal().is_empty() && host.plan().is_empty(), "nothing journalled or planned");
+    // The API server's schema or CEL rules, played by a hook, refuse it.
+    host.on_kube("validate", "ConfigMap", |_| Some(KubeError::Invalid("data.x: must be 1".into())));
+    let run = host.run::<Validator>(Direction::Execute, &migration(&json!({}), &["vc"]));
+    assert!(run.message().contains("data.x: must be 1"), "{:?}", run.outcome);
+}
