@@ -33,6 +33,10 @@ pub enum OpenShiftCrds {
     Auto,
     /// The real CRDs from this folder.
     Fixtures(PathBuf),
+    /// The real CRDs (as [`OpenShiftCrds::Auto`] finds them), those of `variants/<name>/`
+    /// in place of the ones of the same name: `Variant("techpreview".into())` installs the
+    /// TechPreviewNoUpgrade Infrastructure CRD.
+    Variant(String),
     /// The project's own schemas in `tests/crds-fallback/`.
     Fallback,
     /// No OpenShift CRDs.
@@ -69,9 +73,25 @@ impl OpenShiftCrds {
         match self {
             OpenShiftCrds::Auto => Some(fixtures_dir().unwrap_or_else(fallback_dir)),
             OpenShiftCrds::Fixtures(d) => Some(d.clone()),
+            OpenShiftCrds::Variant(_) => fixtures_dir(),
             OpenShiftCrds::Fallback => Some(fallback_dir()),
             OpenShiftCrds::None => None,
         }
+    }
+}
+
+impl OpenShiftCrds {
+    /// The CRDs to install from `dir` (what [`OpenShiftCrds::resolve`] gave), a variant's in
+    /// place of those of the same name.
+    pub fn load(&self, dir: &Path) -> Result<Vec<CustomResourceDefinition>> {
+        let mut crds = load_dir(dir)?;
+        if let OpenShiftCrds::Variant(name) = self {
+            let variant = load_dir(&dir.join("variants").join(name))?;
+            anyhow::ensure!(!variant.is_empty(), "no CRDs in {}", dir.join("variants").join(name).display());
+            crds.retain(|c| !variant.iter().any(|v| v.metadata.name == c.metadata.name));
+            crds.extend(variant);
+        }
+        Ok(crds)
     }
 }
 

@@ -375,7 +375,7 @@ pub fn covers(g: &Access, used: &Access) -> bool {
 pub const WELL_KNOWN: &[(Option<&str>, &str, &str, &str)] = &[
     (None, "config.openshift.io", "infrastructures", "cluster"),
     (None, "config.openshift.io", "clusterversions", "version"),
-    (None, "apiextensions.k8s.io", "customresourcedefinitions", "infrastructures.config.openshift.io"),
+    (None, "config.openshift.io", "featuregates", "cluster"),
     (Some("kube-system"), "", "secrets", "vsphere-creds"),
     (Some("openshift-config"), "", "configmaps", "cloud-provider-config"),
     (Some("openshift-machine-api"), "machine.openshift.io", "controlplanemachinesets", "cluster"),
@@ -456,6 +456,11 @@ pub fn phase_needs(plugins: &[Arc<vsm_host::runtime::LoadedPlugin>]) -> Vec<(Acc
                     continue;
                 }
                 let at = |v: &str| access(rule.namespace.as_deref(), &rule.group, &rule.resource, v);
+                if verb == "validate" {
+                    // A replace sent with dryRun=All: RBAC asks for `update`; nothing changes.
+                    out.push((at("update"), format!("phase {}: validate (a dry-run update)", p.component)));
+                    continue;
+                }
                 out.push((at(verb), format!("phase {}: {verb}", p.component)));
                 if verb == "get" || verb == "list" || verb == "watch" {
                     continue;

@@ -239,7 +239,7 @@ impl TestEnv {
             to_install.extend(crds::load_dir(&crds::project_dir())?);
         }
         if let Some(d) = &env.openshift_crds_dir {
-            let found = crds::load_dir(d)?;
+            let found = opts.openshift_crds.load(d)?;
             anyhow::ensure!(!found.is_empty(), "no CRDs in {}", d.display());
             to_install.extend(found);
         }

@@ -1,7 +1,8 @@
 //! End-to-end migrations with the operator, the shipped phase components, the real
 //! machine-api and the cluster simulator on the real environment: the final state field by field; a rollback started
 //! at each of the 16 phases returning every touched object to its before-state; pause and
-//! resume; plan mode changing nothing.
+//! resume; plan mode changing nothing; a cluster on the TechPreviewNoUpgrade feature set,
+//! with its Infrastructure CRD, migrating to the end.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,13 +10,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
 use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec, until_migration};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
-use vsm_testenv::{TestEnv, TestEnvOptions};
+use vsm_testenv::{OpenShiftCrds, TestEnv, TestEnvOptions};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
 
 struct Cluster {
@@ -27,8 +29,13 @@ struct Cluster {
 
 impl Cluster {
     async fn start(workers: u32) -> Result<Cluster> {
-        let env = TestEnv::start(TestEnvOptions { machine_api: true, ..Default::default() }).await?;
-        let seeded = seed(&env, &SeedOptions { workers, ..Default::default() }).await?;
+        let env = TestEnvOptions { machine_api: true, ..Default::default() };
+        Cluster::start_with(env, SeedOptions { workers, ..Default::default() }).await
+    }
+
+    async fn start_with(env: TestEnvOptions, opts: SeedOptions) -> Result<Cluster> {
+        let env = TestEnv::start(env).await?;
+        let seeded = seed(&env, &opts).await?;
         ensure_secrets(&env, &env.client()).await?;
         let sim = Simulator::start(&env, SimOptions::instant());
         let operator = shipped_operator(&env, "e2e").await?;
@@ -219,6 +226,47 @@ async fn a_full_migration_ends_with_everything_on_the_target_checked_field_by_fi
             .and_then(|s| s.provider_id.clone())
             .is_some_and(|p| p.starts_with("vsphere://")))
     );
+    c.stop().await;
+    Ok(())
+}
+
+/// On the TechPreviewNoUpgrade feature set (`VSphereMultiVCenterDay2` on), the
+/// Infrastructure CRD lets vCenters be added or removed but not both in one update, and
+/// wants every failure domain's vCenter listed: the migration adds, then removes, and
+/// completes. Preflight's dry run reports the feature set.
+#[tokio::test]
+async fn a_tech_preview_cluster_migrates_under_its_infrastructure_rules() -> Result<()> {
+    let env = TestEnvOptions {
+        machine_api: true,
+        openshift_crds: OpenShiftCrds::Variant("techpreview".into()),
+        ..Default::default()
+    };
+    let opts = SeedOptions { workers: 2, feature_set: "TechPreviewNoUpgrade".into(), ..Default::default() };
+    let c = Cluster::start_with(env, opts).await?;
+    let crd: Api<CustomResourceDefinition> = Api::all(c.env.client());
+    let crd = serde_json::to_string(&crd.get("infrastructures.config.openshift.io").await?)?;
+    ensure!(
+        crd.contains("Cannot add and remove vCenters at the same time"),
+        "the TechPreviewNoUpgrade CRD is installed"
+    );
+    let dst = c.env.target().host();
+    c.create("techpreview", json!({})).await?;
+    let m = c.until("techpreview", "finished", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+    ensure!(phase(&m) == "Completed", "{:#?}", m.status);
+    let preflight = &m.status.as_ref().unwrap().history[0];
+    ensure!(
+        preflight.message.contains("(a dry run; feature set TechPreviewNoUpgrade, VSphereMultiVCenterDay2 on)"),
+        "{}",
+        preflight.message
+    );
+    let s = snapshot(&c).await?;
+    let servers: Vec<&str> = s["infrastructure.spec"]["platformSpec"]["vsphere"]["vcenters"]
+        .as_array()
+        .context("vcenters")?
+        .iter()
+        .filter_map(|v| v["server"].as_str())
+        .collect();
+    ensure!(servers == [dst.as_str()], "only the target is left: {servers:?}");
     c.stop().await;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Preflight against the real environment: the seeded cluster passes; many problems at
 //! once are all reported in one message (the Go controller stopped at the first and never
-//! looked at health), including the old "vcenters cannot be added or removed" rule on a
-//! modified copy of the real Infrastructure CRD, which Preflight never edits; TLS refused
+//! looked at health), including the API server's refusal (a dry run of UpdateInfrastructure's
+//! update) under the old "vcenters cannot be added or removed" rule on a modified copy of
+//! the real Infrastructure CRD, which Preflight never edits; the TechPreviewNoUpgrade CRD
+//! (vCenters added or removed, not both at once) accepts the migration; TLS refused
 //! without the CA; health problems alone are retryable; read-only (a re-run and a crash
 //! change nothing); nothing to roll back; a vSphere CSI volume and a disruption budget
 //! that never allows an eviction are refused by name.
@@ -42,6 +44,22 @@ async fn add_old_rule(c: &PhaseEnv) -> Result<()> {
     Ok(())
 }
 
+/// Until the API server enforces the CRD just written: a dry-run update of the
+/// Infrastructure with `vsphere` is refused with a message containing `refusal`.
+async fn until_enforced(c: &PhaseEnv, vsphere: Value, refusal: &str) -> Result<()> {
+    let api = o::infra_api(&c.client());
+    for _ in 0..300 {
+        let mut infra = api.get(o::INFRA_NAME).await?;
+        infra.data["spec"]["platformSpec"]["vsphere"] = vsphere.clone();
+        let pp = PostParams { dry_run: true, ..Default::default() };
+        match api.replace(o::INFRA_NAME, &pp, &infra).await {
+            Err(kube::Error::Api(e)) if e.message.contains(refusal) => return Ok(()),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    anyhow::bail!("the API server never enforced {refusal:?}")
+}
+
 /// Put the saved CRD's spec back.
 async fn restore_crd(c: &PhaseEnv, saved: &CustomResourceDefinition) -> Result<()> {
     let mut live = crds(c).get(CRD).await?;
@@ -80,7 +98,9 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
     );
     for part in [
         format!("sources {src}"),
-        "the Infrastructure CRD accepts 2 vCenters (at most 3)".to_string(),
+        "the API server accepts the Infrastructure with the targets added, 2 vCenters (a dry run; feature set Default, \
+         VSphereMultiVCenterDay2 off)"
+            .to_string(),
         format!("5 source topology objects found in vCenter {src}"),
         format!("6 topology objects found in vCenter {dst}"),
         "CreateFolder will create it".to_string(),
@@ -101,6 +121,12 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
     // Many problems at once, each named.
     let saved_crd = crds(&c).get(CRD).await?;
     add_old_rule(&c).await?;
+    let infra_now = c.infrastructure().await?;
+    let mut grown = infra_now.data["spec"]["platformSpec"]["vsphere"].clone();
+    let mut extra = grown["vcenters"][0].clone();
+    extra["server"] = json!("vc-probe.example.com");
+    grown["vcenters"].as_array_mut().context("vcenters")?.push(extra);
+    until_enforced(&c, grown, "vcenters cannot be added or removed once set").await?;
     let crd_rv = rv(&crds(&c).get(CRD).await?);
     let operators = o::operators_api(&c.client());
     patch_status(
@@ -126,11 +152,19 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
     let run = c.execute().await?;
     let msg = run.message().to_string();
     ensure!(!matches!(&run.outcome, vsm_host::runtime::bindings::Outcome::Failed(f) if f.retryable), "{msg}");
-    ensure!(msg.starts_with(&format!("Preflight found 7 problems: (1) Secret kube-system/vsphere-creds lacks (or has empty) keys {pass_key} for the source vCenter(s)")), "{msg}");
+    ensure!(msg.starts_with("Preflight found 7 problems: (1) the API server refuses the Infrastructure"), "{msg}");
+    ensure!(
+        msg.contains(&format!(
+            "(2) Secret kube-system/vsphere-creds lacks (or has empty) keys {pass_key} for the source vCenter(s)"
+        )),
+        "{msg}"
+    );
     for part in [
         format!("source vCenter {src}: no credentials for vCenter {src}"),
-        "the Infrastructure CRD (infrastructures.config.openshift.io, version v1) has the rule \"vcenters cannot be added or removed once set\"".to_string(),
-        "so no vCenter can be added: this OpenShift release does not support moving to another vCenter; upgrade first (the migration never edits the CRD)".to_string(),
+        "the API server refuses the Infrastructure with the target vCenter(s) added (a dry run of UpdateInfrastructure's update, \
+         2 vCenters; feature set Default, VSphereMultiVCenterDay2 off; the migration never edits the CRD): ".to_string(),
+        "vcenters cannot be added or removed once set; this cluster runs feature set Default, with the \
+         VSphereMultiVCenterDay2 feature gate off: a feature set that enables it".to_string(),
         format!("failure domain target-fd: compute cluster /dst-dc/host/no-such-cluster not found in vCenter {dst}"),
         format!("failure domain target-fd: resource pool /dst-dc/host/no-such-cluster/Resources not found in vCenter {dst}"),
         "operator storage (available=True, degraded=True): Degraded is True".to_string(),
@@ -142,6 +176,7 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
 
     // Put things back: CRD, spec, credentials, node; the operator alone is a retryable problem.
     restore_crd(&c, &saved_crd).await?;
+    ensure!(rv(&c.infrastructure().await?) == infra_rv, "a dry run stores nothing");
     let data = creds_before.data.clone().unwrap_or_default();
     secrets.patch(o::CREDS_NAME, &PatchParams::default(), &Patch::Merge(json!({"data": data}))).await?;
     c.h.migration.spec.spec = vsm_testenv::harness::target_spec(c.env);
@@ -162,6 +197,29 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
     )
     .await?;
     c.execute_done().await?;
+
+    // The TechPreviewNoUpgrade CRD (VSphereMultiVCenterDay2: vCenters may be added or
+    // removed, not both at once) accepts the migration: the old check read its rule
+    // "Cannot add and remove vCenters at the same time" as "none can be added" and refused
+    // exactly the clusters that support the move.
+    let dir = vsm_testenv::crds::fixtures_dir().context("the OpenShift CRD fixtures")?.join("variants/techpreview");
+    let techpreview = vsm_testenv::crds::load_dir(&dir)?
+        .into_iter()
+        .find(|d| d.metadata.name.as_deref() == Some(CRD))
+        .context("the TechPreviewNoUpgrade Infrastructure CRD")?;
+    restore_crd(&c, &techpreview).await?;
+    let mut swapped = infra_now.data["spec"]["platformSpec"]["vsphere"].clone();
+    swapped["vcenters"][0]["server"] = json!("vc-probe.example.com");
+    swapped["failureDomains"] = json!([]);
+    until_enforced(&c, swapped, "Cannot add and remove vCenters at the same time").await?;
+    let run = c.execute_done().await?;
+    ensure!(
+        run.message()
+            .contains("the API server accepts the Infrastructure with the targets added, 2 vCenters (a dry run"),
+        "{}",
+        run.message()
+    );
+    restore_crd(&c, &saved_crd).await?;
 
     // Bad input: no CA for the target, so its certificate is refused.
     for v in c.h.migration.spec.spec.vcenters.iter_mut().filter(|v| v.server == dst) {

@@ -337,55 +337,5 @@ pub fn remove_servers(vsphere: &Value, servers: &[&str]) -> Result<Removal, Infr
     })
 }
 
-/// What the Infrastructure CRD says about `spec.platformSpec.vsphere.vcenters`, per
-/// served version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VcentersSchema {
-    pub version: String,
-    pub max_items: Option<u64>,
-    /// CEL rules that forbid changing the number of vCenters (the old "vcenters cannot be
-    /// added or removed once set"): `(message, rule)`.
-    pub blocking_rules: Vec<(String, String)>,
-}
-
-/// Read the `vcenters` schema of every served version of the Infrastructure CRD.
-pub fn vcenters_schema(crd: &Object) -> Vec<VcentersSchema> {
-    const PATH: &str =
-        "/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters";
-    crd.array_at("/spec/versions")
-        .iter()
-        .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(true))
-        .filter_map(|v| {
-            let node = v.pointer(PATH)?;
-            let blocking_rules = node
-                .get("x-kubernetes-validations")
-                .and_then(Value::as_array)
-                .map(|rules| {
-                    rules
-                        .iter()
-                        .filter_map(|r| {
-                            let rule = r.get("rule").and_then(Value::as_str).unwrap_or_default();
-                            let message = r.get("message").and_then(Value::as_str).unwrap_or_default();
-                            blocks_count_change(rule, message).then(|| (message.to_string(), rule.to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Some(VcentersSchema {
-                version: v.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-                max_items: node.get("maxItems").and_then(Value::as_u64),
-                blocking_rules,
-            })
-        })
-        .collect()
-}
-
-/// A transition rule comparing the list's size with its old size, or the known message.
-fn blocks_count_change(rule: &str, message: &str) -> bool {
-    let compact: String = rule.chars().filter(|c| !c.is_whitespace()).collect();
-    message.contains("cannot be added or removed")
-        || (compact.contains("size(oldSelf)") && compact.contains("size(self)"))
-}
-
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod health;
 pub mod health_checks;
 pub mod infra;
+pub mod infra_update;
 pub mod machines;
 pub mod replacements;
 pub mod shared_state;

@@ -1,18 +1,19 @@
-//! Checks against the cluster: the Infrastructure, credentials, the Infrastructure CRD and
-//! cluster health.
+//! Checks against the cluster: the Infrastructure and the update UpdateInfrastructure will
+//! make of it (a dry run), credentials, placement and cluster health.
 
-use vsm_common::infra::{self, InfraError, LEGACY_FAILURE_DOMAIN, MAX_VCENTERS};
-use vsm_common::{creds, health, replacements};
+use vsm_common::infra::{self, LEGACY_FAILURE_DOMAIN};
+use vsm_common::{creds, health, infra_update, replacements};
+use vsm_sdk::KubeError;
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{
-    CLUSTER_VERSION, INFRASTRUCTURE, INFRASTRUCTURE_CRD, MACHINE_API_NAMESPACE, MACHINE_ROLE_LABEL, VSPHERE_CREDS,
-    VSPHERE_CREDS_NAMESPACE,
+    CLUSTER_VERSION, FEATURE_GATE, INFRASTRUCTURE, MACHINE_API_NAMESPACE, VSPHERE_CREDS, VSPHERE_CREDS_NAMESPACE,
 };
 
 use crate::Findings;
 
 /// The Infrastructure, if it can be read; its problems go to `f`.
 pub fn check_infrastructure(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> Result<Option<Object>, PhaseError> {
+    let problems_before = f.problems.len();
     let Some(infra) = cx.kube().get(&types::INFRASTRUCTURE, None, INFRASTRUCTURE)? else {
         f.problem("Infrastructure cluster does not exist: is this an OpenShift cluster?");
         return Ok(None);
@@ -58,58 +59,103 @@ pub fn check_infrastructure(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> 
         f.note(format!("target vCenter {t} is already in the Infrastructure"));
     }
 
-    // Would UpdateInfrastructure accept the targets?
-    let legacy = infra::undescribed_sources(&vsphere, &targets);
-    let mut legacy_fds = Vec::new();
-    if !legacy.is_empty() {
-        let masters = cx.kube().list(
-            &types::MACHINE,
-            Some(MACHINE_API_NAMESPACE),
-            Some(&format!("{MACHINE_ROLE_LABEL}=master")),
-        )?;
-        for server in &legacy {
-            let spec = masters
-                .iter()
-                .filter_map(|m| m.at("/spec/providerSpec/value"))
-                .find(|ps| ps.pointer("/workspace/server").and_then(Value::as_str) == Some(server.as_str()));
-            let described = match spec {
-                Some(ps) => infra::describe_source(LEGACY_FAILURE_DOMAIN, server, ps),
-                None => Err(InfraError::CannotDescribeSource {
-                    server: server.clone(),
-                    reason: format!("no control-plane Machine in {MACHINE_API_NAMESPACE} runs there"),
-                }),
-            };
-            match described {
-                Ok(fd) => legacy_fds.push(fd),
-                Err(e) => f.problem(e.to_string()),
-            }
-        }
-        f.note(format!(
-            "the Infrastructure has no failure domains yet: source vCenter(s) {} will be described as {LEGACY_FAILURE_DOMAIN}",
-            legacy.join(", ")
-        ));
-    }
-    // Names UpdateInfrastructure could not merge (the vCenter count is the CRD check's).
-    let existing = infra::failure_domains(&vsphere).iter().chain(&legacy_fds);
-    for e in existing {
-        let (name, server) = (e["name"].as_str().unwrap_or_default(), e["server"].as_str().unwrap_or_default());
-        if let Some(fd) = spec.failure_domains.iter().find(|fd| fd.name == name && fd.server != server) {
-            f.problem(
-                InfraError::NameTaken {
-                    name: name.into(),
-                    existing_server: server.into(),
-                    wanted_server: fd.server.clone(),
-                }
-                .to_string(),
-            );
-        }
-    }
     f.checked(format!(
         "Infrastructure is vSphere (infraID {}), sources {}",
         if infra_id.is_empty() { "?" } else { &infra_id },
         sources.join(", ")
     ));
+
+    // Would UpdateInfrastructure's update be accepted? Checked once the Infrastructure
+    // itself is sound (the update would fail on the same problems).
+    let legacy = infra::undescribed_sources(&vsphere, &targets);
+    if !legacy.is_empty() {
+        f.note(format!(
+            "the Infrastructure has no failure domains yet: source vCenter(s) {} will be described as {LEGACY_FAILURE_DOMAIN}",
+            legacy.join(", ")
+        ));
+    }
+    if f.problems.len() == problems_before {
+        match infra_update::add_targets(cx, spec, &infra) {
+            Ok(update) => check_update(cx, &update, f)?,
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => f.problem(e.to_string()),
+        }
+    }
     Ok(Some(infra))
+}
+
+/// The feature gate that lets vCenters be added to and removed from a running cluster's
+/// Infrastructure (OpenShift 4.17+, TechPreviewNoUpgrade at first).
+pub const MULTI_VCENTER_GATE: &str = "VSphereMultiVCenterDay2";
+
+/// The cluster's feature set and whether [`MULTI_VCENTER_GATE`] is on: `(featureSet,
+/// Some(enabled))`, `None` when the FeatureGate does not name the gate.
+fn feature_gate(cx: &Cx) -> Result<Option<(String, Option<bool>)>, PhaseError> {
+    let Some(fg) = cx.kube().get(&types::FEATURE_GATE, None, FEATURE_GATE)? else { return Ok(None) };
+    let set = fg.str_at("/spec/featureSet").filter(|s| !s.is_empty()).unwrap_or("Default").to_string();
+    let named = |list: &str| {
+        fg.array_at("/status/featureGates").iter().any(|v| {
+            v.get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|g| g.get("name").and_then(Value::as_str) == Some(MULTI_VCENTER_GATE))
+        })
+    };
+    let gate = if named("enabled") {
+        Some(true)
+    } else if named("disabled") {
+        Some(false)
+    } else {
+        None
+    };
+    Ok(Some((set, gate)))
+}
+
+/// UpdateInfrastructure's very update, sent to the API server as a dry run: its schema,
+/// the vCenter limit and the CEL rules of this release and feature set decide, not a
+/// reading of the CRD's text (which took "cannot add and remove vCenters at the same
+/// time" for "cannot add one"). The removal Cleanup makes later cannot be tried from
+/// today's state; on the releases known, a removal alone is accepted wherever an addition
+/// alone is (docs/ARCHITECTURE.md).
+fn check_update(cx: &Cx, update: &infra_update::Update, f: &mut Findings) -> Result<(), PhaseError> {
+    let features = feature_gate(cx)?;
+    let gate_text = match &features {
+        Some((set, Some(true))) => format!("feature set {set}, {MULTI_VCENTER_GATE} on"),
+        Some((set, Some(false))) => format!("feature set {set}, {MULTI_VCENTER_GATE} off"),
+        Some((set, None)) => format!("feature set {set}"),
+        None => "no FeatureGate cluster".to_string(),
+    };
+    if update.desired == update.current {
+        f.checked(format!("the Infrastructure already lists the targets ({gate_text})"));
+        return Ok(());
+    }
+    let vcenters = infra::vcenter_servers(&update.desired).len();
+    match cx.kube().validate_replace(&types::INFRASTRUCTURE, &update.object) {
+        Ok(_) => f.checked(format!(
+            "the API server accepts the Infrastructure with the targets added, {vcenters} vCenters (a dry run; {gate_text})"
+        )),
+        Err(PhaseError::Kube { error: KubeError::Invalid(why), .. }) => {
+            let hint = match &features {
+                Some((feature_set, Some(false))) => format!(
+                    "this cluster runs feature set {feature_set}, with the {MULTI_VCENTER_GATE} feature gate off: a feature \
+                     set that enables it (TechPreviewNoUpgrade, which cannot be undone, or CustomNoUpgrade) lets vCenters be \
+                     added, as does a release where it is on by default"
+                ),
+                _ => "this OpenShift release does not let a vCenter be added to a running cluster: upgrade first".into(),
+            };
+            f.problem(format!(
+                "the API server refuses the Infrastructure with the target vCenter(s) added (a dry run of \
+                 UpdateInfrastructure's update, {vcenters} vCenters; {gate_text}; the migration never edits the CRD): \
+                 {why}; {hint}"
+            ));
+        }
+        Err(PhaseError::Kube { error: KubeError::Conflict(_), .. }) => {
+            f.transient("the Infrastructure changed while Preflight checked it")
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// Every MachineSet of the source vCenters has a destination (CreateWorkers' plan, made
@@ -172,43 +218,6 @@ pub fn check_credentials(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> Res
         }
     }
     f.checked("credentials present for every source and target vCenter");
-    Ok(())
-}
-
-/// The Infrastructure CRD must let the list of vCenters grow (and later shrink).
-pub fn check_crd(cx: &Cx, spec: &MigrationSpec, infra: Option<&Object>, f: &mut Findings) -> Result<(), PhaseError> {
-    let Some(crd) = cx.kube().get(&types::CUSTOM_RESOURCE_DEFINITION, None, INFRASTRUCTURE_CRD)? else {
-        f.problem(format!("CustomResourceDefinition {INFRASTRUCTURE_CRD} does not exist"));
-        return Ok(());
-    };
-    let listed = infra.map(|i| infra::vcenter_servers(&infra::vsphere_spec(i))).unwrap_or_default();
-    let needed = listed.len() + spec.target_servers().iter().filter(|t| !listed.iter().any(|l| l == *t)).count();
-    let schemas = infra::vcenters_schema(&crd);
-    if schemas.is_empty() {
-        f.problem(format!(
-            "CustomResourceDefinition {INFRASTRUCTURE_CRD} has no schema for spec.platformSpec.vsphere.vcenters: this OpenShift release cannot list several vCenters"
-        ));
-    }
-    for s in &schemas {
-        for (message, rule) in &s.blocking_rules {
-            f.problem(format!(
-                "the Infrastructure CRD ({INFRASTRUCTURE_CRD}, version {}) has the rule \"{message}\" (x-kubernetes-validations: {rule}) \
-                 on spec.platformSpec.vsphere.vcenters, so no vCenter can be added: this OpenShift release does not support \
-                 moving to another vCenter; upgrade first (the migration never edits the CRD)",
-                s.version
-            ));
-        }
-        if let Some(max) = s.max_items
-            && (max as usize) < needed
-        {
-            f.problem(format!(
-                "the Infrastructure CRD (version {}) allows at most {max} vCenters, but the migration needs {needed} at once",
-                s.version
-            ));
-        }
-    }
-    let max = schemas.iter().filter_map(|s| s.max_items).min().unwrap_or(MAX_VCENTERS as u64);
-    f.checked(format!("the Infrastructure CRD accepts {needed} vCenters (at most {max})"));
     Ok(())
 }
 

@@ -5,13 +5,14 @@
 //! - the spec: each failure domain's paths lie in its own datacenter, the failure domains
 //!   named for workers and the control plane exist;
 //! - the Infrastructure is vSphere, has an infraID, lists the recorded source vCenter(s),
-//!   and can take the targets (failure-domain names, the vCenter limit; a legacy install's
-//!   source can be described as a failure domain);
+//!   and takes the targets: UpdateInfrastructure's very update
+//!   (`vsm_common::infra_update`) is sent to the API server as a dry run, so the schema,
+//!   the vCenter limit and the CEL rules of this release and feature set decide (the
+//!   FeatureGate's feature set and `VSphereMultiVCenterDay2` are reported; a refusal says
+//!   what to enable or that an upgrade is needed; the CRD is never read as text, nor
+//!   edited);
 //! - credentials: `kube-system/vsphere-creds` for every source, the spec's Secret for
 //!   every target (`<server>.username` / `<server>.password`);
-//! - the Infrastructure CRD accepts another vCenter: the old rule "vcenters cannot be added
-//!   or removed once set" is reported by name (the CRD is never edited), as is a maxItems
-//!   too small;
 //! - logins to every vCenter with the configured TLS settings, the source datacenters, and
 //!   every target topology path (datacenter, compute cluster, datastore, networks, resource
 //!   pool, template VM; the VM folder exists or can be created);
@@ -42,9 +43,9 @@ impl Phase for Preflight {
         PhaseInfo::new(
             "Preflight",
             env!("CARGO_PKG_VERSION"),
-            "Check (read-only) the spec, the Infrastructure and its CRD, where every MachineSet goes, credentials, every vCenter, cluster health, volumes and disruption budgets; report every problem",
+            "Check (read-only) the spec, the Infrastructure and the update it will get (a dry run), where every MachineSet goes, credentials, every vCenter, cluster health, volumes and disruption budgets; report every problem",
         )
-        .kube("config.openshift.io", "infrastructures", &["get"], None)
+        .kube("config.openshift.io", "infrastructures", &["get", "validate"], None)
         .kube("config.openshift.io", "clusteroperators", &["list"], None)
         .kube("config.openshift.io", "clusterversions", &["get"], None)
         .kube("", "nodes", &["list"], None)
@@ -53,7 +54,7 @@ impl Phase for Preflight {
         .kube("", "secrets", &["get"], Some(VSPHERE_CREDS_NAMESPACE))
         // The target credentials Secret may be in any namespace the spec names.
         .kube("", "secrets", &["get"], None)
-        .kube("apiextensions.k8s.io", "customresourcedefinitions", &["get"], None)
+        .kube("config.openshift.io", "featuregates", &["get"], None)
         .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
         .kube("machine.openshift.io", "machinesets", &["list"], Some(MACHINE_API_NAMESPACE))
         .vsphere(VsphereCapability::ReadInventory)
@@ -66,7 +67,6 @@ impl Phase for Preflight {
         topology::check_spec(spec, &mut f);
         let infra = cluster::check_infrastructure(cx, spec, &mut f)?;
         cluster::check_credentials(cx, spec, &mut f)?;
-        cluster::check_crd(cx, spec, infra.as_ref(), &mut f)?;
         cluster::check_placement(cx, spec, infra.as_ref(), &mut f)?;
         let infra_id = infra.as_ref().and_then(|i| vsm_common::infra::infra_id(i).ok()).map(str::to_string);
         vcenter::check_vcenters(cx, spec, infra.as_ref(), infra_id.as_deref(), &mut f);

@@ -1,7 +1,7 @@
 use serde_json::json;
 use vsm_common::creds::encode;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
-use vsm_sdk::{Migration, VsphereError};
+use vsm_sdk::{KubeError, Migration, VsphereError};
 
 use super::*;
 
@@ -21,22 +21,9 @@ fn m() -> Migration {
     migration(&spec(), &[SRC])
 }
 
-fn crd(rules: Value) -> Value {
-    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           "metadata": {"name": "infrastructures.config.openshift.io"},
-           "spec": {"versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"properties": {
-               "spec": {"properties": {"platformSpec": {"properties": {"vsphere": {"properties": {
-                   "vcenters": {"maxItems": 3, "minItems": 1, "x-kubernetes-validations": rules}}}}}}}}}}}]}})
-}
-
-fn current_rules() -> Value {
-    json!([{"message": "vcenters must have unique server values", "rule": "self.all(x, self.exists_one(y, y.server == x.server))"}])
-}
-
-fn old_rules() -> Value {
-    json!([{"message": "vcenters cannot be added or removed once set",
-            "rule": "size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true"}])
-}
+/// What the API server answers a dry run that a CEL rule of the Infrastructure CRD refuses.
+const REFUSED: &str = "Infrastructure.config.openshift.io \"cluster\" is invalid: spec.platformSpec.vsphere.vcenters: \
+                       Invalid value: \"array\": vcenters cannot be added or removed once set";
 
 fn condition(t: &str, s: &str) -> Value {
     json!({"type": t, "status": s, "reason": "R", "message": format!("{t} is {s}")})
@@ -63,7 +50,9 @@ fn cluster() -> FakeHost {
     );
     host.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "target-creds", "namespace": "vsphere-migration"},
                     "data": {"vc-dst.username": encode("u"), "vc-dst.password": encode("p")}}));
-    host.put(crd(current_rules()));
+    host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "FeatureGate", "metadata": {"name": "cluster"},
+        "spec": {}, "status": {"featureGates": [{"version": "4.20.0", "enabled": [{"name": "GatewayAPI"}],
+                                                  "disabled": [{"name": "VSphereMultiVCenterDay2"}]}]}}));
     for name in ["authentication", "machine-api", "machine-config", "storage"] {
         host.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "ClusterOperator", "metadata": {"name": name},
                         "status": {"conditions": [condition("Available", "True"), condition("Degraded", "False")]}}));
@@ -96,13 +85,14 @@ fn cluster() -> FakeHost {
 #[test]
 fn a_healthy_cluster_passes_and_nothing_is_changed() {
     let host = cluster();
-    let before = host.list(&types::CUSTOM_RESOURCE_DEFINITION);
+    let before = host.list(&types::INFRASTRUCTURE);
     let run = host.run::<Preflight>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
     assert_eq!(
         run.message(),
         "all checks passed: 1 target failure domain(s) well-formed; Infrastructure is vSphere (infraID cl-1), sources vc-src; \
-         credentials present for every source and target vCenter; the Infrastructure CRD accepts 2 vCenters (at most 3); \
+         the API server accepts the Infrastructure with the targets added, 2 vCenters (a dry run; feature set Default, \
+         VSphereMultiVCenterDay2 off); credentials present for every source and target vCenter; \
          1 MachineSet(s) have a destination: cl-1-worker-0 → cl-1-worker-0-target-fd in target-fd (2); \
          source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); 4 source topology objects found in vCenter vc-src; target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
          6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy; \
@@ -111,17 +101,17 @@ fn a_healthy_cluster_passes_and_nothing_is_changed() {
     );
     assert!(host.denials().is_empty(), "{:?}", host.denials());
     assert!(host.journal().is_empty() && host.all_state().is_empty() && host.plan().is_empty());
-    assert_eq!(host.list(&types::CUSTOM_RESOURCE_DEFINITION), before);
+    assert_eq!(host.list(&types::INFRASTRUCTURE), before, "a dry run stores nothing");
     assert!(!Preflight::describe().has_rollback);
     let info = Preflight::describe();
     let verbs: Vec<&String> = info.capabilities.kube.iter().flat_map(|c| &c.verbs).collect();
-    assert!(verbs.iter().all(|v| *v == "get" || *v == "list"), "read-only: {verbs:?}");
+    assert!(verbs.iter().all(|v| ["get", "list", "validate"].contains(&v.as_str())), "read-only: {verbs:?}");
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
     let host = cluster();
-    host.put(crd(old_rules()));
+    host.on_kube("validate", "Infrastructure", |_| Some(KubeError::Invalid(REFUSED.into())));
     host.edit(&types::SECRET, Some("vsphere-migration"), "target-creds", |o| {
         o["data"].as_object_mut().unwrap().remove("vc-dst.password");
     });
@@ -139,11 +129,16 @@ fn every_problem_is_reported_at_once() {
     let run = host.run::<Preflight>(Direction::Execute, &m());
     assert!(run.failed() && !run.retryable());
     let msg = run.message();
-    assert!(msg.starts_with("Preflight found 6 problems: (1) spec.targetVCenterCredentialsSecret: Secret vsphere-migration/target-creds lacks (or has empty) keys vc-dst.password; "), "{msg}");
+    let refused = format!(
+        "(1) the API server refuses the Infrastructure with the target vCenter(s) added (a dry run of UpdateInfrastructure's \
+         update, 2 vCenters; feature set Default, VSphereMultiVCenterDay2 off; the migration never edits the CRD): {REFUSED}; \
+         this cluster runs feature set Default, with the \
+         VSphereMultiVCenterDay2 feature gate off: a feature set that enables it (TechPreviewNoUpgrade, which cannot be undone, \
+         or CustomNoUpgrade) lets vCenters be added, as does a release where it is on by default; "
+    );
+    assert!(msg.starts_with(&format!("Preflight found 6 problems: {refused}")), "{msg}");
     for part in [
-        "(2) the Infrastructure CRD (infrastructures.config.openshift.io, version v1) has the rule \"vcenters cannot be added or removed once set\" \
-         (x-kubernetes-validations: size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true) on spec.platformSpec.vsphere.vcenters, \
-         so no vCenter can be added",
+        "(2) spec.targetVCenterCredentialsSecret: Secret vsphere-migration/target-creds lacks (or has empty) keys vc-dst.password",
         "(3) source vCenter vc-src: login failed (Cannot complete login due to an incorrect user name or password): check the username and password",
         "(4) failure domain target-fd: compute cluster /dst-dc/host/c not found in vCenter vc-dst",
         "(5) operator storage (available=True, degraded=True): Degraded is True",
@@ -151,8 +146,19 @@ fn every_problem_is_reported_at_once() {
     ] {
         assert!(msg.contains(part), "missing {part:?} in {msg}");
     }
-    // Never edits the CRD.
-    assert_eq!(host.list(&types::CUSTOM_RESOURCE_DEFINITION)[0].at("/spec"), crd(old_rules()).get("spec"));
+    assert!(host.journal().is_empty() && host.plan().is_empty());
+
+    // Without the gate in the FeatureGate, the refusal means an older release.
+    host.remove(&types::FEATURE_GATE, None, "cluster");
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(
+        run.message().contains(&format!(
+            "2 vCenters; no FeatureGate cluster; the migration never edits the CRD): {REFUSED}; this OpenShift release does not let a \
+             vCenter be added to a running cluster: upgrade first"
+        )),
+        "{}",
+        run.message()
+    );
 }
 
 #[test]
@@ -185,11 +191,30 @@ fn the_infrastructure_must_be_vsphere_list_the_sources_and_take_the_targets() {
     for part in [
         "source vCenter vc-src (recorded when the migration started) is no longer in the Infrastructure",
         "vCenter vc-other is in the Infrastructure but is neither a target nor a recorded source",
-        "failure domain \"target-fd\" already exists in the Infrastructure for vCenter vc-src, but the migration puts it on vc-dst",
-        "the Infrastructure CRD (version v1) allows at most 3 vCenters, but the migration needs 4 at once",
     ] {
         assert!(msg.contains(part), "missing {part:?} in {msg}");
     }
+    // Once the sources are right, the update itself: a failure-domain name taken by the
+    // source; a vCenter too many, as the API server says it.
+    let host = cluster();
+    host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| {
+        o["spec"]["platformSpec"]["vsphere"]["failureDomains"][0]["name"] = json!("target-fd");
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(
+        run.message().contains(
+            "failure domain \"target-fd\" already exists in the Infrastructure for vCenter vc-src, but the migration puts it on vc-dst"
+        ),
+        "{}",
+        run.message()
+    );
+    let host = cluster();
+    let too_many = "spec.platformSpec.vsphere.vcenters: Too many: 4: must have at most 3 items";
+    host.on_kube("validate", "Infrastructure", move |_| Some(KubeError::Invalid(too_many.into())));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.message().contains(&format!(
+            "2 vCenters; feature set Default, VSphereMultiVCenterDay2 off; the migration never edits the CRD): {too_many}"
+        )), "{}", run.message());
     host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| o["spec"]["platformSpec"]["type"] = json!("None"));
     host.edit(&types::INFRASTRUCTURE, None, "cluster", |o| o["status"]["platformStatus"]["type"] = json!("None"));
     let run = host.run::<Preflight>(Direction::Execute, &m());
@@ -210,7 +235,7 @@ fn a_legacy_install_needs_a_master_on_the_source() {
     assert_eq!(
         run.message(),
         "Preflight found 1 problem: (1) the Infrastructure has no failure domains, and source vCenter vc-src cannot be described as one: \
-         no control-plane Machine in openshift-machine-api runs there"
+         no control-plane Machine in openshift-machine-api runs there (workspace.server vc-src)"
     );
     host.put(json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine",
         "metadata": {"name": "cl-1-master-0", "namespace": "openshift-machine-api", "labels": {"machine.openshift.io/cluster-api-machine-role": "master"}},

@@ -1,7 +1,8 @@
 //! UpdateInfrastructure: add each target vCenter (server, port, datacenters) and each
 //! target failure domain to `spec.platformSpec.vsphere` of the Infrastructure `cluster`.
 //!
-//! - Merged by server and failure-domain name ([`vsm_common::infra::add_targets`]): a
+//! - Computed by [`vsm_common::infra_update::add_targets`] (which Preflight dry-runs first),
+//!   merged by server and failure-domain name ([`vsm_common::infra::add_targets`]): a
 //!   re-run yields the identical object (the Go controller appended the failure domains
 //!   again), datacenters come in a fixed order (the Go controller used map order), and
 //!   every other field is kept as it was.
@@ -9,15 +10,16 @@
 //!   as a failure domain, from a control-plane machine's provider spec, so machines there
 //!   keep working once failure domains exist.
 //! - The Infrastructure CRD is never edited (the Go controller loosened its validation and
-//!   then failed to put it back); Preflight reports a CRD that refuses another vCenter.
+//!   then failed to put it back); Preflight has the API server dry-run this very update.
 //! - One conflict-checked update, re-read and recomputed on a conflict.
 //!
 //! Rollback restores the journalled before-image of the Infrastructure.
 
-use vsm_common::infra::{self, LEGACY_FAILURE_DOMAIN, Targets};
+use vsm_common::infra::LEGACY_FAILURE_DOMAIN;
+use vsm_common::infra_update;
 use vsm_sdk::KubeError;
 use vsm_sdk::prelude::*;
-use vsm_sdk::types::names::{INFRASTRUCTURE, MACHINE_API_NAMESPACE, MACHINE_ROLE_LABEL};
+use vsm_sdk::types::names::{INFRASTRUCTURE, MACHINE_API_NAMESPACE};
 
 const ATTEMPTS: usize = 5;
 
@@ -41,64 +43,13 @@ impl Phase for UpdateInfrastructure {
     }
 }
 
-/// Failure domains describing the legacy sources, from the masters' provider specs.
-fn describe_sources(cx: &Cx, servers: &[String]) -> Result<Vec<Value>, PhaseError> {
-    if servers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut masters =
-        cx.kube().list(&types::MACHINE, Some(MACHINE_API_NAMESPACE), Some(&format!("{MACHINE_ROLE_LABEL}=master")))?;
-    masters.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut out = Vec::new();
-    for (i, server) in servers.iter().enumerate() {
-        let name =
-            if i == 0 { LEGACY_FAILURE_DOMAIN.to_string() } else { format!("{LEGACY_FAILURE_DOMAIN}-{}", i + 1) };
-        let spec = masters
-            .iter()
-            .filter(|m| !m.is_deleting())
-            .filter_map(|m| m.at("/spec/providerSpec/value"))
-            .find(|ps| ps.pointer("/workspace/server").and_then(Value::as_str) == Some(server.as_str()))
-            .ok_or_else(|| {
-                PhaseError::from(infra::InfraError::CannotDescribeSource {
-                    server: server.clone(),
-                    reason: format!(
-                        "no control-plane Machine in {MACHINE_API_NAMESPACE} runs there (workspace.server {server})"
-                    ),
-                })
-            })?;
-        out.push(infra::describe_source(&name, server, spec)?);
-    }
-    Ok(out)
-}
-
 fn execute(cx: &Cx) -> Step {
     let spec = cx.spec()?;
-    let port = |server: &str| spec.connection(server).and_then(|c| c.port).unwrap_or(443);
     let targets: Vec<&str> = spec.target_servers();
     for _ in 0..ATTEMPTS {
         let live = cx.kube().get_required(&types::INFRASTRUCTURE, None, INFRASTRUCTURE)?;
-        infra::require_vsphere(&live)?;
-        let infra_id = infra::infra_id(&live)?;
-        let current = infra::vsphere_spec(&live);
-        let listed = infra::vcenter_servers(&current);
-        let missing: Vec<&str> =
-            cx.source_servers().iter().map(String::as_str).filter(|s| !listed.iter().any(|l| l == s)).collect();
-        if !missing.is_empty() {
-            return Err(PhaseError::invalid(format!(
-                "the Infrastructure does not list the source vCenter(s) {} recorded when the migration started \
-                 (spec.platformSpec.vsphere.vcenters: {}); refusing to write vCenters without them",
-                missing.join(", "),
-                if listed.is_empty() { "empty".to_string() } else { listed.join(", ") }
-            )));
-        }
-        let legacy = infra::undescribed_sources(&current, &targets);
-        let t = Targets {
-            failure_domains: &spec.failure_domains,
-            infra_id,
-            port: &port,
-            legacy_sources: describe_sources(cx, &legacy)?,
-        };
-        let desired = infra::add_targets(&current, &t)?;
+        let infra_update::Update { current, desired, object: next, legacy } =
+            infra_update::add_targets(cx, spec, &live)?;
         let names: Vec<&str> = spec.failure_domains.iter().map(|f| f.name.as_str()).collect();
         if desired == current {
             return Ok(done(format!(
@@ -107,9 +58,6 @@ fn execute(cx: &Cx) -> Step {
                 names.join(", ")
             )));
         }
-        let mut next = live.clone();
-        next.set(infra::VSPHERE_SPEC, desired);
-        next.remove("/metadata/managedFields");
         match cx.kube().replace(&types::INFRASTRUCTURE, &next) {
             Ok(_) => {
                 let mut msg = format!(

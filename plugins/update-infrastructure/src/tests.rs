@@ -1,5 +1,6 @@
 use serde_json::json;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
+use vsm_sdk::types::names::MACHINE_ROLE_LABEL;
 use vsm_sdk::{KubeError, Migration};
 
 use super::*;

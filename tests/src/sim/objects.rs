@@ -49,6 +49,10 @@ pub fn cluster_version() -> ApiResource {
     resource("config.openshift.io", "v1", "ClusterVersion", "clusterversions")
 }
 
+pub fn feature_gate() -> ApiResource {
+    resource("config.openshift.io", "v1", "FeatureGate", "featuregates")
+}
+
 pub fn machine() -> ApiResource {
     resource("machine.openshift.io", "v1beta1", "Machine", "machines")
 }

@@ -40,6 +40,10 @@ pub struct SeedOptions {
     /// A zonal cluster: a failure domain per compute cluster of every source vCenter (see
     /// [`ZonalSeed`]); None for the classic one-domain cluster in the first source vCenter.
     pub zonal: Option<ZonalSeed>,
+    /// The FeatureGate's `spec.featureSet` ("" is Default); `TechPreviewNoUpgrade` turns
+    /// [`MULTI_VCENTER_GATE`](super::MULTI_VCENTER_GATE) on. Pair it with the environment's
+    /// [`OpenShiftCrds::Variant`](crate::OpenShiftCrds::Variant)`("techpreview")`.
+    pub feature_set: String,
 }
 
 /// What a zonal seed adds to the classic one ([`SeedOptions::zonal`]).
@@ -83,6 +87,7 @@ impl Default for SeedOptions {
             openshift_version: "4.18.12".into(),
             concurrency: 16,
             zonal: None,
+            feature_set: String::new(),
         }
     }
 }

@@ -76,6 +76,8 @@ pub const ANNOTATION_AUTOSCALER_MIN: &str = "machine.openshift.io/cluster-api-au
 pub const ANNOTATION_AUTOSCALER_MAX: &str = "machine.openshift.io/cluster-api-autoscaler-node-group-max-size";
 /// The taint of a zonal seed's infra MachineSet (key; effect `NoSchedule`).
 pub const INFRA_TAINT_KEY: &str = "node-role.kubernetes.io/infra";
+/// The feature gate that lets vCenters be added to and removed from a running cluster.
+pub const MULTI_VCENTER_GATE: &str = "VSphereMultiVCenterDay2";
 
 /// One vCenter of the environment, as the seeded cluster names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -942,6 +944,25 @@ async fn seed_config(
     let cv_api: Api<DynamicObject> = Api::all_with(client.clone(), &o::cluster_version());
     let check = missing("/desired");
     ensure::<DynamicObject>(&cv_api, None, cv, Some((cv_status, &check))).await?;
+
+    // The FeatureGate: the feature set, and whether the gate that lets vCenters be added to
+    // a running cluster is on (the TechPreviewNoUpgrade set turns it on). Only where its
+    // CRD is installed (the fixtures have it, the fallback schemas do not).
+    if env.installed_crds().iter().any(|c| c == "featuregates.config.openshift.io") {
+        let mut spec = json!({});
+        if !opts.feature_set.is_empty() {
+            spec["featureSet"] = json!(opts.feature_set);
+        }
+        let fg = json!({"apiVersion": "config.openshift.io/v1", "kind": "FeatureGate", "metadata": {"name": "cluster"},
+                        "spec": spec});
+        let gate = json!([{"name": MULTI_VCENTER_GATE}]);
+        let (enabled, disabled) =
+            if opts.feature_set == "TechPreviewNoUpgrade" { (gate, json!([])) } else { (json!([]), gate) };
+        let status = json!({"featureGates": [{"version": version, "enabled": enabled, "disabled": disabled}]});
+        let fg_api: Api<DynamicObject> = Api::all_with(client.clone(), &o::feature_gate());
+        let check = missing("/featureGates");
+        ensure::<DynamicObject>(&fg_api, None, fg, Some((status, &check))).await?;
+    }
 
     let co_api = o::operators_api(client);
     futures::stream::iter(CLUSTER_OPERATORS)

@@ -185,25 +185,3 @@ fn platform_and_infra_id_are_checked() {
     assert_eq!(vsphere_spec(&infra("VSphere", "a")), vsphere());
     assert_eq!(vsphere_spec(&Object(json!({}))), json!({}));
 }
-
-#[test]
-fn the_old_vcenters_rule_is_recognised_and_the_current_one_is_not() {
-    let crd = |rules: Value| {
-        Object(
-            json!({"spec": {"versions": [{"name": "v1", "served": true, "schema": {"openAPIV3Schema": {"properties": {
-            "spec": {"properties": {"platformSpec": {"properties": {"vsphere": {"properties": {
-                "vcenters": {"maxItems": 3, "x-kubernetes-validations": rules}}}}}}}}}}}]}}),
-        )
-    };
-    let current = crd(json!([{"message": "vcenters must have unique server values",
-                              "rule": "self.all(x, self.exists_one(y, y.server == x.server))"}]));
-    let schema = vcenters_schema(&current);
-    assert_eq!(schema, [VcentersSchema { version: "v1".into(), max_items: Some(3), blocking_rules: vec![] }]);
-    let old = crd(json!([{"message": "vcenters cannot be added or removed once set",
-                          "rule": "size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true"}]));
-    let schema = vcenters_schema(&old);
-    assert_eq!(schema[0].blocking_rules.len(), 1);
-    assert_eq!(schema[0].blocking_rules[0].0, "vcenters cannot be added or removed once set");
-    let reworded = crd(json!([{"message": "no", "rule": "size(self)   ==  size(oldSelf)"}]));
-    assert_eq!(vcenters_schema(&reworded)[0].blocking_rules.len(), 1);
-}
