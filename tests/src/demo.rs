@@ -24,7 +24,7 @@ use vsm_api::{Direction, MigrationStatus, PhaseResult, Stage, VSphereMigration, 
 use vsm_host::operator::{Operator, OperatorConfig};
 use vsm_host::runtime::config::{PluginConfig, PluginEntry};
 
-use crate::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec, zonal_spec};
+use crate::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec, zonal_spec_in_order};
 use crate::sim::{SeedOptions, SeededCluster, SimOptions, Simulator, ZonalSeed, seed};
 use crate::{TestEnv, TestEnvOptions, VcsimOptions};
 
@@ -328,17 +328,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
 
     let mut spec = match opts.zones {
         None => target_spec(&env),
-        Some(_) => {
-            let map: Vec<(&str, &str)> = seeded
-                .failure_domains
-                .iter()
-                .zip(&seeded.target_failure_domains)
-                .map(|(s, t)| (s.name.as_str(), t.name.as_str()))
-                .collect();
-            let control_plane: Vec<&str> =
-                seeded.target_failure_domains.iter().take(3).map(|t| t.name.as_str()).collect();
-            zonal_spec(&env, &seeded, &map, &control_plane)
-        }
+        Some(_) => zonal_spec_in_order(&env, &seeded),
     };
     // A short stability window after the control-plane rollout: the simulated control plane
     // does not regress, and a demo should not sit still for the production default.

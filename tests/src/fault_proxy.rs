@@ -108,13 +108,15 @@ impl FaultProxy {
         Self::start_on("127.0.0.1".parse()?, upstream).await
     }
 
-    /// Listen on a free port of `ip` (e.g. the vCenter's own loopback address, so its
+    /// Listen on a free port of `ip` below 32768 (e.g. the vCenter's own loopback address, so its
     /// certificate and the credential keys named after it still match) and forward to
     /// `upstream`.
     pub async fn start_on(ip: std::net::IpAddr, upstream: &str) -> Result<FaultProxy> {
         let upstream: SocketAddr =
             tokio::net::lookup_host(upstream).await?.next().with_context(|| format!("resolve {upstream}"))?;
-        let listener = bind(SocketAddr::new(ip, 0))?;
+        // A port OpenShift's Infrastructure accepts for a vCenter (at most 32767): the proxy
+        // stands for a vCenter a migration writes there.
+        let listener = bind(SocketAddr::new(ip, crate::process::free_low_port(ip)?))?;
         let addr = listener.local_addr()?;
         let (faults, _) = watch::channel(Faults::default());
         let (kill_epoch, _) = watch::channel(0);

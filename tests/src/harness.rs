@@ -100,6 +100,19 @@ pub fn zonal_spec(
     .expect("a valid zonal spec")
 }
 
+/// [`zonal_spec`] domain by domain: the i-th source failure domain onto the i-th target
+/// domain, the control plane over the first three target domains.
+pub fn zonal_spec_in_order(env: &TestEnv, seeded: &SeededCluster) -> MigrationSpec {
+    let map: Vec<(&str, &str)> = seeded
+        .failure_domains
+        .iter()
+        .zip(&seeded.target_failure_domains)
+        .map(|(s, t)| (s.name.as_str(), t.name.as_str()))
+        .collect();
+    let control_plane: Vec<&str> = seeded.target_failure_domains.iter().take(3).map(|t| t.name.as_str()).collect();
+    zonal_spec(env, seeded, &map, &control_plane)
+}
+
 /// A seeded failure domain as `spec.failureDomains` lists it.
 pub fn spec_domain(fd: &FailureDomain) -> serde_json::Value {
     let mut topology = json!({

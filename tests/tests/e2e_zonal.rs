@@ -22,10 +22,10 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, until_migration, zonal_spec};
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, until_migration, zonal_spec_in_order};
 use vsm_testenv::sim::nodes::LABEL_TOPOLOGY_ZONE;
 use vsm_testenv::sim::objects as o;
-use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, ZonalSeed, seed};
+use vsm_testenv::sim::{FailureDomain, SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, ZonalSeed, seed};
 use vsm_testenv::vcsim::GuestVm;
 use vsm_testenv::{TestEnv, TestEnvOptions, VcsimOptions};
 
@@ -106,12 +106,9 @@ impl Zonal {
         self.seeded.failure_domains.iter().zip(targets).map(|(s, t)| (s.name.clone(), t.name.clone())).collect()
     }
 
-    /// [`Zonal::domains`]; the control plane over every target domain.
+    /// [`Zonal::domains`]; the control plane over the three target domains.
     fn spec(&self) -> Result<Value> {
-        let domains = self.domains();
-        let map: Vec<(&str, &str)> = domains.iter().map(|(s, t)| (s.as_str(), t.as_str())).collect();
-        let targets: Vec<&str> = self.seeded.target_failure_domains.iter().map(|t| t.name.as_str()).collect();
-        let mut v = serde_json::to_value(zonal_spec(&self.env, &self.seeded, &map, &targets))?;
+        let mut v = serde_json::to_value(zonal_spec_in_order(&self.env, &self.seeded))?;
         v["health"] = json!({"stabilityWindow": "2s"});
         Ok(v)
     }
@@ -183,11 +180,7 @@ impl Zonal {
         for m in o::machines_api(&self.env.client()).list(&Default::default()).await?.items {
             let name = m.name_any();
             let (host, vm) = vms.get(&name).with_context(|| format!("no VM for {name}"))?;
-            let fd = self
-                .seeded
-                .failure_domains
-                .iter()
-                .find(|fd| &fd.server == host && vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
+            let fd = domain_of(&self.seeded.failure_domains, host, vm)
                 .with_context(|| format!("{name} runs in no source domain after the rollback: {host} {vm:?}"))?;
             if let Some(set) = m.labels().get(o::LABEL_MACHINESET) {
                 let want = self.seeded.machineset_domains.get(set).with_context(|| format!("{name}: set {set}"))?;
@@ -243,11 +236,7 @@ impl Zonal {
         for m in &machines {
             let name = m.name_any();
             let (host, vm) = vms.get(&name).with_context(|| format!("no VM for {name}"))?;
-            let fd = self
-                .seeded
-                .target_failure_domains
-                .iter()
-                .find(|fd| &fd.server == host && vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
+            let fd = domain_of(&self.seeded.target_failure_domains, host, vm)
                 .with_context(|| format!("{name}'s VM is in no target domain: {host} {vm:?}"))?;
             let node = nodes.get(&name).await?;
             ensure!(node.labels().get(LABEL_TOPOLOGY_ZONE) == Some(&fd.zone), "{name}: {:?}", node.labels());
@@ -314,6 +303,11 @@ async fn sets(env: &TestEnv) -> Result<BTreeMap<String, Value>> {
             )
         })
         .collect())
+}
+
+/// The one of `domains` whose vCenter (`host`) and compute cluster hold `vm`.
+fn domain_of<'a>(domains: &'a [FailureDomain], host: &str, vm: &GuestVm) -> Option<&'a FailureDomain> {
+    domains.iter().find(|fd| fd.server == host && vm.compute_cluster.as_deref() == Some(fd.compute_cluster.as_str()))
 }
 
 async fn all_vms(env: &TestEnv) -> Result<BTreeMap<String, (String, GuestVm)>> {

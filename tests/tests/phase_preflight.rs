@@ -163,8 +163,8 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
         format!("source vCenter {src}: no credentials for vCenter {src}"),
         "the API server refuses the Infrastructure with the target vCenter(s) added (a dry run of UpdateInfrastructure's update, \
          2 vCenters; feature set Default, VSphereMultiVCenterDay2 off; the migration never edits the CRD): ".to_string(),
-        "vcenters cannot be added or removed once set; this cluster runs feature set Default, with the \
-         VSphereMultiVCenterDay2 feature gate off: a feature set that enables it".to_string(),
+        "vcenters cannot be added or removed once set; if it refuses adding a vCenter at all: this cluster runs feature \
+         set Default, with the VSphereMultiVCenterDay2 feature gate off, and a feature set that enables it".to_string(),
         format!("failure domain target-fd: compute cluster /dst-dc/host/no-such-cluster not found in vCenter {dst}"),
         format!("failure domain target-fd: resource pool /dst-dc/host/no-such-cluster/Resources not found in vCenter {dst}"),
         "operator storage (available=True, degraded=True): Degraded is True".to_string(),

@@ -32,7 +32,7 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use vsm_api::MigrationSpec;
 use vsm_api::{Stage, VSphereMigration, VSphereMigrationSpec};
-use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec, zonal_spec};
+use vsm_testenv::harness::{NAMESPACE, ensure_secrets, plugin_dir, target_spec, zonal_spec_in_order};
 use vsm_testenv::process::{Process, free_port};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimOptions, Simulator, ZonalSeed, seed};
 use vsm_testenv::{TestEnv, TestEnvOptions, VcsimOptions};
@@ -320,17 +320,10 @@ impl Cluster {
     }
 
     fn spec(self, env: &TestEnv, seeded: &SeededCluster) -> MigrationSpec {
-        if self.zones.is_none() {
-            return target_spec(env);
+        match self.zones {
+            None => target_spec(env),
+            Some(_) => zonal_spec_in_order(env, seeded),
         }
-        let map: Vec<(&str, &str)> = seeded
-            .failure_domains
-            .iter()
-            .zip(&seeded.target_failure_domains)
-            .map(|(s, t)| (s.name.as_str(), t.name.as_str()))
-            .collect();
-        let control_plane: Vec<&str> = seeded.target_failure_domains.iter().take(3).map(|t| t.name.as_str()).collect();
-        zonal_spec(env, seeded, &map, &control_plane)
     }
 }
 

@@ -238,10 +238,7 @@ impl KubeBackend for LiveKube {
         name: &str,
         object: &str,
     ) -> Result<String, KubeError> {
-        self.outputs.count_kube();
-        let obj = to_object(parse(object)?)?;
-        let pp = PostParams { dry_run: self.dry_run, field_manager: Some(manager(s)) };
-        api(&self.client, ty, ns).replace(name, &pp, &obj).await.map(|o| json_of(&o)).map_err(map_error)
+        self.put(s, ty, ns, name, object, self.dry_run).await
     }
 
     async fn delete(
@@ -269,9 +266,24 @@ impl KubeBackend for LiveKube {
         name: &str,
         object: &str,
     ) -> Result<String, KubeError> {
+        self.put(s, ty, ns, name, object, true).await
+    }
+}
+
+impl LiveKube {
+    /// A replace (PUT), stored unless `dry_run`.
+    async fn put(
+        &self,
+        s: &CallScope,
+        ty: &ResolvedType,
+        ns: Option<&str>,
+        name: &str,
+        object: &str,
+        dry_run: bool,
+    ) -> Result<String, KubeError> {
         self.outputs.count_kube();
         let obj = to_object(parse(object)?)?;
-        let pp = PostParams { dry_run: true, field_manager: Some(manager(s)) };
+        let pp = PostParams { dry_run, field_manager: Some(manager(s)) };
         api(&self.client, ty, ns).replace(name, &pp, &obj).await.map(|o| json_of(&o)).map_err(map_error)
     }
 }

@@ -88,8 +88,8 @@ pub fn check_infrastructure(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> 
 /// Infrastructure (OpenShift 4.17+, TechPreviewNoUpgrade at first).
 pub const MULTI_VCENTER_GATE: &str = "VSphereMultiVCenterDay2";
 
-/// The cluster's feature set and whether [`MULTI_VCENTER_GATE`] is on: `(featureSet,
-/// Some(enabled))`, `None` when the FeatureGate does not name the gate.
+/// The cluster's feature set and whether [`MULTI_VCENTER_GATE`] is on (`None` inside when
+/// the FeatureGate does not name the gate); `None` without a FeatureGate `cluster`.
 fn feature_gate(cx: &Cx) -> Result<Option<(String, Option<bool>)>, PhaseError> {
     let Some(fg) = cx.kube().get(&types::FEATURE_GATE, None, FEATURE_GATE)? else { return Ok(None) };
     let set = fg.str_at("/spec/featureSet").filter(|s| !s.is_empty()).unwrap_or("Default").to_string();
@@ -138,11 +138,13 @@ fn check_update(cx: &Cx, update: &infra_update::Update, f: &mut Findings) -> Res
         Err(PhaseError::Kube { error: KubeError::Invalid(why), .. }) => {
             let hint = match &features {
                 Some((feature_set, Some(false))) => format!(
-                    "this cluster runs feature set {feature_set}, with the {MULTI_VCENTER_GATE} feature gate off: a feature \
-                     set that enables it (TechPreviewNoUpgrade, which cannot be undone, or CustomNoUpgrade) lets vCenters be \
-                     added, as does a release where it is on by default"
+                    "if it refuses adding a vCenter at all: this cluster runs feature set {feature_set}, with the \
+                     {MULTI_VCENTER_GATE} feature gate off, and a feature set that enables it (TechPreviewNoUpgrade, which \
+                     cannot be undone, or CustomNoUpgrade) lets vCenters be added, as does a release where it is on by default"
                 ),
-                _ => "this OpenShift release does not let a vCenter be added to a running cluster: upgrade first".into(),
+                _ => "if it refuses adding a vCenter at all, this OpenShift release does not let one be added to a \
+                      running cluster: upgrade first"
+                    .into(),
             };
             f.problem(format!(
                 "the API server refuses the Infrastructure with the target vCenter(s) added (a dry run of \

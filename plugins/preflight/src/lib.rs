@@ -36,6 +36,21 @@ use vsm_sdk::types::names::{MACHINE_API_NAMESPACE, VSPHERE_CREDS_NAMESPACE};
 
 pub use findings::{Findings, Problem};
 
+/// What Preflight checks, one line each: the "Before you start" checklist of
+/// docs/OPERATIONS.md (a test keeps the two in step).
+pub const CHECKS: &[&str] = &[
+    "The spec: each target failure domain's paths lie in its own datacenter, and the failure domains named for the machine sets and the control plane are defined.",
+    "The Infrastructure `cluster` is vSphere, has an infrastructure name, lists every source vCenter, and lists no vCenter that is neither a source nor a target.",
+    "The API server accepts the Infrastructure with the target vCenters and failure domains added (a dry run of UpdateInfrastructure's update, on your release's own CRD and feature set; at most three vCenters at once).",
+    "`kube-system/vsphere-creds` holds `<server>.username` and `<server>.password` for every source vCenter, and the target credentials Secret for every target vCenter.",
+    "Every MachineSet in a source vCenter has a destination (`failureDomainMap`, an override or `failureDomain`), and no two replacements share a name.",
+    "Every vCenter answers with the TLS settings of `spec.vcenters` and its credentials, and the source datacenters exist.",
+    "Every target topology path exists: datacenter, compute cluster, datastore, networks, resource pool, template VM, and the VM folder or its datacenter (CreateFolder makes the folder).",
+    "Cluster operators are Available and not Degraded (tolerated ones aside), no upgrade is in progress, and every Node is Ready (these alone are retried until the phase's deadline, as they may clear up by themselves).",
+    "No vSphere PersistentVolume exists (moving volumes is not supported yet).",
+    "No PodDisruptionBudget can never allow an eviction (`maxUnavailable: 0`, `minAvailable: 100%`, or `minAvailable` at least its pods).",
+];
+
 pub struct Preflight;
 
 impl Phase for Preflight {

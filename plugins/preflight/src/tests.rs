@@ -132,9 +132,9 @@ fn every_problem_is_reported_at_once() {
     let refused = format!(
         "(1) the API server refuses the Infrastructure with the target vCenter(s) added (a dry run of UpdateInfrastructure's \
          update, 2 vCenters; feature set Default, VSphereMultiVCenterDay2 off; the migration never edits the CRD): {REFUSED}; \
-         this cluster runs feature set Default, with the \
-         VSphereMultiVCenterDay2 feature gate off: a feature set that enables it (TechPreviewNoUpgrade, which cannot be undone, \
-         or CustomNoUpgrade) lets vCenters be added, as does a release where it is on by default; "
+         if it refuses adding a vCenter at all: this cluster runs feature set Default, with the VSphereMultiVCenterDay2 \
+         feature gate off, and a feature set that enables it (TechPreviewNoUpgrade, which cannot be undone, or CustomNoUpgrade) \
+         lets vCenters be added, as does a release where it is on by default; "
     );
     assert!(msg.starts_with(&format!("Preflight found 6 problems: {refused}")), "{msg}");
     for part in [
@@ -153,8 +153,8 @@ fn every_problem_is_reported_at_once() {
     let run = host.run::<Preflight>(Direction::Execute, &m());
     assert!(
         run.message().contains(&format!(
-            "2 vCenters; no FeatureGate cluster; the migration never edits the CRD): {REFUSED}; this OpenShift release does not let a \
-             vCenter be added to a running cluster: upgrade first"
+            "2 vCenters; no FeatureGate cluster; the migration never edits the CRD): {REFUSED}; if it refuses adding a \
+             vCenter at all, this OpenShift release does not let one be added to a running cluster: upgrade first"
         )),
         "{}",
         run.message()
@@ -342,4 +342,14 @@ fn vsphere_volumes_and_budgets_that_block_every_drain_are_refused_by_name() {
          shop/db (minAvailable 2 over 2 pod(s)) (relax them, or scale their workloads up, before migrating)"
     );
     assert!(host.journal().is_empty() && host.plan().is_empty());
+}
+
+#[test]
+fn the_operations_checklist_is_what_preflight_checks() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/OPERATIONS.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let section = text.split("## Before you start").nth(1).expect("a \"Before you start\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let listed: Vec<&str> = section.lines().filter_map(|l| l.strip_prefix("- ")).collect();
+    assert_eq!(listed, CHECKS, "docs/OPERATIONS.md \"Before you start\" and CHECKS differ");
 }
