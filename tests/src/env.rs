@@ -77,7 +77,7 @@ pub struct TestEnv {
     installed_crds: Vec<String>,
     openshift_crds_dir: Option<PathBuf>,
     // Drop order matters: processes before the directory that holds their files.
-    machine_api: Option<MachineApi>,
+    machine_api: Option<Arc<MachineApi>>,
     source: Vcsim,
     target: Vcsim,
     /// The extra vCenters, sources first, each in the order asked for.
@@ -249,19 +249,19 @@ impl TestEnv {
         }
         if opts.machine_api {
             let ca_path = env.ca_path();
-            let vcenter_ca_path = env.vcenter_ca_bundle_path();
+            let trust = env.installed_trust_pem();
             let cluster = machine_api::Cluster {
                 client: env.client(),
                 apiserver_url: &env.apiserver.url,
                 ca: &env.ca,
                 ca_path: &ca_path,
-                vcenter_ca_path: &vcenter_ca_path,
+                trust_pem: &trust,
                 installed_crds: &env.installed_crds,
             };
             let started = MachineApi::start(&bins.machine_api, &cluster, &env.dir.path().join("machine-api")).await;
             let started = started.context("starting the machine-api")?;
             env.installed_crds.extend_from_slice(started.installed_crds());
-            env.machine_api = Some(started);
+            env.machine_api = Some(Arc::new(started));
         }
         Ok(env)
     }
@@ -407,12 +407,41 @@ impl TestEnv {
 
     /// The machine-api processes, if [`TestEnvOptions::machine_api`] was set.
     pub fn machine_api(&self) -> Option<&MachineApi> {
-        self.machine_api.as_ref()
+        self.machine_api.as_deref()
+    }
+
+    /// [`TestEnv::machine_api`], to keep: the simulator restarts its machine controller
+    /// as a kubelet restarts the container.
+    pub fn machine_api_handle(&self) -> Option<Arc<MachineApi>> {
+        self.machine_api.clone()
+    }
+
+    /// What the simulated cluster trusted when it was installed, one PEM bundle: the
+    /// environment's CA (the system roots of its nodes and images: a vCenter with a
+    /// certificate from it is trusted as one from a public CA would be) and every source
+    /// vCenter's CA (given at install, as `additionalTrustBundle`). A target vCenter with
+    /// a CA of its own ([`VcsimOptions::with_own_ca`]) is not trusted until a migration
+    /// adds its CA.
+    pub fn installed_trust_pem(&self) -> String {
+        let mut pems = vec![self.ca.cert_pem.clone()];
+        for v in self.sources() {
+            if let Some(pem) = &v.ca_pem
+                && !pems.contains(pem)
+            {
+                pems.push(pem.clone());
+            }
+        }
+        pems.iter().map(|p| if p.ends_with('\n') { p.clone() } else { format!("{p}\n") }).collect()
+    }
+
+    /// The system roots of the simulated cluster's images: the environment's CA.
+    pub fn system_trust_pem(&self) -> &str {
+        &self.ca.cert_pem
     }
 
     /// Log files of the machine-api processes (none unless [`TestEnvOptions::machine_api`]).
     pub fn machine_api_logs(&self) -> Vec<(machine_api::Component, &Path)> {
-        self.machine_api.as_ref().map(MachineApi::log_paths).unwrap_or_default()
+        self.machine_api.as_deref().map(MachineApi::log_paths).unwrap_or_default()
     }
 
     /// Stop kube-apiserver (SIGTERM, or SIGKILL when `kill`) and start it again on the same

@@ -65,11 +65,15 @@
 //! `<role>-user-data` Secrets (key `userData`), the cloud config the Infrastructure's
 //! `spec.cloudConfig` names in `openshift-config` (the actuator reads each vCenter's port
 //! and insecure flag from it), and in each vCenter a template it can clone (hardware version
-//! 15 or later, one disk). The machine-controller trusts every vCenter's CA for vCenter
-//! connections (`SSL_CERT_FILE`: the environment's bundle,
-//! [`TestEnv::vcenter_ca_bundle_pem`](crate::TestEnv::vcenter_ca_bundle_pem)). The simulator's kubelets register a Node for each VM the
-//! actuator powers on, which nodelink links to its Machine
-//! ([`Simulator`](crate::sim::Simulator)).
+//! 15 or later, one disk). The machine-controller verifies vCenter certificates with its
+//! trust store, a file its `SSL_CERT_FILE` names ([`MachineApi::trust_file`]), as its
+//! container does with the `mao-trusted-ca` ConfigMap mounted over
+//! `/etc/pki/ca-trust/extracted/pem`: at start what the cluster trusted when it was
+//! installed ([`TestEnv::installed_trust_pem`](crate::TestEnv::installed_trust_pem)); the
+//! simulator restarts it with that ConfigMap's content whenever the
+//! `machine-api-controllers` pod is replaced ([`MachineApi::restart_machine_controller`]).
+//! The simulator's kubelets register a Node for each VM the actuator powers on, which
+//! nodelink links to its Machine ([`Simulator`](crate::sim::Simulator)).
 //!
 //! The actuator tags each VM with the tag named like the infrastructure name in the category
 //! `openshift-<infrastructure name>` when that tag exists in the vCenter, and skips the tag
@@ -111,6 +115,19 @@ const IPAM_CRDS: [&str; 2] = [
 const MHC_CRD_NAME: &str = "machinehealthchecks.machine.openshift.io";
 const MHC_CRD_FILE: &str = "0000_10_machine-api_01_machinehealthchecks.crd.yaml";
 const FIELD_MANAGER: &str = "vsm-testenv";
+
+const TRUST_DIR: &str = "machine-controller-trust";
+const TRUST_FILE: &str = "tls-ca-bundle.pem";
+
+/// Replaces the trust file in one rename, so a starting process never reads half of it.
+fn write_trust(path: &Path, pem: &str) -> Result<()> {
+    let dir = path.parent().context("trust file without a folder")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".tls-ca-bundle.pem.new");
+    std::fs::write(&tmp, pem)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
 
 /// Only a guard against hanging; a busy 2-core machine takes tens of seconds.
 const READY_LIMIT: Duration = Duration::from_secs(300);
@@ -169,6 +186,8 @@ impl Component {
 /// The running processes; stopped on drop.
 pub struct MachineApi {
     processes: Vec<(Component, Process, PathBuf)>,
+    /// The machine controller's trust store (`SSL_CERT_FILE`).
+    trust_file: PathBuf,
     webhook_url: String,
     installed_crds: Vec<String>,
     version: String,
@@ -187,8 +206,9 @@ pub struct Cluster<'a> {
     pub ca: &'a TestCa,
     /// The API server's CA (the kubeconfigs').
     pub ca_path: &'a Path,
-    /// Every vCenter's CA, one PEM bundle: what the vSphere actuator trusts (`SSL_CERT_FILE`).
-    pub vcenter_ca_path: &'a Path,
+    /// What the machine controller's trust store holds at start
+    /// ([`TestEnv::installed_trust_pem`](crate::TestEnv::installed_trust_pem)).
+    pub trust_pem: &'a str,
     /// CRDs the environment installed already.
     pub installed_crds: &'a [String],
 }
@@ -224,19 +244,25 @@ impl MachineApi {
         std::fs::write(cert_dir.join("tls.key"), key)?;
         let webhook_port = free_port()?;
 
+        let trust_file = dir.join(TRUST_DIR).join(TRUST_FILE);
+        write_trust(&trust_file, cluster.trust_pem)?;
+
         let mut processes = Vec::new();
         let mut health = Vec::new();
         for component in Component::ALL {
             let kubeconfig = write_kubeconfig(component, cluster, dir)?;
             let (args, health_port) = command_line(component, webhook_port, &cert_dir)?;
             let log = dir.join(format!("{}.log", component.name()));
-            let env = [("KUBECONFIG", kubeconfig.as_os_str()), ("SSL_CERT_FILE", cluster.vcenter_ca_path.as_os_str())];
+            let mut env = vec![("KUBECONFIG", kubeconfig.as_os_str())];
+            if component == Component::MachineController {
+                env.push(("SSL_CERT_FILE", trust_file.as_os_str()));
+            }
             let process = Process::spawn(component.name(), component.binary(tools), &args, &env, &log, false)?;
             health.push((component, health_port));
             processes.push((component, process, log));
         }
         let webhook_url = format!("https://127.0.0.1:{webhook_port}");
-        let machine_api = MachineApi { processes, webhook_url, installed_crds, version };
+        let machine_api = MachineApi { processes, webhook_url, installed_crds, version, trust_file };
 
         for (component, port) in health {
             machine_api.wait_ready(component, port).await?;
@@ -246,6 +272,21 @@ impl MachineApi {
             format!("the API server does not call the webhooks; log:\n{}", machine_api.log_tail(Component::Webhooks))
         })?;
         Ok(machine_api)
+    }
+
+    /// The machine controller's trust store: the file its `SSL_CERT_FILE` names, as the
+    /// `mao-trusted-ca` ConfigMap is mounted at `/etc/pki/ca-trust/extracted/pem` in a
+    /// cluster.
+    pub fn trust_file(&self) -> &Path {
+        &self.trust_file
+    }
+
+    /// Restarts the machine controller with `trust_pem` as its trust store, as a kubelet
+    /// starts a new `machine-api-controllers` pod with the ConfigMap as it is then (Go
+    /// reads its trust store once per process).
+    pub fn restart_machine_controller(&self, trust_pem: &str, why: &str) -> Result<()> {
+        write_trust(&self.trust_file, trust_pem)?;
+        self.entry(Component::MachineController).1.restart(why)
     }
 
     /// The machine-api-operator version the processes were built from.

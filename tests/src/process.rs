@@ -2,12 +2,14 @@
 //! after a grace period) and killed by the kernel if the test process dies.
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -41,10 +43,15 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
 /// A running child process with its combined output in `log`.
 pub struct Process {
     name: String,
-    pid: u32,
+    pid: AtomicU32,
     // A mutex so a shared (`&'static`) environment can still be stopped at exit.
     child: Mutex<Option<Child>>,
     log: PathBuf,
+    /// How it was started, for [`Process::restart`].
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, OsString)>,
+    pipe_stdout: bool,
 }
 
 impl Process {
@@ -54,42 +61,39 @@ impl Process {
         name: &str,
         program: &Path,
         args: &[String],
-        env: &[(&str, &std::ffi::OsStr)],
+        env: &[(&str, &OsStr)],
         log: &Path,
         pipe_stdout: bool,
     ) -> Result<Process> {
         let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stderr(log_file.try_clone()?)
-            .stdout(if pipe_stdout { Stdio::piped() } else { log_file.into() });
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        spawner().lock().unwrap().send((cmd, tx)).context("spawner thread gone")?;
-        let child = rx
-            .recv()
-            .context("spawner thread gone")?
-            .with_context(|| format!("starting {name} ({})", program.display()))?;
-        Ok(Process { name: name.to_string(), pid: child.id(), child: Mutex::new(Some(child)), log: log.to_path_buf() })
+        let env: Vec<(String, OsString)> = env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())).collect();
+        let child = start(name, program, args, &env, log_file, pipe_stdout)?;
+        Ok(Process {
+            name: name.to_string(),
+            pid: AtomicU32::new(child.id()),
+            child: Mutex::new(Some(child)),
+            log: log.to_path_buf(),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            env,
+            pipe_stdout,
+        })
+    }
+
+    /// Stops the process (as [`Process::stop`]) and starts it again with the same command,
+    /// as a kubelet restarts a container; the log goes on after a marker line.
+    pub fn restart(&self, why: &str) -> Result<()> {
+        self.stop();
+        let mut log_file = File::options().append(true).open(&self.log)?;
+        std::io::Write::write_all(&mut log_file, format!("--- vsm-testenv: restarted: {why}\n").as_bytes())?;
+        let child = start(&self.name, &self.program, &self.args, &self.env, log_file, self.pipe_stdout)?;
+        self.pid.store(child.id(), Ordering::Relaxed);
+        *self.child() = Some(child);
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::Relaxed)
     }
 
     fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
@@ -144,6 +148,40 @@ impl Process {
         self.terminate();
         self.wait_until(Instant::now() + STOP_GRACE);
     }
+}
+
+/// Forks `program` from the spawner thread, its output to `log_file`.
+fn start(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, OsString)],
+    log_file: File,
+    pipe_stdout: bool,
+) -> Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stderr(log_file.try_clone()?)
+        .stdout(if pipe_stdout { Stdio::piped() } else { log_file.into() });
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner().lock().unwrap().send((cmd, tx)).context("spawner thread gone")?;
+    rx.recv().context("spawner thread gone")?.with_context(|| format!("starting {name} ({})", program.display()))
 }
 
 impl Drop for Process {

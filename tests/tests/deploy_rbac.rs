@@ -92,11 +92,10 @@ async fn the_plugin_configuration_grants_no_more_than_each_component_declares() 
         .filter(|s| !s.not_granted.is_empty())
         .map(|s| (s.component.clone(), s.not_granted.clone()))
         .collect();
-    let expected: BTreeMap<String, Vec<String>> = [
-        ("preflight".to_string(), vec!["get core/secrets".to_string()]),
-        ("update-secrets".to_string(), vec!["get core/secrets".to_string()]),
-    ]
-    .into();
+    let expected: BTreeMap<String, Vec<String>> = ["cleanup", "preflight", "update-config", "update-secrets"]
+        .into_iter()
+        .map(|c| (c.to_string(), vec!["get core/secrets".to_string()]))
+        .collect();
     assert_eq!(not_granted, expected, "declared capabilities the configuration leaves out");
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! machine-api and the cluster simulator on the real environment: the final state field by field; a rollback started
 //! at each of the 16 phases returning every touched object to its before-state; pause and
 //! resume; plan mode changing nothing; a cluster on the TechPreviewNoUpgrade feature set,
-//! with its Infrastructure CRD, migrating to the end.
+//! with its Infrastructure CRD, migrating to the end; a target vCenter with a private CA,
+//! reached by the real actuator through the cluster's own trust path.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use vsm_api::{PHASES, Stage, VSphereMigration, VSphereMigrationSpec};
 use vsm_host::operator::Operator;
 use vsm_testenv::harness::{NAMESPACE, ensure_secrets, shipped_operator, target_spec, until_migration};
 use vsm_testenv::sim::{SeedOptions, SeededCluster, SimHandle, SimOptions, Simulator, seed};
+use vsm_testenv::vcsim::VcsimOptions;
 use vsm_testenv::{OpenShiftCrds, TestEnv, TestEnvOptions};
 use vsm_vsphere::{ClientOptions, Credentials, ServerSpec, SessionPool, TlsPolicy};
 
@@ -100,6 +102,11 @@ async fn snapshot(c: &Cluster) -> Result<BTreeMap<String, Value>> {
     s.insert("cloud-provider-config".into(), json!(cm.data));
     let creds: Secret = Api::namespaced(env.client(), "kube-system").get("vsphere-creds").await?;
     s.insert("vsphere-creds".into(), serde_json::to_value(&creds.data)?);
+    // The cluster's trust: the Proxy's trusted CA ConfigMap and what it holds.
+    let proxy = env.dynamic("config.openshift.io", "v1", "Proxy", "proxies", None).get("cluster").await?;
+    s.insert("proxy.spec".into(), proxy.data["spec"].clone());
+    let user: Option<ConfigMap> = Api::namespaced(env.client(), "openshift-config").get_opt("user-ca-bundle").await?;
+    s.insert("user-ca-bundle".into(), json!(user.map(|cm| cm.data)));
     let cpms = env
         .dynamic(
             "machine.openshift.io",
@@ -226,6 +233,42 @@ async fn a_full_migration_ends_with_everything_on_the_target_checked_field_by_fi
             .and_then(|s| s.provider_id.clone())
             .is_some_and(|p| p.starts_with("vsphere://")))
     );
+    c.stop().await;
+    Ok(())
+}
+
+/// A target vCenter whose certificate comes from a private CA (not one the cluster's images
+/// trust): the real machine-api actuator cannot reach it until the migration puts that CA
+/// where OpenShift reads it (the Proxy's trusted CA ConfigMap, injected into the
+/// machine-api's trust store) and RestartPods restarts the controllers; then it clones the
+/// new machines there with certificate verification on.
+#[tokio::test]
+async fn a_target_vcenter_with_a_private_ca_is_reached_through_the_clusters_own_trust() -> Result<()> {
+    let env = TestEnvOptions { machine_api: true, target: VcsimOptions::target().with_own_ca()?, ..Default::default() };
+    let c = Cluster::start_with(env, SeedOptions { workers: 1, ..Default::default() }).await?;
+    let dst = c.env.target().host();
+    let target_ca = c.env.target().ca_pem.clone().context("the target has its own CA")?;
+    let mapi = c.env.machine_api().context("machine-api")?;
+    let trust_before = std::fs::read_to_string(mapi.trust_file())?;
+    ensure!(!trust_before.contains(target_ca.trim()), "the cluster does not trust the target before the migration");
+    let proxy_before = snapshot(&c).await?["proxy.spec"].clone();
+    ensure!(proxy_before["trustedCA"]["name"] == "", "{proxy_before}");
+
+    c.create("private-ca", json!({})).await?;
+    let m = c.until("private-ca", "finished", |m| m.status.as_ref().is_some_and(|s| s.finished_at.is_some())).await?;
+    ensure!(phase(&m) == "Completed", "{:#?}", m.status);
+    let s = snapshot(&c).await?;
+    ensure!(s["proxy.spec"]["trustedCA"]["name"] == "user-ca-bundle", "{}", s["proxy.spec"]);
+    let bundle = s["user-ca-bundle"]["ca-bundle.crt"].as_str().context("user-ca-bundle")?;
+    ensure!(bundle.contains(target_ca.trim()), "the target's CA is in the cluster's trusted CA bundle");
+    let trust = std::fs::read_to_string(mapi.trust_file())?;
+    ensure!(trust.contains(target_ca.trim()), "the machine controller trusts the target's CA now");
+    let log = std::fs::read_to_string(mapi.log_path(vsm_testenv::machine_api::Component::MachineController))?;
+    ensure!(log.contains("--- vsm-testenv: restarted"), "the machine controller was restarted with its pod");
+    let placement = s["machines"].as_object().context("machines")?;
+    ensure!(placement.get(&format!("master on {dst} Running")) == Some(&json!(3)), "{placement:?}");
+    ensure!(placement.get(&format!("worker on {dst} Running")) == Some(&json!(1)), "{placement:?}");
+    ensure!(vm_count(&c, false).await? == 4, "the actuator cloned every machine in the target");
     c.stop().await;
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! RestartPods against the real API server with the simulator playing the Deployment and
-//! DaemonSet controllers and the kubelet: every pod of the four vSphere groups is replaced
-//! exactly once (the simulator counts the pods it creates), the phase waits until each
-//! group is Ready again and names the group that is not, a re-run and a crash anywhere
-//! never delete a replacement, plan mode deletes nothing, a group that does not exist is
-//! reported instead of waited for.
+//! DaemonSet controllers, the kubelet and the trusted CA injection: every pod of the five
+//! vSphere groups is replaced exactly once (the simulator counts the pods it creates), the
+//! phase waits until each group is Ready again and names the group that is not, a re-run
+//! and a crash anywhere never delete a replacement, plan mode deletes nothing, a group that
+//! does not exist is reported instead of waited for. Before any of that: without
+//! UpdateConfig's work the phase refuses; after it, no pod goes before the injected trust
+//! bundles hold the target CAs UpdateConfig recorded, and the real machine controller is
+//! restarted with its pod.
 
 mod part2_support;
 mod phase_support;
@@ -11,7 +14,7 @@ mod phase_support;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
@@ -22,11 +25,12 @@ use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator};
 use part2_support::*;
 use phase_support::*;
 
-const GROUPS: [(&str, &str); 4] = [
+const GROUPS: [(&str, &str); 5] = [
     ("openshift-cloud-controller-manager", "k8s-app=vsphere-cloud-controller-manager"),
     ("openshift-machine-api", "api=clusterapi"),
     ("openshift-cluster-csi-drivers", "app=vmware-vsphere-csi-driver-controller"),
     ("openshift-cluster-csi-drivers", "app=vmware-vsphere-csi-driver-node"),
+    ("openshift-cluster-csi-drivers", "name=vmware-vsphere-csi-driver-operator"),
 ];
 
 /// uids of the pods of every group, and how many there are per group.
@@ -77,6 +81,14 @@ async fn restart_pods_replaces_each_pod_once_and_waits_for_every_group() -> Resu
     let c = start_seeded("phase-restart-pods", "restart-pods", &SeedOptions::default()).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let (old, counts) = settled(&c).await?;
+
+    // Before UpdateConfig: refused, nothing deleted.
+    let refused = c.execute().await?;
+    ensure!(failed_with(&refused, "UpdateConfig must have run")?, "{:?}", refused.outcome);
+    ensure!(snapshot(&c).await?.0 == old, "pods deleted by a refused run");
+    run_phases(&c, &["update-config"]).await?;
+    let recorded = c.shared_state("target-ca-fingerprints").await?.context("UpdateConfig records the target CAs")?;
+    let restarts = sim.stats().machine_controller_restarts;
     let total: usize = counts.iter().sum();
     ensure!(counts.iter().all(|n| *n > 0), "{counts:?}");
 
@@ -88,12 +100,27 @@ async fn restart_pods_replaces_each_pod_once_and_waits_for_every_group() -> Resu
     ensure!(
         run.message()
             == format!(
-                "restarted and Ready again: vSphere cloud controller manager ({}), machine-api controllers ({}), vSphere CSI driver controller ({}), vSphere CSI driver node ({})",
-                counts[0], counts[1], counts[2], counts[3]
+                "restarted and Ready again: vSphere cloud controller manager ({}), machine-api controllers ({}), vSphere CSI driver controller ({}), vSphere CSI driver node ({}), vSphere CSI driver operator ({})",
+                counts[0], counts[1], counts[2], counts[3], counts[4]
             ),
         "{}",
         run.message()
     );
+    // The machine controller runs again, with the injected bundle as its trust store.
+    eventually("the machine controller restarted", || async {
+        let now = sim.stats().machine_controller_restarts;
+        if now > restarts { Ok(()) } else { Err(format!("{now} restarts")) }
+    })
+    .await?;
+    let mapi = c.env.machine_api().context("machine-api")?;
+    let trust = std::fs::read_to_string(mapi.trust_file())?;
+    let injected = c.config_map("openshift-machine-api", "mao-trusted-ca").await?.context("mao-trusted-ca")?;
+    ensure!(
+        injected.data.as_ref().and_then(|d| d.get("ca-bundle.crt")) == Some(&trust),
+        "the machine controller trusts what its pod mounts"
+    );
+    ensure!(trust.contains(c.env.target().ca_pem.as_deref().context("target CA")?.trim()), "{recorded}");
+    mapi.check_running()?;
 
     // Done once: a re-run deletes nothing.
     let (now, _) = snapshot(&c).await?;
@@ -167,6 +194,7 @@ async fn restart_pods_replaces_each_pod_once_and_waits_for_every_group() -> Resu
     forget(&c).await?;
     let run = c.execute_done().await?;
     ensure!(run.message().ends_with("; not present on this cluster: vSphere CSI driver node"), "{}", run.message());
+    roll_back(&c, &["update-config"]).await?;
 
     sim.stop().await;
     Ok(())

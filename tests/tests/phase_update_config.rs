@@ -1,13 +1,13 @@
 //! UpdateConfig against the real API server: the target vCenter is added to the seeded
 //! cloud provider config (YAML, then the legacy INI format) with its datacenter, port and
 //! the TLS trust the migration gives it (CA, thumbprint, insecure: never a fixed
-//! insecureFlag); every other line stays; idempotent; a crash anywhere converges; the
+//! insecureFlag), its CA into the Proxy's trusted CA bundle; every other line stays; idempotent; a crash anywhere converges; the
 //! rollback gives back the exact text; plan mode writes nothing; an empty config is refused.
 
 mod part2_support;
 mod phase_support;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use vsm_host::runtime::Direction;
 use vsm_testenv::sim::cloud_config::{CloudConfigInput, parse, render};
 use vsm_testenv::sim::{CloudConfigFormat, SeedOptions};
@@ -16,7 +16,10 @@ use vsm_testenv::vcsim::source;
 use part2_support::*;
 use phase_support::*;
 
-const CA_FILE: &str = "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem";
+async fn proxy_trusted_ca(c: &PhaseEnv) -> Result<String> {
+    let proxy = c.env.dynamic("config.openshift.io", "v1", "Proxy", "proxies", None).get("cluster").await?;
+    Ok(proxy.data["spec"]["trustedCA"]["name"].as_str().unwrap_or_default().to_string())
+}
 
 /// Every line of `original` is in `edited`, in order.
 fn keeps_lines(original: &str, edited: &str) -> bool {
@@ -31,10 +34,12 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     let yaml = cloud_config_text(&c).await?;
     let before = content(&c.config_map("openshift-config", "cloud-provider-config").await?);
 
-    // Success: one entry after the source's, the CA the spec gives as a CA file.
+    // Success: one entry after the source's, verified (the config names no CA file, so
+    // neither does the entry: the CA goes into the cluster's trusted CA bundle).
+    ensure!(proxy_trusted_ca(&c).await? == "", "the seeded Proxy names no trusted CA");
     let run = c.execute_done().await?;
     let entry = format!(
-        "  {dst}:\n    server: {dst}\n    port: {port}\n    insecureFlag: false\n    datacenters:\n    - dst-dc\n    caFile: {CA_FILE}\n"
+        "  {dst}:\n    server: {dst}\n    port: {port}\n    insecureFlag: false\n    datacenters:\n    - dst-dc\n"
     );
     let expected = yaml.replace("    ipFamily: []\n# Topology", &format!("    ipFamily: []\n{entry}# Topology"));
     ensure!(expected != yaml, "the seeded config changed shape; fix the test");
@@ -46,6 +51,15 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     let parsed = parse(&after)?;
     ensure!(parsed.vcenter(&dst).is_some_and(|v| v.datacenters == ["dst-dc"]), "{parsed:?}");
     ensure!(parsed.vcenter(&c.env.source().host()).is_some(), "the source stays until Cleanup");
+    ensure!(proxy_trusted_ca(&c).await? == "user-ca-bundle", "{}", run.message());
+    let bundle = c.config_map("openshift-config", "user-ca-bundle").await?.context("user-ca-bundle created")?;
+    let held = bundle.data.as_ref().and_then(|d| d.get("ca-bundle.crt")).cloned().unwrap_or_default();
+    ensure!(held.contains(c.env.vcenter_ca_bundle_pem().trim()), "the spec's CA bundle is trusted:\n{held}");
+    ensure!(
+        run.message().contains("ConfigMap openshift-config/user-ca-bundle (key ca-bundle.crt) created"),
+        "{}",
+        run.message()
+    );
 
     // Idempotent.
     let cm = c.config_map("openshift-config", "cloud-provider-config").await?.unwrap();
@@ -53,8 +67,10 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     ensure!(again.message().contains("already lists"), "{}", again.message());
     ensure!(rv(&c.config_map("openshift-config", "cloud-provider-config").await?.unwrap()) == rv(&cm));
 
-    // Rollback: the exact before-state.
+    // Rollback: the exact before-state, the trust included.
     c.rollback_done().await?;
+    ensure!(c.config_map("openshift-config", "user-ca-bundle").await?.is_none(), "the created bundle is gone");
+    ensure!(proxy_trusted_ca(&c).await? == "", "the Proxy names no trusted CA again");
     same_content(
         "cloud config after rollback",
         &before,
@@ -123,9 +139,8 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     );
     set_cloud_config_text(&c, &ini).await?;
     let run = c.execute_done().await?;
-    let section = format!(
-        "\n[VirtualCenter \"{dst}\"]\ndatacenters = \"dst-dc\"\nport = \"{port}\"\ninsecure-flag = \"0\"\nca-file = \"{CA_FILE}\"\n"
-    );
+    let section =
+        format!("\n[VirtualCenter \"{dst}\"]\ndatacenters = \"dst-dc\"\nport = \"{port}\"\ninsecure-flag = \"0\"\n");
     let source_port = format!("port = \"{}\"\n", src.port());
     let expected_ini = ini.replace(&source_port, &format!("{source_port}{section}"));
     let text = cloud_config_text(&c).await?;

@@ -3,6 +3,12 @@
 //! config (and, in the INI format, the `[Workspace]` default placement moves to the
 //! target), and their keys from `kube-system/vsphere-creds`.
 //!
+//! The CA certificates the migration was given for a source (`spec.vcenters[].caSecret`)
+//! leave the cloud config's `ca-bundle.pem`, except any a target was given too (one
+//! corporate CA often signs both vCenters). The Proxy's trusted CA bundle is the whole
+//! cluster's trust (proxies, registries, identity providers): a source CA there stays, and
+//! the result says so.
+//!
 //! The source is what the host recorded when the migration started, never "the first
 //! vCenter listed now" (after a first run that is the target: the Go controller's re-run
 //! removed the target). The phase refuses to run while a machine still runs in a source
@@ -10,7 +16,9 @@
 //! Rollback restores the before-images.
 
 use vsm_common::cloud_config::{self, Workspace};
-use vsm_common::{creds, infra, machines};
+use vsm_common::shared_state::TARGET_CA_FINGERPRINTS;
+use vsm_common::trust::{self, CLOUD_CA_KEY, PROXY, TRUSTED_CA_KEY};
+use vsm_common::{creds, infra, machines, pem};
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{
     CLOUD_CONFIG, CLOUD_CONFIG_KEY, CLOUD_CONFIG_NAMESPACE, INFRASTRUCTURE, MACHINE_API_NAMESPACE, VSPHERE_CREDS,
@@ -31,6 +39,9 @@ impl Phase for Cleanup {
         .kube("config.openshift.io", "infrastructures", &["get", "update"], None)
         .kube("", "configmaps", &["get", "update"], Some(CLOUD_CONFIG_NAMESPACE))
         .kube("", "secrets", &["get", "update"], Some(VSPHERE_CREDS_NAMESPACE))
+        // The vCenters' CA Secrets may be in any namespace the spec names.
+        .kube("", "secrets", &["get"], None)
+        .kube("config.openshift.io", "proxies", &["get"], None)
         .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
         .with_rollback()
         .deadline_minutes(15)
@@ -96,6 +107,7 @@ fn execute(cx: &Cx) -> Step {
         ));
     }
 
+    let source_only = source_only_cas(cx, &sources, &targets)?;
     let mut removed = Vec::new();
 
     // Infrastructure: the source vCenters and their failure domains.
@@ -137,12 +149,30 @@ fn execute(cx: &Cx) -> Step {
                 cloud_config::set_workspace(&edited, &place).context(format!("updating [Workspace] of {cm_name}"))?;
             removed.push(format!("{cm_name} [Workspace] moved from {ws} to {}", fd.server));
         }
+        let mut write = false;
         if edited != text {
             cm.set(&pointer, Value::String(edited));
-            cx.kube().replace(&types::CONFIG_MAP, &cm)?;
             removed.push(format!("{cm_name}: the entry of {}", sources.join(", ")));
+            write = true;
+        }
+        let bundle_pointer = format!("/data/{CLOUD_CA_KEY}");
+        if let Some(bundle) = cm.str_at(&bundle_pointer).map(str::to_string)
+            && !source_only.is_empty()
+        {
+            let (left, gone) = pem::remove(&bundle, &source_only)
+                .map_err(|e| PhaseError::invalid(format!("{cm_name} key {CLOUD_CA_KEY} {e}: refusing to edit it")))?;
+            if !gone.is_empty() {
+                cm.set(&bundle_pointer, Value::String(left));
+                let short: Vec<&str> = gone.iter().map(|f| pem::short(f)).collect();
+                removed.push(format!("{cm_name} {CLOUD_CA_KEY}: source CA(s) {}", short.join(", ")));
+                write = true;
+            }
+        }
+        if write {
+            cx.kube().replace(&types::CONFIG_MAP, &cm)?;
         }
     }
+    let kept = source_cas_in_proxy_bundle(cx, &source_only)?;
 
     // Credentials.
     let mut data = creds::data(&secret);
@@ -155,13 +185,53 @@ fn execute(cx: &Cx) -> Step {
 
     if removed.is_empty() {
         return Ok(done(format!(
-            "nothing left to remove: source vCenter(s) {} are gone from the Infrastructure, the cloud provider config and vsphere-creds",
+            "nothing left to remove: source vCenter(s) {} are gone from the Infrastructure, the cloud provider config and vsphere-creds{kept}",
             sources.join(", ")
         )));
     }
-    let message = format!("removed source vCenter(s) {}: {}", sources.join(", "), removed.join("; "));
+    let message = format!("removed source vCenter(s) {}: {}{kept}", sources.join(", "), removed.join("; "));
     cx.log().event(EventType::Normal, "SourceRemoved", &message);
     Ok(done(message))
+}
+
+/// Fingerprints of the CA certificates given for a source and for no target.
+fn source_only_cas(cx: &Cx, sources: &[&str], targets: &[&str]) -> Result<Vec<String>, PhaseError> {
+    let mut keep: Vec<String> = cx.shared().get_json(TARGET_CA_FINGERPRINTS)?.unwrap_or_default();
+    for t in targets {
+        keep.extend(trust::vcenter_ca(cx, t)?.into_iter().map(|c| c.fingerprint));
+    }
+    let mut only = Vec::new();
+    for s in sources {
+        for c in trust::vcenter_ca(cx, s)? {
+            if !keep.contains(&c.fingerprint) && !only.contains(&c.fingerprint) {
+                only.push(c.fingerprint);
+            }
+        }
+    }
+    Ok(only)
+}
+
+/// A note naming the source CAs the Proxy's trusted CA bundle still holds ("" for none).
+fn source_cas_in_proxy_bundle(cx: &Cx, source_only: &[String]) -> Result<String, PhaseError> {
+    if source_only.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(proxy) = cx.kube().get(&types::PROXY, None, PROXY)? else { return Ok(String::new()) };
+    let Some(name) = trust::proxy_trusted_ca(&proxy) else { return Ok(String::new()) };
+    let Some(cm) = cx.kube().get(&types::CONFIG_MAP, Some(CLOUD_CONFIG_NAMESPACE), name)? else {
+        return Ok(String::new());
+    };
+    let held = pem::certificates(cm.str_at(&format!("/data/{TRUSTED_CA_KEY}")).unwrap_or_default()).unwrap_or_default();
+    let kept: Vec<&str> =
+        held.iter().filter(|c| source_only.contains(&c.fingerprint)).map(|c| pem::short(&c.fingerprint)).collect();
+    Ok(match kept.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; left in {} (the whole cluster's trust, the administrator's to change): source CA(s) {}",
+            trust::describe(name),
+            kept.join(", ")
+        ),
+    })
 }
 
 export_phase!(Cleanup);

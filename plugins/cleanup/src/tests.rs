@@ -94,3 +94,52 @@ fn unsafe_inputs_are_refused_before_anything_changes() {
     assert_eq!(snapshot(&h).0, before.0);
     assert_eq!(snapshot(&h).1, before.1);
 }
+
+/// A certificate-shaped PEM block; `n` varies it.
+fn mk_cert(n: u8) -> String {
+    let mut der = vec![0x30, 0x82, 0x00, 0x40];
+    der.extend(std::iter::repeat_n(n, 100));
+    let b64 = encode_bytes(&der);
+    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+}
+
+fn encode_bytes(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn the_source_ca_leaves_the_cloud_config_bundle_but_a_ca_a_target_shares_stays() {
+    let h = cluster();
+    // vc-a was given CAs 1 and 2; vc-b (the target) CA 2: one corporate CA signs both.
+    for (name, pem) in [("ca-a", format!("{}{}", mk_cert(1), mk_cert(2))), ("ca-b", mk_cert(2))] {
+        h.put(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "vsphere-migration"},
+                     "data": {"ca.crt": encode(&pem)}}),
+        );
+    }
+    h.edit(&types::CONFIG_MAP, Some(CLOUD_CONFIG_NAMESPACE), CLOUD_CONFIG, |cm| {
+        cm["data"]["ca-bundle.pem"] = json!(format!("# cloud\n{}{}{}", mk_cert(3), mk_cert(1), mk_cert(2)));
+    });
+    h.put(json!({"apiVersion": "config.openshift.io/v1", "kind": "Proxy", "metadata": {"name": "cluster"},
+                 "spec": {"trustedCA": {"name": "user-ca-bundle"}}}));
+    let user = format!("{}{}", mk_cert(1), mk_cert(2));
+    h.put(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "user-ca-bundle", "namespace": "openshift-config"},
+                 "data": {"ca-bundle.crt": user}}));
+    let mut m = m(&["vc-a"]);
+    let mut spec: Value = serde_json::from_str(&m.spec_json).unwrap();
+    spec["vcenters"] =
+        json!([{"server": "vc-a", "caSecret": {"name": "ca-a"}}, {"server": "vc-b", "caSecret": {"name": "ca-b"}}]);
+    m.spec_json = spec.to_string();
+
+    let run = h.run::<Cleanup>(Direction::Execute, &m);
+    assert!(run.done(), "{:?}", run.outcome);
+    let cm = h.get(&types::CONFIG_MAP, Some(CLOUD_CONFIG_NAMESPACE), CLOUD_CONFIG).unwrap();
+    assert_eq!(cm.str_at("/data/ca-bundle.pem").unwrap(), format!("# cloud\n{}{}", mk_cert(3), mk_cert(2)));
+    let one = pem::certificates(&mk_cert(1)).unwrap()[0].fingerprint.clone();
+    assert!(run.message().contains(&format!("ca-bundle.pem: source CA(s) {}", &one[..16])), "{}", run.message());
+    // The cluster-wide trust is left alone, and said so.
+    let user_after = h.get(&types::CONFIG_MAP, Some("openshift-config"), "user-ca-bundle").unwrap();
+    assert_eq!(user_after.str_at("/data/ca-bundle.crt"), Some(user.as_str()));
+    assert!(run.message().contains("left in ConfigMap openshift-config/user-ca-bundle"), "{}", run.message());
+}

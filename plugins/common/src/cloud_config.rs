@@ -13,10 +13,6 @@ mod yaml;
 
 use serde_yaml::Value as Yaml;
 
-/// Where OpenShift mounts the cloud config's `ca-bundle.pem` for the vSphere cloud
-/// provider; used for a CA-verified vCenter when the config names no CA file yet.
-pub const DEFAULT_CA_FILE: &str = "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem";
-
 /// The two formats OpenShift writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -146,6 +142,16 @@ pub fn ca_file(text: &str) -> Option<String> {
     match format_of(text) {
         Format::Yaml => yaml::ca_file(text),
         Format::Ini => ini::ca_file(text),
+    }
+}
+
+/// Whether the global settings turn certificate verification off for every vCenter (the
+/// installer writes `insecure-flag = "1"`); a vCenter entry cannot turn it back on (the
+/// provider reads a false per-vCenter flag as "inherit").
+pub fn globally_insecure(text: &str) -> bool {
+    match format_of(text) {
+        Format::Yaml => yaml::globally_insecure(text),
+        Format::Ini => ini::globally_insecure(text),
     }
 }
 

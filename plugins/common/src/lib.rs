@@ -12,5 +12,7 @@ pub mod health_checks;
 pub mod infra;
 pub mod infra_update;
 pub mod machines;
+pub mod pem;
 pub mod replacements;
 pub mod shared_state;
+pub mod trust;

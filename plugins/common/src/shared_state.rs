@@ -15,3 +15,11 @@ pub const CVO_REPLICAS: &str = "cvo-replicas";
 /// Read by ScaleOldMachines (a source set is scaled down only once its replacement is
 /// Ready), Cleanup and Verify (every set is checked).
 pub const MACHINE_SET_REPLACEMENTS: &str = "machine-set-replacements";
+
+/// SHA-256 fingerprints (lowercase hex) of the target vCenters' CA certificates that the
+/// migration put into the cluster's trust, a JSON list of strings.
+///
+/// Owner: UpdateConfig, which records them before it writes a trust bundle. Read by
+/// RestartPods, which restarts the vCenter clients only once the bundles their pods mount
+/// hold them, and Cleanup, which never removes them.
+pub const TARGET_CA_FINGERPRINTS: &str = "target-ca-fingerprints";

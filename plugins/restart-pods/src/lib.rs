@@ -1,6 +1,17 @@
-//! RestartPods: restart, once, the pods that read the vCenter configuration at start (the
-//! vSphere cloud controller manager, the machine-api controllers, the vSphere CSI driver's
-//! controller and node pods), then wait until every group is fully Ready again.
+//! RestartPods: restart, once, the pods that read the vCenter configuration and trust at
+//! start (the vSphere cloud controller manager, the machine-api controllers, the vSphere CSI
+//! driver's controller and node pods and its operator), then wait until every group is
+//! fully Ready again.
+//!
+//! Before the first delete, it waits until the configuration those pods will read has
+//! arrived: the cluster-config-operator's copy of the cloud config
+//! (`openshift-config-managed/kube-cloud-config`, which newer machine-api releases read)
+//! lists every target vCenter, and every trust ConfigMap a group's pods mount holds the
+//! target CAs UpdateConfig added (filled by the cluster-network-operator's trusted CA
+//! injection, or the cloud controller manager operator). A pod restarted earlier would read
+//! the old configuration, and Go reads its trust store once per process. A ConfigMap the
+//! cluster does not have is not waited for; a cloud config that does not list the targets
+//! at all (UpdateConfig has not run) is refused.
 //!
 //! The pods to delete are recorded before the first delete, and deleted by uid: a re-run
 //! (after a crash, or once the phase is done) never deletes a replacement pod. A group is
@@ -15,35 +26,60 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use vsm_common::shared_state::TARGET_CA_FINGERPRINTS;
+use vsm_common::trust::{self, Injected, TRUSTED_CA_KEY};
+use vsm_common::{cloud_config, pem};
 use vsm_sdk::prelude::*;
+use vsm_sdk::types::names::{CLOUD_CONFIG, CLOUD_CONFIG_KEY, CLOUD_CONFIG_NAMESPACE};
 use vsm_sdk::{KubeError, Preconditions};
 
-/// Pods of one component: namespace, label selector, and how an administrator calls it.
+/// Pods of one component: namespace, label selector, how an administrator calls it, and
+/// the ConfigMap they mount as their trust store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group {
     pub namespace: &'static str,
     pub selector: &'static str,
     pub what: &'static str,
+    pub trust: Option<Injected>,
 }
 
-pub const GROUPS: [Group; 4] = [
+pub const GROUPS: [Group; 5] = [
     Group {
         namespace: "openshift-cloud-controller-manager",
         selector: "k8s-app=vsphere-cloud-controller-manager",
         what: "vSphere cloud controller manager",
+        trust: Some(trust::CCM_TRUST),
     },
-    Group { namespace: "openshift-machine-api", selector: "api=clusterapi", what: "machine-api controllers" },
+    Group {
+        namespace: "openshift-machine-api",
+        selector: "api=clusterapi",
+        what: "machine-api controllers",
+        trust: Some(trust::MACHINE_API_TRUST),
+    },
     Group {
         namespace: "openshift-cluster-csi-drivers",
         selector: "app=vmware-vsphere-csi-driver-controller",
         what: "vSphere CSI driver controller",
+        trust: Some(trust::CSI_DRIVER_TRUST),
     },
     Group {
         namespace: "openshift-cluster-csi-drivers",
         selector: "app=vmware-vsphere-csi-driver-node",
         what: "vSphere CSI driver node",
+        trust: Some(trust::CSI_DRIVER_TRUST),
+    },
+    // Nothing restarts it when its trust store changes (cluster-storage-operator sets no
+    // hash annotation for it).
+    Group {
+        namespace: "openshift-cluster-csi-drivers",
+        selector: "name=vmware-vsphere-csi-driver-operator",
+        what: "vSphere CSI driver operator",
+        trust: Some(trust::CSI_OPERATOR_TRUST),
     },
 ];
+
+/// The cluster-config-operator's copy of the cloud config.
+pub const MANAGED_CLOUD_CONFIG: (&str, &str, &str) = ("openshift-config-managed", "kube-cloud-config", "cloud.conf");
 
 /// Phase-state key of the recorded restart ([`Plan`]).
 const PLAN_KEY: &str = "plan";
@@ -77,9 +113,12 @@ impl Phase for RestartPods {
         for g in GROUPS {
             if seen.insert(g.namespace) {
                 info = info.kube("", "pods", &["list", "delete"], Some(g.namespace));
+                info = info.kube("", "configmaps", &["get"], Some(g.namespace));
             }
         }
-        info.deadline_minutes(30)
+        info.kube("", "configmaps", &["get"], Some(MANAGED_CLOUD_CONFIG.0))
+            .kube("", "configmaps", &["get"], Some(CLOUD_CONFIG_NAMESPACE))
+            .deadline_minutes(30)
     }
 
     fn execute(cx: &Cx) -> Step {
@@ -149,7 +188,65 @@ fn delete_recorded(cx: &Cx, plan: &Plan) -> Result<usize, PhaseError> {
     Ok(deleted)
 }
 
+/// What the pods would read if restarted now that is not what the migration wrote yet, or
+/// None when everything has arrived.
+fn not_arrived(cx: &Cx) -> Result<Option<String>, PhaseError> {
+    let listed_in = |text: &str, what: &str| -> Result<Vec<String>, PhaseError> {
+        let listed = cloud_config::vcenters(text).map_err(|e| PhaseError::invalid(format!("{what}: {e}")))?;
+        Ok(cx.target_servers().iter().filter(|t| !listed.iter().any(|l| &l.server == *t)).cloned().collect())
+    };
+    let source = format!("ConfigMap {CLOUD_CONFIG_NAMESPACE}/{CLOUD_CONFIG}");
+    if let Some(cm) = cx.kube().get(&types::CONFIG_MAP, Some(CLOUD_CONFIG_NAMESPACE), CLOUD_CONFIG)? {
+        let missing = listed_in(cm.str_at(&format!("/data/{CLOUD_CONFIG_KEY}")).unwrap_or_default(), &source)?;
+        if !missing.is_empty() {
+            return Err(PhaseError::invalid(format!(
+                "{source} does not list target vCenter(s) {}: restarting would not make anything read them (UpdateConfig must have run)",
+                missing.join(", ")
+            )));
+        }
+    }
+    let (ns, name, key) = MANAGED_CLOUD_CONFIG;
+    if let Some(cm) = cx.kube().get(&types::CONFIG_MAP, Some(ns), name)? {
+        let missing =
+            listed_in(cm.str_at(&format!("/data/{key}")).unwrap_or_default(), &format!("ConfigMap {ns}/{name}"))?;
+        if !missing.is_empty() {
+            return Ok(Some(format!(
+                "ConfigMap {ns}/{name} (the cluster-config-operator's copy of the cloud config) does not list {} yet",
+                missing.join(", ")
+            )));
+        }
+    }
+    let Some(wanted) = cx.shared().get_json::<Vec<String>>(TARGET_CA_FINGERPRINTS)? else { return Ok(None) };
+    let mut checked = BTreeSet::new();
+    for injected in GROUPS.iter().filter_map(|g| g.trust) {
+        if !checked.insert((injected.namespace, injected.name)) {
+            continue;
+        }
+        let Some(cm) = cx.kube().get(&types::CONFIG_MAP, Some(injected.namespace), injected.name)? else { continue };
+        let what = format!("ConfigMap {}/{}", injected.namespace, injected.name);
+        let held: Vec<String> = pem::certificates(cm.str_at(&format!("/data/{TRUSTED_CA_KEY}")).unwrap_or_default())
+            .map_err(|e| PhaseError::invalid(format!("{what} {e}")))?
+            .into_iter()
+            .map(|c| c.fingerprint)
+            .collect();
+        let missing: Vec<&str> = wanted.iter().filter(|f| !held.contains(f)).map(|f| pem::short(f)).collect();
+        if !missing.is_empty() {
+            return Ok(Some(format!(
+                "{what} does not hold target CA(s) {} yet ({} puts them there)",
+                missing.join(", "),
+                injected.filled_by
+            )));
+        }
+    }
+    Ok(None)
+}
+
 fn execute(cx: &Cx) -> Step {
+    if !cx.state().is_marked(DELETED_KEY)
+        && let Some(why) = not_arrived(cx)?
+    {
+        return Ok(wait(POLL_MS, 0, format!("not restarting the vCenter clients yet: {why}")));
+    }
     let plan = match cx.state().get_json::<Plan>(PLAN_KEY)? {
         Some(p) if p.groups.len() == GROUPS.len() => p,
         _ => record(cx)?,

@@ -60,7 +60,7 @@ fn deletes_each_pod_once_and_waits_until_every_group_is_ready_again() {
     let (h, made) = cluster();
     let run = h.run::<RestartPods>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
-    assert_eq!(made.load(Ordering::Relaxed), 8, "every old pod was replaced once");
+    assert_eq!(made.load(Ordering::Relaxed), 10, "every old pod was replaced once");
     assert!(h.list(&types::POD).iter().all(|p| p.name().starts_with("new-")));
     let waits: Vec<&str> = run
         .outcomes
@@ -76,7 +76,7 @@ fn deletes_each_pod_once_and_waits_until_every_group_is_ready_again() {
     // Done already: a re-run deletes nothing.
     let again = h.run::<RestartPods>(Direction::Execute, &m());
     assert!(again.done());
-    assert_eq!(made.load(Ordering::Relaxed), 8);
+    assert_eq!(made.load(Ordering::Relaxed), 10);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn a_crash_at_any_import_still_deletes_every_old_pod_exactly_once() {
         points += 1;
         let run = h.run::<RestartPods>(Direction::Execute, &m());
         assert!(run.done(), "after a crash at import {n}: {:?}", run.outcome);
-        assert_eq!(made.load(Ordering::Relaxed), 8, "after a crash at import {n}, each old pod was replaced once");
+        assert_eq!(made.load(Ordering::Relaxed), 10, "after a crash at import {n}, each old pod was replaced once");
         assert!(h.list(&types::POD).iter().all(|p| p.name().starts_with("new-")), "crash at {n}");
     }
     assert!(points > 10, "the first call lists, records and deletes: {points} imports");
@@ -110,4 +110,87 @@ fn a_missing_group_is_reported_not_waited_for() {
     let run = h.run::<RestartPods>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
     assert!(run.message().contains("not present on this cluster: vSphere CSI driver node"), "{}", run.message());
+}
+
+/// A certificate-shaped PEM block; `n` varies it.
+fn mk_cert(n: u8) -> String {
+    use base64::Engine;
+    let mut der = vec![0x30, 0x82, 0x00, 0x40];
+    der.extend(std::iter::repeat_n(n, 100));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+}
+
+fn config_map(ns: &str, name: &str, key: &str, value: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {key: value}})
+}
+
+#[test]
+fn no_pod_is_restarted_before_the_copied_config_and_the_injected_trust_have_arrived() {
+    let (h, made) = cluster();
+    let target = migration(
+        &json!({"failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc-b",
+                 "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}]}),
+        &["vc-a"],
+    );
+    let fingerprint = pem::certificates(&mk_cert(1)).unwrap()[0].fingerprint.clone();
+    h.set_shared_state(TARGET_CA_FINGERPRINTS, &json!([fingerprint]).to_string());
+    let (ns, name, key) = MANAGED_CLOUD_CONFIG;
+    h.put(config_map(ns, name, key, "[VirtualCenter \"vc-a\"]\ndatacenters = \"d\"\n"));
+    h.put(config_map("openshift-machine-api", "mao-trusted-ca", "ca-bundle.crt", &mk_cert(2)));
+
+    let first = h.call::<RestartPods>(Direction::Execute, &target, 1);
+    let Outcome::Wait(w) = &first else { panic!("{first:?}") };
+    assert!(w.message.contains("kube-cloud-config") && w.message.contains("does not list vc-b"), "{}", w.message);
+    h.put(config_map(
+        ns,
+        name,
+        key,
+        "[VirtualCenter \"vc-a\"]\ndatacenters = \"d\"\n[VirtualCenter \"vc-b\"]\ndatacenters = \"d\"\n",
+    ));
+    let second = h.call::<RestartPods>(Direction::Execute, &target, 1);
+    let Outcome::Wait(w) = &second else { panic!("{second:?}") };
+    assert!(
+        w.message.contains("mao-trusted-ca does not hold target CA(s)") && w.message.contains(&fingerprint[..16]),
+        "{}",
+        w.message
+    );
+    assert!(w.message.contains("cluster-network-operator"), "{}", w.message);
+    assert_eq!(made.load(Ordering::Relaxed), 0, "nothing deleted while waiting");
+    assert!(h.list(&types::POD).iter().all(|p| p.name().starts_with("old-")));
+
+    // Injected (the CCM's bundle does not exist on this cluster: not waited for).
+    h.put(config_map(
+        "openshift-machine-api",
+        "mao-trusted-ca",
+        "ca-bundle.crt",
+        &format!("{}{}", mk_cert(2), mk_cert(1)),
+    ));
+    let run = h.run::<RestartPods>(Direction::Execute, &target);
+    assert!(run.done(), "{:?}", run.outcome);
+    assert_eq!(made.load(Ordering::Relaxed), 10);
+}
+
+#[test]
+fn a_cloud_config_without_the_targets_is_refused_before_any_restart() {
+    let (h, made) = cluster();
+    let target = migration(
+        &json!({"failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc-b",
+                 "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}]}),
+        &["vc-a"],
+    );
+    h.put(config_map(
+        "openshift-config",
+        "cloud-provider-config",
+        "config",
+        "[VirtualCenter \"vc-a\"]\ndatacenters = \"d\"\n",
+    ));
+    let run = h.run::<RestartPods>(Direction::Execute, &target);
+    assert!(run.failed() && !run.retryable(), "{:?}", run.outcome);
+    assert!(
+        run.message().contains("does not list target vCenter(s) vc-b") && run.message().contains("UpdateConfig"),
+        "{}",
+        run.message()
+    );
+    assert_eq!(made.load(Ordering::Relaxed), 0);
 }

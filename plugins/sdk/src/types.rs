@@ -36,6 +36,7 @@ pub const INFRASTRUCTURE: TypeConst = ty("config.openshift.io/v1", "Infrastructu
 pub const CLUSTER_OPERATOR: TypeConst = ty("config.openshift.io/v1", "ClusterOperator");
 pub const CLUSTER_VERSION: TypeConst = ty("config.openshift.io/v1", "ClusterVersion");
 pub const FEATURE_GATE: TypeConst = ty("config.openshift.io/v1", "FeatureGate");
+pub const PROXY: TypeConst = ty("config.openshift.io/v1", "Proxy");
 pub const MACHINE: TypeConst = ty("machine.openshift.io/v1beta1", "Machine");
 pub const MACHINE_SET: TypeConst = ty("machine.openshift.io/v1beta1", "MachineSet");
 pub const CONTROL_PLANE_MACHINE_SET: TypeConst = ty("machine.openshift.io/v1", "ControlPlaneMachineSet");

@@ -151,6 +151,7 @@ pub mod options;
 pub mod provider;
 mod runtime;
 mod seed;
+pub mod trust;
 mod vsphere;
 mod workloads;
 
@@ -185,7 +186,11 @@ impl Simulator {
     pub fn start(env: &TestEnv, opts: SimOptions) -> SimHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
         let vcenters = vsphere::VCenters::from_env(env);
-        let sh = runtime::start(env.client(), opts.clone(), vcenters, stop_rx);
+        let cluster = runtime::ClusterHandles {
+            system_trust: env.system_trust_pem().to_string(),
+            machine_api: env.machine_api_handle(),
+        };
+        let sh = runtime::start(env.client(), opts.clone(), vcenters, cluster, stop_rx);
         if env.machine_api().is_some() {
             // The real machine-api runs: the kubelets, an IP address provider and the
             // garbage collector are what it needs around it.
@@ -212,6 +217,10 @@ impl Simulator {
         }
         if opts.operators {
             runtime::run_controller(&sh, Ctl::Operators, operators::sync);
+            runtime::run_controller(&sh, Ctl::ClusterConfig, trust::sync);
+        }
+        if opts.workloads && env.machine_api().is_some() {
+            runtime::run_controller(&sh, Ctl::MachineController, trust::sync_machine_controller);
         }
         SimHandle { shared: sh, stop: stop_tx }
     }

@@ -49,6 +49,10 @@ pub fn cluster_version() -> ApiResource {
     resource("config.openshift.io", "v1", "ClusterVersion", "clusterversions")
 }
 
+pub fn proxy() -> ApiResource {
+    resource("config.openshift.io", "v1", "Proxy", "proxies")
+}
+
 pub fn feature_gate() -> ApiResource {
     resource("config.openshift.io", "v1", "FeatureGate", "featuregates")
 }

@@ -47,6 +47,10 @@ pub struct SimStats {
     pub cpms_regenerated: u64,
     /// Writes of the cloud credential operator's copy of the vCenter credentials.
     pub credential_copies: u64,
+    /// Writes of the trust bundles and the cloud config copy ([`super::trust`]).
+    pub trust_copies: u64,
+    /// Restarts of the real machine controller (its pod was replaced).
+    pub machine_controller_restarts: u64,
     /// Errors met (retried); [`SimHandle::errors`](super::SimHandle::errors) has the last ones.
     pub errors: u64,
     /// Sum of every simulated delay waited (overlapping delays each count).
@@ -67,6 +71,8 @@ pub(crate) struct Counters {
     pub operator_transitions: AtomicU64,
     pub cpms_regenerated: AtomicU64,
     pub credential_copies: AtomicU64,
+    pub trust_copies: AtomicU64,
+    pub machine_controller_restarts: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -146,6 +152,8 @@ pub(crate) struct Stores {
     /// The cloud credential operator's copy for machine-api.
     pub creds_copy: Store<Secret>,
     pub cloud_config: Store<ConfigMap>,
+    /// Every ConfigMap (trust bundles and their sources are spread over namespaces).
+    pub config_maps: Store<ConfigMap>,
 }
 
 /// Wake-ups of the controllers (a stored permit coalesces bursts of events).
@@ -158,6 +166,8 @@ pub(crate) struct Triggers {
     pub cpms: Notify,
     pub workloads: Notify,
     pub operators: Notify,
+    pub cluster_config: Notify,
+    pub machine_controller: Notify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +182,10 @@ pub(crate) enum Ctl {
     Cpms,
     Workloads,
     Operators,
+    /// The trust bundles and the cloud config copy.
+    ClusterConfig,
+    /// The real machine controller's pod (with the real machine-api).
+    MachineController,
 }
 
 impl Triggers {
@@ -184,6 +198,8 @@ impl Triggers {
             Ctl::Cpms => &self.cpms,
             Ctl::Workloads => &self.workloads,
             Ctl::Operators => &self.operators,
+            Ctl::ClusterConfig => &self.cluster_config,
+            Ctl::MachineController => &self.machine_controller,
         }
     }
 }
@@ -198,6 +214,12 @@ pub(crate) struct Shared {
     pub triggers: Triggers,
     /// BIOS UUIDs of the VMs whose kubelet has started since the VM was powered on.
     pub kubelets: Mutex<HashSet<String>>,
+    /// The system CAs of the cluster's images ([`super::trust`]).
+    pub system_trust: String,
+    /// The real machine-api, whose machine controller [`super::trust`] restarts.
+    pub machine_api: Option<Arc<crate::machine_api::MachineApi>>,
+    /// The uid of the pod the machine controller process "runs in".
+    pub machine_controller_pod: Mutex<Option<String>>,
     shutdown: watch::Receiver<bool>,
     live_tasks: AtomicUsize,
     tasks_done: Notify,
@@ -252,6 +274,8 @@ impl Shared {
             operator_transitions: l(&c.operator_transitions),
             cpms_regenerated: l(&c.cpms_regenerated),
             credential_copies: l(&c.credential_copies),
+            trust_copies: l(&c.trust_copies),
+            machine_controller_restarts: l(&c.machine_controller_restarts),
             errors: l(&c.errors),
             delay_total,
             delay_wall,
@@ -352,6 +376,12 @@ where
     Ok(())
 }
 
+/// What the simulator takes from the environment besides the API and the vCenters.
+pub(crate) struct ClusterHandles {
+    pub system_trust: String,
+    pub machine_api: Option<Arc<crate::machine_api::MachineApi>>,
+}
+
 /// Starts one watch once the shared state exists.
 type StartWatch = Box<dyn FnOnce(&Arc<Shared>) + Send>;
 
@@ -360,6 +390,7 @@ pub(crate) fn start(
     client: kube::Client,
     opts: SimOptions,
     vcenters: VCenters,
+    cluster: ClusterHandles,
     shutdown: watch::Receiver<bool>,
 ) -> Arc<Shared> {
     use Ctl::*;
@@ -404,7 +435,7 @@ pub(crate) fn start(
         infra: dynamic(&mut pending, o::infra_api(c), o::infrastructure(), all(), &[Cpms, Operators]),
         operators: dynamic(&mut pending, o::operators_api(c), o::cluster_operator(), all(), &[Operators]),
         nodes: typed(&mut pending, Api::all(c.clone()), all(), &[Kubelet, Cpms, Workloads, Operators]),
-        pods: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
+        pods: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators, MachineController]),
         deployments: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
         daemonsets: typed(&mut pending, Api::all(c.clone()), all(), &[Workloads, Operators]),
         creds: typed(
@@ -425,6 +456,7 @@ pub(crate) fn start(
             all().fields(&format!("metadata.name={}", o::CLOUD_CONFIG_NAME)),
             &[Operators],
         ),
+        config_maps: typed(&mut pending, Api::all(c.clone()), all(), &[ClusterConfig]),
     };
     let shared = Arc::new(Shared {
         client,
@@ -435,6 +467,9 @@ pub(crate) fn start(
         stores,
         triggers: Triggers::default(),
         kubelets: Mutex::default(),
+        system_trust: cluster.system_trust,
+        machine_api: cluster.machine_api,
+        machine_controller_pod: Mutex::default(),
         shutdown,
         live_tasks: AtomicUsize::new(0),
         tasks_done: Notify::new(),
@@ -463,6 +498,7 @@ pub(crate) fn start(
         let _ = s.creds.wait_until_ready().await;
         let _ = s.creds_copy.wait_until_ready().await;
         let _ = s.cloud_config.wait_until_ready().await;
+        let _ = s.config_maps.wait_until_ready().await;
         let _ = ready_tx.send(true);
     });
     shared

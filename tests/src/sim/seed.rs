@@ -744,9 +744,40 @@ fn missing(pointer: &'static str) -> impl Fn(&Value) -> bool + Sync {
     move |s: &Value| s.pointer(pointer).is_none_or(Value::is_null)
 }
 
+/// Trust as the installer and the operators' manifests leave it: the source vCenters' own
+/// CAs (given at install as `additionalTrustBundle`) in `openshift-config/user-ca-bundle`,
+/// named by the Proxy `cluster` (which names none when there are none), and the empty
+/// ConfigMaps labelled for the trusted CA injection ([`super::trust`] fills them).
+async fn seed_trust(env: &TestEnv, client: &kube::Client) -> Result<()> {
+    let own: Vec<String> =
+        env.sources().iter().filter_map(|v| v.ca_pem.clone()).filter(|p| p != env.ca_pem()).collect();
+    let mut trusted = "";
+    if !own.is_empty() {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), o::CLOUD_CONFIG_NS);
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "user-ca-bundle", "namespace": o::CLOUD_CONFIG_NS},
+                        "data": {super::trust::TRUSTED_CA_KEY: own.concat()}});
+        ensure::<ConfigMap>(&cms, None, cm, None).await?;
+        trusted = "user-ca-bundle";
+    }
+    if env.installed_crds().iter().any(|c| c == "proxies.config.openshift.io") {
+        let proxy = json!({"apiVersion": "config.openshift.io/v1", "kind": "Proxy", "metadata": {"name": "cluster"},
+                           "spec": {"trustedCA": {"name": trusted}}});
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &o::proxy());
+        ensure::<DynamicObject>(&api, None, proxy, None).await?;
+    }
+    for (ns, name) in super::trust::INJECTED {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns,
+            "labels": {super::trust::INJECT_LABEL: "true"}}}))?;
+        o::create_if_absent(&api, &cm).await?;
+    }
+    Ok(())
+}
+
 async fn ensure_namespaces(client: &kube::Client) -> Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
-    for ns in super::WORKLOAD_NAMESPACES.iter().chain(&[o::CLOUD_CONFIG_NS]) {
+    for ns in super::WORKLOAD_NAMESPACES.iter().chain(&[o::CLOUD_CONFIG_NS, super::trust::MANAGED_NS]) {
         let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
         o::create_if_absent(&api, &obj).await?;
     }
@@ -916,6 +947,7 @@ async fn seed_config(
                     "metadata": {"name": o::CLOUD_CONFIG_NAME, "namespace": o::CLOUD_CONFIG_NS},
                     "data": {o::CLOUD_CONFIG_KEY: text}});
     ensure::<ConfigMap>(&cms, None, cm, None).await?;
+    seed_trust(env, client).await?;
 
     let version = &opts.openshift_version;
     let image = format!("quay.io/openshift-release-dev/ocp-release@sha256:{}", hex::encode([0x5e; 32]));
@@ -1124,6 +1156,13 @@ const WORKLOADS: &[Workload] = &[
         name: "vmware-vsphere-csi-driver-controller",
         labels: &[("app", "vmware-vsphere-csi-driver-controller")],
         replicas: Some(2),
+        masters_only: true,
+    },
+    Workload {
+        ns: o::CSI_NS,
+        name: "vmware-vsphere-csi-driver-operator",
+        labels: &[("name", "vmware-vsphere-csi-driver-operator")],
+        replicas: Some(1),
         masters_only: true,
     },
     Workload {

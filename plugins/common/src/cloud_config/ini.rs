@@ -383,6 +383,14 @@ pub(super) fn ca_file(text: &str) -> Option<String> {
         .or_else(|| setting(&parsed, &|n, _| n.eq_ignore_ascii_case("VirtualCenter"), "ca-file"))
 }
 
+/// `[Global] insecure-flag` as gcfg reads a bool (`1`, `true`, `yes`, `on`).
+pub(super) fn globally_insecure(text: &str) -> bool {
+    let lines = Lines::parse(text);
+    let Ok(parsed) = parse(&lines.body) else { return false };
+    setting(&parsed, &|n, _| n.eq_ignore_ascii_case("Global"), "insecure-flag")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
 pub(super) fn workspace_server(text: &str) -> Option<String> {
     let lines = Lines::parse(text);
     let parsed = parse(&lines.body).ok()?;

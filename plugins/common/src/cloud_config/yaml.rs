@@ -541,6 +541,11 @@ pub(super) fn ca_file(text: &str) -> Option<String> {
         .or_else(|| doc.get("vcenter")?.as_mapping()?.values().find_map(|v| nonempty(v.get("caFile"))))
 }
 
+/// `global.insecureFlag`.
+pub(super) fn globally_insecure(text: &str) -> bool {
+    parse_yaml(text).ok().and_then(|d| d.get("global")?.get("insecureFlag")?.as_bool()).unwrap_or(false)
+}
+
 #[cfg(test)]
 pub(super) mod probe {
     //! Internals exposed to the module tests.

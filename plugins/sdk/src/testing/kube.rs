@@ -23,6 +23,7 @@ const CLUSTER_SCOPED: &[&str] = &[
     "ClusterOperator",
     "ClusterVersion",
     "FeatureGate",
+    "Proxy",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",
