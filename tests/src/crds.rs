@@ -18,6 +18,7 @@ pub const NAMESPACES: &[&str] = &[
     "openshift-cluster-version",
     "openshift-cloud-controller-manager",
     "openshift-cluster-csi-drivers",
+    "openshift-cluster-storage-operator",
     "vsphere-migration",
 ];
 

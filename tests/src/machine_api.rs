@@ -46,7 +46,9 @@
 //! - CRDs: Machine, MachineSet (the environment's OpenShift CRDs), MachineHealthCheck (from
 //!   `../shared/fixtures/openshift-crds` when the environment did not install it), DNS
 //!   (`config.openshift.io`, from the `github.com/openshift/api` module machine-api-operator
-//!   is built with: the fixtures do not have it), and IPAddress and IPAddressClaim
+//!   is built with: the fixtures do not have it), CloudCredential (`operator.openshift.io`,
+//!   from the same module: whether the cloud credential operator fills the credentials
+//!   Secret the actuator reads), and IPAddress and IPAddressClaim
 //!   (`ipam.cluster.x-k8s.io`, from the `sigs.k8s.io/cluster-api` module it is built with:
 //!   the actuator lists a Machine's claims when it deletes it).
 //! - Infrastructure `cluster` with `status.platformStatus.type: VSphere` and
@@ -106,6 +108,10 @@ pub const CONTROLLERS_GROUP: &str = "vsm-testenv:machine-api-controllers";
 const UPSTREAM_RBAC_NAME: &str = "machine-api-controllers";
 const RBAC_MANIFEST: &str = "install/0000_30_machine-api-operator_09_rbac.yaml";
 const DNS_CRD: &str = "config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_dnses.crd.yaml";
+/// The cloud credential operator's configuration (its mode decides who fills the
+/// credentials Secret the actuator reads): not in the fixtures either.
+const CLOUD_CREDENTIAL_CRD: &str =
+    "operator/v1/zz_generated.crd-manifests/0000_40_cloud-credential_00_cloudcredentials.crd.yaml";
 /// The vSphere actuator lists a Machine's IP address claims when it deletes one (also without
 /// static IPs), and fails while their kind is unknown; OpenShift installs them.
 const IPAM_CRDS: [&str; 2] = [
@@ -429,6 +435,7 @@ async fn install_crds(
     installed: &[String],
 ) -> Result<Vec<String>> {
     let mut wanted = load_crds(&openshift_api_source.join(DNS_CRD))?;
+    wanted.extend(load_crds(&openshift_api_source.join(CLOUD_CREDENTIAL_CRD))?);
     for file in IPAM_CRDS {
         wanted.extend(load_crds(&cluster_api_source.join(file))?);
     }

@@ -129,7 +129,8 @@ async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
             move |n| async move { same_state(cr, &format!("crash at {n}"), ar).await },
         )
         .await?;
-    ensure!(points == 7, "{points} crash points");
+    // Seven, and the reads of the target CAs UpdateConfig recorded and of the two CA Secrets.
+    ensure!(points == 10, "{points} crash points");
     c.rollback_done().await?;
 
     // Plan mode: validated and recorded, nothing removed.

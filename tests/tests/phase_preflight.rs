@@ -8,6 +8,7 @@
 //! change nothing); nothing to roll back; a vSphere CSI volume and a disruption budget
 //! that never allows an eviction are refused by name.
 
+mod part2_support;
 mod phase_support;
 
 use anyhow::{Context, Result, ensure};
@@ -17,6 +18,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_host::runtime::Direction;
+use vsm_host::runtime::bindings::Outcome;
 use vsm_testenv::sim::objects as o;
 
 use phase_support::*;
@@ -269,5 +271,59 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
     let run = c.execute_done().await?;
     ensure!(run.message().contains("1 PodDisruptionBudget(s) allow a drain"), "{}", run.message());
     pdbs.delete("db", &Default::default()).await?;
+    Ok(())
+}
+
+/// The cloud credential operator in Manual mode copies nothing into the components'
+/// credentials Secrets: Preflight refuses, naming each Secret and the keys it lacks, until
+/// the administrator has added the targets' credentials to all four.
+#[tokio::test]
+async fn manual_credentials_mode_is_refused_until_every_component_secret_holds_the_targets() -> Result<()> {
+    let c = part2_support::start_seeded_real("phase-preflight-cco", "preflight", &Default::default()).await?;
+    let _sim = part2_support::sim(&c);
+    let dst = c.env.target().host();
+    let run = c.execute_done().await?;
+    ensure!(run.message().contains("copies vsphere-creds to the components (passthrough)"), "{}", run.message());
+
+    let modes = c.env.dynamic("operator.openshift.io", "v1", "CloudCredential", "cloudcredentials", None);
+    let set_mode = |mode: &'static str| {
+        let modes = modes.clone();
+        async move {
+            let patch = json!({"spec": {"credentialsMode": mode}});
+            modes.patch("cluster", &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+        }
+    };
+    set_mode("Manual").await?;
+    let run = c.execute().await?;
+    // The Secrets the release's vSphere CredentialsRequests name.
+    let secrets = [
+        ("openshift-machine-api", "vsphere-cloud-credentials"),
+        ("openshift-cluster-csi-drivers", "vmware-vsphere-cloud-credentials"),
+        ("openshift-cluster-storage-operator", "vsphere-cloud-credentials"),
+        ("openshift-cloud-controller-manager", "vsphere-cloud-credentials"),
+    ];
+    let Outcome::Failed(f) = &run.outcome else { anyhow::bail!("expected a refusal: {:?}", run.outcome) };
+    ensure!(!f.retryable && f.message.contains("runs in Manual mode"), "{}", f.message);
+    for (ns, name) in secrets {
+        ensure!(f.message.contains(&format!("{ns}/{name} (")), "{ns}/{name} not named: {}", f.message);
+    }
+    ensure!(
+        f.message.contains(&format!(
+            "openshift-machine-api/vsphere-cloud-credentials (lacks {dst}.username, {dst}.password)"
+        )),
+        "{}",
+        f.message
+    );
+
+    // The administrator adds the targets' credentials to every component Secret.
+    let keys = json!({format!("{dst}.username"): "u", format!("{dst}.password"): "p"});
+    for (ns, name) in secrets {
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.client(), ns);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": keys});
+        api.patch(name, &PatchParams::apply("admin").force(), &Patch::Apply(&secret)).await?;
+    }
+    let run = c.execute_done().await?;
+    ensure!(run.message().contains("Manual credentials mode: every component Secret holds"), "{}", run.message());
+    set_mode("").await?;
     Ok(())
 }

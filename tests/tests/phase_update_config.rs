@@ -16,6 +16,8 @@ use vsm_testenv::vcsim::source;
 use part2_support::*;
 use phase_support::*;
 
+const CA_FILE: &str = "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem";
+
 async fn proxy_trusted_ca(c: &PhaseEnv) -> Result<String> {
     let proxy = c.env.dynamic("config.openshift.io", "v1", "Proxy", "proxies", None).get("cluster").await?;
     Ok(proxy.data["spec"]["trustedCA"]["name"].as_str().unwrap_or_default().to_string())
@@ -34,12 +36,13 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     let yaml = cloud_config_text(&c).await?;
     let before = content(&c.config_map("openshift-config", "cloud-provider-config").await?);
 
-    // Success: one entry after the source's, verified (the config names no CA file, so
-    // neither does the entry: the CA goes into the cluster's trusted CA bundle).
+    // Success: one entry after the source's, verified with the CA file the config already
+    // uses (the source's entry names one), the CA in that file's bundle and in the
+    // cluster's trusted CA bundle.
     ensure!(proxy_trusted_ca(&c).await? == "", "the seeded Proxy names no trusted CA");
     let run = c.execute_done().await?;
     let entry = format!(
-        "  {dst}:\n    server: {dst}\n    port: {port}\n    insecureFlag: false\n    datacenters:\n    - dst-dc\n"
+        "  {dst}:\n    server: {dst}\n    port: {port}\n    insecureFlag: false\n    datacenters:\n    - dst-dc\n    caFile: {CA_FILE}\n"
     );
     let expected = yaml.replace("    ipFamily: []\n# Topology", &format!("    ipFamily: []\n{entry}# Topology"));
     ensure!(expected != yaml, "the seeded config changed shape; fix the test");
@@ -60,6 +63,9 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
         "{}",
         run.message()
     );
+    let cloud = c.config_map("openshift-config", "cloud-provider-config").await?.context("cloud config")?;
+    let file_bundle = cloud.data.as_ref().and_then(|d| d.get("ca-bundle.pem")).cloned().unwrap_or_default();
+    ensure!(file_bundle.contains(c.env.vcenter_ca_bundle_pem().trim()), "the CA file's bundle holds the CA too");
 
     // Idempotent.
     let cm = c.config_map("openshift-config", "cloud-provider-config").await?.unwrap();
@@ -139,8 +145,9 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     );
     set_cloud_config_text(&c, &ini).await?;
     let run = c.execute_done().await?;
-    let section =
-        format!("\n[VirtualCenter \"{dst}\"]\ndatacenters = \"dst-dc\"\nport = \"{port}\"\ninsecure-flag = \"0\"\n");
+    let section = format!(
+        "\n[VirtualCenter \"{dst}\"]\ndatacenters = \"dst-dc\"\nport = \"{port}\"\ninsecure-flag = \"0\"\nca-file = \"{CA_FILE}\"\n"
+    );
     let source_port = format!("port = \"{}\"\n", src.port());
     let expected_ini = ini.replace(&source_port, &format!("{source_port}{section}"));
     let text = cloud_config_text(&c).await?;

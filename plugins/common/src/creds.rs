@@ -66,6 +66,20 @@ pub fn missing_keys(secret: &Object, servers: &[&str]) -> Vec<String> {
     servers.iter().flat_map(|s| [username_key(s), password_key(s)]).filter(|k| nonempty(&data, k).is_none()).collect()
 }
 
+/// The Secrets the release's vSphere CredentialsRequests name (`spec.secretRef`), which the
+/// cloud credential operator fills with a copy of `kube-system/vsphere-creds` in its
+/// default (passthrough) mode and nothing fills in Manual mode: machine-api-operator
+/// `install/0000_30_machine-api-operator_00_credentials-request.yaml`,
+/// cluster-storage-operator `manifests/03_credentials_request_vsphere_csi.yaml` and
+/// `03_credentials_request_vsphere_detector.yaml`, cluster-cloud-controller-manager-operator
+/// `manifests/0000_26_cloud-controller-manager-operator_17_credentialsrequest-vsphere.yaml`.
+pub const COMPONENT_SECRETS: [(&str, &str); 4] = [
+    ("openshift-machine-api", "vsphere-cloud-credentials"),
+    ("openshift-cluster-csi-drivers", "vmware-vsphere-cloud-credentials"),
+    ("openshift-cluster-storage-operator", "vsphere-cloud-credentials"),
+    ("openshift-cloud-controller-manager", "vsphere-cloud-credentials"),
+];
+
 /// What [`set`] did to one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyChange {

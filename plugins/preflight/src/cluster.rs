@@ -6,7 +6,8 @@ use vsm_common::{creds, health, infra_update, replacements};
 use vsm_sdk::KubeError;
 use vsm_sdk::prelude::*;
 use vsm_sdk::types::names::{
-    CLUSTER_VERSION, FEATURE_GATE, INFRASTRUCTURE, MACHINE_API_NAMESPACE, VSPHERE_CREDS, VSPHERE_CREDS_NAMESPACE,
+    CLOUD_CREDENTIAL, CLUSTER_VERSION, FEATURE_GATE, INFRASTRUCTURE, MACHINE_API_NAMESPACE, VSPHERE_CREDS,
+    VSPHERE_CREDS_NAMESPACE,
 };
 
 use crate::Findings;
@@ -220,6 +221,55 @@ pub fn check_credentials(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> Res
         }
     }
     f.checked("credentials present for every source and target vCenter");
+    Ok(())
+}
+
+/// The cloud credential operator's mode (`CloudCredential cluster`, `spec.credentialsMode`).
+/// By default (and in Passthrough) it copies `kube-system/vsphere-creds`, where UpdateSecrets
+/// puts the targets' credentials, into every component's Secret. In Manual mode nothing
+/// copies them: every component Secret must hold the targets' keys before anything
+/// changes, or the components could not log in to a target.
+pub fn check_credentials_mode(cx: &Cx, spec: &MigrationSpec, f: &mut Findings) -> Result<(), PhaseError> {
+    let mode = match cx.kube().get(&types::CLOUD_CREDENTIAL, None, CLOUD_CREDENTIAL) {
+        Ok(c) => c.and_then(|c| c.str_at("/spec/credentialsMode").map(str::to_string)).unwrap_or_default(),
+        // No CloudCredential kind (a cluster without the capability): the default mode.
+        Err(PhaseError::Kube { error: KubeError::NotFound(_), .. }) => String::new(),
+        Err(e) => return Err(e),
+    };
+    match mode.as_str() {
+        "" | "Passthrough" => {
+            f.checked("the cloud credential operator copies vsphere-creds to the components (passthrough)");
+        }
+        "Manual" => {
+            let targets = spec.target_servers();
+            let mut lacking = Vec::new();
+            for (ns, name) in creds::COMPONENT_SECRETS {
+                match cx.kube().get(&types::SECRET, Some(ns), name)? {
+                    None => lacking.push(format!("{ns}/{name} (does not exist)")),
+                    Some(s) => {
+                        let missing = creds::missing_keys(&s, &targets);
+                        if !missing.is_empty() {
+                            lacking.push(format!("{ns}/{name} (lacks {})", missing.join(", ")));
+                        }
+                    }
+                }
+            }
+            if lacking.is_empty() {
+                f.checked("Manual credentials mode: every component Secret holds the target vCenters' credentials");
+            } else {
+                f.problem(format!(
+                    "the cloud credential operator runs in Manual mode (CloudCredential {CLOUD_CREDENTIAL}): nothing copies \
+                     vsphere-creds to the components, so add the target vCenters' <server>.username and <server>.password \
+                     to each of their Secrets before migrating: {}",
+                    lacking.join("; ")
+                ));
+            }
+        }
+        other => f.problem(format!(
+            "the cloud credential operator runs in mode {other:?} (CloudCredential {CLOUD_CREDENTIAL}), which vSphere \
+             does not support: only the default (passthrough) and Manual modes are handled"
+        )),
+    }
     Ok(())
 }
 

@@ -43,6 +43,7 @@ pub const CHECKS: &[&str] = &[
     "The Infrastructure `cluster` is vSphere, has an infrastructure name, lists every source vCenter, and lists no vCenter that is neither a source nor a target.",
     "The API server accepts the Infrastructure with the target vCenters and failure domains added (a dry run of UpdateInfrastructure's update, on your release's own CRD and feature set; at most three vCenters at once).",
     "`kube-system/vsphere-creds` holds `<server>.username` and `<server>.password` for every source vCenter, and the target credentials Secret for every target vCenter.",
+    "The cloud credential operator copies `vsphere-creds` to the components (its default mode), or, in Manual mode, every component's credentials Secret (machine-api, CSI driver, vSphere problem detector, cloud controller manager) already holds the target vCenters' keys.",
     "Every MachineSet in a source vCenter has a destination (`failureDomainMap`, an override or `failureDomain`), and no two replacements share a name.",
     "Every vCenter answers with the TLS settings of `spec.vcenters` and its credentials, and the source datacenters exist.",
     "Every target topology path exists: datacenter, compute cluster, datastore, networks, resource pool, template VM, and the VM folder or its datacenter (CreateFolder makes the folder).",
@@ -70,6 +71,7 @@ impl Phase for Preflight {
         // The target credentials Secret may be in any namespace the spec names.
         .kube("", "secrets", &["get"], None)
         .kube("config.openshift.io", "featuregates", &["get"], None)
+        .kube("operator.openshift.io", "cloudcredentials", &["get"], None)
         .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
         .kube("machine.openshift.io", "machinesets", &["list"], Some(MACHINE_API_NAMESPACE))
         .vsphere(VsphereCapability::ReadInventory)
@@ -82,6 +84,7 @@ impl Phase for Preflight {
         topology::check_spec(spec, &mut f);
         let infra = cluster::check_infrastructure(cx, spec, &mut f)?;
         cluster::check_credentials(cx, spec, &mut f)?;
+        cluster::check_credentials_mode(cx, spec, &mut f)?;
         cluster::check_placement(cx, spec, infra.as_ref(), &mut f)?;
         let infra_id = infra.as_ref().and_then(|i| vsm_common::infra::infra_id(i).ok()).map(str::to_string);
         vcenter::check_vcenters(cx, spec, infra.as_ref(), infra_id.as_deref(), &mut f);

@@ -93,6 +93,7 @@ fn a_healthy_cluster_passes_and_nothing_is_changed() {
         "all checks passed: 1 target failure domain(s) well-formed; Infrastructure is vSphere (infraID cl-1), sources vc-src; \
          the API server accepts the Infrastructure with the targets added, 2 vCenters (a dry run; feature set Default, \
          VSphereMultiVCenterDay2 off); credentials present for every source and target vCenter; \
+         the cloud credential operator copies vsphere-creds to the components (passthrough); \
          1 MachineSet(s) have a destination: cl-1-worker-0 → cl-1-worker-0-target-fd in target-fd (2); \
          source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); 4 source topology objects found in vCenter vc-src; target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
          6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy; \
@@ -352,4 +353,50 @@ fn the_operations_checklist_is_what_preflight_checks() {
     let section = section.split("\n## ").next().unwrap();
     let listed: Vec<&str> = section.lines().filter_map(|l| l.strip_prefix("- ")).collect();
     assert_eq!(listed, CHECKS, "docs/OPERATIONS.md \"Before you start\" and CHECKS differ");
+}
+
+#[test]
+fn manual_credentials_mode_needs_the_targets_keys_in_every_component_secret() {
+    let host = cluster();
+    host.put(
+        json!({"apiVersion": "operator.openshift.io/v1", "kind": "CloudCredential", "metadata": {"name": "cluster"},
+                    "spec": {"credentialsMode": "Manual"}}),
+    );
+    let keys = json!({format!("{DST}.username"): encode("u"), format!("{DST}.password"): encode("p")});
+    for (ns, name) in vsm_common::creds::COMPONENT_SECRETS.iter().skip(1) {
+        host.put(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "data": keys}),
+        );
+    }
+    let (ns0, name0) = vsm_common::creds::COMPONENT_SECRETS[0];
+    host.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name0, "namespace": ns0},
+                    "data": {format!("{DST}.username"): encode("u")}}));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(!run.done() && !run.retryable(), "{:?}", run.outcome);
+    assert!(run.message().contains("runs in Manual mode"), "{}", run.message());
+    assert!(
+        run.message().contains(&format!("openshift-machine-api/vsphere-cloud-credentials (lacks {DST}.password)")),
+        "{}",
+        run.message()
+    );
+    assert!(
+        !run.message().contains("vmware-vsphere-cloud-credentials"),
+        "only the Secret that lacks keys: {}",
+        run.message()
+    );
+
+    // The administrator adds them: Preflight passes.
+    host.put(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name0, "namespace": ns0}, "data": keys}),
+    );
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.done(), "{:?}", run.outcome);
+
+    // A mode vSphere does not have is refused.
+    host.put(
+        json!({"apiVersion": "operator.openshift.io/v1", "kind": "CloudCredential", "metadata": {"name": "cluster"},
+                    "spec": {"credentialsMode": "Mint"}}),
+    );
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(run.message().contains("mode \"Mint\""), "{}", run.message());
 }

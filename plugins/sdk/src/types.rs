@@ -37,6 +37,7 @@ pub const CLUSTER_OPERATOR: TypeConst = ty("config.openshift.io/v1", "ClusterOpe
 pub const CLUSTER_VERSION: TypeConst = ty("config.openshift.io/v1", "ClusterVersion");
 pub const FEATURE_GATE: TypeConst = ty("config.openshift.io/v1", "FeatureGate");
 pub const PROXY: TypeConst = ty("config.openshift.io/v1", "Proxy");
+pub const CLOUD_CREDENTIAL: TypeConst = ty("operator.openshift.io/v1", "CloudCredential");
 pub const MACHINE: TypeConst = ty("machine.openshift.io/v1beta1", "Machine");
 pub const MACHINE_SET: TypeConst = ty("machine.openshift.io/v1beta1", "MachineSet");
 pub const CONTROL_PLANE_MACHINE_SET: TypeConst = ty("machine.openshift.io/v1", "ControlPlaneMachineSet");
@@ -65,6 +66,8 @@ pub mod names {
     pub const CLUSTER_VERSION: &str = "version";
     /// The FeatureGate singleton (the cluster's feature set).
     pub const FEATURE_GATE: &str = "cluster";
+    /// The cloud credential operator's configuration.
+    pub const CLOUD_CREDENTIAL: &str = "cluster";
     /// The Infrastructure CRD.
     pub const INFRASTRUCTURE_CRD: &str = "infrastructures.config.openshift.io";
     /// Label linking a Machine to its MachineSet.

@@ -3,7 +3,8 @@
 //! machine-api's is `openshift-machine-api/vsphere-cloud-credentials`, which the vSphere
 //! machine actuator reads (`<server>.username` / `<server>.password`). The copy follows the
 //! root Secret: a migration's UpdateSecrets phase and a password rotation rewrite the root
-//! Secret only.
+//! Secret only. In Manual mode (`CloudCredential cluster`, `spec.credentialsMode`) it copies
+//! nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::json;
 
 use super::objects as o;
@@ -21,6 +22,17 @@ use super::runtime::{Shared, inc};
 pub const MACHINE_API_CREDS_NAME: &str = "vsphere-cloud-credentials";
 
 pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
+    // In Manual mode the operator copies nothing (the administrator fills the Secrets).
+    let modes: Api<DynamicObject> = Api::all_with(sh.client.clone(), &o::cloud_credential());
+    let manual = modes
+        .get_opt("cluster")
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|c| o::str_at(&c.data, "/spec/credentialsMode") == Some("Manual"));
+    if manual {
+        return Ok(());
+    }
     if sync_copy(&sh.client).await? {
         inc(&sh.counters.credential_copies);
     }

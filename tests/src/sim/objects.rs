@@ -49,6 +49,10 @@ pub fn cluster_version() -> ApiResource {
     resource("config.openshift.io", "v1", "ClusterVersion", "clusterversions")
 }
 
+pub fn cloud_credential() -> ApiResource {
+    resource("operator.openshift.io", "v1", "CloudCredential", "cloudcredentials")
+}
+
 pub fn proxy() -> ApiResource {
     resource("config.openshift.io", "v1", "Proxy", "proxies")
 }

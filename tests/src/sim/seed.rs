@@ -996,6 +996,15 @@ async fn seed_config(
         ensure::<DynamicObject>(&fg_api, None, fg, Some((status, &check))).await?;
     }
 
+    // The cloud credential operator in its vSphere default (passthrough: the simulator
+    // plays its copy), where its CRD is installed (with the real machine-api).
+    if env.installed_crds().iter().any(|c| c == "cloudcredentials.operator.openshift.io") {
+        let cc = json!({"apiVersion": "operator.openshift.io/v1", "kind": "CloudCredential", "metadata": {"name": "cluster"},
+                        "spec": {"credentialsMode": "", "managementState": "Managed"}});
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &o::cloud_credential());
+        ensure::<DynamicObject>(&api, None, cc, None).await?;
+    }
+
     let co_api = o::operators_api(client);
     futures::stream::iter(CLUSTER_OPERATORS)
         .map(|name| {

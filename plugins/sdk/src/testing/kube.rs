@@ -24,6 +24,7 @@ const CLUSTER_SCOPED: &[&str] = &[
     "ClusterVersion",
     "FeatureGate",
     "Proxy",
+    "CloudCredential",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",
