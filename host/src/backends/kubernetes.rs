@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope as DiscoveryScope;
+use kube::error::DiscoveryError;
 use serde_json::Value;
 
 use async_trait::async_trait;
@@ -84,6 +85,10 @@ pub fn map_error(e: kube::Error) -> KubeError {
             }
         }
         kube::Error::Service(e) if e.is::<super::fencing::NotLeader>() => KubeError::Transient(e.to_string()),
+        // Discovery answered, and the kind is not there: as final as a 404.
+        kube::Error::Discovery(
+            e @ (DiscoveryError::MissingKind(_) | DiscoveryError::MissingApiGroup(_) | DiscoveryError::MissingResource(_)),
+        ) => KubeError::NotFound(e.to_string()),
         other => KubeError::Transient(other.to_string()),
     }
 }
@@ -310,5 +315,23 @@ pub fn strip_server_fields(object: &mut Value) {
     }
     if let Some(obj) = object.as_object_mut() {
         obj.remove("status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_discovery_does_not_find_is_not_found_not_transient() {
+        for e in [
+            DiscoveryError::MissingKind("CloudCredential".into()),
+            DiscoveryError::MissingApiGroup("operator.openshift.io".into()),
+            DiscoveryError::MissingResource("cloudcredentials".into()),
+        ] {
+            assert!(matches!(map_error(kube::Error::Discovery(e)), KubeError::NotFound(_)));
+        }
+        let other = map_error(kube::Error::Discovery(DiscoveryError::EmptyApiGroup("x".into())));
+        assert!(matches!(other, KubeError::Transient(_)), "{other:?}");
     }
 }

@@ -1,6 +1,14 @@
-//! DisableCVO: scale the cluster-version operator (CVO) to zero so it does not put back
-//! what the migration changes (the Infrastructure, its CRD, the cloud config), and wait
+//! DisableCVO: scale the cluster-version operator (CVO) to zero for the migration, and wait
 //! until its pods are gone.
+//!
+//! Why (docs/ARCHITECTURE.md, "Does the cluster-version operator have to stop?"): nothing
+//! this migration edits belongs to the release payload (the Infrastructure instance, the
+//! cloud config, vsphere-creds, the control-plane machine set and MachineSets come from the
+//! installer), and the one thing the CVO would revert, the Infrastructure CRD, is never
+//! edited (the Go controller stopped the CVO to edit it). What a running CVO could still do
+//! is start a release update while machines move: it would roll machine-api, the cloud
+//! controller manager and the CSI driver mid-migration. Stopping it is what keeps that from
+//! happening; the phase's result says so.
 //!
 //! The original replica count is recorded once, before the first change, in the
 //! migration's state under [`CVO_REPLICAS`] (a JSON number; this phase owns the key): the Verify phase re-enables
@@ -20,7 +28,7 @@ impl Phase for DisableCvo {
         PhaseInfo::new(
             "DisableCVO",
             env!("CARGO_PKG_VERSION"),
-            "Scale the cluster-version operator to zero (remembering its replica count) so it does not undo the migration",
+            "Scale the cluster-version operator to zero (remembering its replica count) so no release update starts while machines move",
         )
         .kube("apps", "deployments", &["get", "patch"], Some(CVO_NAMESPACE))
         .kube("", "pods", &["list"], Some(CVO_NAMESPACE))
@@ -132,7 +140,8 @@ fn execute(cx: &Cx) -> Step {
         ));
     }
     Ok(done(format!(
-        "the cluster-version operator is scaled to 0 and its pods are gone (it had {original} replica(s); Verify or a rollback restores them)"
+        "the cluster-version operator is scaled to 0 and its pods are gone (it had {original} replica(s); Verify or a rollback restores them), \
+         so no release update starts while machines move; nothing the migration edits belongs to the release payload"
     )))
 }
 
