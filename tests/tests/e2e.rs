@@ -167,7 +167,7 @@ async fn vm_count(c: &Cluster, source: bool) -> Result<usize> {
     let spec = ServerSpec {
         server: vc.server(),
         credentials: Credentials::new(vc.username.clone(), vc.password.clone()),
-        tls: TlsPolicy { ca_bundle_pem: Some(c.env.ca_pem().to_string()), ..Default::default() },
+        tls: TlsPolicy { ca_bundle_pem: Some(c.env.vcenter_ca_bundle_pem()), ..Default::default() },
     };
     let client = pool.client(&spec).await?;
     let n = match client.list_vms(&format!("/{dc}/vm/{}", c.seeded.infra_id)).await {

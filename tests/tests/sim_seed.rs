@@ -169,6 +169,7 @@ async fn seeding_makes_a_consistent_cluster_and_a_second_seed_changes_nothing() 
         (o::MACHINE_API_NS, "api=clusterapi", 1),
         (o::CSI_NS, "app=vmware-vsphere-csi-driver-controller", 2),
         (o::CSI_NS, "app=vmware-vsphere-csi-driver-node", 6),
+        (o::CSI_NS, "name=vmware-vsphere-csi-driver-operator", 1),
         (o::CVO_NS, "k8s-app=cluster-version-operator", 1),
     ] {
         let pods = w.pods(ns, labels).await;

@@ -1,6 +1,8 @@
 //! Simulated workloads and ClusterOperators: restarted pods come back and their operators
 //! go Degraded and recover; the CVO Deployment scales; an inconsistent vSphere
-//! configuration keeps the vSphere operators Degraded until it is consistent.
+//! configuration keeps the vSphere operators Degraded until it is consistent. The trusted
+//! CA injection, `ccm-trusted-ca` and `kube-cloud-config` follow their sources, and the real
+//! machine controller restarts with its pod's trust store.
 
 mod sim_support;
 
@@ -254,5 +256,95 @@ async fn an_inconsistent_vsphere_configuration_degrades_the_operators_until_it_i
     for name in vsm_testenv::sim::operators::RULED {
         w.eventually(&format!("{name} healthy"), || healthy(&w, name)).await;
     }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_bundles_follow_the_proxy_and_the_machine_controller_restarts_with_its_pod() {
+    use vsm_testenv::sim::trust;
+    let w = World::start(SeedOptions::default(), Some(SimOptions::instant())).await;
+    let c = w.client();
+    let system = w.env.system_trust_pem().to_string();
+    let data = |ns: &'static str, name: &'static str, key: &'static str| {
+        let c = c.clone();
+        async move {
+            let cm = Api::<ConfigMap>::namespaced(c, ns).get_opt(name).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(cm.and_then(|cm| cm.data).and_then(|d| d.get(key).cloned()).unwrap_or_default())
+        }
+    };
+    // Seeded: the Proxy names no bundle, so the injected ones hold the system CAs alone.
+    w.eventually("mao-trusted-ca injected", || async {
+        let got = data(o::MACHINE_API_NS, trust::MAO_TRUSTED_CA, trust::TRUSTED_CA_KEY).await?;
+        if got == system { Ok(()) } else { Err(format!("{got:?}")) }
+    })
+    .await;
+
+    // A CA in the Proxy's bundle reaches every injected ConfigMap, after the system CAs'
+    // own, and ccm-trusted-ca with the cloud config's bundle first.
+    let extra = vsm_testenv::pki::TestCa::new("vsm-sim-extra-ca").unwrap().cert_pem;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), o::CLOUD_CONFIG_NS);
+    let pp = PatchParams::apply("test").force();
+    let bundle = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "corporate"}, "data": {"ca-bundle.crt": extra}});
+    cms.patch("corporate", &pp, &Patch::Apply(&bundle)).await.unwrap();
+    let proxies = w.env.dynamic("config.openshift.io", "v1", "Proxy", "proxies", None);
+    proxies
+        .patch("cluster", &PatchParams::default(), &Patch::Merge(json!({"spec": {"trustedCA": {"name": "corporate"}}})))
+        .await
+        .unwrap();
+    let cloud_ca = vsm_testenv::pki::TestCa::new("vsm-sim-cloud-ca").unwrap().cert_pem;
+    cms.patch(
+        o::CLOUD_CONFIG_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"ca-bundle.pem": cloud_ca}})),
+    )
+    .await
+    .unwrap();
+    let (extra2, system2, cloud2) = (extra.clone(), system.clone(), cloud_ca.clone());
+    w.eventually("the Proxy's CA injected everywhere", || {
+        let (extra, system, cloud) = (extra2.clone(), system2.clone(), cloud2.clone());
+        let data = &data;
+        async move {
+            for (ns, name) in trust::INJECTED.iter().copied().chain([(trust::MANAGED_NS, trust::TRUSTED_CA_BUNDLE)]) {
+                let got = data(ns, name, trust::TRUSTED_CA_KEY).await?;
+                let g = got.trim_end();
+                if !(g.starts_with(extra.trim_end()) && g.ends_with(system.trim_end())) {
+                    return Err(format!("{ns}/{name}: {got:?}"));
+                }
+            }
+            let ccm = data(o::CCM_NS, trust::CCM_TRUSTED_CA, trust::TRUSTED_CA_KEY).await?;
+            let parts = [cloud.trim_end(), extra.trim_end(), system.trim_end()];
+            let mut at = 0;
+            for p in parts {
+                at = ccm[at..]
+                    .find(p)
+                    .map(|i| at + i + p.len())
+                    .ok_or(format!("ccm-trusted-ca lacks a part: {ccm:?}"))?;
+            }
+            let copy = data(trust::MANAGED_NS, trust::KUBE_CLOUD_CONFIG, "ca-bundle.pem").await?;
+            if copy != cloud {
+                return Err(format!("kube-cloud-config: {copy:?}"));
+            }
+            Ok(())
+        }
+    })
+    .await;
+
+    // The machine-api-controllers pod is replaced: the real machine controller restarts with
+    // what its pod mounts, and runs.
+    let mapi = w.env.machine_api().unwrap();
+    let before = mapi.pid(vsm_testenv::machine_api::Component::MachineController);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), o::MACHINE_API_NS);
+    for p in w.pods(o::MACHINE_API_NS, "api=clusterapi").await {
+        pods.delete(&p.name_any(), &DeleteParams::default()).await.unwrap();
+    }
+    w.eventually("the machine controller restarted", || async {
+        let restarts = w.sim().stats().machine_controller_restarts;
+        if restarts >= 1 { Ok(()) } else { Err(format!("{restarts} restarts")) }
+    })
+    .await;
+    assert_ne!(mapi.pid(vsm_testenv::machine_api::Component::MachineController), before);
+    let trust_file = std::fs::read_to_string(mapi.trust_file()).unwrap();
+    assert!(trust_file.contains(extra.trim_end()), "the restarted controller trusts the injected bundle");
+    mapi.check_running().unwrap();
     w.stop().await;
 }

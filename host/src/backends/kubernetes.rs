@@ -87,7 +87,9 @@ pub fn map_error(e: kube::Error) -> KubeError {
         kube::Error::Service(e) if e.is::<super::fencing::NotLeader>() => KubeError::Transient(e.to_string()),
         // Discovery answered, and the kind is not there: as final as a 404.
         kube::Error::Discovery(
-            e @ (DiscoveryError::MissingKind(_) | DiscoveryError::MissingApiGroup(_) | DiscoveryError::MissingResource(_)),
+            e @ (DiscoveryError::MissingKind(_)
+            | DiscoveryError::MissingApiGroup(_)
+            | DiscoveryError::MissingResource(_)),
         ) => KubeError::NotFound(e.to_string()),
         other => KubeError::Transient(other.to_string()),
     }
