@@ -39,7 +39,7 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     // Success: one entry after the source's, verified with the CA file the config already
     // uses (the source's entry names one), the CA in that file's bundle and in the
     // cluster's trusted CA bundle.
-    ensure!(proxy_trusted_ca(&c).await? == "", "the seeded Proxy names no trusted CA");
+    ensure!(proxy_trusted_ca(&c).await?.is_empty(), "the seeded Proxy names no trusted CA");
     let run = c.execute_done().await?;
     let entry = format!(
         "  {dst}:\n    server: {dst}\n    port: {port}\n    insecureFlag: false\n    datacenters:\n    - dst-dc\n    caFile: {CA_FILE}\n"
@@ -76,7 +76,7 @@ async fn update_config_adds_the_target_keeping_every_line_in_yaml_and_ini() -> R
     // Rollback: the exact before-state, the trust included.
     c.rollback_done().await?;
     ensure!(c.config_map("openshift-config", "user-ca-bundle").await?.is_none(), "the created bundle is gone");
-    ensure!(proxy_trusted_ca(&c).await? == "", "the Proxy names no trusted CA again");
+    ensure!(proxy_trusted_ca(&c).await?.is_empty(), "the Proxy names no trusted CA again");
     same_content(
         "cloud config after rollback",
         &before,
