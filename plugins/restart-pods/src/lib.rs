@@ -11,7 +11,8 @@
 //! injection, or the cloud controller manager operator). A pod restarted earlier would read
 //! the old configuration, and Go reads its trust store once per process. A ConfigMap the
 //! cluster does not have is not waited for; a cloud config that does not list the targets
-//! at all (UpdateConfig has not run) is refused.
+//! at all (UpdateConfig has not run) is refused. A plan (which changes nothing, so nothing
+//! arrives) notes what a run would wait for and goes on.
 //!
 //! The pods to delete are recorded before the first delete, and deleted by uid: a re-run
 //! (after a crash, or once the phase is done) never deletes a replacement pod. A group is
@@ -245,7 +246,12 @@ fn execute(cx: &Cx) -> Step {
     if !cx.state().is_marked(DELETED_KEY)
         && let Some(why) = not_arrived(cx)?
     {
-        return Ok(wait(POLL_MS, 0, format!("not restarting the vCenter clients yet: {why}")));
+        // A plan changes nothing, so nothing will arrive: say what a run would wait for.
+        if cx.dry_run() {
+            cx.info(format!("a run would wait until the vCenter clients' configuration has arrived: {why}"));
+        } else {
+            return Ok(wait(POLL_MS, 0, format!("not restarting the vCenter clients yet: {why}")));
+        }
     }
     let plan = match cx.state().get_json::<Plan>(PLAN_KEY)? {
         Some(p) if p.groups.len() == GROUPS.len() => p,

@@ -194,3 +194,22 @@ fn a_cloud_config_without_the_targets_is_refused_before_any_restart() {
     );
     assert_eq!(made.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_plan_does_not_wait_for_what_only_a_run_brings() {
+    let (h, _) = cluster();
+    let target = migration(
+        &json!({"failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc-b",
+                 "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}]}),
+        &["vc-a"],
+    );
+    let (ns, name, key) = MANAGED_CLOUD_CONFIG;
+    h.put(config_map(ns, name, key, "[VirtualCenter \"vc-a\"]\ndatacenters = \"d\"\n"));
+    // The host records a plan's wait and moves on; what matters is that the deletes a run
+    // would make are in the plan, not held back by the wait for the injection.
+    let run = h.plan_run::<RestartPods>(&target);
+    assert!(!run.failed(), "{:?}", run.outcome);
+    assert!(h.logged("a run would wait until"), "the plan says what a run waits for");
+    assert_eq!(h.plan().len(), 10, "every restart is planned: {:?}", h.plan());
+    assert!(h.list(&types::POD).iter().all(|p| p.name().starts_with("old-")), "a plan deletes nothing");
+}
