@@ -34,6 +34,14 @@ fn may_stay_unused(a: &Access, reasons: &[String]) -> Option<&'static str> {
             Some("checked by OwnerReferencesPermissionEnforcement admission, which this API server does not run")
         }
         ("events", "patch") => Some("only a repeated Event (a series) is patched"),
+        ("secrets", "get")
+            if matches!(a.name.as_deref(), Some("vsphere-cloud-credentials" | "vmware-vsphere-cloud-credentials"))
+                && reasons.iter().all(|r| r == "phase preflight: get") =>
+        {
+            Some(
+                "Preflight reads the components' credentials Secrets only in Manual credentials mode (phase_preflight runs it)",
+            )
+        }
         _ => None,
     }
 }

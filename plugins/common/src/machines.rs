@@ -83,8 +83,29 @@ pub fn machine_state(machine: &Object, nodes: &[Object]) -> MachineState {
                 Some(_) => MachineState::Waiting(format!("Running, node {n} not Ready")),
             },
         },
-        "" => MachineState::Waiting("Pending".into()),
-        other => MachineState::Waiting(other.to_string()),
+        "" => MachineState::Waiting(format!("Pending{}", why_not_yet(machine))),
+        other => MachineState::Waiting(format!("{other}{}", why_not_yet(machine))),
+    }
+}
+
+/// What machine-api says holds a Machine back: the first condition with status False and a
+/// message, from the provider's status (the vSphere actuator's `MachineCreation` and IP
+/// address conditions) or the Machine's own, as ` (Reason: message)`; empty when none.
+fn why_not_yet(machine: &Object) -> String {
+    const MAX: usize = 200;
+    let conditions = ["/status/providerStatus/conditions", "/status/conditions"];
+    let held = conditions.iter().flat_map(|p| machine.array_at(p)).find(|c| {
+        c.get("status").and_then(Value::as_str) == Some("False")
+            && c.get("message").and_then(Value::as_str).is_some_and(|m| !m.is_empty())
+    });
+    let Some(c) = held else { return String::new() };
+    let reason = c.get("reason").and_then(Value::as_str).unwrap_or_default();
+    let message = c.get("message").and_then(Value::as_str).unwrap_or_default();
+    let short: String = message.chars().take(MAX).collect();
+    let more = if message.chars().count() > MAX { "…" } else { "" };
+    match reason.is_empty() {
+        true => format!(" ({short}{more})"),
+        false => format!(" ({reason}: {short}{more})"),
     }
 }
 

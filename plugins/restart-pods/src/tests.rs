@@ -121,6 +121,13 @@ fn mk_cert(n: u8) -> String {
     format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
 }
 
+/// A migration from vc-a to vc-b.
+fn to_vc_b() -> Migration {
+    let fd = json!({"name": "a", "region": "r", "zone": "z", "server": "vc-b",
+                    "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}});
+    migration(&json!({"failureDomains": [fd]}), &["vc-a"])
+}
+
 fn config_map(ns: &str, name: &str, key: &str, value: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}, "data": {key: value}})
 }
@@ -128,11 +135,7 @@ fn config_map(ns: &str, name: &str, key: &str, value: &str) -> Value {
 #[test]
 fn no_pod_is_restarted_before_the_copied_config_and_the_injected_trust_have_arrived() {
     let (h, made) = cluster();
-    let target = migration(
-        &json!({"failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc-b",
-                 "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}]}),
-        &["vc-a"],
-    );
+    let target = to_vc_b();
     let fingerprint = pem::certificates(&mk_cert(1)).unwrap()[0].fingerprint.clone();
     h.set_shared_state(TARGET_CA_FINGERPRINTS, &json!([fingerprint]).to_string());
     let (ns, name, key) = MANAGED_CLOUD_CONFIG;
@@ -174,11 +177,7 @@ fn no_pod_is_restarted_before_the_copied_config_and_the_injected_trust_have_arri
 #[test]
 fn a_cloud_config_without_the_targets_is_refused_before_any_restart() {
     let (h, made) = cluster();
-    let target = migration(
-        &json!({"failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc-b",
-                 "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}]}),
-        &["vc-a"],
-    );
+    let target = to_vc_b();
     h.put(config_map(
         "openshift-config",
         "cloud-provider-config",
@@ -198,11 +197,7 @@ fn a_cloud_config_without_the_targets_is_refused_before_any_restart() {
 #[test]
 fn a_plan_does_not_wait_for_what_only_a_run_brings() {
     let (h, _) = cluster();
-    let target = migration(
-        &json!({"failureDomains": [{"name": "a", "region": "r", "zone": "z", "server": "vc-b",
-                 "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/s", "networks": ["n"]}}]}),
-        &["vc-a"],
-    );
+    let target = to_vc_b();
     let (ns, name, key) = MANAGED_CLOUD_CONFIG;
     h.put(config_map(ns, name, key, "[VirtualCenter \"vc-a\"]\ndatacenters = \"d\"\n"));
     // The host records a plan's wait and moves on; what matters is that the deletes a run

@@ -258,3 +258,23 @@ fn lists_are_shortened() {
     assert_eq!(list_some(&items, 3), "1, 2, 3 and 2 more");
     assert_eq!(list_some(&items[..2], 3), "1, 2");
 }
+
+#[test]
+fn a_waiting_machine_says_what_machine_api_says_holds_it_back() {
+    let mut m = machine("w", "Provisioning", None);
+    m.set(
+        "/status/providerStatus/conditions",
+        json!([{"type": "MachineCreation", "status": "True", "reason": "MachineCreationSucceeded", "message": "ok"},
+               {"type": "IPAddressClaimed", "status": "False", "reason": "WaitingForIPAddress",
+                "message": "Waiting on 1 IP address claims to be bound"}]),
+    );
+    assert_eq!(
+        machine_state(&m, &[]),
+        MachineState::Waiting("Provisioning (WaitingForIPAddress: Waiting on 1 IP address claims to be bound)".into())
+    );
+    let mut long = machine("l", "", None);
+    long.set("/status/conditions", json!([{"type": "Drainable", "status": "False", "message": "x".repeat(300)}]));
+    let MachineState::Waiting(s) = machine_state(&long, &[]) else { panic!() };
+    assert!(s.starts_with("Pending (xxx") && s.ends_with("…)") && s.chars().count() < 230, "{s}");
+    assert_eq!(machine_state(&machine("p", "Provisioned", None), &[]), MachineState::Waiting("Provisioned".into()));
+}
