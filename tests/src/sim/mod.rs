@@ -24,11 +24,14 @@
 //! `openshift-machine-api/{master,worker}-user-data` (an ignition pointer config to the
 //! machine config server's pool), `openshift-config/cloud-provider-config` (YAML or INI, with
 //! comments, each vCenter with its port), ClusterVersion
-//! `version`, the [`CLUSTER_OPERATORS`] (healthy), 3 masters and a ControlPlaneMachineSet
+//! `version`, the [`CLUSTER_OPERATORS`] (healthy), the Proxy `cluster` (naming
+//! `user-ca-bundle` with the source vCenters' own CAs, when they have any), the ConfigMaps
+//! labelled for the trusted CA injection, CloudCredential `cluster` (passthrough, where its
+//! CRD is installed), 3 masters and a ControlPlaneMachineSet
 //! (Active, failure domain `source-fd`), worker MachineSets and Machines (plus an optional
 //! `infra` MachineSet), a Ready Node per Machine (`providerID vsphere://<VM uuid>`), and the
 //! Deployments (CVO, machine-config-operator, vSphere CCM, machine-api-controllers, CSI
-//! controller) and the CSI node DaemonSet, with Running, Ready pods. In vSphere: a template
+//! controller and operator) and the CSI node DaemonSet, with Running, Ready pods. In vSphere: a template
 //! VM in both vCenters that the real machine actuator can clone (hardware version 19, one
 //! 16 GiB disk), the folder `/src-dc/vm/<infraID>`, and a VM per Machine in it (with a
 //! network card on the machine network). MachineSets are made after their Machines.
@@ -77,10 +80,17 @@
 //! - An IP address management provider: each IPAddressClaim (the actuator's, for a device
 //!   with `addressesFromPools`) is bound to an IPAddress `192.168.10.<n>/24`, gateway
 //!   `192.168.10.1`.
+//! - The kubelet's part for the machine controller (with [`SimOptions::workloads`]): when
+//!   the `machine-api-controllers` pod is replaced, the real machine controller restarts
+//!   with the trust store that pod mounts (`mao-trusted-ca`), [`trust`].
 //!
 //! Always (each switched by its [`SimOptions`] field):
 //! - The cloud credential operator: `openshift-machine-api/vsphere-cloud-credentials` is
-//!   kept a copy of `kube-system/vsphere-creds` ([`SimOptions::credentials`]).
+//!   kept a copy of `kube-system/vsphere-creds`, except in Manual mode
+//!   ([`SimOptions::credentials`]).
+//! - The trusted CA injection, the cloud controller manager operator's `ccm-trusted-ca` and
+//!   the cluster-config-operator's `kube-cloud-config` ([`trust`], with
+//!   [`SimOptions::operators`]).
 //! - The control-plane machine set operator, workloads and ClusterOperators, as below.
 //!
 //! Control-plane machine set operator (`openshift-machine-api/cluster`):
