@@ -244,6 +244,32 @@ pub fn log_to_file(path: &Path) -> Result<()> {
 }
 
 /// Run the demo. The environment stays up while `keep` holds, until Ctrl-C.
+/// Seeding is idempotent (a second seed writes nothing), so a request the API server dropped
+/// before answering (a connection closed under load, as when the demo's first run builds
+/// the components beside it) is retried by seeding again; any other error is not.
+async fn seed_retrying(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match seed(env, opts).await {
+            Ok(seeded) => return Ok(seeded),
+            Err(e) if attempt < ATTEMPTS && dropped_request(&e) => {
+                eprintln!("seeding again: a request was dropped ({e:#})");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the client's request never got an answer (the transport failed), as opposed to
+/// an answer the API server gave.
+fn dropped_request(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Service(_) | kube::Error::HyperError(_))))
+}
+
 pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     let say = |s: &str| {
         if !opts.quiet {
@@ -261,7 +287,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
                 "seeding an OpenShift cluster with 3 masters and {} workers on the source vCenter…",
                 opts.workers
             ));
-            let seeded = seed(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
+            let seeded = seed_retrying(&env, &SeedOptions { workers: opts.workers, ..Default::default() }).await?;
             (env, seeded)
         }
         Some(n) => {
@@ -287,7 +313,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
                 static_ip_workers: false,
                 ..Default::default()
             };
-            let seeded = seed(&env, &seed_opts).await?;
+            let seeded = seed_retrying(&env, &seed_opts).await?;
             (env, seeded)
         }
     };
@@ -484,4 +510,20 @@ fn print_summary(r: &DemoReport) {
     let overhead = r.wall_seconds - r.simulated_delay_seconds;
     println!("simulated cluster delays {:.1}s; operator and API time {overhead:.1}s", r.simulated_delay_seconds);
     println!("\nreport: {}\nlogs:   {}", r.report_path.display(), r.log_path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_request_without_an_answer_is_retried() {
+        let dropped = anyhow::Error::new(kube::Error::Service(Box::new(std::io::Error::other("connection closed"))))
+            .context("seeding the cloud config");
+        assert!(dropped_request(&dropped));
+        let status = kube::core::Status::failure("refused", "Invalid").with_code(422);
+        let answered = anyhow::Error::new(kube::Error::Api(Box::new(status)));
+        assert!(!dropped_request(&answered));
+        assert!(!dropped_request(&anyhow::anyhow!("no kube error at all")));
+    }
 }
