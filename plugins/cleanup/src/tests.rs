@@ -4,6 +4,7 @@ use vsm_sdk::Migration;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
 
 use super::*;
+use vsm_common::pem::test_certificate as mk_cert;
 
 fn m(sources: &[&str]) -> Migration {
     migration(
@@ -93,19 +94,6 @@ fn unsafe_inputs_are_refused_before_anything_changes() {
     assert!(run.message().contains("has no credentials for target vCenter(s) vc-b"), "{}", run.message());
     assert_eq!(snapshot(&h).0, before.0);
     assert_eq!(snapshot(&h).1, before.1);
-}
-
-/// A certificate-shaped PEM block; `n` varies it.
-fn mk_cert(n: u8) -> String {
-    let mut der = vec![0x30, 0x82, 0x00, 0x40];
-    der.extend(std::iter::repeat_n(n, 100));
-    let b64 = encode_bytes(&der);
-    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
-}
-
-fn encode_bytes(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 #[test]

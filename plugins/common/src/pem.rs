@@ -69,7 +69,7 @@ fn locate(text: &str) -> Result<Vec<Located>, PemError> {
     for line in text.split_inclusive('\n') {
         let start = offset;
         offset += line.len();
-        match &open {
+        match &mut open {
             None => {
                 if let Some(l) = label(line, BEGIN) {
                     if l != CERTIFICATE {
@@ -89,16 +89,15 @@ fn locate(text: &str) -> Result<Vec<Located>, PemError> {
                     if der.first() != Some(&0x30) || der.len() < 64 {
                         return Err(PemError::Malformed("not a DER certificate".into()));
                     }
-                    let block = text[*block_start..offset].trim_end_matches(['\r', '\n']).to_string();
+                    let block_start = *block_start;
+                    let block = text[block_start..offset].trim_end_matches(['\r', '\n']).to_string();
                     let cert = Cert { fingerprint: hex(&Sha256::digest(&der)), block };
-                    found.push(Located { start: *block_start, end: offset, cert });
+                    found.push(Located { start: block_start, end: offset, cert });
                     open = None;
                 } else if label(line, BEGIN).is_some() {
                     return Err(PemError::Unterminated);
                 } else {
-                    let mut body = body.clone();
                     body.extend(line.chars().filter(|c| !c.is_whitespace()));
-                    open = Some((*block_start, body));
                 }
             }
         }
@@ -161,17 +160,24 @@ pub fn short(fingerprint: &str) -> &str {
     &fingerprint[..fingerprint.len().min(16)]
 }
 
+/// A certificate-shaped PEM block for tests (a DER SEQUENCE in 64-column base64 lines, not a
+/// real certificate); `n` varies it.
+#[cfg(any(test, feature = "testing"))]
+pub fn test_certificate(n: u8) -> String {
+    let mut der = vec![0x30, 0x82, 0x00, 0x40];
+    der.extend(std::iter::repeat_n(n, 100));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let lines: Vec<&str> =
+        b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A syntactically valid certificate-shaped DER body (a SEQUENCE), `n` varies it.
     fn mk_cert(n: u8) -> String {
-        let mut der = vec![0x30, 0x82, 0x00, 0x40];
-        der.extend(std::iter::repeat_n(n, 100));
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
-        format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+        test_certificate(n)
     }
 
     #[test]

@@ -6,6 +6,7 @@ use vsm_sdk::Migration;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
 
 use super::*;
+use vsm_common::pem::test_certificate as mk_cert;
 
 fn m() -> Migration {
     migration(&json!({}), &["vc-a"])
@@ -110,15 +111,6 @@ fn a_missing_group_is_reported_not_waited_for() {
     let run = h.run::<RestartPods>(Direction::Execute, &m());
     assert!(run.done(), "{:?}", run.outcome);
     assert!(run.message().contains("not present on this cluster: vSphere CSI driver node"), "{}", run.message());
-}
-
-/// A certificate-shaped PEM block; `n` varies it.
-fn mk_cert(n: u8) -> String {
-    use base64::Engine;
-    let mut der = vec![0x30, 0x82, 0x00, 0x40];
-    der.extend(std::iter::repeat_n(n, 100));
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
 }
 
 /// A migration from vc-a to vc-b.

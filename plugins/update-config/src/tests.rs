@@ -3,6 +3,7 @@ use vsm_sdk::Migration;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
 
 use super::*;
+use vsm_common::pem::test_certificate as mk_cert;
 use vsm_common::shared_state::TARGET_CA_FINGERPRINTS;
 
 fn spec(vcenters: Value) -> Value {
@@ -64,19 +65,9 @@ fn adds_the_target_with_its_datacenters_port_and_trust_and_rolls_back() {
     assert_eq!(config(&h), YAML);
 }
 
-/// A certificate-shaped PEM block; `n` varies it.
-fn mk_cert(n: u8) -> String {
-    use base64::Engine;
-    let mut der = vec![0x30, 0x82, 0x00, 0x40];
-    der.extend(std::iter::repeat_n(n, 100));
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
-}
-
 fn ca_secret(h: &FakeHost, name: &str, pem: &str) {
-    use base64::Engine;
     h.put(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "vsphere-migration"},
-                 "data": {"ca.crt": base64::engine::general_purpose::STANDARD.encode(pem)}}));
+                 "data": {"ca.crt": vsm_common::creds::encode(pem)}}));
 }
 
 fn proxy(h: &FakeHost, trusted_ca: Option<&str>) {

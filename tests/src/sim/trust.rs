@@ -97,32 +97,30 @@ pub(crate) async fn sync(sh: Arc<Shared>) -> Result<()> {
     let trusted = proxy.as_ref().and_then(|p| str_at(&p.data, "/spec/trustedCA/name")).filter(|n| !n.is_empty());
     let proxy_bundle = trusted.and_then(|n| data(find(o::CLOUD_CONFIG_NS, n), TRUSTED_CA_KEY));
     let system = Some(sh.system_trust.as_str());
-    let mut wrote = 0;
+    let mut wrote: u64 = 0;
 
     // The cluster-network-operator.
     let bundle = join(&[proxy_bundle, system]);
     let one = |b: &str| BTreeMap::from([(TRUSTED_CA_KEY.to_string(), b.to_string())]);
-    wrote += ensure(client, MANAGED_NS, TRUSTED_CA_BUNDLE, &[], one(&bundle)).await? as u32;
+    wrote += ensure(client, MANAGED_NS, TRUSTED_CA_BUNDLE, &[], one(&bundle)).await? as u64;
     for cm in config_maps.iter().filter(|c| c.labels().get(INJECT_LABEL).is_some_and(|v| v == "true")) {
         let ns = cm.namespace().unwrap_or_default();
-        wrote += ensure(client, &ns, &cm.name_any(), &[], one(&bundle)).await? as u32;
+        wrote += ensure(client, &ns, &cm.name_any(), &[], one(&bundle)).await? as u64;
     }
 
     // The cloud controller manager operator, and the cluster-config-operator's copy.
     let cloud = find(o::CLOUD_CONFIG_NS, o::CLOUD_CONFIG_NAME);
     let cloud_ca = data(cloud, "ca-bundle.pem");
     let ccm = join(&[cloud_ca, proxy_bundle, system]);
-    wrote += ensure(client, o::CCM_NS, CCM_TRUSTED_CA, &[], one(&ccm)).await? as u32;
+    wrote += ensure(client, o::CCM_NS, CCM_TRUSTED_CA, &[], one(&ccm)).await? as u64;
     if let Some(config) = data(cloud, o::CLOUD_CONFIG_KEY) {
         let mut copy = BTreeMap::from([("cloud.conf".to_string(), config.to_string())]);
         if let Some(ca) = cloud_ca {
             copy.insert("ca-bundle.pem".into(), ca.to_string());
         }
-        wrote += ensure(client, MANAGED_NS, KUBE_CLOUD_CONFIG, &[], copy).await? as u32;
+        wrote += ensure(client, MANAGED_NS, KUBE_CLOUD_CONFIG, &[], copy).await? as u64;
     }
-    for _ in 0..wrote {
-        inc(&sh.counters.trust_copies);
-    }
+    sh.counters.trust_copies.fetch_add(wrote, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
