@@ -566,6 +566,15 @@ impl Vcsim {
         set_guest_ip_at(&self.http, &self.control_url, uuid, ip).await
     }
 
+    /// Takes `privileges` away from the accepted user on the object at inventory `path`
+    /// and on everything that inherits from it: the user gets a role with every other
+    /// privilege of Admin there, as a vCenter administrator would set a narrower role.
+    pub async fn restrict_privileges(&self, path: &str, privileges: &[&str]) -> Result<()> {
+        let body = serde_json::json!({"path": path, "without": privileges});
+        check(self.http.post(format!("{}/permissions", self.control_url)).json(&body).send().await?).await?;
+        Ok(())
+    }
+
     /// Stops the simulator now (SIGTERM, then SIGKILL after a grace period).
     pub fn stop(&self) {
         self.process.stop();

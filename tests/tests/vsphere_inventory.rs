@@ -228,3 +228,38 @@ async fn clone_template_and_destroy_vms() -> anyhow::Result<()> {
     pool.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn privileges_follow_the_roles_and_permissions_set() -> anyhow::Result<()> {
+    let sim = start(true).await?;
+    let pool = SessionPool::new(fast_options());
+    let c = pool.client(&sim.spec()).await?;
+    let dc = c.find(ObjectKind::Datacenter, &format!("/{}", source::DATACENTER)).await?;
+    let ds = c.find(ObjectKind::Datastore, source::DATASTORE_PATH).await?;
+    let folder = c.find(ObjectKind::Folder, source::VM_FOLDER_PATH).await?;
+
+    // The launcher's user holds Admin on the root, so everything, everywhere.
+    let all = c.user_privileges(&[dc.moref.clone(), ds.moref.clone(), folder.moref.clone()]).await?;
+    assert!(all.defined.iter().any(|p| p == "Datastore.AllocateSpace"), "the server defines its privileges");
+    for (obj, held) in &all.entities {
+        assert!(held.iter().any(|p| p == "Datastore.AllocateSpace"), "{obj}: {held:?}");
+        assert!(held.iter().any(|p| p == "Folder.Create"), "{obj}");
+    }
+
+    // Taken away on the datastore: gone there only; the datacenter above keeps it.
+    sim.vc.restrict_privileges(source::DATASTORE_PATH, &["Datastore.AllocateSpace", "Datastore.Browse"]).await?;
+    let after = c.user_privileges(&[dc.moref.clone(), ds.moref.clone()]).await?;
+    let held = |i: usize, p: &str| after.entities[i].1.iter().any(|h| h == p);
+    assert_eq!(after.entities[1].0, ds.moref, "answers follow the order asked");
+    assert!(!held(1, "Datastore.AllocateSpace") && !held(1, "Datastore.Browse"));
+    assert!(held(1, "Datastore.FileManagement"), "the rest of Admin stays");
+    assert!(held(0, "Datastore.AllocateSpace"), "the datacenter is not below the datastore");
+
+    // Taken away on the datacenter: what inherits from it (its VM folder) loses it too.
+    sim.vc.restrict_privileges(&format!("/{}", source::DATACENTER), &["Folder.Create"]).await?;
+    let after = c.user_privileges(&[dc.moref.clone(), folder.moref.clone()]).await?;
+    for (obj, held) in &after.entities {
+        assert!(!held.iter().any(|p| p == "Folder.Create"), "{obj} inherits the narrower role");
+    }
+    Ok(())
+}

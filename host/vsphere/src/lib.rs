@@ -17,12 +17,13 @@
 //! - [`soap`]: vim25 envelopes, the response tree, answer readers and faults (no I/O).
 //! - `endpoint`: how a vCenter is reached: its address, [`tls`] trust, the HTTP client.
 //! - [`session`]: the pool, clients, and the SOAP and REST sessions on an endpoint.
-//! - [`inventory`], [`folders`], [`vm`], [`tags`]: the operations, as methods of [`Client`].
+//! - [`inventory`], [`folders`], [`vm`], [`tags`], [`privileges`]: the operations, as methods of [`Client`].
 
 mod endpoint;
 pub mod error;
 pub mod folders;
 pub mod inventory;
+pub mod privileges;
 pub mod redact;
 pub mod retry;
 pub mod session;
@@ -33,6 +34,7 @@ pub mod vm;
 pub use endpoint::tls;
 pub use error::VsphereError;
 pub use inventory::{ManagedObject, ObjectKind};
+pub use privileges::PrivilegeReport;
 pub use retry::RetryPolicy;
 pub use session::{Client, ClientOptions, Credentials, PoolStats, Secret, ServerSpec, SessionPool};
 pub use soap::MoRef;

@@ -22,7 +22,10 @@
 //     hostname and ignition user data from `guestinfo.*`) and where they run (the inventory
 //     path of their host's compute cluster, their datastores), give a VM a network card as the
 //     installer's VMs have (`POST /vms/network`), and report a guest IP address as VMware
-//     Tools would (`POST /vms/guest-ip`).
+//     Tools would (`POST /vms/guest-ip`), and take privileges away from the accepted user on
+//     one object and what inherits from it (`POST /permissions`).
+//   - privileges answered from the roles and permissions set, as vCenter does (authz.go);
+//     the accepted user holds the Admin role on the root folder.
 package main
 
 import (
@@ -147,6 +150,7 @@ func run(m *simulator.Model, o options) error {
 		return err
 	}
 	defer m.Remove()
+	installAuthz(m)
 	creds := &credentials{user: o.user, password: o.pass}
 	m.Service.RegisterEndpoints = true
 	m.Service.Listen = &url.URL{Host: o.addr, User: url.UserPassword(o.user, o.pass)}
@@ -159,6 +163,9 @@ func run(m *simulator.Model, o options) error {
 	admin, err := adminClient(ctx, s.URL, o.user, o.pass)
 	if err != nil {
 		return fmt.Errorf("self login: %w", err)
+	}
+	if err := grantAdmin(ctx, admin, o.user); err != nil {
+		return fmt.Errorf("grant the user Admin: %w", err)
 	}
 	// Before any client but the launcher's own is told the URL.
 	s.Config.Handler = cloneDiskEdits(admin, s.Config.Handler)
@@ -336,9 +343,32 @@ func controlAPI(admin *govmomi.Client, creds *credentials) http.Handler {
 			http.Error(w, "want {\"username\":...,\"password\":...}", http.StatusBadRequest)
 			return
 		}
+		// The new account holds what the first one held, as an administrator would set it up.
+		if err := grantAdmin(r.Context(), admin, body.Username); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		creds.mu.Lock()
 		creds.user, creds.password = body.Username, body.Password
 		creds.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /permissions", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Path    string   `json:"path"`
+			Without []string `json:"without"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Path == "" {
+			http.Error(w, "want {\"path\":...,\"without\":[privilege ids]}", http.StatusBadRequest)
+			return
+		}
+		creds.mu.Lock()
+		user := creds.user
+		creds.mu.Unlock()
+		if err := restrict(r.Context(), admin, body.Path, user, body.Without); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /sessions/terminate", func(w http.ResponseWriter, r *http.Request) {

@@ -230,6 +230,7 @@ mod tests {
             property_collector: MoRef::new("PropertyCollector", "propertyCollector"),
             session_manager: MoRef::new("SessionManager", "SessionManager"),
             search_index: None,
+            authorization_manager: None,
             about: Default::default(),
         };
         assert_eq!(Soap::for_service(&sc).action, "urn:vim25/7.0");

@@ -5,7 +5,7 @@
 pub mod envelope;
 pub mod fault;
 pub mod parse;
-mod tree;
+pub(crate) mod tree;
 
 pub use envelope::XmlWriter;
 pub use tree::{MoRef, Node};

@@ -31,6 +31,8 @@ pub struct ServiceContent {
     pub property_collector: MoRef,
     pub session_manager: MoRef,
     pub search_index: Option<MoRef>,
+    /// Absent on a bare ESXi host agent's older releases; every vCenter has one.
+    pub authorization_manager: Option<MoRef>,
     pub about: About,
 }
 
@@ -46,6 +48,7 @@ pub fn service_content(resp: &Node) -> Result<ServiceContent, VsphereError> {
         property_collector: mref("propertyCollector")?,
         session_manager: mref("sessionManager")?,
         search_index: rv.child("searchIndex").and_then(Node::moref),
+        authorization_manager: rv.child("authorizationManager").and_then(Node::moref),
         about: About {
             name: t("name"),
             full_name: t("fullName"),
