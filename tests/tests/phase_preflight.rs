@@ -6,7 +6,8 @@
 //! (vCenters added or removed, not both at once) accepts the migration; TLS refused
 //! without the CA; health problems alone are retryable; read-only (a re-run and a crash
 //! change nothing); nothing to roll back; a vSphere CSI volume and a disruption budget
-//! that never allows an eviction are refused by name.
+//! that never allows an eviction are refused by name; privileges the target user lacks are
+//! named by object.
 
 mod part2_support;
 mod phase_support;
@@ -222,6 +223,23 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
         run.message()
     );
     restore_crd(&c, &saved_crd).await?;
+
+    // The target user lacks privileges on a datastore (a narrower role set there, as a
+    // vCenter administrator would): Preflight names them by object, as vCenter computes them
+    // (vcsim itself grants everything; the launcher answers from the permissions set).
+    let narrow = "/dst-dc/datastore/LocalDS_0";
+    c.h.migration.spec.spec.failure_domains[0].topology.datastore = narrow.into();
+    let run = c.execute_done().await?;
+    ensure!(run.message().contains("its user holds the privileges OpenShift needs on 6 objects"), "{}", run.message());
+    c.env.target().restrict_privileges(narrow, &["Datastore.AllocateSpace", "Datastore.FileManagement"]).await?;
+    let run = c.execute().await?;
+    let want = format!(
+        "Preflight found 1 problem: (1) the user of target vCenter {dst} lacks privileges an OpenShift cluster needs \
+         (the installer's list; grant them, with propagation where an object's children need them too): datastore \
+         {narrow}: Datastore.AllocateSpace, Datastore.FileManagement"
+    );
+    ensure!(!failed_with(&run, &want)?, "a person must act");
+    c.h.migration.spec.spec = vsm_testenv::harness::target_spec(c.env);
 
     // Bad input: no CA for the target, so its certificate is refused.
     for v in c.h.migration.spec.spec.vcenters.iter_mut().filter(|v| v.server == dst) {

@@ -411,6 +411,23 @@ impl VsphereBackend for FakeServices {
         let tags = self.host().vs_list_attached_tags(server, &object_ref(target)).map_err(vsphere_error)?;
         Ok(tags.into_iter().map(tag_info).collect())
     }
+    async fn user_privileges(
+        &self,
+        _: &CallScope,
+        server: &str,
+        targets: &[h::ObjectRef],
+    ) -> Result<h::PrivilegeReport, h::VsphereError> {
+        let targets: Vec<_> = targets.iter().map(object_ref).collect();
+        let r = self.host().vs_user_privileges(server, &targets).map_err(vsphere_error)?;
+        Ok(h::PrivilegeReport {
+            defined: r.defined,
+            entities: r
+                .entities
+                .into_iter()
+                .map(|e| h::EntityPrivileges { moref: e.moref, privileges: e.privileges })
+                .collect(),
+        })
+    }
 }
 
 #[async_trait]

@@ -14,7 +14,8 @@ use super::Outputs;
 use super::journal::ObjectRefJson;
 use crate::api::{MigrationSpec, SourceVCenter};
 use crate::runtime::bindings::{
-    AboutInfo, Cardinality, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError,
+    AboutInfo, Cardinality, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport, TagInfo,
+    VmInfo, VsphereError,
 };
 use crate::runtime::{CallScope, VsphereBackend};
 
@@ -348,6 +349,24 @@ impl VsphereBackend for LiveVsphere {
         let mo = from_ref(target)?;
         let tags = self.client(server).await?.list_attached_tags(&mo).await.map_err(map_error)?;
         Ok(tags.into_iter().map(tag).collect())
+    }
+
+    async fn user_privileges(
+        &self,
+        _: &CallScope,
+        server: &str,
+        targets: &[ObjectRef],
+    ) -> Result<PrivilegeReport, VsphereError> {
+        let morefs = targets.iter().map(|t| from_ref(t).map(|mo| mo.moref)).collect::<Result<Vec<_>, _>>()?;
+        let report = self.client(server).await?.user_privileges(&morefs).await.map_err(map_error)?;
+        Ok(PrivilegeReport {
+            defined: report.defined,
+            entities: targets
+                .iter()
+                .zip(report.entities)
+                .map(|(t, (_, privileges))| EntityPrivileges { moref: t.moref.clone(), privileges })
+                .collect(),
+        })
     }
 }
 

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::bindings::{
     AboutInfo, BackupError, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType,
-    PatchType, Preconditions, RestoreReport, Scope, SnapshotInfo, StateError, TagInfo, VmInfo, VsphereCapability,
-    VsphereError,
+    PatchType, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, StateError, TagInfo, VmInfo,
+    VsphereCapability, VsphereError,
 };
 
 /// Who is calling: the plugin, the phase and the migration. Passed to every backend call.
@@ -102,6 +102,7 @@ pub enum VsphereOp {
     AttachTag,
     DetachTag,
     ListAttachedTags,
+    UserPrivileges,
 }
 
 impl VsphereOp {
@@ -120,15 +121,18 @@ impl VsphereOp {
             VsphereOp::AttachTag => "attach-tag",
             VsphereOp::DetachTag => "detach-tag",
             VsphereOp::ListAttachedTags => "list-attached-tags",
+            VsphereOp::UserPrivileges => "user-privileges",
         }
     }
 
     /// The capability class the call needs.
     pub fn capability(self) -> VsphereCapability {
         match self {
-            VsphereOp::About | VsphereOp::FindObject | VsphereOp::ListVms | VsphereOp::ListAttachedTags => {
-                VsphereCapability::ReadInventory
-            }
+            VsphereOp::About
+            | VsphereOp::FindObject
+            | VsphereOp::ListVms
+            | VsphereOp::ListAttachedTags
+            | VsphereOp::UserPrivileges => VsphereCapability::ReadInventory,
             VsphereOp::CreateFolder | VsphereOp::DeleteFolder => VsphereCapability::ManageFolders,
             VsphereOp::EnsureCategory
             | VsphereOp::EnsureTag
@@ -288,6 +292,14 @@ pub trait VsphereBackend: Send + Sync {
         target: &ObjectRef,
     ) -> Result<Vec<TagInfo>, VsphereError> {
         self.route(VsphereOp::ListAttachedTags)?.list_attached_tags(s, server, target).await
+    }
+    async fn user_privileges(
+        &self,
+        s: &CallScope,
+        server: &str,
+        targets: &[ObjectRef],
+    ) -> Result<PrivilegeReport, VsphereError> {
+        self.route(VsphereOp::UserPrivileges)?.user_privileges(s, server, targets).await
     }
 }
 

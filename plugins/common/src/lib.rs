@@ -13,6 +13,7 @@ pub mod infra;
 pub mod infra_update;
 pub mod machines;
 pub mod pem;
+pub mod privileges;
 pub mod replacements;
 pub mod shared_state;
 pub mod trust;

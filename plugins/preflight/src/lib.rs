@@ -47,6 +47,7 @@ pub const CHECKS: &[&str] = &[
     "Every MachineSet in a source vCenter has a destination (`failureDomainMap`, an override or `failureDomain`), and no two replacements share a name.",
     "Every vCenter answers with the TLS settings of `spec.vcenters` and its credentials, and the source datacenters exist.",
     "Every target topology path exists: datacenter, compute cluster, datastore, networks, resource pool, template VM, and the VM folder or its datacenter (CreateFolder makes the folder).",
+    "The target vCenter's user holds, on each of those objects and on the vCenter itself, every privilege the OpenShift installer requires of a vSphere cluster's user (the vCenter's own computation of roles and permissions; a privilege your vCenter release does not define is not asked for).",
     "Cluster operators are Available and not Degraded (tolerated ones aside), no upgrade is in progress, and every Node is Ready (these alone are retried until the phase's deadline, as they may clear up by themselves).",
     "No vSphere PersistentVolume exists (moving volumes is not supported yet).",
     "No PodDisruptionBudget can never allow an eviction (`maxUnavailable: 0`, `minAvailable: 100%`, or `minAvailable` at least its pods).",
@@ -59,7 +60,7 @@ impl Phase for Preflight {
         PhaseInfo::new(
             "Preflight",
             env!("CARGO_PKG_VERSION"),
-            "Check (read-only) the spec, the Infrastructure and the update it will get (a dry run), where every MachineSet goes, credentials, every vCenter, cluster health, volumes and disruption budgets; report every problem",
+            "Check (read-only) the spec, the Infrastructure and the update it will get (a dry run), where every MachineSet goes, credentials, every vCenter and the target user's privileges, cluster health, volumes and disruption budgets; report every problem",
         )
         .kube("config.openshift.io", "infrastructures", &["get", "validate"], None)
         .kube("config.openshift.io", "clusteroperators", &["list"], None)

@@ -96,7 +96,7 @@ fn a_healthy_cluster_passes_and_nothing_is_changed() {
          the cloud credential operator copies vsphere-creds to the components (passthrough); \
          1 MachineSet(s) have a destination: cl-1-worker-0 → cl-1-worker-0-target-fd in target-fd (2); \
          source vCenter vc-src (VMware vCenter Server (fake) 8.0.3); 4 source topology objects found in vCenter vc-src; target vCenter vc-dst (VMware vCenter Server (fake) 8.0.3); \
-         6 topology objects found in vCenter vc-dst; 4 cluster operators and 2 nodes healthy; \
+         6 topology objects found in vCenter vc-dst; target vCenter vc-dst: its user holds the privileges OpenShift needs on 6 objects; 4 cluster operators and 2 nodes healthy; \
          no vSphere volumes among 0 PersistentVolume(s); 0 PodDisruptionBudget(s) allow a drain \
          (note: VM folder /dst-dc/vm/cl-1 does not exist yet in vCenter vc-dst; CreateFolder will create it)"
     );
@@ -399,4 +399,43 @@ fn manual_credentials_mode_needs_the_targets_keys_in_every_component_secret() {
     );
     let run = host.run::<Preflight>(Direction::Execute, &m());
     assert!(run.message().contains("mode \"Mint\""), "{}", run.message());
+}
+
+#[test]
+fn every_missing_target_privilege_is_named_by_object_in_one_problem() {
+    let host = cluster();
+    host.vcenter(DST, |v| {
+        v.withhold("/dst-dc/datastore/ds", &["Datastore.AllocateSpace"]);
+        // On the datacenter: everything below it (the cluster, its pool) loses it too.
+        v.withhold("/dst-dc", &["VApp.Import"]);
+        v.withhold("/dst-dc/network/VM Network", &["Network.Assign"]);
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    let msg = run.message();
+    assert!(run.failed(), "{:?}", run.outcome);
+    assert!(
+        msg.contains(
+            "the user of target vCenter vc-dst lacks privileges an OpenShift cluster needs (the installer's list; grant them, \
+             with propagation where an object's children need them too): datacenter /dst-dc: VApp.Import; \
+             compute cluster /dst-dc/host/c: VApp.Import; network /dst-dc/network/VM Network: Network.Assign; \
+             datastore /dst-dc/datastore/ds: Datastore.AllocateSpace; resource pool /dst-dc/host/c/Resources: VApp.Import"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("vCenter /:"), "the vCenter itself keeps its privileges: {msg}");
+}
+
+#[test]
+fn a_vcenter_that_defines_none_of_a_groups_privileges_cannot_be_verified() {
+    let host = cluster();
+    host.vcenter(DST, |v| v.privileges.retain(|p| p != "Network.Assign"));
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(
+        run.message().contains(
+            "cannot verify the privileges of target vCenter vc-dst's user on network /dst-dc/network/VM Network: \
+             the vCenter defines none of those OpenShift needs there"
+        ),
+        "{}",
+        run.message()
+    );
 }

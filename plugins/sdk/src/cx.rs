@@ -10,8 +10,8 @@ use crate::spec::MigrationSpec;
 use crate::types::TypeConst;
 use crate::{
     AboutInfo, CallContext, CategorySpec, Ensured, EventType, Host, KubeError, Level, Object, ObjectKind, ObjectRef,
-    ObjectType, PatchType, PhaseError, Preconditions, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo,
-    VsphereError,
+    ObjectType, PatchType, PhaseError, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, TagInfo,
+    VmInfo, VsphereError,
 };
 
 /// Everything one `execute` or `rollback` call can see and do.
@@ -317,7 +317,20 @@ impl Vsphere<'_> {
     pub fn attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError> {
         self.host.vs_list_attached_tags(server, target)
     }
+    /// What the migration's user for `server` holds on each of `targets` (in that order),
+    /// and the privilege ids the server defines; any number of objects (asked 64 at a time).
+    pub fn user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError> {
+        let first = targets.len().min(USER_PRIVILEGES_PER_CALL);
+        let mut report = self.host.vs_user_privileges(server, &targets[..first])?;
+        for chunk in targets[first..].chunks(USER_PRIVILEGES_PER_CALL) {
+            report.entities.extend(self.host.vs_user_privileges(server, chunk)?.entities);
+        }
+        Ok(report)
+    }
 }
+
+/// How many objects one `user-privileges` call may ask about (the contract's limit).
+const USER_PRIVILEGES_PER_CALL: usize = 64;
 
 /// One scope of the host's key/value store.
 pub struct State<'h> {

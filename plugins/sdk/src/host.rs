@@ -4,7 +4,7 @@
 use crate::bindings::vsm::phase::{backup, clock, kube, log, state, vsphere};
 use crate::{
     AboutInfo, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType, PatchType,
-    Preconditions, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereError,
+    Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereError,
 };
 use backup::BackupError;
 use state::StateError;
@@ -65,6 +65,7 @@ pub trait Host {
     fn vs_attach_tag(&self, server: &str, tag: &str, target: &ObjectRef) -> Result<(), VsphereError>;
     fn vs_detach_tag(&self, server: &str, tag: &str, target: &ObjectRef) -> Result<(), VsphereError>;
     fn vs_list_attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError>;
+    fn vs_user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError>;
 
     fn state_get(&self, scope: Scope, key: &str) -> Option<String>;
     fn state_set(&self, scope: Scope, key: &str, value: &str) -> Result<(), StateError>;
@@ -176,6 +177,9 @@ impl Host for WasmHost {
     }
     fn vs_list_attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError> {
         vsphere::list_attached_tags(server, target)
+    }
+    fn vs_user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError> {
+        vsphere::user_privileges(server, targets)
     }
 
     fn state_get(&self, scope: Scope, key: &str) -> Option<String> {

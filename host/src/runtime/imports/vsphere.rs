@@ -9,9 +9,12 @@ use super::{CallEnv, HostState};
 use crate::runtime::backend::{Import, VsphereOp};
 use crate::runtime::bindings::vsm::phase::vsphere;
 use crate::runtime::bindings::{
-    AboutInfo, CategorySpec, Ensured, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError,
+    AboutInfo, CategorySpec, Ensured, ObjectKind, ObjectRef, PrivilegeReport, TagInfo, VmInfo, VsphereError,
 };
 use crate::runtime::capability::VsphereClass;
+
+/// `user-privileges` answers for at most this many objects per call (the WIT says so).
+const MAX_PRIVILEGE_TARGETS: usize = 64;
 
 impl HostState {
     async fn admit_vsphere(&mut self, server: &str, op: VsphereOp) -> Result<Arc<CallEnv>, VsphereError> {
@@ -162,5 +165,22 @@ impl vsphere::Host for HostState {
             .backends
             .vsphere
             .list_attached_tags(&env.scope, &server, &target))
+    }
+
+    async fn user_privileges(
+        &mut self,
+        server: String,
+        targets: Vec<ObjectRef>,
+    ) -> WasmResult<Result<PrivilegeReport, VsphereError>> {
+        if targets.len() > MAX_PRIVILEGE_TARGETS {
+            let n = targets.len();
+            return Ok(Err(VsphereError::Invalid(format!(
+                "user-privileges takes at most {MAX_PRIVILEGE_TARGETS} objects per call, not {n}"
+            ))));
+        }
+        call!(self, server, VsphereOp::UserPrivileges, |env| env
+            .backends
+            .vsphere
+            .user_privileges(&env.scope, &server, &targets))
     }
 }

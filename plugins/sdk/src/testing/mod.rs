@@ -60,8 +60,8 @@ use crate::bindings::vsm::phase::state::StateError;
 use crate::types::TypeConst;
 use crate::{
     AboutInfo, CallContext, Capabilities, CategorySpec, Cx, Ensured, EventType, Host, KubeError, Level, Migration,
-    Object, ObjectKind, ObjectRef, ObjectType, Outcome, PatchType, Phase, Preconditions, RestoreReport, Scope,
-    SnapshotInfo, TagInfo, VmInfo, VsphereCapability, VsphereError,
+    Object, ObjectKind, ObjectRef, ObjectType, Outcome, PatchType, Phase, Preconditions, PrivilegeReport,
+    RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereCapability, VsphereError,
 };
 use kube::{Key, Store};
 use vsphere::{Inventory, folder_levels};
@@ -1140,6 +1140,16 @@ impl Host for FakeHost {
 
     fn vs_list_attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError> {
         self.vs("list-attached-tags", server, VsphereCapability::ReadInventory, |inv| inv.attached(target))
+    }
+
+    fn vs_user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError> {
+        if targets.len() > 64 {
+            return Err(VsphereError::Invalid(format!(
+                "user-privileges takes at most 64 objects, not {}",
+                targets.len()
+            )));
+        }
+        self.vs("user-privileges", server, VsphereCapability::ReadInventory, |inv| inv.user_privileges(targets))
     }
 
     fn state_get(&self, scope: Scope, key: &str) -> Option<String> {

@@ -1,11 +1,16 @@
 //! The fake vSphere inventory of [`FakeHost`](super::FakeHost): one per vCenter server,
 //! with objects by inventory path, folders, tag categories, tags and attachments, behaving
 //! as the host's `vsphere` import does (paths, `Type:value` morefs, SINGLE cardinality
-//! enforced on attach as vCenter does, a folder deleted only when empty).
+//! enforced on attach as vCenter does, a folder deleted only when empty), and the
+//! migration user's privileges: every privilege the server defines, everywhere, except
+//! those a test withholds on an object and everything below it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{AboutInfo, Cardinality, CategorySpec, ObjectKind, ObjectRef, TagInfo, VmInfo, VsphereError};
+use crate::{
+    AboutInfo, Cardinality, CategorySpec, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport, TagInfo, VmInfo,
+    VsphereError,
+};
 
 /// One managed object.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +50,73 @@ pub struct Inventory {
     /// Every call to this server fails with this error (e.g. `AuthFailed`, `Tls`).
     pub down: Option<VsphereError>,
     pub instance_uuid: String,
+    /// The privilege ids this vCenter defines ([`PRIVILEGES`] unless a test changes it).
+    pub privileges: BTreeSet<String>,
+    /// Privileges the migration's user lacks on the object at a path and everything below
+    /// it (as a narrower role set there would).
+    pub withheld: BTreeMap<String, BTreeSet<String>>,
     next_id: u64,
 }
+
+/// The privilege ids a fake vCenter defines: part of vCenter 8's catalogue (the ones a
+/// cluster's machines, storage and tags use, and the basic system ones).
+pub const PRIVILEGES: &[&str] = &[
+    "Cns.Searchable",
+    "Datastore.AllocateSpace",
+    "Datastore.Browse",
+    "Datastore.FileManagement",
+    "Folder.Create",
+    "Folder.Delete",
+    "Host.Config.Storage",
+    "Host.Inventory.EditCluster",
+    "InventoryService.Tagging.AttachTag",
+    "InventoryService.Tagging.CreateCategory",
+    "InventoryService.Tagging.CreateTag",
+    "InventoryService.Tagging.DeleteCategory",
+    "InventoryService.Tagging.DeleteTag",
+    "InventoryService.Tagging.EditCategory",
+    "InventoryService.Tagging.EditTag",
+    "InventoryService.Tagging.ObjectAttachable",
+    "Network.Assign",
+    "Resource.AssignVMToPool",
+    "Sessions.ValidateSession",
+    "StorageProfile.Update",
+    "StorageProfile.View",
+    "System.Anonymous",
+    "System.Read",
+    "System.View",
+    "VApp.AssignResourcePool",
+    "VApp.Import",
+    "VirtualMachine.Config.AddExistingDisk",
+    "VirtualMachine.Config.AddNewDisk",
+    "VirtualMachine.Config.AddRemoveDevice",
+    "VirtualMachine.Config.AdvancedConfig",
+    "VirtualMachine.Config.Annotation",
+    "VirtualMachine.Config.CPUCount",
+    "VirtualMachine.Config.DiskExtend",
+    "VirtualMachine.Config.DiskLease",
+    "VirtualMachine.Config.EditDevice",
+    "VirtualMachine.Config.Memory",
+    "VirtualMachine.Config.RemoveDisk",
+    "VirtualMachine.Config.Rename",
+    "VirtualMachine.Config.ResetGuestInfo",
+    "VirtualMachine.Config.Resource",
+    "VirtualMachine.Config.Settings",
+    "VirtualMachine.Config.UpgradeVirtualHardware",
+    "VirtualMachine.Interact.GuestControl",
+    "VirtualMachine.Interact.PowerOff",
+    "VirtualMachine.Interact.PowerOn",
+    "VirtualMachine.Interact.Reset",
+    "VirtualMachine.Inventory.Create",
+    "VirtualMachine.Inventory.CreateFromExisting",
+    "VirtualMachine.Inventory.Delete",
+    "VirtualMachine.Provisioning.Clone",
+    "VirtualMachine.Provisioning.DeployTemplate",
+    "VirtualMachine.Provisioning.MarkAsTemplate",
+];
+
+/// The root folder ("/"), which every vCenter has.
+const ROOT_FOLDER: &str = "Folder:group-d1";
 
 fn type_name(kind: ObjectKind) -> &'static str {
     match kind {
@@ -89,7 +159,11 @@ fn parent(path: &str) -> &str {
 impl Inventory {
     /// An empty vCenter with this instance UUID.
     pub fn new(instance_uuid: &str) -> Self {
-        Inventory { instance_uuid: instance_uuid.into(), ..Default::default() }
+        Inventory {
+            instance_uuid: instance_uuid.into(),
+            privileges: PRIVILEGES.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     fn next(&mut self, prefix: &str) -> String {
@@ -139,6 +213,9 @@ impl Inventory {
 
     pub fn find(&self, kind: ObjectKind, path: &str) -> Result<ObjectRef, VsphereError> {
         self.check()?;
+        if path == "/" && kind == ObjectKind::Folder {
+            return Ok(ObjectRef { kind, moref: ROOT_FOLDER.into(), path: path.into() });
+        }
         match self.objects.get(path) {
             Some(item) if item.kind == kind => Ok(ObjectRef { kind, moref: item.moref.clone(), path: path.into() }),
             _ => Err(VsphereError::NotFound(format!("{} {path} not found", type_name(kind)))),
@@ -353,6 +430,26 @@ impl Inventory {
                 })
             })
             .collect())
+    }
+
+    /// Withhold `privileges` from the migration's user on the object at `path` and
+    /// everything below it.
+    pub fn withhold(&mut self, path: &str, privileges: &[&str]) {
+        self.withheld.entry(path.to_string()).or_default().extend(privileges.iter().map(|p| p.to_string()));
+    }
+
+    pub fn user_privileges(&self, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError> {
+        self.check()?;
+        let mut entities = Vec::with_capacity(targets.len());
+        for t in targets {
+            let path = if t.moref == ROOT_FOLDER { "/".to_string() } else { self.target_path(t)? };
+            let below = |at: &str| at == "/" || path == at || path.starts_with(&format!("{at}/"));
+            let lacking: BTreeSet<&String> =
+                self.withheld.iter().filter(|(at, _)| below(at)).flat_map(|(_, p)| p.iter()).collect();
+            let privileges = self.privileges.iter().filter(|p| !lacking.contains(p)).cloned().collect();
+            entities.push(EntityPrivileges { moref: t.moref.clone(), privileges });
+        }
+        Ok(PrivilegeReport { defined: self.privileges.iter().cloned().collect(), entities })
     }
 }
 
