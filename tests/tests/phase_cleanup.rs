@@ -5,7 +5,8 @@
 //! keys); the cluster is healthy on one vCenter afterwards; a re-run removes nothing (the
 //! Go controller's re-run removed the target); crash anywhere converges; the rollback
 //! restores all three exactly; plan mode changes nothing; a source that is also a target
-//! is refused, and machines still in the source are waited for.
+//! is refused, and machines still in the source are waited for; the installer's category and
+//! folder in the source are named, and removed (journalled, rolled back) when the spec asks.
 
 mod part2_support;
 mod phase_support;
@@ -18,6 +19,7 @@ use vsm_host::runtime::bindings::Outcome;
 use vsm_testenv::harness::{Harness, TARGET_FD, target_spec};
 use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{SOURCE_FAILURE_DOMAIN, SeedOptions, SimOptions, Simulator};
+use vsm_vsphere::{ObjectKind, VsphereError};
 
 use part2_support::*;
 use phase_support::*;
@@ -40,7 +42,7 @@ async fn same_state(c: &PhaseEnv, what: &str, want: &[Value; 3]) -> Result<()> {
 
 #[tokio::test]
 async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
-    let c = start_seeded_real("phase-cleanup", "cleanup", &SeedOptions::default()).await?;
+    let mut c = start_seeded_real("phase-cleanup", "cleanup", &SeedOptions::default()).await?;
     let sim = Simulator::start(c.env, SimOptions::instant());
     let (src, dst) = (c.env.source().host(), c.env.target().host());
 
@@ -96,10 +98,13 @@ async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
     let expected_yaml = format!("{}{}", &yaml[..start], &yaml[end..]);
     ensure!(cloud_config_text(&c).await? == expected_yaml, "got:\n{}", cloud_config_text(&c).await?);
     ensure!(creds_keys(&c).await? == [format!("{dst}.password"), format!("{dst}.username")]);
+    let id = c.cluster.infra_id.clone();
+    let (category, folder) = (format!("openshift-{id}"), format!("/src-dc/vm/{id}"));
     ensure!(
         run.message()
             == format!(
-                "removed source vCenter(s) {src}: Infrastructure: vCenter {src} and failure domain(s) {SOURCE_FAILURE_DOMAIN}; openshift-config/cloud-provider-config: the entry of {src}; kube-system/vsphere-creds: {src}.username, {src}.password"
+                "removed source vCenter(s) {src}: Infrastructure: vCenter {src} and failure domain(s) {SOURCE_FAILURE_DOMAIN}; openshift-config/cloud-provider-config: the entry of {src}; kube-system/vsphere-creds: {src}.username, {src}.password; \
+                 left in the source (spec.cleanup.sourceVSphereObjects removes them): vCenter {src}: tag category {category}, folder {folder}"
             ),
         "{}",
         run.message()
@@ -129,8 +134,9 @@ async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
             move |n| async move { same_state(cr, &format!("crash at {n}"), ar).await },
         )
         .await?;
-    // Seven, and the reads of the target CAs UpdateConfig recorded and of the two CA Secrets.
-    ensure!(points == 10, "{points} crash points");
+    // Seven, the reads of the target CAs UpdateConfig recorded and of the two CA Secrets, and
+    // the record of the installer's objects in the source and their two look-ups.
+    ensure!(points == 13, "{points} crash points");
     c.rollback_done().await?;
 
     // Plan mode: validated and recorded, nothing removed.
@@ -139,7 +145,6 @@ async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
     same_state(&c, "after a plan", &before).await?;
 
     // The legacy INI format: the source's section goes, [Workspace] moves to the target.
-    let id = &c.cluster.infra_id;
     let ini_head = format!(
         "# legacy\n[Global]\nsecret-name = \"vsphere-creds\"\nsecret-namespace = \"kube-system\"\ninsecure-flag = \"0\"\n\n[Workspace]\nserver = \"{src}\"\ndatacenter = \"src-dc\"\ndefault-datastore = \"src-ds\"\nfolder = \"/src-dc/vm/{id}\"\nresourcepool-path = \"/src-dc/host/src-cluster/Resources\"\n\n"
     );
@@ -164,6 +169,31 @@ async fn cleanup_removes_only_the_recorded_source_everywhere() -> Result<()> {
     c.rollback_done().await?;
     ensure!(cloud_config_text(&c).await? == ini, "INI rolled back exactly");
     set_cloud_config_text(&c, &yaml).await?;
+
+    // Asked for (spec.cleanup.sourceVSphereObjects): the installer's category (with its tag)
+    // and the cluster's folder, empty now, leave the source, journalled; the template beside
+    // the folder stays; a rollback creates them again under the same names.
+    let vc = c.h.vsphere(&src).await?;
+    ensure!(vc.category(&category).await?.is_some(), "the seed made the installer's category");
+    vc.find(ObjectKind::Folder, &folder).await?;
+    c.h.migration.spec.spec.cleanup.source_vsphere_objects = true;
+    let run = c.execute_done().await?;
+    let removed =
+        format!("source vSphere objects: vCenter {src}: tag category {category} with tag(s) {id}, folder {folder}");
+    ensure!(run.message().contains(&removed), "{}", run.message());
+    ensure!(vc.category(&category).await?.is_none(), "the category is gone");
+    ensure!(
+        matches!(vc.find(ObjectKind::Folder, &folder).await, Err(VsphereError::NotFound { .. })),
+        "the folder is gone"
+    );
+    ensure!(!vc.list_vms("/src-dc/vm").await?.is_empty(), "the template stays");
+    c.rollback_done().await?;
+    same_state(&c, "after the rollback of a removal in vSphere", &before).await?;
+    let back = vc.category(&category).await?.context("the category is back")?;
+    let tags: Vec<String> = vc.tags_of_category(&back.id).await?.into_iter().map(|t| t.name).collect();
+    ensure!(tags == [id.clone()], "{tags:?}");
+    vc.find(ObjectKind::Folder, &folder).await?;
+    c.h.migration.spec.spec.cleanup.source_vsphere_objects = false;
 
     sim.stop().await;
     Ok(())

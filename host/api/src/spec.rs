@@ -102,6 +102,25 @@ pub struct MigrationSpec {
     /// Health policy for the phases that wait on cluster health.
     #[serde(default)]
     pub health: HealthPolicy,
+
+    /// What Cleanup removes besides the source vCenters' entries in the cluster's
+    /// configuration.
+    #[serde(default)]
+    pub cleanup: CleanupPolicy,
+}
+
+/// What Cleanup removes in the source vCenters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupPolicy {
+    /// Remove what the installer made for the cluster in each source vCenter once no
+    /// machine runs there: the tag category `openshift-<infraID>` with its tags, and the
+    /// cluster's VM folder `/<datacenter>/vm/<infraID>` if it is empty (a folder with
+    /// anything in it, or one the failure domain names itself, stays). Journalled: a
+    /// rollback creates them again. Off (the default): they stay, and Cleanup lists them.
+    #[serde(default, rename = "sourceVSphereObjects")]
+    pub source_vsphere_objects: bool,
 }
 
 fn default_true() -> bool {

@@ -198,10 +198,14 @@ fn tag_info(t: vsm_sdk::TagInfo) -> h::TagInfo {
         name: t.name,
         category_id: t.category_id,
         category_name: t.category_name,
-        cardinality: match t.cardinality {
-            vsm_sdk::Cardinality::Single => h::Cardinality::Single,
-            vsm_sdk::Cardinality::Multiple => h::Cardinality::Multiple,
-        },
+        cardinality: cardinality(t.cardinality),
+    }
+}
+
+fn cardinality(c: vsm_sdk::Cardinality) -> h::Cardinality {
+    match c {
+        vsm_sdk::Cardinality::Single => h::Cardinality::Single,
+        vsm_sdk::Cardinality::Multiple => h::Cardinality::Multiple,
     }
 }
 
@@ -427,6 +431,30 @@ impl VsphereBackend for FakeServices {
                 .map(|e| h::EntityPrivileges { moref: e.moref, privileges: e.privileges })
                 .collect(),
         })
+    }
+    async fn find_category(
+        &self,
+        _: &CallScope,
+        server: &str,
+        name: &str,
+    ) -> Result<Option<h::CategoryInfo>, h::VsphereError> {
+        let c = self.host().vs_find_category(server, name).map_err(vsphere_error)?;
+        Ok(c.map(|c| h::CategoryInfo {
+            id: c.id,
+            name: c.name,
+            description: c.description,
+            cardinality: cardinality(c.cardinality),
+            associable_types: c.associable_types,
+        }))
+    }
+    async fn list_tags(
+        &self,
+        _: &CallScope,
+        server: &str,
+        category_id: &str,
+    ) -> Result<Vec<h::TagInfo>, h::VsphereError> {
+        let tags = self.host().vs_list_tags(server, category_id).map_err(vsphere_error)?;
+        Ok(tags.into_iter().map(tag_info).collect())
     }
 }
 

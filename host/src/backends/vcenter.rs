@@ -14,8 +14,8 @@ use super::Outputs;
 use super::journal::ObjectRefJson;
 use crate::api::{MigrationSpec, SourceVCenter};
 use crate::runtime::bindings::{
-    AboutInfo, Cardinality, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport, TagInfo,
-    VmInfo, VsphereError,
+    AboutInfo, Cardinality, CategoryInfo, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef,
+    PrivilegeReport, TagInfo, VmInfo, VsphereError,
 };
 use crate::runtime::{CallScope, VsphereBackend};
 
@@ -118,10 +118,14 @@ pub fn tag(t: vs::TagInfo) -> TagInfo {
         name: t.name,
         category_id: t.category_id,
         category_name: t.category_name,
-        cardinality: match t.cardinality {
-            vs::Cardinality::Single => Cardinality::Single,
-            vs::Cardinality::Multiple => Cardinality::Multiple,
-        },
+        cardinality: cardinality(t.cardinality),
+    }
+}
+
+pub fn cardinality(c: vs::Cardinality) -> Cardinality {
+    match c {
+        vs::Cardinality::Single => Cardinality::Single,
+        vs::Cardinality::Multiple => Cardinality::Multiple,
     }
 }
 
@@ -367,6 +371,27 @@ impl VsphereBackend for LiveVsphere {
                 .map(|(t, (_, privileges))| EntityPrivileges { moref: t.moref.clone(), privileges })
                 .collect(),
         })
+    }
+
+    async fn find_category(
+        &self,
+        _: &CallScope,
+        server: &str,
+        name: &str,
+    ) -> Result<Option<CategoryInfo>, VsphereError> {
+        let found = self.client(server).await?.category(name).await.map_err(map_error)?;
+        Ok(found.map(|c| CategoryInfo {
+            id: c.id,
+            name: c.spec.name,
+            description: c.spec.description,
+            cardinality: cardinality(c.spec.cardinality),
+            associable_types: c.spec.associable_types,
+        }))
+    }
+
+    async fn list_tags(&self, _: &CallScope, server: &str, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        let tags = self.client(server).await?.tags_of_category(category_id).await.map_err(map_error)?;
+        Ok(tags.into_iter().map(tag).collect())
     }
 }
 

@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::bindings::{
-    AboutInfo, BackupError, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType,
-    PatchType, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, StateError, TagInfo, VmInfo,
-    VsphereCapability, VsphereError,
+    AboutInfo, BackupError, CategoryInfo, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef,
+    ObjectType, PatchType, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, StateError, TagInfo,
+    VmInfo, VsphereCapability, VsphereError,
 };
 
 /// Who is calling: the plugin, the phase and the migration. Passed to every backend call.
@@ -103,6 +103,8 @@ pub enum VsphereOp {
     DetachTag,
     ListAttachedTags,
     UserPrivileges,
+    FindCategory,
+    ListTags,
 }
 
 impl VsphereOp {
@@ -122,6 +124,8 @@ impl VsphereOp {
             VsphereOp::DetachTag => "detach-tag",
             VsphereOp::ListAttachedTags => "list-attached-tags",
             VsphereOp::UserPrivileges => "user-privileges",
+            VsphereOp::FindCategory => "find-category",
+            VsphereOp::ListTags => "list-tags",
         }
     }
 
@@ -132,7 +136,9 @@ impl VsphereOp {
             | VsphereOp::FindObject
             | VsphereOp::ListVms
             | VsphereOp::ListAttachedTags
-            | VsphereOp::UserPrivileges => VsphereCapability::ReadInventory,
+            | VsphereOp::UserPrivileges
+            | VsphereOp::FindCategory
+            | VsphereOp::ListTags => VsphereCapability::ReadInventory,
             VsphereOp::CreateFolder | VsphereOp::DeleteFolder => VsphereCapability::ManageFolders,
             VsphereOp::EnsureCategory
             | VsphereOp::EnsureTag
@@ -300,6 +306,17 @@ pub trait VsphereBackend: Send + Sync {
         targets: &[ObjectRef],
     ) -> Result<PrivilegeReport, VsphereError> {
         self.route(VsphereOp::UserPrivileges)?.user_privileges(s, server, targets).await
+    }
+    async fn find_category(
+        &self,
+        s: &CallScope,
+        server: &str,
+        name: &str,
+    ) -> Result<Option<CategoryInfo>, VsphereError> {
+        self.route(VsphereOp::FindCategory)?.find_category(s, server, name).await
+    }
+    async fn list_tags(&self, s: &CallScope, server: &str, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        self.route(VsphereOp::ListTags)?.list_tags(s, server, category_id).await
     }
 }
 

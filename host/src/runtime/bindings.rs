@@ -14,6 +14,6 @@ pub use vsm::phase::log::{EventType, Level};
 pub use vsm::phase::state::{Scope, StateError};
 pub use vsm::phase::types::{Capabilities, Failure, KubeCapability, Migration, VsphereCapability, WaitInfo};
 pub use vsm::phase::vsphere::{
-    AboutInfo, Cardinality, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport, TagInfo,
-    VmInfo, VsphereError,
+    AboutInfo, Cardinality, CategoryInfo, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef,
+    PrivilegeReport, TagInfo, VmInfo, VsphereError,
 };

@@ -177,8 +177,9 @@ fn stripped(v: &Option<Value>) -> Option<Value> {
     })
 }
 
-/// Whether a vSphere object the phase created is gone (after a rollback).
-async fn vsphere_gone(h: &Harness, entry: &Entry) -> Result<Option<String>, Error> {
+/// Whether the rollback undid a vSphere entry: what the phase created is gone, what it
+/// deleted is back. A message when not.
+async fn vsphere_not_undone(h: &Harness, entry: &Entry) -> Result<Option<String>, Error> {
     let env_err = |e: vsm_vsphere::VsphereError| Error::Env(e.to_string());
     let still = match entry {
         Entry::Object { .. } => return Ok(None),
@@ -206,6 +207,29 @@ async fn vsphere_gone(h: &Harness, entry: &Entry) -> Result<Option<String>, Erro
             let c = h.vsphere(server).await.map_err(|e| Error::Env(e.to_string()))?;
             let mo = vsm_host::backends::vcenter::from_ref_json(target).map_err(|e| Error::Env(format!("{e:?}")))?;
             c.list_attached_tags(&mo).await.map_err(env_err)?.iter().any(|t| t.id == *tag_id)
+        }
+        // What the phase deleted must be back.
+        Entry::RemovedFolder { server, path } => {
+            let c = h.vsphere(server).await.map_err(|e| Error::Env(e.to_string()))?;
+            let back = match c.find(vsm_vsphere::ObjectKind::Folder, path).await {
+                Ok(_) => true,
+                Err(vsm_vsphere::VsphereError::NotFound { .. }) => false,
+                Err(e) => return Err(env_err(e)),
+            };
+            return Ok((!back).then(|| format!("{} was not created again", entry.subject())));
+        }
+        Entry::RemovedCategory { server, category, .. } => {
+            let c = h.vsphere(server).await.map_err(|e| Error::Env(e.to_string()))?;
+            let back = c.category_id(&category.name).await.map_err(env_err)?.is_some();
+            return Ok((!back).then(|| format!("{} was not created again", entry.subject())));
+        }
+        Entry::RemovedTag { server, category, tag } => {
+            let c = h.vsphere(server).await.map_err(|e| Error::Env(e.to_string()))?;
+            let back = match c.category_id(category).await.map_err(env_err)? {
+                Some(id) => c.tag_id(&id, &tag.name).await.map_err(env_err)?.is_some(),
+                None => false,
+            };
+            return Ok((!back).then(|| format!("{} was not created again", entry.subject())));
         }
     };
     Ok(still.then(|| format!("{} is still there", entry.subject())))
@@ -413,7 +437,7 @@ async fn test_in(
                         };
                         problems.push(format!("{} not restored: {diff}", e.subject()));
                     }
-                } else if let Some(p) = vsphere_gone(&h, e).await? {
+                } else if let Some(p) = vsphere_not_undone(&h, e).await? {
                     problems.push(p);
                 }
             }

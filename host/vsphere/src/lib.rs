@@ -39,7 +39,7 @@ pub use retry::RetryPolicy;
 pub use session::{Client, ClientOptions, Credentials, PoolStats, Secret, ServerSpec, SessionPool};
 pub use soap::MoRef;
 pub use soap::parse::About;
-pub use tags::{Cardinality, CategorySpec, TagInfo};
+pub use tags::{Cardinality, Category, CategorySpec, TagInfo};
 pub use tls::{TlsPolicy, fetch_thumbprint, fetch_thumbprint_with_timeout, install_default_crypto_provider};
 pub use vm::{PowerState, VmSummary};
 

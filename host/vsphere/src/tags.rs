@@ -46,10 +46,19 @@ pub struct TagInfo {
     pub cardinality: Cardinality,
 }
 
+/// A category as vCenter stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Category {
+    pub id: String,
+    pub spec: CategorySpec,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct CategoryModel {
     pub id: String,
     pub name: String,
+    #[serde(default)]
+    pub description: String,
     #[serde(default)]
     pub cardinality: Option<Cardinality>,
     #[serde(default)]
@@ -63,6 +72,20 @@ pub(crate) struct TagModel {
     #[serde(default)]
     pub description: String,
     pub category_id: String,
+}
+
+impl CategoryModel {
+    fn into_category(self) -> Category {
+        Category {
+            id: self.id,
+            spec: CategorySpec {
+                name: self.name,
+                description: self.description,
+                cardinality: self.cardinality.unwrap_or(Cardinality::Multiple),
+                associable_types: self.associable_types,
+            },
+        }
+    }
 }
 
 /// `<base>/id:<id>` with the id escaped for a path segment.
@@ -201,6 +224,85 @@ impl Client {
             .try_collect()
             .await?;
         Ok(found.into_iter().next())
+    }
+
+    /// The category with this name, if it exists (no side effect).
+    pub async fn category(&self, name: &str) -> Result<Option<Category>, VsphereError> {
+        self.op("find_category", async { Ok(self.find_category(name).await?.map(CategoryModel::into_category)) }).await
+    }
+
+    /// The category with this id, if it exists.
+    pub async fn category_by_id(&self, id: &str) -> Result<Option<Category>, VsphereError> {
+        self.op("get_category", async {
+            match self.get_category(id).await {
+                Ok(c) => Ok(Some(c.into_category())),
+                Err(VsphereError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The tag with this id, with its category; None if it does not exist.
+    pub async fn tag(&self, id: &str) -> Result<Option<TagInfo>, VsphereError> {
+        self.op("get_tag", async {
+            let t = match self.get_tag(id).await {
+                Ok(t) => t,
+                Err(VsphereError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let c = self.get_category(&t.category_id).await?;
+            Ok(Some(TagInfo {
+                id: t.id,
+                name: t.name,
+                description: t.description,
+                category_id: t.category_id,
+                category_name: c.name,
+                cardinality: c.cardinality.unwrap_or(Cardinality::Multiple),
+            }))
+        })
+        .await
+    }
+
+    /// Every tag of a category, sorted by name; none if the category does not exist.
+    pub async fn tags_of_category(&self, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        self.op("list_tags", async {
+            let category = match self.get_category(category_id).await {
+                Ok(c) => c,
+                Err(VsphereError::NotFound { .. }) => return Ok(vec![]),
+                Err(e) => return Err(e),
+            };
+            let ids: Vec<String> = decode_list(
+                self.rest(Method::POST, &with_id(TAG, category_id), Some("~action=list-tags-for-category"), None)
+                    .await?,
+                "tag list",
+            )?;
+            let tags: Vec<TagModel> = stream::iter(ids)
+                .map(|id| async move {
+                    match self.get_tag(&id).await {
+                        Err(VsphereError::NotFound { .. }) => Ok(None),
+                        r => r.map(Some),
+                    }
+                })
+                .buffer_unordered(SCAN_CONCURRENCY)
+                .try_filter_map(|t| async move { Ok(t) })
+                .try_collect()
+                .await?;
+            let mut out: Vec<TagInfo> = tags
+                .into_iter()
+                .map(|t| TagInfo {
+                    id: t.id,
+                    name: t.name,
+                    description: t.description,
+                    category_id: category.id.clone(),
+                    category_name: category.name.clone(),
+                    cardinality: category.cardinality.unwrap_or(Cardinality::Multiple),
+                })
+                .collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
     }
 
     /// The id of the category with this name, if it exists (no side effect).

@@ -13,7 +13,12 @@
 //! vCenter listed now" (after a first run that is the target: the Go controller's re-run
 //! removed the target). The phase refuses to run while a machine still runs in a source
 //! vCenter, or while a target is missing from the Infrastructure or has no credentials.
-//! Rollback restores the before-images.
+//! What the installer made for the cluster in the source vCenters (its tag category and VM
+//! folder) stays unless `spec.cleanup.sourceVSphereObjects` asks for its removal; either
+//! way the result names it (module `source_objects`).
+//!
+//! Rollback restores the before-images (the host's journal: the configuration, and the
+//! source's category, tags and folder if they were removed).
 
 use vsm_common::cloud_config::{self, Workspace};
 use vsm_common::shared_state::TARGET_CA_FINGERPRINTS;
@@ -43,6 +48,10 @@ impl Phase for Cleanup {
         .kube("", "secrets", &["get"], None)
         .kube("config.openshift.io", "proxies", &["get"], None)
         .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
+        // The installer's category and folder in the source (spec.cleanup.sourceVSphereObjects).
+        .vsphere(VsphereCapability::ReadInventory)
+        .vsphere(VsphereCapability::ManageTags)
+        .vsphere(VsphereCapability::ManageFolders)
         .with_rollback()
         .deadline_minutes(15)
     }
@@ -107,8 +116,31 @@ fn execute(cx: &Cx) -> Step {
         ));
     }
 
-    let source_only = source_only_cas(cx, &sources, &targets)?;
+    // The installer's objects in the source vCenters: recorded before the Infrastructure
+    // loses the source failure domains, removed (if asked) while the source's credentials
+    // are still in vsphere-creds.
+    let objects = source_objects::recorded(cx, &vsphere, &sources, &infra_id)?;
     let mut removed = Vec::new();
+    let mut notes = String::new();
+    if spec.cleanup.source_vsphere_objects {
+        let (gone, stayed) = source_objects::remove(cx, &objects)?;
+        if !gone.is_empty() {
+            removed.push(format!("source vSphere objects: {}", gone.join("; ")));
+        }
+        if !stayed.is_empty() {
+            notes.push_str(&format!("; left in the source: {}", stayed.join("; ")));
+        }
+    } else {
+        let present = source_objects::present(cx, &objects);
+        if !present.is_empty() {
+            notes.push_str(&format!(
+                "; left in the source (spec.cleanup.sourceVSphereObjects removes them): {}",
+                present.join("; ")
+            ));
+        }
+    }
+
+    let source_only = source_only_cas(cx, &sources, &targets)?;
 
     // Infrastructure: the source vCenters and their failure domains.
     let removal = infra::remove_servers(&vsphere, &sources)?;
@@ -172,7 +204,7 @@ fn execute(cx: &Cx) -> Step {
             cx.kube().replace(&types::CONFIG_MAP, &cm)?;
         }
     }
-    let kept = source_cas_in_proxy_bundle(cx, &source_only)?;
+    let kept = source_cas_in_proxy_bundle(cx, &source_only)? + &notes;
 
     // Credentials.
     let mut data = creds::data(&secret);
@@ -235,6 +267,8 @@ fn source_cas_in_proxy_bundle(cx: &Cx, source_only: &[String]) -> Result<String,
 }
 
 export_phase!(Cleanup);
+
+mod source_objects;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 use serde_json::json;
 use vsm_common::creds::encode;
-use vsm_sdk::Migration;
 use vsm_sdk::testing::{Direction, FakeHost, migration};
+use vsm_sdk::{CategorySpec, Migration, ObjectRef};
 
 use super::*;
 use vsm_common::pem::test_certificate as mk_cert;
@@ -130,4 +130,112 @@ fn the_source_ca_leaves_the_cloud_config_bundle_but_a_ca_a_target_shares_stays()
     let user_after = h.get(&types::CONFIG_MAP, Some("openshift-config"), "user-ca-bundle").unwrap();
     assert_eq!(user_after.str_at("/data/ca-bundle.crt"), Some(user.as_str()));
     assert!(run.message().contains("left in ConfigMap openshift-config/user-ca-bundle"), "{}", run.message());
+}
+
+/// The source as the installer left it: the cluster's folder (empty once the machines are
+/// gone), its tag category and tag, still attached to the template beside the folder.
+fn installer_objects(h: &FakeHost) -> ObjectRef {
+    h.edit(&types::INFRASTRUCTURE, None, "cluster", |i| {
+        i["spec"]["platformSpec"]["vsphere"]["failureDomains"][0] = json!({"name": "fd-a", "region": "r", "zone": "a",
+            "server": "vc-a", "topology": {"datacenter": "dc-a", "computeCluster": "/dc-a/host/c",
+            "datastore": "/dc-a/datastore/ds", "networks": ["n"], "folder": "/dc-a/vm/inf"}});
+    });
+    h.vcenter("vc-a", |v| {
+        v.add_datacenter("dc-a");
+        v.create_folder("/dc-a/vm/inf").unwrap();
+        let template = v.add(ObjectKind::VirtualMachine, "/dc-a/vm/inf-rhcos", true);
+        let spec = CategorySpec {
+            name: "openshift-inf".into(),
+            description: "Added by openshift-install do not remove".into(),
+            cardinality: vsm_sdk::Cardinality::Single,
+            associable_types: vec!["VirtualMachine".into(), "Folder".into()],
+        };
+        let (category, _) = v.ensure_category(&spec).unwrap();
+        let (tag, _) = v.ensure_tag(&category, "inf", "Added by openshift-install do not remove").unwrap();
+        v.attach(&tag, &template).unwrap();
+        template
+    })
+}
+
+fn installer_objects_left(h: &FakeHost) -> (bool, Vec<String>, bool) {
+    h.vcenter("vc-a", |v| {
+        let category = v.find_category("openshift-inf").unwrap();
+        let tags: Vec<String> = category
+            .as_ref()
+            .map(|c| v.list_tags(&c.id).unwrap().into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
+        let attached = v.by_path("/dc-a/vm/inf-rhcos").map(|t| !v.attached(&t).unwrap().is_empty()).unwrap_or(false);
+        (category.is_some(), tags, v.by_path("/dc-a/vm/inf").is_some() && attached)
+    })
+}
+
+#[test]
+fn the_installers_source_objects_stay_by_default_and_are_named() {
+    let h = cluster();
+    installer_objects(&h);
+    let run = h.run::<Cleanup>(Direction::Execute, &m(&["vc-a"]));
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(
+        run.message().ends_with(
+            "; left in the source (spec.cleanup.sourceVSphereObjects removes them): vCenter vc-a: tag category openshift-inf, folder /dc-a/vm/inf"
+        ),
+        "{}",
+        run.message()
+    );
+    assert_eq!(installer_objects_left(&h), (true, vec!["inf".to_string()], true));
+}
+
+#[test]
+fn asked_for_the_installers_source_objects_go_journalled_and_come_back_on_rollback() {
+    let h = cluster();
+    installer_objects(&h);
+    let mut m = m(&["vc-a"]);
+    let mut spec: Value = serde_json::from_str(&m.spec_json).unwrap();
+    spec["cleanup"] = json!({"sourceVSphereObjects": true});
+    m.spec_json = spec.to_string();
+
+    let run = h.run::<Cleanup>(Direction::Execute, &m);
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(
+        run.message().contains(
+            "source vSphere objects: vCenter vc-a: tag category openshift-inf with tag(s) inf, folder /dc-a/vm/inf"
+        ),
+        "{}",
+        run.message()
+    );
+    assert_eq!(installer_objects_left(&h), (false, vec![], false));
+    let subjects: Vec<String> = h.journal().iter().map(|r| r.entry.subject()).collect();
+    assert!(subjects.contains(&"vCenter vc-a removed tag category openshift-inf".to_string()), "{subjects:?}");
+    assert!(subjects.contains(&"vCenter vc-a removed folder /dc-a/vm/inf".to_string()), "{subjects:?}");
+    // The template stays: nothing but the category, its tags and the empty folder goes.
+    assert!(h.vcenter("vc-a", |v| v.by_path("/dc-a/vm/inf-rhcos").is_some()));
+
+    // A re-run (after a crash) finds nothing left and changes nothing.
+    let again = h.run::<Cleanup>(Direction::Execute, &m);
+    assert!(again.message().starts_with("nothing left to remove"), "{}", again.message());
+
+    let back = h.run::<Cleanup>(Direction::Rollback, &m);
+    assert!(back.done(), "{:?}", back.outcome);
+    assert_eq!(installer_objects_left(&h), (true, vec!["inf".to_string()], true), "recreated and re-attached");
+}
+
+#[test]
+fn a_folder_with_something_in_it_stays_and_says_what() {
+    let h = cluster();
+    installer_objects(&h);
+    h.vcenter("vc-a", |v| v.add(ObjectKind::VirtualMachine, "/dc-a/vm/inf/leftover-vm", false));
+    let mut m = m(&["vc-a"]);
+    let mut spec: Value = serde_json::from_str(&m.spec_json).unwrap();
+    spec["cleanup"] = json!({"sourceVSphereObjects": true});
+    m.spec_json = spec.to_string();
+    let run = h.run::<Cleanup>(Direction::Execute, &m);
+    assert!(run.done(), "{:?}", run.outcome);
+    assert!(
+        run.message()
+            .contains("; left in the source: vCenter vc-a: folder /dc-a/vm/inf (folder /dc-a/vm/inf is not empty"),
+        "{}",
+        run.message()
+    );
+    assert!(h.vcenter("vc-a", |v| v.by_path("/dc-a/vm/inf/leftover-vm").is_some()));
+    assert!(!h.journal().iter().any(|r| r.entry.subject().contains("removed folder")), "no entry for what stayed");
 }

@@ -9,9 +9,9 @@ use serde_json::Value;
 use crate::spec::MigrationSpec;
 use crate::types::TypeConst;
 use crate::{
-    AboutInfo, CallContext, CategorySpec, Ensured, EventType, Host, KubeError, Level, Object, ObjectKind, ObjectRef,
-    ObjectType, PatchType, PhaseError, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, TagInfo,
-    VmInfo, VsphereError,
+    AboutInfo, CallContext, CategoryInfo, CategorySpec, Ensured, EventType, Host, KubeError, Level, Object, ObjectKind,
+    ObjectRef, ObjectType, PatchType, PhaseError, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo,
+    TagInfo, VmInfo, VsphereError,
 };
 
 /// Everything one `execute` or `rollback` call can see and do.
@@ -316,6 +316,14 @@ impl Vsphere<'_> {
     }
     pub fn attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError> {
         self.host.vs_list_attached_tags(server, target)
+    }
+    /// The tag category with this name, if there is one (creates nothing).
+    pub fn find_category(&self, server: &str, name: &str) -> Result<Option<CategoryInfo>, VsphereError> {
+        self.host.vs_find_category(server, name)
+    }
+    /// The tags of a category, by name.
+    pub fn tags(&self, server: &str, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        self.host.vs_list_tags(server, category_id)
     }
     /// What the migration's user for `server` holds on each of `targets` (in that order),
     /// and the privilege ids the server defines; any number of objects (asked 64 at a time).

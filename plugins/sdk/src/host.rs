@@ -3,8 +3,8 @@
 
 use crate::bindings::vsm::phase::{backup, clock, kube, log, state, vsphere};
 use crate::{
-    AboutInfo, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType, PatchType,
-    Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereError,
+    AboutInfo, CategoryInfo, CategorySpec, Ensured, EventType, KubeError, Level, ObjectKind, ObjectRef, ObjectType,
+    PatchType, Preconditions, PrivilegeReport, RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereError,
 };
 use backup::BackupError;
 use state::StateError;
@@ -66,6 +66,8 @@ pub trait Host {
     fn vs_detach_tag(&self, server: &str, tag: &str, target: &ObjectRef) -> Result<(), VsphereError>;
     fn vs_list_attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError>;
     fn vs_user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError>;
+    fn vs_find_category(&self, server: &str, name: &str) -> Result<Option<CategoryInfo>, VsphereError>;
+    fn vs_list_tags(&self, server: &str, category_id: &str) -> Result<Vec<TagInfo>, VsphereError>;
 
     fn state_get(&self, scope: Scope, key: &str) -> Option<String>;
     fn state_set(&self, scope: Scope, key: &str, value: &str) -> Result<(), StateError>;
@@ -180,6 +182,12 @@ impl Host for WasmHost {
     }
     fn vs_user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError> {
         vsphere::user_privileges(server, targets)
+    }
+    fn vs_find_category(&self, server: &str, name: &str) -> Result<Option<CategoryInfo>, VsphereError> {
+        vsphere::find_category(server, name)
+    }
+    fn vs_list_tags(&self, server: &str, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        vsphere::list_tags(server, category_id)
     }
 
     fn state_get(&self, scope: Scope, key: &str) -> Option<String> {

@@ -66,8 +66,8 @@ pub use bindings::vsm::phase::types::{
     CallContext, Capabilities, Failure, KubeCapability, Migration, Outcome, PhaseInfo, VsphereCapability, WaitInfo,
 };
 pub use bindings::vsm::phase::vsphere::{
-    AboutInfo, Cardinality, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport, TagInfo,
-    VmInfo, VsphereError,
+    AboutInfo, Cardinality, CategoryInfo, CategorySpec, Ensured, EntityPrivileges, ObjectKind, ObjectRef,
+    PrivilegeReport, TagInfo, VmInfo, VsphereError,
 };
 pub use cx::{Backup, Cx, Kube, Log, State, Vsphere};
 pub use error::{PhaseError, ResultExt};

@@ -20,7 +20,9 @@
 //!    source vCenter), the target vCenters' domains, the templates of every vCenter.
 //! 2. The groups: 3 masters (master `i` in domain `i mod n`), the worker MachineSets and the
 //!    infra set, each Machine in its set's domain; which members are missing.
-//! 3. vSphere: templates in every vCenter, region/zone tags (zonal), the folder
+//! 3. vSphere: templates in every vCenter, region/zone tags (zonal), the installer's tag
+//!    category `openshift-<infraID>` and tag `<infraID>` in every source vCenter used
+//!    (attached to every VM the seed makes), the folder
 //!    `/<dc>/vm/<infraID>` in each source datacenter used, a VM per missing Machine cloned
 //!    from its domain's template into its domain's pool, datastore and folder.
 //! 4. The configuration (Infrastructure, credentials, cloud config, ClusterVersion,
@@ -42,8 +44,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use vsm_vsphere::{
-    Cardinality, CategorySpec, Client, ClientOptions, Credentials, ObjectKind, ServerSpec, SessionPool, TlsPolicy,
-    VsphereError,
+    Cardinality, CategorySpec, Client, ClientOptions, Credentials, ManagedObject, ObjectKind, ServerSpec, SessionPool,
+    TlsPolicy, VsphereError,
 };
 
 use super::cloud_config::{self, CloudConfigInput, ConfigVCenter};
@@ -454,6 +456,11 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
                 })?;
             }
         }
+        // The installer's own tag in every source vCenter, attached to the cluster's VMs.
+        let mut cluster_tags: HashMap<String, String> = HashMap::new();
+        for vc in &used_sources {
+            cluster_tags.insert(vc.host.clone(), ensure_cluster_tag(&clients[&vc.host], id).await?);
+        }
         let mut existing: HashMap<String, String> = HashMap::new();
         let folders: HashSet<(&str, &str)> = domains.iter().map(|d| (d.server.as_str(), d.folder.as_str())).collect();
         for (server, folder) in folders {
@@ -465,7 +472,7 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
             futures::stream::iter(todo.iter().filter(|m| !existing.contains_key(&m.name)))
                 .map(|m| {
                     let fd = &domains[m.domain];
-                    let (clients, vcsim) = (&clients, &vcsim);
+                    let (clients, vcsim, cluster_tags) = (&clients, &vcsim, &cluster_tags);
                     async move {
                         let c = &clients[&fd.server];
                         let (pool, ds) = (fd.effective_resource_pool(), &fd.datastore);
@@ -476,8 +483,16 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
                             }
                             other => other.with_context(|| format!("cloning the VM of {} in {}", m.name, fd.name))?,
                         };
-                        // The installer's VMs have a card on the machine network.
+                        // The installer's VMs have a card on the machine network, and its tag.
                         vcsim(&fd.server)?.add_network_card(&vm.uuid, &fd.networks[0]).await?;
+                        if let Some(tag) = cluster_tags.get(&fd.server) {
+                            let obj = ManagedObject {
+                                kind: ObjectKind::VirtualMachine,
+                                moref: vm.moref.clone(),
+                                path: vm.path.clone(),
+                            };
+                            c.attach_tag(tag, &obj).await?;
+                        }
                         anyhow::Ok((m.name.clone(), vm.uuid))
                     }
                 })
@@ -620,6 +635,23 @@ pub async fn seed(env: &TestEnv, opts: &SeedOptions) -> Result<SeededCluster> {
 fn autoscaled(opts: &SeedOptions, sets: &[SetPlan], name: &str) -> Option<(u32, u32)> {
     let first = sets.iter().find(|s| s.role == "worker")?;
     opts.zonal.as_ref()?.autoscaler.filter(|_| first.name == name)
+}
+
+/// The installer's category `openshift-<infraID>` and tag `<infraID>` (what the
+/// installer makes in the vCenter it installs to, and the machine actuator attaches to
+/// every VM it creates); the tag's id.
+async fn ensure_cluster_tag(c: &Client, infra_id: &str) -> Result<String> {
+    const DESCRIPTION: &str = "Added by openshift-install do not remove";
+    let spec = CategorySpec {
+        name: format!("openshift-{infra_id}"),
+        description: DESCRIPTION.into(),
+        cardinality: Cardinality::Single,
+        associable_types: ["VirtualMachine", "ResourcePool", "Folder", "Datastore", "StoragePod"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let (category, _) = c.ensure_category(&spec).await?;
+    Ok(c.ensure_tag(&category, infra_id, DESCRIPTION).await?.0)
 }
 
 /// In `vc`: the categories [`REGION_CATEGORY`] and [`ZONE_CATEGORY`] (single cardinality,

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::store::{Entry, EntryKind, Journal, JournalError};
+use super::store::{CategoryJson, Entry, EntryKind, Journal, JournalError, ObjectRefJson, RemovedTag};
 use crate::backends::Outputs;
 use crate::backends::kubernetes::{LiveKube, get_json, name_of};
 use crate::backends::vcenter::{LiveVsphere, category_spec, ensured, folder_levels, from_ref, map_error, to_ref};
@@ -347,4 +347,81 @@ impl VsphereBackend for JournaledVsphere {
         self.journal_ahead(s, &entry).await?;
         client.attach_tag(tag_id, &mo).await.map_err(map_error)
     }
+
+    /// Journalled (its path) before it goes; a folder that is not empty is refused and
+    /// leaves no entry.
+    async fn delete_folder(&self, s: &CallScope, server: &str, path: &str) -> Result<bool, VsphereError> {
+        if !journalling(s) {
+            return self.inner.delete_folder(s, server, path).await;
+        }
+        let client = self.inner.client(server).await?;
+        match client.find(vs::ObjectKind::Folder, path).await {
+            Ok(_) => {}
+            Err(vs::VsphereError::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(map_error(e)),
+        }
+        let entry = Entry::RemovedFolder { server: server.into(), path: path.into() };
+        let (secret, wrote) = self.journal_ahead(s, &entry).await?;
+        let result = self.inner.delete_folder(s, server, path).await;
+        // Kept whenever the folder may be gone: undoing creates it only if it is missing.
+        if wrote && matches!(result, Ok(false) | Err(VsphereError::Invalid(_))) {
+            unjournal(&self.journal, &self.outputs, &secret).await;
+        }
+        result
+    }
+
+    /// Journalled with its specification, its tags and their attachments before it goes.
+    async fn delete_category(&self, s: &CallScope, server: &str, category_id: &str) -> Result<bool, VsphereError> {
+        if !journalling(s) {
+            return self.inner.delete_category(s, server, category_id).await;
+        }
+        let client = self.inner.client(server).await?;
+        let Some(category) = client.category_by_id(category_id).await.map_err(map_error)? else {
+            return Ok(false);
+        };
+        let mut tags = Vec::new();
+        for t in client.tags_of_category(category_id).await.map_err(map_error)? {
+            tags.push(removed_tag(&client, &t).await?);
+        }
+        let entry =
+            Entry::RemovedCategory { server: server.into(), category: CategoryJson::from(&category.spec), tags };
+        let (secret, wrote) = self.journal_ahead(s, &entry).await?;
+        let result = self.inner.delete_category(s, server, category_id).await;
+        if wrote && matches!(result, Ok(false)) {
+            unjournal(&self.journal, &self.outputs, &secret).await;
+        }
+        result
+    }
+
+    /// Journalled with its category's name and its attachments before it goes.
+    async fn delete_tag(&self, s: &CallScope, server: &str, tag_id: &str) -> Result<bool, VsphereError> {
+        if !journalling(s) {
+            return self.inner.delete_tag(s, server, tag_id).await;
+        }
+        let client = self.inner.client(server).await?;
+        let Some(tag) = client.tag(tag_id).await.map_err(map_error)? else {
+            return Ok(false);
+        };
+        let entry = Entry::RemovedTag {
+            server: server.into(),
+            category: tag.category_name.clone(),
+            tag: removed_tag(&client, &tag).await?,
+        };
+        let (secret, wrote) = self.journal_ahead(s, &entry).await?;
+        let result = self.inner.delete_tag(s, server, tag_id).await;
+        if wrote && matches!(result, Ok(false)) {
+            unjournal(&self.journal, &self.outputs, &secret).await;
+        }
+        result
+    }
+}
+
+/// A tag as journalled before it is deleted: with the objects it is attached to.
+async fn removed_tag(client: &vs::Client, t: &vs::TagInfo) -> Result<RemovedTag, VsphereError> {
+    let attached = client.list_attached_objects(&t.id).await.map_err(map_error)?;
+    Ok(RemovedTag {
+        name: t.name.clone(),
+        description: t.description.clone(),
+        attached: attached.into_iter().map(|(type_name, value)| ObjectRefJson::attached(&type_name, &value)).collect(),
+    })
 }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::store::{Entry, EntryKind, Journal, JournalError, Stored};
+use super::store::{CategoryJson, Entry, EntryKind, Journal, JournalError, RemovedTag, Stored};
 use crate::backends::Outputs;
 use crate::backends::kubernetes::{api, get_json, strip_server_fields};
 use crate::backends::vcenter::{LiveVsphere, folder_levels, from_ref_json, to_ref};
-use crate::runtime::bindings::{BackupError, KubeError, RestoreReport, SnapshotInfo, VsphereError};
+use crate::runtime::bindings::{
+    BackupError, Cardinality, CategorySpec, KubeError, RestoreReport, SnapshotInfo, VsphereError,
+};
 use crate::runtime::{CallScope, ResolvedType, VsphereBackend};
 
 /// Attempts at writing an object back while others keep changing it.
@@ -125,8 +127,69 @@ impl JournalBackup {
                 let target = to_ref(&from_ref_json(target).map_err(text)?);
                 self.vsphere.detach_tag(s, server, tag_id, &target).await.map_err(text)
             }
+            Entry::RemovedFolder { server, path } => {
+                self.vsphere.create_folder(s, server, path).await.map_err(text)?;
+                Ok(())
+            }
+            Entry::RemovedCategory { server, category, tags } => {
+                let spec = category_spec_of(category)?;
+                let id = self.vsphere.ensure_category(s, server, &spec).await.map_err(text)?.id;
+                for tag in tags {
+                    self.recreate_tag(s, server, &id, tag).await?;
+                }
+                Ok(())
+            }
+            Entry::RemovedTag { server, category, tag } => {
+                let client = self.live.client(server).await.map_err(text)?;
+                let Some(id) = client.category_id(category).await.map_err(|e| e.to_string())? else {
+                    return Err(format!(
+                        "tag category {category} no longer exists; tag {} cannot be recreated",
+                        tag.name
+                    ));
+                };
+                self.recreate_tag(s, server, &id, tag).await
+            }
         }
     }
+
+    /// A deleted tag again, attached to every object it was attached to that still exists.
+    async fn recreate_tag(
+        &self,
+        s: &CallScope,
+        server: &str,
+        category_id: &str,
+        tag: &RemovedTag,
+    ) -> Result<(), String> {
+        let text = |e: VsphereError| format!("{e:?}");
+        let id = self.vsphere.ensure_tag(s, server, category_id, &tag.name, &tag.description).await.map_err(text)?.id;
+        for target in &tag.attached {
+            let target = to_ref(&from_ref_json(target).map_err(text)?);
+            match self.vsphere.attach_tag(s, server, &id, &target).await {
+                Ok(()) => {}
+                // Deleted since (a machine's VM): nothing to attach the tag to.
+                Err(VsphereError::NotFound(m)) => {
+                    tracing::info!(server, tag = %tag.name, object = %target.moref, reason = %m, "not re-attached: the object is gone");
+                }
+                Err(e) => return Err(text(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The binding's category specification of a journalled one.
+fn category_spec_of(c: &CategoryJson) -> Result<CategorySpec, String> {
+    let cardinality = match c.cardinality.as_str() {
+        "SINGLE" => Cardinality::Single,
+        "MULTIPLE" => Cardinality::Multiple,
+        other => return Err(format!("tag category {}: unknown cardinality {other:?} in the journal", c.name)),
+    };
+    Ok(CategorySpec {
+        name: c.name.clone(),
+        description: c.description.clone(),
+        cardinality,
+        associable_types: c.associable_types.clone(),
+    })
 }
 
 #[async_trait]

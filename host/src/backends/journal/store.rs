@@ -54,6 +54,32 @@ pub enum Entry {
     Tag { server: String, category_id: String, name: String, id: Option<String> },
     /// A tag the phase attached.
     Attachment { server: String, tag_id: String, target: ObjectRefJson },
+    /// An (empty) VM folder the phase deleted: undoing creates it again.
+    RemovedFolder { server: String, path: String },
+    /// A tag category the phase deleted, with its tags and what they were attached to:
+    /// undoing creates them again (new ids, same names) and attaches each tag to the
+    /// objects that still exist.
+    RemovedCategory { server: String, category: CategoryJson, tags: Vec<RemovedTag> },
+    /// A tag the phase deleted from the category named `category`.
+    RemovedTag { server: String, category: String, tag: RemovedTag },
+}
+
+/// A tag category's specification, as journalled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryJson {
+    pub name: String,
+    pub description: String,
+    /// `SINGLE` or `MULTIPLE`.
+    pub cardinality: String,
+    pub associable_types: Vec<String>,
+}
+
+/// A deleted tag: its name, description and the objects it was attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedTag {
+    pub name: String,
+    pub description: String,
+    pub attached: Vec<ObjectRefJson>,
 }
 
 /// `ObjectRef` in a serializable, stable shape.
@@ -62,6 +88,36 @@ pub struct ObjectRefJson {
     pub kind: String,
     pub moref: String,
     pub path: String,
+}
+
+impl ObjectRefJson {
+    /// An object a tag is attached to, as vCenter lists it (type and id; no path).
+    pub fn attached(type_name: &str, value: &str) -> Self {
+        let kind = match type_name {
+            "Datacenter" => "Datacenter",
+            "ClusterComputeResource" => "ComputeCluster",
+            "Datastore" => "Datastore",
+            "Network" | "DistributedVirtualPortgroup" => "Network",
+            "ResourcePool" => "ResourcePool",
+            "Folder" => "Folder",
+            _ => "VirtualMachine",
+        };
+        ObjectRefJson { kind: kind.into(), moref: format!("{type_name}:{value}"), path: String::new() }
+    }
+}
+
+impl From<&vsm_vsphere::CategorySpec> for CategoryJson {
+    fn from(c: &vsm_vsphere::CategorySpec) -> Self {
+        CategoryJson {
+            name: c.name.clone(),
+            description: c.description.clone(),
+            cardinality: match c.cardinality {
+                vsm_vsphere::Cardinality::Single => "SINGLE".into(),
+                vsm_vsphere::Cardinality::Multiple => "MULTIPLE".into(),
+            },
+            associable_types: c.associable_types.clone(),
+        }
+    }
 }
 
 impl From<&ObjectRef> for ObjectRefJson {
@@ -95,6 +151,13 @@ impl Entry {
             Entry::Category { server, name, .. } => format!("vCenter {server} tag category {name}"),
             Entry::Tag { server, category_id, name, .. } => format!("vCenter {server} tag {name} in {category_id}"),
             Entry::Attachment { server, tag_id, target } => format!("vCenter {server} tag {tag_id} on {}", target.path),
+            Entry::RemovedFolder { server, path } => format!("vCenter {server} removed folder {path}"),
+            Entry::RemovedCategory { server, category, .. } => {
+                format!("vCenter {server} removed tag category {}", category.name)
+            }
+            Entry::RemovedTag { server, category, tag } => {
+                format!("vCenter {server} removed tag {} of category {category}", tag.name)
+            }
         }
     }
 

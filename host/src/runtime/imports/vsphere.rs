@@ -9,7 +9,8 @@ use super::{CallEnv, HostState};
 use crate::runtime::backend::{Import, VsphereOp};
 use crate::runtime::bindings::vsm::phase::vsphere;
 use crate::runtime::bindings::{
-    AboutInfo, CategorySpec, Ensured, ObjectKind, ObjectRef, PrivilegeReport, TagInfo, VmInfo, VsphereError,
+    AboutInfo, CategoryInfo, CategorySpec, Ensured, ObjectKind, ObjectRef, PrivilegeReport, TagInfo, VmInfo,
+    VsphereError,
 };
 use crate::runtime::capability::VsphereClass;
 
@@ -182,5 +183,28 @@ impl vsphere::Host for HostState {
             .backends
             .vsphere
             .user_privileges(&env.scope, &server, &targets))
+    }
+
+    async fn find_category(
+        &mut self,
+        server: String,
+        name: String,
+    ) -> WasmResult<Result<Option<CategoryInfo>, VsphereError>> {
+        call!(self, server, VsphereOp::FindCategory, |env| env
+            .backends
+            .vsphere
+            .find_category(&env.scope, &server, &name))
+    }
+
+    async fn list_tags(
+        &mut self,
+        server: String,
+        category_id: String,
+    ) -> WasmResult<Result<Vec<TagInfo>, VsphereError>> {
+        call!(self, server, VsphereOp::ListTags, |env| env.backends.vsphere.list_tags(
+            &env.scope,
+            &server,
+            &category_id
+        ))
     }
 }

@@ -59,8 +59,8 @@ use crate::bindings::vsm::phase::backup::BackupError;
 use crate::bindings::vsm::phase::state::StateError;
 use crate::types::TypeConst;
 use crate::{
-    AboutInfo, CallContext, Capabilities, CategorySpec, Cx, Ensured, EventType, Host, KubeError, Level, Migration,
-    Object, ObjectKind, ObjectRef, ObjectType, Outcome, PatchType, Phase, Preconditions, PrivilegeReport,
+    AboutInfo, CallContext, Capabilities, CategoryInfo, CategorySpec, Cx, Ensured, EventType, Host, KubeError, Level,
+    Migration, Object, ObjectKind, ObjectRef, ObjectType, Outcome, PatchType, Phase, Preconditions, PrivilegeReport,
     RestoreReport, Scope, SnapshotInfo, TagInfo, VmInfo, VsphereCapability, VsphereError,
 };
 use kube::{Key, Store};
@@ -110,6 +110,24 @@ pub enum JournalEntry {
         tag_id: String,
         target: ObjectRef,
     },
+    /// An empty VM folder the phase deleted.
+    RemovedFolder {
+        server: String,
+        path: String,
+    },
+    /// A tag category the phase deleted, with its tags and the paths each was attached to.
+    RemovedCategory {
+        server: String,
+        category: vsphere::Category,
+        tags: Vec<(vsphere::Tag, Vec<String>)>,
+    },
+    /// A tag the phase deleted from the category named `category`.
+    RemovedTag {
+        server: String,
+        category: String,
+        tag: vsphere::Tag,
+        attached: Vec<String>,
+    },
 }
 
 impl JournalEntry {
@@ -124,6 +142,13 @@ impl JournalEntry {
             }
             JournalEntry::Attachment { server, tag_id, target } => {
                 format!("vCenter {server} tag {tag_id} on {}", target.path)
+            }
+            JournalEntry::RemovedFolder { server, path } => format!("vCenter {server} removed folder {path}"),
+            JournalEntry::RemovedCategory { server, category, .. } => {
+                format!("vCenter {server} removed tag category {}", category.name)
+            }
+            JournalEntry::RemovedTag { server, category, tag, .. } => {
+                format!("vCenter {server} removed tag {} of category {category}", tag.name)
             }
         }
     }
@@ -816,6 +841,25 @@ impl FakeHost {
                     Err(e) => Err(format!("{e:?}")),
                 })
             }
+            JournalEntry::RemovedFolder { server, path } => {
+                self.vcenter(server, |inv| inv.create_folder(path).map(|_| ()).map_err(|e| format!("{e:?}")))
+            }
+            JournalEntry::RemovedCategory { server, category, tags } => self.vcenter(server, |inv| {
+                let spec = CategorySpec {
+                    name: category.name.clone(),
+                    description: category.description.clone(),
+                    cardinality: category.cardinality,
+                    associable_types: category.associable_types.clone(),
+                };
+                let (id, _) = inv.ensure_category(&spec).map_err(|e| format!("{e:?}"))?;
+                tags.iter().try_for_each(|(tag, attached)| recreate_tag(inv, &id, tag, attached))
+            }),
+            JournalEntry::RemovedTag { server, category, tag, attached } => self.vcenter(server, |inv| {
+                let id = inv.category_by_name(category).map(|c| c.id.clone()).ok_or_else(|| {
+                    format!("tag category {category} no longer exists; tag {} cannot be recreated", tag.name)
+                })?;
+                recreate_tag(inv, &id, tag, attached)
+            }),
         }
     }
 
@@ -833,6 +877,19 @@ impl FakeHost {
         }
         self.vcenter(server, f)
     }
+}
+
+/// A deleted tag again, attached to every object it was attached to that still exists.
+fn recreate_tag(inv: &mut Inventory, category_id: &str, tag: &vsphere::Tag, attached: &[String]) -> Result<(), String> {
+    let (id, _) = inv.ensure_tag(category_id, &tag.name, &tag.description).map_err(|e| format!("{e:?}"))?;
+    for path in attached {
+        if let Some(target) =
+            inv.objects.get(path).map(|i| ObjectRef { kind: i.kind, moref: i.moref.clone(), path: path.clone() })
+        {
+            inv.attach(&id, &target).map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn state_key(caller: &Caller, scope: Scope, key: &str) -> String {
@@ -1030,14 +1087,21 @@ impl Host for FakeHost {
 
     fn vs_delete_folder(&self, server: &str, path: &str) -> Result<bool, VsphereError> {
         let dry = self.caller().dry_run;
-        self.vs("delete-folder", server, VsphereCapability::ManageFolders, |inv| {
-            if dry { Ok(inv.find(ObjectKind::Folder, path).is_ok()) } else { inv.delete_folder(path) }
-        })
-        .inspect(|existed| {
-            if dry && *existed {
+        let exists = self.vs("delete-folder", server, VsphereCapability::ManageFolders, |inv| {
+            Ok(inv.find(ObjectKind::Folder, path).is_ok())
+        })?;
+        if dry || !exists {
+            if exists {
                 self.record_plan("vsphere", "delete-folder", format!("vCenter {server} folder {path}"));
             }
-        })
+            return Ok(exists);
+        }
+        let written = self.journal_entry(JournalEntry::RemovedFolder { server: server.into(), path: path.into() });
+        let result = self.vcenter(server, |inv| inv.delete_folder(path));
+        if written && matches!(result, Ok(false) | Err(VsphereError::Invalid(_))) {
+            self.unjournal_last();
+        }
+        result
     }
 
     fn vs_ensure_category(&self, server: &str, spec: &CategorySpec) -> Result<Ensured, VsphereError> {
@@ -1091,7 +1155,15 @@ impl Host for FakeHost {
             self.record_plan("vsphere", "delete-tag", format!("vCenter {server} tag {tag}"));
             return Ok(true);
         }
-        self.vs("delete-tag", server, VsphereCapability::ManageTags, |inv| inv.delete_tag(tag))
+        let found = self.vs("delete-tag", server, VsphereCapability::ManageTags, |inv| {
+            let Some(t) = inv.tags.iter().find(|t| t.id == tag).cloned() else { return Ok(None) };
+            let category =
+                inv.categories.iter().find(|c| c.id == t.category_id).map(|c| c.name.clone()).unwrap_or_default();
+            Ok(Some((t.clone(), category, inv.attached_to(tag))))
+        })?;
+        let Some((t, category, attached)) = found else { return Ok(false) };
+        self.journal_entry(JournalEntry::RemovedTag { server: server.into(), category, tag: t, attached });
+        self.vcenter(server, |inv| inv.delete_tag(tag))
     }
 
     fn vs_delete_category(&self, server: &str, category: &str) -> Result<bool, VsphereError> {
@@ -1100,7 +1172,19 @@ impl Host for FakeHost {
             self.record_plan("vsphere", "delete-tag-category", format!("vCenter {server} tag category {category}"));
             return Ok(true);
         }
-        self.vs("delete-category", server, VsphereCapability::ManageTags, |inv| inv.delete_category(category))
+        let found = self.vs("delete-category", server, VsphereCapability::ManageTags, |inv| {
+            let Some(c) = inv.categories.iter().find(|c| c.id == category).cloned() else { return Ok(None) };
+            let tags: Vec<_> = inv
+                .tags
+                .iter()
+                .filter(|t| t.category_id == category)
+                .map(|t| (t.clone(), inv.attached_to(&t.id)))
+                .collect();
+            Ok(Some((c, tags)))
+        })?;
+        let Some((c, tags)) = found else { return Ok(false) };
+        self.journal_entry(JournalEntry::RemovedCategory { server: server.into(), category: c, tags });
+        self.vcenter(server, |inv| inv.delete_category(category))
     }
 
     fn vs_attach_tag(&self, server: &str, tag: &str, target: &ObjectRef) -> Result<(), VsphereError> {
@@ -1140,6 +1224,14 @@ impl Host for FakeHost {
 
     fn vs_list_attached_tags(&self, server: &str, target: &ObjectRef) -> Result<Vec<TagInfo>, VsphereError> {
         self.vs("list-attached-tags", server, VsphereCapability::ReadInventory, |inv| inv.attached(target))
+    }
+
+    fn vs_find_category(&self, server: &str, name: &str) -> Result<Option<CategoryInfo>, VsphereError> {
+        self.vs("find-category", server, VsphereCapability::ReadInventory, |inv| inv.find_category(name))
+    }
+
+    fn vs_list_tags(&self, server: &str, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        self.vs("list-tags", server, VsphereCapability::ReadInventory, |inv| inv.list_tags(category_id))
     }
 
     fn vs_user_privileges(&self, server: &str, targets: &[ObjectRef]) -> Result<PrivilegeReport, VsphereError> {

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    AboutInfo, Cardinality, CategorySpec, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport, TagInfo, VmInfo,
-    VsphereError,
+    AboutInfo, Cardinality, CategoryInfo, CategorySpec, EntityPrivileges, ObjectKind, ObjectRef, PrivilegeReport,
+    TagInfo, VmInfo, VsphereError,
 };
 
 /// One managed object.
@@ -430,6 +430,44 @@ impl Inventory {
                 })
             })
             .collect())
+    }
+
+    pub fn find_category(&self, name: &str) -> Result<Option<CategoryInfo>, VsphereError> {
+        self.check()?;
+        Ok(self.category_by_name(name).map(|c| CategoryInfo {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            description: c.description.clone(),
+            cardinality: c.cardinality,
+            associable_types: c.associable_types.clone(),
+        }))
+    }
+
+    /// The tags of a category, by name (none if it does not exist).
+    pub fn list_tags(&self, category_id: &str) -> Result<Vec<TagInfo>, VsphereError> {
+        self.check()?;
+        let Some(cat) = self.categories.iter().find(|c| c.id == category_id) else {
+            return Ok(vec![]);
+        };
+        let mut tags: Vec<TagInfo> = self
+            .tags
+            .iter()
+            .filter(|t| t.category_id == category_id)
+            .map(|t| TagInfo {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                category_id: cat.id.clone(),
+                category_name: cat.name.clone(),
+                cardinality: cat.cardinality,
+            })
+            .collect();
+        tags.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tags)
+    }
+
+    /// The paths of the objects a tag is attached to.
+    pub fn attached_to(&self, tag_id: &str) -> Vec<String> {
+        self.attachments.iter().filter(|(t, _)| t == tag_id).map(|(_, p)| p.clone()).collect()
     }
 
     /// Withhold `privileges` from the migration's user on the object at `path` and
