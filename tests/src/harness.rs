@@ -66,10 +66,19 @@ pub fn target_spec(env: &TestEnv) -> MigrationSpec {
             {"server": dst.host(), "port": dst.port(), "caSecret": {"name": VCENTER_CA}}
         ],
         "machineSetConfig": {"failureDomain": TARGET_FD},
-        "controlPlaneMachineSetConfig": {"failureDomain": TARGET_FD}
+        "controlPlaneMachineSetConfig": {"failureDomain": TARGET_FD},
+        // The seed's static-IP worker set (SeedOptions::static_ip_workers) gets addresses
+        // from the target network's pool.
+        "staticIPs": [{"failureDomain": TARGET_FD, "nameservers": TARGET_NAMESERVERS,
+                       "addressesFromPools": [{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": TARGET_IP_POOL}]}]
     }))
     .expect("a valid spec")
 }
+
+/// The IP pool [`target_spec`] gives the target failure domain's static-IP machines.
+pub const TARGET_IP_POOL: &str = "dst-worker-pool";
+/// The target network's DNS servers in [`target_spec`].
+pub const TARGET_NAMESERVERS: [&str; 1] = ["10.20.0.53"];
 
 /// A spec moving a zonal cluster ([`crate::sim::ZonalSeed`]) onto the target failure
 /// domains of every target vCenter: `map` pairs source and target domain names

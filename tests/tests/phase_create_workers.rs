@@ -2,9 +2,9 @@
 //! MachineSet controller, vSphere actuator, nodelink and webhooks; the simulator plays the
 //! kubelets and the IP address provider): every source MachineSet (both worker sets and
 //! the infra set) gets a replacement placed in the target failure domain, at its size,
-//! with its labels, node roles and static-IP device settings kept; the phase waits until
-//! their machines are Running with Ready nodes (VMs cloned in the target vCenter);
-//! idempotent; crash anywhere converges; rollback removes the sets, their machines and
+//! with its labels and node roles kept and the target network's IP pool and nameservers
+//! (spec.staticIPs) in place of the source's; the phase waits until their machines are
+//! Running with Ready nodes (VMs cloned in the target vCenter); idempotent; crash anywhere converges; rollback removes the sets, their machines and
 //! VMs and leaves everything else; plan mode creates nothing; a target missing from the
 //! Infrastructure and a failure domain name unusable in a MachineSet name are refused
 //! with clear messages.
@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Outcome;
-use vsm_testenv::harness::{TARGET_FD, TARGET_TEMPLATE};
+use vsm_testenv::harness::{TARGET_FD, TARGET_IP_POOL, TARGET_NAMESERVERS, TARGET_TEMPLATE};
 use vsm_testenv::sim::objects as o;
 use vsm_testenv::sim::{SeedOptions, SimOptions, Simulator};
 use vsm_testenv::vcsim::target;
@@ -127,11 +127,12 @@ async fn create_workers_replaces_every_source_set_and_waits_for_machines_and_nod
     ensure!(ps["template"] == TARGET_TEMPLATE);
     let dev = &ps["network"]["devices"][0];
     ensure!(dev["networkName"] == target::NETWORK, "{dev}");
+    // The source network's pool, gateway and nameservers are not copied: the target's are.
     ensure!(
-        dev["gateway"] == "192.168.10.1" && dev["nameservers"] == json!(["192.168.10.53", "192.168.10.54"]),
-        "static IP settings kept: {dev}"
+        dev.get("gateway").is_none() && dev["nameservers"] == json!(TARGET_NAMESERVERS),
+        "static IP settings of the target network: {dev}"
     );
-    ensure!(dev["addressesFromPools"][0]["name"] == format!("{id}-worker-pool"), "{dev}");
+    ensure!(dev["addressesFromPools"][0]["name"] == TARGET_IP_POOL, "{dev}");
     let tps = before[&w0]["spec"]["template"]["spec"]["providerSpec"]["value"].clone();
     for k in ["numCPUs", "memoryMiB", "diskGiB", "credentialsSecret", "userDataSecret"] {
         ensure!(ps[k] == tps[k], "{k} kept from {w0}");

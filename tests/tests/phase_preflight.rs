@@ -7,7 +7,7 @@
 //! without the CA; health problems alone are retryable; read-only (a re-run and a crash
 //! change nothing); nothing to roll back; a vSphere CSI volume and a disruption budget
 //! that never allows an eviction are refused by name; privileges the target user lacks are
-//! named by object.
+//! named by object; static-IP machines without the target network's pools are refused.
 
 mod part2_support;
 mod phase_support;
@@ -20,6 +20,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use vsm_host::runtime::Direction;
 use vsm_host::runtime::bindings::Outcome;
+use vsm_testenv::harness::TARGET_FD;
 use vsm_testenv::sim::objects as o;
 
 use phase_support::*;
@@ -239,6 +240,19 @@ async fn preflight_passes_a_healthy_cluster_and_reports_every_problem_at_once() 
          {narrow}: Datastore.AllocateSpace, Datastore.FileManagement"
     );
     ensure!(!failed_with(&run, &want)?, "a person must act");
+    c.h.migration.spec.spec = vsm_testenv::harness::target_spec(c.env);
+
+    // The seed's static-IP worker set without the target network's pools: refused, naming
+    // what the source network gave it (its pool would hand out source-network addresses).
+    c.h.migration.spec.spec.static_ips.clear();
+    let run = c.execute().await?;
+    let id = &c.cluster.infra_id;
+    let want = format!(
+        "MachineSet {id}-worker-0: network device 0 of the machines has static addresses (pools IPPool/{id}-worker-pool; \
+         nameservers 192.168.10.53, 192.168.10.54; gateway 192.168.10.1), which belong to the source network, and \
+         failure domain {TARGET_FD} has no spec.staticIPs entry"
+    );
+    ensure!(run.message().contains(&want), "{}", run.message());
     c.h.migration.spec.spec = vsm_testenv::harness::target_spec(c.env);
 
     // Bad input: no CA for the target, so its certificate is refused.

@@ -28,6 +28,8 @@ use schemars::JsonSchema;
      "message": "spec.controlPlaneMachineSetConfig.failureDomain must name one of spec.failureDomains", "fieldPath": ".controlPlaneMachineSetConfig.failureDomain"},
     {"rule": "!has(self.controlPlaneMachineSetConfig.failureDomains) || self.controlPlaneMachineSetConfig.failureDomains.all(d, self.failureDomains.exists(f, f.name == d))",
      "message": "every spec.controlPlaneMachineSetConfig.failureDomains entry must name one of spec.failureDomains", "fieldPath": ".controlPlaneMachineSetConfig.failureDomains"},
+    {"rule": "!has(self.staticIPs) || self.staticIPs.all(s, self.failureDomains.exists(f, f.name == s.failureDomain))",
+     "message": "every spec.staticIPs[].failureDomain must name one of spec.failureDomains", "fieldPath": ".staticIPs"},
     {"rule": "oldSelf.state == 'Pending' || self.failureDomains == oldSelf.failureDomains",
      "message": "spec.failureDomains cannot change once the migration has started", "fieldPath": ".failureDomains"},
     {"rule": "oldSelf.state == 'Pending' || self.mode == oldSelf.mode",
@@ -103,10 +105,54 @@ pub struct MigrationSpec {
     #[serde(default)]
     pub health: HealthPolicy,
 
+    /// Static IP settings of the new machines, per target failure domain. Needed for every
+    /// target failure domain that receives machines whose network devices have static
+    /// addresses (`ipAddrs` or `addressesFromPools`): the source's addresses, pools, gateway
+    /// and nameservers belong to the source network and are never copied.
+    #[serde(default, rename = "staticIPs", skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["failureDomain"])))]
+    pub static_ips: Vec<StaticIpConfig>,
+
     /// What Cleanup removes besides the source vCenters' entries in the cluster's
     /// configuration.
     #[serde(default)]
     pub cleanup: CleanupPolicy,
+}
+
+/// The static IP settings of the new machines in one target failure domain: what replaces
+/// the source's on every network device that had static addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StaticIpConfig {
+    /// One of `spec.failureDomains`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
+    pub failure_domain: String,
+    /// The IP pools the machines' addresses come from: machine-api claims an address from
+    /// each (an `IPAddressClaim`, bound by the pool's IPAM controller) before it creates the
+    /// VM.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 8)))]
+    pub addresses_from_pools: Vec<AddressPool>,
+    /// DNS servers of the target network.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 8)))]
+    pub nameservers: Vec<String>,
+    /// The default gateway, for pools whose addresses carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+/// An IP pool, as machine-api's `addressesFromPools` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+pub struct AddressPool {
+    /// API group of the pool kind, e.g. `ipamcontroller.openshift.io`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub group: String,
+    /// The pool's kind, e.g. `IPPool`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
+    pub resource: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub name: String,
 }
 
 /// What Cleanup removes in the source vCenters.
@@ -450,6 +496,11 @@ pub struct HostGroup {
 }
 
 impl MigrationSpec {
+    /// The static IP settings for the failure domain with this name.
+    pub fn static_ip(&self, failure_domain: &str) -> Option<&StaticIpConfig> {
+        self.static_ips.iter().find(|s| s.failure_domain == failure_domain)
+    }
+
     /// The failure domain with this name.
     pub fn failure_domain(&self, name: &str) -> Option<&FailureDomain> {
         self.failure_domains.iter().find(|fd| fd.name == name)

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 use vsm_sdk::Object;
-use vsm_sdk::spec::FailureDomain;
+use vsm_sdk::spec::{FailureDomain, StaticIpConfig};
 use vsm_sdk::types::names::MACHINESET_LABEL;
 
 /// Provider spec of a Machine.
@@ -157,8 +157,25 @@ pub fn list_some(items: &[String], max: usize) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaceError {
     NoDomain,
-    NoTemplate { failure_domain: String },
-    TooFewNetworks { failure_domain: String, devices: usize, networks: usize },
+    NoTemplate {
+        failure_domain: String,
+    },
+    TooFewNetworks {
+        failure_domain: String,
+        devices: usize,
+        networks: usize,
+    },
+    /// A device has static addresses and the failure domain has no `spec.staticIPs` entry.
+    NoStaticIps {
+        failure_domain: String,
+        device: usize,
+        settings: String,
+    },
+    /// The control plane's failure domains give a static device different settings, which
+    /// one CPMS template cannot hold.
+    StaticIpsDiffer {
+        failure_domains: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for PlaceError {
@@ -173,6 +190,15 @@ impl std::fmt::Display for PlaceError {
                 f,
                 "the machines have {devices} network devices but failure domain {failure_domain} lists {networks} network(s) in topology.networks: list one port group per device"
             ),
+            PlaceError::NoStaticIps { failure_domain, device, settings } => write!(
+                f,
+                "network device {device} of the machines has static addresses ({settings}), which belong to the source network, and failure domain {failure_domain} has no spec.staticIPs entry: give the target network's IP pools and nameservers"
+            ),
+            PlaceError::StaticIpsDiffer { failure_domains } => write!(
+                f,
+                "the control plane's failure domains {} have different spec.staticIPs, and one ControlPlaneMachineSet template holds one setting for every master: give them the same pools, nameservers and gateway",
+                failure_domains.join(", ")
+            ),
         }
     }
 }
@@ -185,13 +211,73 @@ pub fn resource_pool(fd: &FailureDomain) -> String {
     }
 }
 
+/// The settings of a network device that give a machine fixed addresses.
+const STATIC_KEYS: [&str; 4] = ["ipAddrs", "addressesFromPools", "gateway", "nameservers"];
+
+/// Whether a network device has static addresses (fixed `ipAddrs` or addresses claimed
+/// from IP pools); a device without them uses DHCP.
+pub fn is_static(device: &Value) -> bool {
+    ["ipAddrs", "addressesFromPools"]
+        .iter()
+        .any(|k| device.get(*k).and_then(Value::as_array).is_some_and(|a| !a.is_empty()))
+}
+
+/// A device's static settings in a few words.
+fn static_settings(device: &Value) -> String {
+    let list = |k: &str| -> Vec<String> {
+        device
+            .get(k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                v => format!("{}/{}", v["resource"].as_str().unwrap_or("?"), v["name"].as_str().unwrap_or("?")),
+            })
+            .collect()
+    };
+    let mut parts = Vec::new();
+    for (k, what) in [("ipAddrs", "addresses"), ("addressesFromPools", "pools"), ("nameservers", "nameservers")] {
+        let l = list(k);
+        if !l.is_empty() {
+            parts.push(format!("{what} {}", l.join(", ")));
+        }
+    }
+    if let Some(g) = device.get("gateway").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+        parts.push(format!("gateway {g}"));
+    }
+    parts.join("; ")
+}
+
+/// A static device's settings for `cfg`'s network.
+fn apply_static(device: &mut Value, cfg: &StaticIpConfig) {
+    let obj = device.as_object_mut().expect("devices are objects");
+    for k in STATIC_KEYS {
+        obj.remove(k);
+    }
+    obj.insert("addressesFromPools".into(), json!(cfg.addresses_from_pools));
+    obj.insert("nameservers".into(), json!(cfg.nameservers));
+    if let Some(g) = &cfg.gateway {
+        obj.insert("gateway".into(), json!(g));
+    }
+}
+
 /// A provider spec moved into a failure domain: `workspace` (server, datacenter,
 /// datastore, folder, resource pool; a VM group when the domain uses a host group),
-/// `template`, and the port group of each network device. Everything else (CPU, memory,
-/// disks, secrets, static-IP and nameserver settings of the devices) stays as it was.
-/// vCenter-specific leftovers that would break a clone in another vCenter (tag IDs, a
-/// linked-clone snapshot) are dropped and named in the second value.
-pub fn place(provider_spec: &Value, fd: &FailureDomain, infra_id: &str) -> Result<(Value, Vec<String>), PlaceError> {
+/// `template`, the port group of each network device, and for each device with static
+/// addresses the failure domain's IP pools, nameservers and gateway (`static_ips`, the
+/// spec's `staticIPs`) in place of the source's: a source address, pool, gateway or
+/// nameserver is never copied (a device with static addresses and no entry for the domain
+/// is an error). Everything else (CPU, memory, disks, secrets, a DHCP device's settings)
+/// stays as it was. vCenter-specific leftovers that would break a clone in another vCenter
+/// (tag IDs, a linked-clone snapshot) are dropped; what was dropped or replaced is named
+/// in the second value.
+pub fn place(
+    provider_spec: &Value,
+    fd: &FailureDomain,
+    infra_id: &str,
+    static_ips: &[StaticIpConfig],
+) -> Result<(Value, Vec<String>), PlaceError> {
     let template = fd
         .topology
         .template
@@ -228,6 +314,21 @@ pub fn place(provider_spec: &Value, fd: &FailureDomain, infra_id: &str) -> Resul
             Some(d) if d.is_object() => d["networkName"] = json!(net),
             Some(d) => *d = json!({"networkName": net}),
             None => devices.push(json!({"networkName": net})),
+        }
+    }
+    let cfg = static_ips.iter().find(|c| c.failure_domain == fd.name);
+    for (i, d) in devices.iter_mut().enumerate().filter(|(_, d)| is_static(d)) {
+        let before = static_settings(d);
+        let Some(cfg) = cfg else {
+            return Err(PlaceError::NoStaticIps { failure_domain: fd.name.clone(), device: i, settings: before });
+        };
+        let was = d.clone();
+        apply_static(d, cfg);
+        if *d != was {
+            dropped.push(format!(
+                "network device {i}: the source's static IP settings ({before}), replaced by failure domain {}'s from spec.staticIPs",
+                fd.name
+            ));
         }
     }
     if !out.get("network").is_some_and(Value::is_object) {
@@ -322,9 +423,10 @@ pub fn replacement_set(
     fd: &FailureDomain,
     infra_id: &str,
     replicas: i64,
+    static_ips: &[StaticIpConfig],
 ) -> Result<(Value, Vec<String>), PlaceError> {
     let spec = source.at(SET_PROVIDER_SPEC).cloned().unwrap_or(Value::Null);
-    let (placed, dropped) = place(&spec, fd, infra_id)?;
+    let (placed, dropped) = place(&spec, fd, infra_id, static_ips)?;
     let keep = |p: &str| source.at(p).filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
 
     let mut labels = keep("/metadata/labels");
@@ -394,14 +496,29 @@ pub fn cpms_template_for(
     cpms: &Object,
     fds: &[&FailureDomain],
     infra_id: &str,
+    static_ips: &[StaticIpConfig],
 ) -> Result<(Value, Vec<String>), PlaceError> {
     let first = fds.first().ok_or(PlaceError::NoDomain)?;
     let mut template = cpms.at(CPMS_TEMPLATE).cloned().unwrap_or_else(|| json!({}));
     let spec = template.pointer("/spec/providerSpec/value").cloned().unwrap_or(Value::Null);
-    let (placed, dropped) = place(&spec, first, infra_id)?;
+    let (placed, dropped) = place(&spec, first, infra_id, static_ips)?;
+    let network = |p: &Value| {
+        p.pointer("/network/devices").cloned().map(|mut d| {
+            for dev in d.as_array_mut().into_iter().flatten() {
+                if let Some(o) = dev.as_object_mut() {
+                    o.remove("networkName");
+                }
+            }
+            d
+        })
+    };
     for fd in &fds[1..] {
-        // Every domain must be able to hold a master, not only the first.
-        place(&spec, fd, infra_id)?;
+        // Every domain must be able to hold a master, not only the first, with the same
+        // static settings (the CPMS operator sets only the port group per domain).
+        let (other, _) = place(&spec, fd, infra_id, static_ips)?;
+        if network(&other) != network(&placed) {
+            return Err(PlaceError::StaticIpsDiffer { failure_domains: fds.iter().map(|f| f.name.clone()).collect() });
+        }
     }
     let names: Vec<Value> = fds.iter().map(|fd| json!({"name": fd.name})).collect();
     template["failureDomains"] = json!({"platform": "VSphere", "vsphere": names});

@@ -174,7 +174,7 @@ fn execute(cx: &Cx) -> Step {
                 r.source, r.name
             ))
         })?;
-        let (new, dropped) = machines::replacement_set(source, &r.name, fd, &infra_id, r.replicas)
+        let (new, dropped) = machines::replacement_set(source, &r.name, fd, &infra_id, r.replicas, &spec.static_ips)
             .map_err(|e| PhaseError::invalid(e.to_string()))?;
         for d in &dropped {
             cx.warn(format!("MachineSet {}: not copied from {}: {d}", r.name, r.source));

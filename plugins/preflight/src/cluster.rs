@@ -2,11 +2,12 @@
 //! make of it (a dry run), credentials, placement and cluster health.
 
 use vsm_common::infra::{self, LEGACY_FAILURE_DOMAIN};
-use vsm_common::{creds, health, infra_update, replacements};
+use vsm_common::{creds, health, infra_update, machines, replacements};
 use vsm_sdk::KubeError;
 use vsm_sdk::prelude::*;
+use vsm_sdk::spec::FailureDomain;
 use vsm_sdk::types::names::{
-    CLOUD_CREDENTIAL, CLUSTER_VERSION, FEATURE_GATE, INFRASTRUCTURE, MACHINE_API_NAMESPACE, VSPHERE_CREDS,
+    CLOUD_CREDENTIAL, CLUSTER_VERSION, CPMS, FEATURE_GATE, INFRASTRUCTURE, MACHINE_API_NAMESPACE, VSPHERE_CREDS,
     VSPHERE_CREDS_NAMESPACE,
 };
 
@@ -175,6 +176,7 @@ pub fn check_placement(
         f.problem(problem);
     }
     let sets = cx.kube().list(&types::MACHINE_SET, Some(MACHINE_API_NAMESPACE), None)?;
+    let infra_id = infra.and_then(|i| infra::infra_id(i).ok()).unwrap_or_default();
     match replacements::plan(&sets, domains, spec, cx.source_servers()) {
         Ok(plan) => {
             let moves: Vec<String> = plan
@@ -182,8 +184,30 @@ pub fn check_placement(
                 .map(|r| format!("{} → {} in {} ({})", r.source, r.name, r.failure_domain, r.replicas))
                 .collect();
             f.checked(format!("{} MachineSet(s) have a destination: {}", plan.len(), moves.join(", ")));
+            // Each replacement as CreateWorkers will make it: its networks, template and
+            // static IPs fit the target domain.
+            for r in &plan {
+                let (Some(source), Some(fd)) =
+                    (sets.iter().find(|s| s.name() == r.source), spec.failure_domain(&r.failure_domain))
+                else {
+                    continue;
+                };
+                if let Err(e) = machines::replacement_set(source, &r.name, fd, &infra_id, r.replicas, &spec.static_ips)
+                {
+                    f.problem(format!("MachineSet {}: {e}", r.source));
+                }
+            }
         }
         Err(problems) => f.problem(problems),
+    }
+    // The control plane's template as RecreateCPMS will make it.
+    let fds: Vec<&FailureDomain> =
+        spec.control_plane_machine_set_config.domains().iter().filter_map(|n| spec.failure_domain(n)).collect();
+    if let Some(cpms) = cx.kube().get(&types::CONTROL_PLANE_MACHINE_SET, Some(MACHINE_API_NAMESPACE), CPMS)?
+        && !fds.is_empty()
+        && let Err(e) = machines::cpms_template_for(&cpms, &fds, &infra_id, &spec.static_ips)
+    {
+        f.problem(format!("the control plane: {e}"));
     }
     Ok(())
 }

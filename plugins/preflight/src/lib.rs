@@ -45,6 +45,7 @@ pub const CHECKS: &[&str] = &[
     "`kube-system/vsphere-creds` holds `<server>.username` and `<server>.password` for every source vCenter, and the target credentials Secret for every target vCenter.",
     "The cloud credential operator copies `vsphere-creds` to the components (its default mode), or, in Manual mode, every component's credentials Secret (machine-api, CSI driver, vSphere problem detector, cloud controller manager) already holds the target vCenters' keys.",
     "Every MachineSet in a source vCenter has a destination (`failureDomainMap`, an override or `failureDomain`), and no two replacements share a name.",
+    "Every replacement MachineSet and the control plane's template fit their target failure domain: a port group per network device, a template, and for network devices with static addresses (`ipAddrs` or `addressesFromPools`) a `spec.staticIPs` entry with the target network's IP pools and nameservers (the source's are never copied).",
     "Every vCenter answers with the TLS settings of `spec.vcenters` and its credentials, and the source datacenters exist.",
     "Every target topology path exists: datacenter, compute cluster, datastore, networks, resource pool, template VM, and the VM folder or its datacenter (CreateFolder makes the folder).",
     "The target vCenter's user holds, on each of those objects and on the vCenter itself, every privilege the OpenShift installer requires of a vSphere cluster's user (the vCenter's own computation of roles and permissions; a privilege your vCenter release does not define is not asked for).",
@@ -75,6 +76,7 @@ impl Phase for Preflight {
         .kube("operator.openshift.io", "cloudcredentials", &["get"], None)
         .kube("machine.openshift.io", "machines", &["list"], Some(MACHINE_API_NAMESPACE))
         .kube("machine.openshift.io", "machinesets", &["list"], Some(MACHINE_API_NAMESPACE))
+        .kube("machine.openshift.io", "controlplanemachinesets", &["get"], Some(MACHINE_API_NAMESPACE))
         .vsphere(VsphereCapability::ReadInventory)
         .deadline_minutes(10)
     }

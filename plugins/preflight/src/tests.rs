@@ -439,3 +439,28 @@ fn a_vcenter_that_defines_none_of_a_groups_privileges_cannot_be_verified() {
         run.message()
     );
 }
+
+#[test]
+fn static_ip_machines_need_the_target_networks_pools() {
+    let host = cluster();
+    host.edit(&types::MACHINE_SET, Some("openshift-machine-api"), "cl-1-worker-0", |set| {
+        set["spec"]["template"]["spec"]["providerSpec"]["value"]["network"] = json!({"devices": [{"networkName": "VM Network",
+            "addressesFromPools": [{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": "src-pool"}],
+            "nameservers": ["192.168.10.53"]}]});
+    });
+    let run = host.run::<Preflight>(Direction::Execute, &m());
+    assert!(
+        run.message().contains(
+            "MachineSet cl-1-worker-0: network device 0 of the machines has static addresses (pools IPPool/src-pool; \
+             nameservers 192.168.10.53), which belong to the source network, and failure domain target-fd has no \
+             spec.staticIPs entry: give the target network's IP pools and nameservers"
+        ),
+        "{}",
+        run.message()
+    );
+    let mut s = spec();
+    s["staticIPs"] = json!([{"failureDomain": "target-fd", "nameservers": ["10.1.0.53"],
+        "addressesFromPools": [{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": "dst-pool"}]}]);
+    let run = host.run::<Preflight>(Direction::Execute, &migration(&s, &[SRC]));
+    assert!(run.done(), "{:?}", run.outcome);
+}

@@ -264,8 +264,8 @@ fn execute(cx: &Cx) -> Step {
     let generation = match cx.state().get_json::<i64>(GENERATION_KEY)? {
         Some(g) => g,
         None => {
-            let (desired, dropped) =
-                machines::cpms_template_for(&cpms, &fds, &infra_id).map_err(|e| PhaseError::invalid(e.to_string()))?;
+            let (desired, dropped) = machines::cpms_template_for(&cpms, &fds, &infra_id, &spec.static_ips)
+                .map_err(|e| PhaseError::invalid(e.to_string()))?;
             if cx.state().get(BEFORE_KEY).is_none() {
                 let before = Before {
                     state: state_of(&cpms).to_string(),

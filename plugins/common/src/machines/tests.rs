@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 use vsm_sdk::Object;
-use vsm_sdk::spec::FailureDomain;
+use vsm_sdk::spec::{FailureDomain, StaticIpConfig};
 
 use super::*;
 
@@ -11,6 +11,22 @@ fn fd() -> FailureDomain {
                      "datastore": "/dst-dc/datastore/ds1", "template": "/dst-dc/vm/rhcos"}
     }))
     .unwrap()
+}
+
+/// The target network's IP pool for the failure domains named.
+fn ips_for(domains: &[&str]) -> Vec<StaticIpConfig> {
+    domains
+        .iter()
+        .map(|d| {
+            serde_json::from_value(json!({"failureDomain": d, "nameservers": ["10.1.0.53"],
+                "addressesFromPools": [{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": "target-pool"}]}))
+            .unwrap()
+        })
+        .collect()
+}
+
+fn ips() -> Vec<StaticIpConfig> {
+    ips_for(&["target-fd", "target-b"])
 }
 
 fn provider(server: &str) -> Value {
@@ -92,9 +108,13 @@ fn machine_readiness_needs_running_a_node_ref_and_a_ready_node() {
 }
 
 #[test]
-fn placing_moves_workspace_template_and_networks_and_keeps_device_settings() {
-    let (placed, dropped) = place(&provider("10.0.0.1"), &fd(), "infra").unwrap();
-    assert!(dropped.is_empty());
+fn placing_moves_workspace_template_networks_and_static_ips() {
+    let (placed, dropped) = place(&provider("10.0.0.1"), &fd(), "infra", &ips()).unwrap();
+    assert_eq!(
+        dropped,
+        ["network device 0: the source's static IP settings (pools IPPool/pool; nameservers 192.168.10.53; gateway \
+          192.168.10.1), replaced by failure domain target-fd's from spec.staticIPs"]
+    );
     assert_eq!(
         placed["workspace"],
         json!({"server": "10.0.0.2", "datacenter": "dst-dc", "datastore": "/dst-dc/datastore/ds1",
@@ -104,14 +124,17 @@ fn placing_moves_workspace_template_and_networks_and_keeps_device_settings() {
     assert_eq!(placed["template"], "/dst-dc/vm/rhcos");
     let dev = &placed["network"]["devices"][0];
     assert_eq!(dev["networkName"], "dst-net");
-    assert_eq!(dev["gateway"], "192.168.10.1");
-    assert_eq!(dev["nameservers"], json!(["192.168.10.53"]));
-    assert_eq!(dev["addressesFromPools"][0]["name"], "pool");
+    assert_eq!(
+        *dev,
+        json!({"networkName": "dst-net", "nameservers": ["10.1.0.53"],
+               "addressesFromPools": [{"group": "ipamcontroller.openshift.io", "resource": "IPPool", "name": "target-pool"}]}),
+        "the source's pool, gateway and nameservers are not copied"
+    );
     for k in ["credentialsSecret", "userDataSecret", "numCPUs", "memoryMiB", "diskGiB", "apiVersion", "kind"] {
         assert_eq!(placed[k], provider("10.0.0.1")[k], "{k} is kept");
     }
     // Placing again changes nothing.
-    assert_eq!(place(&placed, &fd(), "infra").unwrap().0, placed);
+    assert_eq!(place(&placed, &fd(), "infra", &ips()).unwrap(), (placed.clone(), vec![]));
 
     // A host group and an explicit folder and pool.
     let mut f = fd();
@@ -123,7 +146,7 @@ fn placing_moves_workspace_template_and_networks_and_keeps_device_settings() {
         )
         .unwrap(),
     );
-    let (p, _) = place(&provider("10.0.0.1"), &f, "infra").unwrap();
+    let (p, _) = place(&provider("10.0.0.1"), &f, "infra", &ips()).unwrap();
     assert_eq!(p["workspace"]["folder"], "/dst-dc/vm/custom");
     assert_eq!(p["workspace"]["resourcePool"], "/dst-dc/host/c1/Resources/pool");
     assert_eq!(p["workspace"]["vmGroup"], "vmg");
@@ -134,25 +157,25 @@ fn placing_drops_source_tags_and_snapshots_and_refuses_missing_networks_or_templ
     let mut spec = provider("10.0.0.1");
     spec["tagIDs"] = json!(["urn:vmomi:InventoryServiceTag:1"]);
     spec["snapshot"] = json!("snap-1");
-    let (p, dropped) = place(&spec, &fd(), "infra").unwrap();
+    let (p, dropped) = place(&spec, &fd(), "infra", &ips()).unwrap();
     assert!(p.get("tagIDs").is_none());
     assert_eq!(p["snapshot"], "");
-    assert_eq!(dropped.len(), 2);
+    assert_eq!(dropped.len(), 3, "{dropped:?}");
 
     spec["network"]["devices"] = json!([{"networkName": "a"}, {"networkName": "b"}]);
-    let err = place(&spec, &fd(), "infra").unwrap_err();
+    let err = place(&spec, &fd(), "infra", &ips()).unwrap_err();
     assert_eq!(err, PlaceError::TooFewNetworks { failure_domain: "target-fd".into(), devices: 2, networks: 1 });
     assert!(err.to_string().contains("2 network devices"));
 
     let mut f = fd();
     f.topology.networks = vec!["n1".into(), "n2".into()];
-    let (p, _) = place(&provider("10.0.0.1"), &f, "infra").unwrap();
+    let (p, _) = place(&provider("10.0.0.1"), &f, "infra", &ips()).unwrap();
     assert_eq!(p["network"]["devices"][1], json!({"networkName": "n2"}), "a device per network");
 
     f.topology.template = None;
-    assert!(place(&provider("x"), &f, "i").unwrap_err().to_string().contains("no topology.template"));
+    assert!(place(&provider("x"), &f, "i", &ips()).unwrap_err().to_string().contains("no topology.template"));
     // An empty provider spec still gets a placement.
-    let (p, _) = place(&Value::Null, &fd(), "infra").unwrap();
+    let (p, _) = place(&Value::Null, &fd(), "infra", &ips()).unwrap();
     assert_eq!(p["network"]["devices"], json!([{"networkName": "dst-net"}]));
 }
 
@@ -168,7 +191,7 @@ fn a_replacement_is_a_copy_with_a_new_name_selector_placement_and_zone() {
     );
     template
         .set("/spec/template/spec/taints", json!([{"key": "node-role.kubernetes.io/infra", "effect": "NoSchedule"}]));
-    let (new, _) = replacement_set(&template, "a-worker-target-fd", &fd(), "infra", 2).unwrap();
+    let (new, _) = replacement_set(&template, "a-worker-target-fd", &fd(), "infra", 2, &ips()).unwrap();
     assert_eq!(new["metadata"]["name"], "a-worker-target-fd");
     assert_eq!(new["metadata"]["namespace"], "openshift-machine-api");
     for gone in ["uid", "resourceVersion", "ownerReferences", "creationTimestamp"] {
@@ -202,7 +225,7 @@ fn a_replacement_is_a_copy_with_a_new_name_selector_placement_and_zone() {
     assert_eq!(labels["machine.openshift.io/cluster-api-machine-role"], "worker");
     let ps = &new["spec"]["template"]["spec"]["providerSpec"]["value"];
     assert_eq!(ps["workspace"]["server"], "10.0.0.2");
-    assert_eq!(ps["network"]["devices"][0]["gateway"], "192.168.10.1");
+    assert_eq!(ps["network"]["devices"][0]["addressesFromPools"][0]["name"], "target-pool");
     // The template itself is untouched.
     assert_eq!(machine_set_server(&template), "10.0.0.1");
     assert_eq!(
@@ -233,17 +256,17 @@ fn the_cpms_template_names_the_target_domains_and_is_placed_in_the_first() {
             "metadata": {"labels": {"machine.openshift.io/cluster-api-machine-role": "master"}},
             "spec": {"lifecycleHooks": {}, "providerSpec": {"value": provider("10.0.0.1")}}}}}}),
     );
-    let (t, _) = cpms_template_for(&cpms, &[&fd()], "infra").unwrap();
+    let (t, _) = cpms_template_for(&cpms, &[&fd()], "infra", &ips()).unwrap();
     assert_eq!(t["failureDomains"], json!({"platform": "VSphere", "vsphere": [{"name": "target-fd"}]}));
     let mut b = fd();
     b.name = "target-b".into();
     b.topology.datacenter = "dst-dc2".into();
-    let (t3, _) = cpms_template_for(&cpms, &[&fd(), &b], "infra").unwrap();
+    let (t3, _) = cpms_template_for(&cpms, &[&fd(), &b], "infra", &ips()).unwrap();
     assert_eq!(t3["failureDomains"]["vsphere"], json!([{"name": "target-fd"}, {"name": "target-b"}]));
     assert_eq!(t3["spec"]["providerSpec"]["value"]["workspace"]["datacenter"], "dst-dc");
     b.topology.template = None;
-    assert!(cpms_template_for(&cpms, &[&fd(), &b], "infra").unwrap_err().to_string().contains("target-b"));
-    assert!(cpms_template_for(&cpms, &[], "infra").is_err());
+    assert!(cpms_template_for(&cpms, &[&fd(), &b], "infra", &ips()).unwrap_err().to_string().contains("target-b"));
+    assert!(cpms_template_for(&cpms, &[], "infra", &ips()).is_err());
     assert_eq!(t["spec"]["providerSpec"]["value"]["workspace"]["server"], "10.0.0.2");
     assert_eq!(t["spec"]["lifecycleHooks"], json!({}));
     assert_eq!(
@@ -277,4 +300,41 @@ fn a_waiting_machine_says_what_machine_api_says_holds_it_back() {
     let MachineState::Waiting(s) = machine_state(&long, &[]) else { panic!() };
     assert!(s.starts_with("Pending (xxx") && s.ends_with("…)") && s.chars().count() < 230, "{s}");
     assert_eq!(machine_state(&machine("p", "Provisioned", None), &[]), MachineState::Waiting("Provisioned".into()));
+}
+
+#[test]
+fn a_source_address_never_reaches_a_target_machine() {
+    // No entry for the domain: refused, naming what the device has.
+    let err = place(&provider("10.0.0.1"), &fd(), "infra", &ips_for(&["other"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "network device 0 of the machines has static addresses (pools IPPool/pool; nameservers 192.168.10.53; \
+         gateway 192.168.10.1), which belong to the source network, and failure domain target-fd has no \
+         spec.staticIPs entry: give the target network's IP pools and nameservers"
+    );
+    // Fixed addresses (a Machine's, or a set someone gave one) are replaced too.
+    let mut spec = provider("10.0.0.1");
+    spec["network"]["devices"][0] =
+        json!({"networkName": "src-net", "ipAddrs": ["192.168.10.7/24"], "gateway": "192.168.10.1"});
+    let (p, _) = place(&spec, &fd(), "infra", &ips()).unwrap();
+    assert!(p["network"]["devices"][0].get("ipAddrs").is_none());
+    assert_eq!(p["network"]["devices"][0]["addressesFromPools"][0]["name"], "target-pool");
+    // A DHCP device stays DHCP, even with an entry for the domain; its DNS settings stay.
+    spec["network"]["devices"][0] = json!({"networkName": "src-net", "nameservers": ["1.1.1.1"]});
+    let (p, dropped) = place(&spec, &fd(), "infra", &ips()).unwrap();
+    assert_eq!(p["network"]["devices"][0], json!({"networkName": "dst-net", "nameservers": ["1.1.1.1"]}));
+    assert!(dropped.is_empty());
+}
+
+#[test]
+fn the_control_planes_domains_must_agree_on_static_ips() {
+    let cpms = Object(json!({"spec": {"template": {"machines_v1beta1_machine_openshift_io": {
+        "spec": {"providerSpec": {"value": provider("10.0.0.1")}}}}}}));
+    let mut b = fd();
+    b.name = "target-b".into();
+    let mut differ = ips();
+    differ[1].nameservers = vec!["10.2.0.53".into()];
+    let err = cpms_template_for(&cpms, &[&fd(), &b], "infra", &differ).unwrap_err();
+    assert_eq!(err, PlaceError::StaticIpsDiffer { failure_domains: vec!["target-fd".into(), "target-b".into()] });
+    assert!(cpms_template_for(&cpms, &[&fd(), &b], "infra", &ips()).is_ok());
 }
