@@ -192,8 +192,7 @@ pub fn check_placement(
                 else {
                     continue;
                 };
-                if let Err(e) = machines::replacement_set(source, &r.name, fd, &infra_id, r.replicas, &spec.static_ips)
-                {
+                if let Err(e) = machines::replacement_set(source, &r.name, fd, infra_id, r.replicas, &spec.static_ips) {
                     f.problem(format!("MachineSet {}: {e}", r.source));
                 }
             }
@@ -205,7 +204,7 @@ pub fn check_placement(
         spec.control_plane_machine_set_config.domains().iter().filter_map(|n| spec.failure_domain(n)).collect();
     if let Some(cpms) = cx.kube().get(&types::CONTROL_PLANE_MACHINE_SET, Some(MACHINE_API_NAMESPACE), CPMS)?
         && !fds.is_empty()
-        && let Err(e) = machines::cpms_template_for(&cpms, &fds, &infra_id, &spec.static_ips)
+        && let Err(e) = machines::cpms_template_for(&cpms, &fds, infra_id, &spec.static_ips)
     {
         f.problem(format!("the control plane: {e}"));
     }
