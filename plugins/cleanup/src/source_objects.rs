@@ -64,7 +64,7 @@ pub fn leftovers(vsphere: &Value, sources: &[&str], infra_id: &str) -> Vec<Lefto
                 }
             }
             if infra::failure_domains(vsphere).is_empty() {
-                for dc in datacenters(vsphere, server) {
+                for dc in infra::vcenter_datacenters(vsphere, server) {
                     if !folders.contains(&own(&dc)) {
                         folders.push(own(&dc));
                     }
@@ -73,18 +73,6 @@ pub fn leftovers(vsphere: &Value, sources: &[&str], infra_id: &str) -> Vec<Lefto
             Leftovers { server: server.to_string(), category: format!("openshift-{infra_id}"), folders, kept_folders }
         })
         .collect()
-}
-
-/// `vcenters[server].datacenters` of the Infrastructure.
-fn datacenters(vsphere: &Value, server: &str) -> Vec<String> {
-    vsphere
-        .get("vcenters")
-        .and_then(Value::as_array)
-        .and_then(|v| v.iter().find(|v| v.get("server").and_then(Value::as_str) == Some(server)))
-        .and_then(|v| v.get("datacenters"))
-        .and_then(Value::as_array)
-        .map(|d| d.iter().filter_map(Value::as_str).map(String::from).collect())
-        .unwrap_or_default()
 }
 
 /// The recorded leftovers, recording them first from the Infrastructure if this is the

@@ -157,6 +157,14 @@ fn installer_objects(h: &FakeHost) -> ObjectRef {
     })
 }
 
+/// The migration with `spec.cleanup.sourceVSphereObjects` on.
+fn removing_source_objects(mut m: Migration) -> Migration {
+    let mut spec: Value = serde_json::from_str(&m.spec_json).unwrap();
+    spec["cleanup"] = json!({"sourceVSphereObjects": true});
+    m.spec_json = spec.to_string();
+    m
+}
+
 fn installer_objects_left(h: &FakeHost) -> (bool, Vec<String>, bool) {
     h.vcenter("vc-a", |v| {
         let category = v.find_category("openshift-inf").unwrap();
@@ -189,10 +197,7 @@ fn the_installers_source_objects_stay_by_default_and_are_named() {
 fn asked_for_the_installers_source_objects_go_journalled_and_come_back_on_rollback() {
     let h = cluster();
     installer_objects(&h);
-    let mut m = m(&["vc-a"]);
-    let mut spec: Value = serde_json::from_str(&m.spec_json).unwrap();
-    spec["cleanup"] = json!({"sourceVSphereObjects": true});
-    m.spec_json = spec.to_string();
+    let m = removing_source_objects(m(&["vc-a"]));
 
     let run = h.run::<Cleanup>(Direction::Execute, &m);
     assert!(run.done(), "{:?}", run.outcome);
@@ -224,10 +229,7 @@ fn a_folder_with_something_in_it_stays_and_says_what() {
     let h = cluster();
     installer_objects(&h);
     h.vcenter("vc-a", |v| v.add(ObjectKind::VirtualMachine, "/dc-a/vm/inf/leftover-vm", false));
-    let mut m = m(&["vc-a"]);
-    let mut spec: Value = serde_json::from_str(&m.spec_json).unwrap();
-    spec["cleanup"] = json!({"sourceVSphereObjects": true});
-    m.spec_json = spec.to_string();
+    let m = removing_source_objects(m(&["vc-a"]));
     let run = h.run::<Cleanup>(Direction::Execute, &m);
     assert!(run.done(), "{:?}", run.outcome);
     assert!(

@@ -127,6 +127,17 @@ pub fn vcenter_servers(vsphere: &Value) -> Vec<String> {
     list(vsphere, "vcenters").iter().map(|v| server_of(v).to_string()).filter(|s| !s.is_empty()).collect()
 }
 
+/// `vcenters[server].datacenters`, in order (none if the server is not listed).
+pub fn vcenter_datacenters(vsphere: &Value, server: &str) -> Vec<String> {
+    list(vsphere, "vcenters")
+        .iter()
+        .find(|v| server_of(v) == server)
+        .and_then(|v| v.get("datacenters"))
+        .and_then(Value::as_array)
+        .map(|d| d.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// `failureDomains[]`, as stored.
 pub fn failure_domains(vsphere: &Value) -> &[Value] {
     list(vsphere, "failureDomains")

@@ -107,18 +107,6 @@ fn check_privileges(cx: &Cx, server: &str, mut objects: Vec<(Group, ObjectRef)>,
     }
 }
 
-/// `vcenters[server].datacenters` of the Infrastructure.
-fn datacenters_of(vsphere: &Value, server: &str) -> Vec<String> {
-    vsphere
-        .get("vcenters")
-        .and_then(Value::as_array)
-        .and_then(|v| v.iter().find(|v| v.get("server").and_then(Value::as_str) == Some(server)))
-        .and_then(|v| v.get("datacenters"))
-        .and_then(Value::as_array)
-        .map(|d| d.iter().filter_map(Value::as_str).map(String::from).collect())
-        .unwrap_or_default()
-}
-
 /// The source's failure domains as the Infrastructure describes them: what is missing is
 /// worth knowing (a rollback scales the source machine sets back up there), not blocking.
 fn check_source_failure_domains(cx: &Cx, vsphere: &Value, source: &str, f: &mut Findings) {
@@ -152,7 +140,7 @@ pub fn check_vcenters(cx: &Cx, spec: &MigrationSpec, infra: Option<&Object>, inf
         if !login(cx, source, "source", f) {
             continue;
         }
-        for dc in datacenters_of(&vsphere, source) {
+        for dc in infra::vcenter_datacenters(&vsphere, source) {
             expect(cx, source, ObjectKind::Datacenter, &format!("/{dc}"), "source datacenter".into(), f);
         }
         check_source_failure_domains(cx, &vsphere, source, f);
