@@ -225,6 +225,14 @@ impl JournaledVsphere {
         Ok((reference.name, created))
     }
 
+    /// Whether this phase's journal holds the creation of `created`, not yet undone: deleting
+    /// it needs no entry of its own (undoing the creation already leaves nothing there). On
+    /// any doubt, no: the deletion is journalled.
+    async fn created_here(&self, s: &CallScope, created: &Entry) -> bool {
+        let secret = self.journal.secret_name(EntryKind::Journal, &s.phase, &created.subject());
+        matches!(self.journal.read(&secret).await, Ok(stored) if !stored.restored)
+    }
+
     /// After an ensure: fill in the id of an entry this migration created (also one an
     /// interrupted earlier call wrote), or drop an entry for an object that existed.
     async fn settle(&self, s: &CallScope, written: Option<(String, bool)>, created: bool, filled: Entry) {
@@ -360,6 +368,10 @@ impl VsphereBackend for JournaledVsphere {
             Err(vs::VsphereError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(map_error(e)),
         }
+        let made = Entry::Folder { server: server.into(), path: path.into(), created_from: String::new() };
+        if self.created_here(s, &made).await {
+            return self.inner.delete_folder(s, server, path).await;
+        }
         let entry = Entry::RemovedFolder { server: server.into(), path: path.into() };
         let (secret, wrote) = self.journal_ahead(s, &entry).await?;
         let result = self.inner.delete_folder(s, server, path).await;
@@ -379,6 +391,10 @@ impl VsphereBackend for JournaledVsphere {
         let Some(category) = client.category_by_id(category_id).await.map_err(map_error)? else {
             return Ok(false);
         };
+        let made = Entry::Category { server: server.into(), name: category.spec.name.clone(), id: None };
+        if self.created_here(s, &made).await {
+            return self.inner.delete_category(s, server, category_id).await;
+        }
         let mut tags = Vec::new();
         for t in client.tags_of_category(category_id).await.map_err(map_error)? {
             tags.push(removed_tag(&client, &t).await?);
@@ -402,6 +418,15 @@ impl VsphereBackend for JournaledVsphere {
         let Some(tag) = client.tag(tag_id).await.map_err(map_error)? else {
             return Ok(false);
         };
+        let made = Entry::Tag {
+            server: server.into(),
+            category_id: tag.category_id.clone(),
+            name: tag.name.clone(),
+            id: None,
+        };
+        if self.created_here(s, &made).await {
+            return self.inner.delete_tag(s, server, tag_id).await;
+        }
         let entry = Entry::RemovedTag {
             server: server.into(),
             category: tag.category_name.clone(),

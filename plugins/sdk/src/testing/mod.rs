@@ -759,6 +759,14 @@ impl FakeHost {
         true
     }
 
+    /// Whether this phase's journal holds the creation of `created`, not yet undone (as the
+    /// host: deleting it again needs no entry of its own).
+    fn created_here(&self, created: &JournalEntry) -> bool {
+        let w = self.world.borrow();
+        let subject = created.subject();
+        w.journal.iter().any(|r| r.phase == w.caller.phase && !r.restored && r.entry.subject() == subject)
+    }
+
     fn unjournal_last(&self) {
         self.world.borrow_mut().journal.pop();
     }
@@ -1096,7 +1104,9 @@ impl Host for FakeHost {
             }
             return Ok(exists);
         }
-        let written = self.journal_entry(JournalEntry::RemovedFolder { server: server.into(), path: path.into() });
+        let made = JournalEntry::Folder { server: server.into(), path: path.into(), created_from: String::new() };
+        let written = !self.created_here(&made)
+            && self.journal_entry(JournalEntry::RemovedFolder { server: server.into(), path: path.into() });
         let result = self.vcenter(server, |inv| inv.delete_folder(path));
         if written && matches!(result, Ok(false) | Err(VsphereError::Invalid(_))) {
             self.unjournal_last();
@@ -1162,7 +1172,15 @@ impl Host for FakeHost {
             Ok(Some((t.clone(), category, inv.attached_to(tag))))
         })?;
         let Some((t, category, attached)) = found else { return Ok(false) };
-        self.journal_entry(JournalEntry::RemovedTag { server: server.into(), category, tag: t, attached });
+        let made = JournalEntry::Tag {
+            server: server.into(),
+            name: t.name.clone(),
+            category_id: t.category_id.clone(),
+            id: t.id.clone(),
+        };
+        if !self.created_here(&made) {
+            self.journal_entry(JournalEntry::RemovedTag { server: server.into(), category, tag: t, attached });
+        }
         self.vcenter(server, |inv| inv.delete_tag(tag))
     }
 
@@ -1183,7 +1201,10 @@ impl Host for FakeHost {
             Ok(Some((c, tags)))
         })?;
         let Some((c, tags)) = found else { return Ok(false) };
-        self.journal_entry(JournalEntry::RemovedCategory { server: server.into(), category: c, tags });
+        let made = JournalEntry::Category { server: server.into(), name: c.name.clone(), id: c.id.clone() };
+        if !self.created_here(&made) {
+            self.journal_entry(JournalEntry::RemovedCategory { server: server.into(), category: c, tags });
+        }
         self.vcenter(server, |inv| inv.delete_category(category))
     }
 
